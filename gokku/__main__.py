@@ -1,0 +1,3 @@
+from gokku.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,78 @@
+"""Apps and their variables (``apps/APP/ENV/.env``).
+
+Every change to an app's files happens under the app's lock and is written atomically,
+so concurrent ``config:set`` calls of different keys all land.
+"""
+
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from gokku import envfile
+from gokku.errors import GokkuError, NotFound
+from gokku.names import check_name
+from gokku.paths import Root
+from gokku.storage import lock, write_atomic
+
+DEFAULT_ENV = "shared"
+
+
+@contextmanager
+def app_lock(root: Root, app: str) -> Iterator[None]:
+    with lock(root.locks, f"app-{check_name('app', app)}"):
+        yield
+
+
+def exists(root: Root, app: str) -> bool:
+    return root.app_dir(app).is_dir()
+
+
+def require(root: Root, app: str) -> Path:
+    path = root.app_dir(app)
+    if not path.is_dir():
+        raise NotFound(f"app {app!r} does not exist (create it with: gokku apps:create {app})")
+    return path
+
+
+def names(root: Root) -> list[str]:
+    if not root.apps.is_dir():
+        return []
+    return sorted(p.name for p in root.apps.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def create(root: Root, app: str) -> None:
+    check_name("app", app)
+    with app_lock(root, app):
+        if exists(root, app):
+            raise GokkuError(f"app {app!r} already exists")
+        (root.app_dir(app) / DEFAULT_ENV).mkdir(parents=True)
+
+
+def destroy(root: Root, app: str) -> None:
+    """Remove the app's directory and repository (links are the caller's business)."""
+    require(root, app)
+    with app_lock(root, app):
+        shutil.rmtree(root.app_dir(app))
+        shutil.rmtree(root.repos / f"{app}.git", ignore_errors=True)
+
+
+def read_env(root: Root, app: str, env: str = DEFAULT_ENV) -> dict[str, str]:
+    path = root.env_file(app, env)
+    if not path.is_file():
+        return {}
+    return envfile.loads(path.read_text(encoding="utf-8"), source=str(path))
+
+
+def update_env(
+    root: Root, app: str, env: str, change: Callable[[dict[str, str]], None]
+) -> dict[str, str]:
+    """Read-modify-write the app's .env under its lock; ``change`` edits the dict in place."""
+    require(root, app)
+    with app_lock(root, app):
+        values = read_env(root, app, env)
+        before = dict(values)
+        change(values)
+        if values != before:
+            write_atomic(root.env_file(app, env), envfile.dumps(values).encode("utf-8"), 0o600)
+        return values

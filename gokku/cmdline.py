@@ -1,0 +1,78 @@
+"""Argument parsing for built-in verbs.
+
+argparse prints to the process's own stderr and exits; over SSH the streams belong to the
+request, so this small parser raises ``UsageError`` instead and leaves output to the
+dispatcher. Options may appear anywhere (``-a api KEY=V`` or ``KEY=V -a api``); ``--``
+ends them.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gokku.errors import UsageError
+
+
+@dataclass
+class Parsed:
+    positional: list[str] = field(default_factory=list)
+    options: dict[str, str | bool | None] = field(default_factory=dict)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        value = self.options.get(name)
+        return default if value is None else str(value)
+
+    def flag(self, name: str) -> bool:
+        return bool(self.options.get(name))
+
+
+def parse(
+    args: list[str],
+    usage: str,
+    values: dict[str, str] | None = None,
+    flags: dict[str, str] | None = None,
+    min_args: int = 0,
+    max_args: int | None = None,
+) -> Parsed:
+    """Split ``args`` into positionals and options.
+
+    ``values`` maps spellings of options that take a value to their key
+    (``{"-a": "app", "--app": "app"}``); ``flags`` does the same for boolean flags.
+    """
+    values = values or {}
+    flags = flags or {}
+    parsed = Parsed(options={key: None for key in (*values.values(), *flags.values())})
+    items = iter(args)
+    for arg in items:
+        if arg == "--":
+            parsed.positional.extend(items)
+            break
+        name, eq, inline = arg.partition("=")
+        if name in values:
+            value = inline if eq else next(items, None)
+            if value is None:
+                raise UsageError(f"option {name} needs a value; usage: {usage}")
+            parsed.options[values[name]] = value
+        elif arg in flags:
+            parsed.options[flags[arg]] = True
+        elif arg.startswith("-") and len(arg) > 1 and not arg[1].isdigit():
+            raise UsageError(f"unknown option {arg}; usage: {usage}")
+        else:
+            parsed.positional.append(arg)
+    count = len(parsed.positional)
+    if count < min_args:
+        raise UsageError(f"missing argument; usage: {usage}")
+    if max_args is not None and count > max_args:
+        extra = parsed.positional[max_args]
+        raise UsageError(f"unexpected argument {extra!r}; usage: {usage}")
+    return parsed
+
+
+def assignments(items: list[str], usage: str, check: Callable[[str], str] = str) -> dict[str, str]:
+    """``KEY=VALUE`` words to a dict; the value is everything after the first ``=``."""
+    values = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise UsageError(f"expected KEY=VALUE, got {item!r}; usage: {usage}")
+        values[check(key)] = value
+    return values

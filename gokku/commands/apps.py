@@ -1,0 +1,58 @@
+"""``apps:*`` verbs."""
+
+from gokku import apps, services
+from gokku.cmdline import parse
+from gokku.commands import BUILTINS
+from gokku.context import Context
+from gokku.errors import GokkuError
+from gokku.names import check_name
+
+
+def _app_arg(ctx: Context, verb: str, args: list[str], **flags: str) -> tuple[str, object]:
+    opts = parse(args, "gokku " + BUILTINS[verb].usage, flags=flags, max_args=1)
+    app = opts.positional[0] if opts.positional else ctx.app
+    if not app:
+        raise GokkuError(f"missing app name; usage: gokku {BUILTINS[verb].usage}")
+    return check_name("app", app), opts
+
+
+def create(ctx: Context, args: list[str]) -> int:
+    app, _ = _app_arg(ctx, "apps:create", args)
+    apps.create(ctx.root, app)
+    ctx.info(f"Created app {app}")
+    return 0
+
+
+def list_(ctx: Context, args: list[str]) -> int:
+    opts = parse(
+        args, "gokku " + BUILTINS["apps:list"].usage, values={"--format": "format"}, max_args=0
+    )
+    names = apps.names(ctx.root)
+    if opts.get("format", ctx.format) == "json":
+        ctx.out_json(names)
+    elif not names:
+        ctx.out("No apps")
+    else:
+        for name in names:
+            ctx.out(name)
+    return 0
+
+
+def destroy(ctx: Context, args: list[str]) -> int:
+    app, opts = _app_arg(ctx, "apps:destroy", args, **{"--force": "force", "-f": "force"})
+    apps.require(ctx.root, app)
+    linked = [
+        (s.name, link["env"])
+        for s in services.all_services(ctx.root)
+        for link in s.links
+        if link["app"] == app
+    ]
+    if linked and not opts.flag("force"):
+        names = ", ".join(sorted({name for name, _ in linked}))
+        raise GokkuError(f"app {app!r} is linked to {names}; unlink first or use --force")
+    for name, env in linked:
+        services.unlink(ctx.root, name, app, env)
+        ctx.info(f"Unlinked {name} from {app} ({env})")
+    apps.destroy(ctx.root, app)
+    ctx.info(f"Destroyed app {app}")
+    return 0

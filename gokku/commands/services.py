@@ -1,0 +1,243 @@
+"""``services:*`` verbs: create, list, info, logs, link, unlink, destroy, and the hidden
+verbs the plugin helpers call back into (config-get, config-set, env-set, next-port)."""
+
+import json
+import socket
+
+from gokku import services
+from gokku.cmdline import assignments, parse
+from gokku.commands import BUILTINS
+from gokku.context import Context
+from gokku.errors import GokkuError, NotFound, ScriptFailed, UsageError
+from gokku.names import check_env_key, check_name
+from gokku.plugins import registry
+from gokku.runner import run_script
+
+MAX_PORT = 65535
+
+
+def _usage(verb: str) -> str:
+    return "gokku " + BUILTINS[verb].usage
+
+
+def _plugin_of(ctx: Context, service: services.Service) -> registry.Plugin:
+    try:
+        return registry.load(ctx.root, service.plugin)
+    except NotFound:
+        raise GokkuError(
+            f"service {service.name!r} was made by plugin {service.plugin!r}, "
+            "which is no longer installed"
+        ) from None
+
+
+def _service_env(ctx: Context, name: str) -> dict[str, str]:
+    return {"SERVICE_NAME": name, "GOKKU_SERVICE_DIR": str(ctx.root.service_dir(name))}
+
+
+def _run(ctx: Context, plugin: registry.Plugin, command: str, args: list[str]) -> int:
+    """Run a contract script (``install``, ``info``...) that must exist."""
+    script = plugin.script(command)
+    if script is None:
+        raise GokkuError(f"plugin {plugin.name!r} has no {command} script")
+    return run_script(ctx, plugin, script, args, _service_env(ctx, args[0]))
+
+
+def create(ctx: Context, args: list[str]) -> int:
+    usage = _usage("services:create")
+    opts = parse(args, usage, values={"--name": "name", "-n": "name"}, min_args=1, max_args=1)
+    plugin_name, _, version = opts.positional[0].partition(":")
+    name = opts.get("name")
+    if not name:
+        raise UsageError(f"missing --name; usage: {usage}")
+    check_name("service", name)
+    plugin = registry.find(ctx.root, check_name("plugin", plugin_name))
+    if plugin is None:
+        raise NotFound(f"plugin {plugin_name!r} is not installed (see: gokku plugins:list)")
+    if plugin.script("install") is None:
+        raise GokkuError(f"plugin {plugin.name!r} has no install script")
+    with services.service_lock(ctx.root, name):
+        if services.exists(ctx.root, name):
+            raise GokkuError(f"service {name!r} already exists")
+        service = services.Service(
+            name, ctx.root.service_dir(name), services.new_record(name, plugin.name, version)
+        )
+        service.path.mkdir(parents=True, exist_ok=True)
+        service.save()
+        ctx.info(f"Creating {plugin.name} service {name}")
+        code = _run(ctx, plugin, "install", [name, version])
+        if code != 0:
+            if plugin.script("uninstall") is not None:
+                _run(ctx, plugin, "uninstall", [name])
+            services.remove_dir(service)
+            raise ScriptFailed(
+                f"creating service {name!r} failed: {plugin.name} install exited {code}; "
+                "nothing was kept",
+                code,
+            )
+    ctx.info(f"Service {name} created")
+    return 0
+
+
+def list_(ctx: Context, args: list[str]) -> int:
+    opts = parse(args, _usage("services:list"), values={"--format": "format"}, max_args=0)
+    records = [
+        {
+            "name": s.name,
+            "plugin": s.plugin,
+            "version": s.data.get("version", ""),
+            "linked_apps": s.data.get("linked_apps", []),
+            "created_at": s.data.get("created_at", ""),
+        }
+        for s in services.all_services(ctx.root)
+    ]
+    if opts.get("format", ctx.format) == "json":
+        ctx.out_json(records)
+    elif not records:
+        ctx.out("No services")
+    else:
+        rows = [
+            [
+                r["name"],
+                r["plugin"],
+                r["version"] or "-",
+                ",".join(r["linked_apps"]) or "-",
+                r["created_at"],
+            ]
+            for r in records
+        ]
+        ctx.table(["NAME", "PLUGIN", "VERSION", "LINKED APPS", "CREATED"], rows)
+    return 0
+
+
+def _passthrough(ctx: Context, args: list[str], command: str) -> int:
+    if not args:
+        raise UsageError(f"missing service name; usage: {_usage('services:' + command)}")
+    service = services.load(ctx.root, check_name("service", args[0]))
+    return _run(ctx, _plugin_of(ctx, service), command, args)
+
+
+def info(ctx: Context, args: list[str]) -> int:
+    return _passthrough(ctx, args, "info")
+
+
+def logs(ctx: Context, args: list[str]) -> int:
+    return _passthrough(ctx, args, "logs")
+
+
+def _link_args(ctx: Context, verb: str, args: list[str]) -> tuple[str, str, str]:
+    usage = _usage(verb)
+    opts = parse(
+        args,
+        usage,
+        values={"-a": "app", "--app": "app", "--env": "env", "-e": "env"},
+        min_args=1,
+        max_args=1,
+    )
+    app = opts.get("app", ctx.app)
+    if not app:
+        raise UsageError(f"missing -a APP; usage: {usage}")
+    name = check_name("service", opts.positional[0])
+    return name, check_name("app", app), check_name("environment", opts.get("env", "shared"))
+
+
+def _hook(ctx: Context, name: str, hook: str, app: str, env: str) -> None:
+    plugin = _plugin_of(ctx, services.load(ctx.root, name))
+    script = plugin.hook(hook)
+    if script is not None:
+        code = run_script(ctx, plugin, script, [name, app, env], _service_env(ctx, name))
+        if code != 0:
+            raise ScriptFailed(f"{plugin.name} {hook} hook exited {code}", code)
+
+
+def link(ctx: Context, args: list[str]) -> int:
+    name, app, env = _link_args(ctx, "services:link", args)
+    keys = services.link(ctx.root, name, app, env)
+    ctx.info(f"Linked {name} to {app} ({env}): {', '.join(keys)}")
+    _hook(ctx, name, "post-link", app, env)
+    return 0
+
+
+def unlink(ctx: Context, args: list[str]) -> int:
+    name, app, env = _link_args(ctx, "services:unlink", args)
+    keys = services.unlink(ctx.root, name, app, env)
+    ctx.info(f"Unlinked {name} from {app} ({env}): removed {', '.join(keys)}")
+    _hook(ctx, name, "post-unlink", app, env)
+    return 0
+
+
+def destroy(ctx: Context, args: list[str]) -> int:
+    usage = _usage("services:destroy")
+    opts = parse(args, usage, flags={"--force": "force", "-f": "force"}, min_args=1, max_args=1)
+    name = check_name("service", opts.positional[0])
+    with services.service_lock(ctx.root, name):
+        service = services.load(ctx.root, name)
+        plugin = _plugin_of(ctx, service)
+        if service.links and not opts.flag("force"):
+            where = ", ".join(f"{x['app']} ({x['env']})" for x in service.links)
+            raise GokkuError(f"service {name!r} is linked to {where}; unlink first or use --force")
+        for record in list(service.links):
+            services.unlink(ctx.root, name, record["app"], record["env"])
+            ctx.info(f"Unlinked {name} from {record['app']} ({record['env']})")
+        ctx.info(f"Destroying service {name}")
+        if plugin.script("uninstall") is not None:
+            code = _run(ctx, plugin, "uninstall", [name])
+            if code != 0:
+                raise ScriptFailed(
+                    f"{plugin.name} uninstall of {name!r} exited {code}; the service is kept",
+                    code,
+                )
+        services.remove_dir(service)
+    ctx.info(f"Service {name} destroyed")
+    return 0
+
+
+def config_get(ctx: Context, args: list[str]) -> int:
+    opts = parse(args, _usage("services:config-get"), min_args=1, max_args=2)
+    service = services.load(ctx.root, check_name("service", opts.positional[0]))
+    if len(opts.positional) == 1:
+        ctx.out(json.dumps(service.data, indent=2, ensure_ascii=False))
+        return 0
+    key = opts.positional[1]
+    if key not in service.config:
+        raise NotFound(f"service {service.name!r} has no config key {key!r}")
+    value = service.config[key]
+    ctx.out(value if isinstance(value, str) else json.dumps(value))
+    return 0
+
+
+def _set_section(ctx: Context, args: list[str], verb: str, section: str, check) -> int:
+    usage = _usage(verb)
+    opts = parse(args, usage, min_args=2)
+    name = check_name("service", opts.positional[0])
+    services.update(ctx.root, name, section, assignments(opts.positional[1:], usage, check))
+    return 0
+
+
+def config_set(ctx: Context, args: list[str]) -> int:
+    return _set_section(ctx, args, "services:config-set", "config", str)
+
+
+def env_set(ctx: Context, args: list[str]) -> int:
+    return _set_section(ctx, args, "services:env-set", "env", check_env_key)
+
+
+def next_port(ctx: Context, args: list[str]) -> int:
+    opts = parse(args, _usage("services:next-port"), max_args=1)
+    start_text = opts.positional[0] if opts.positional else "9000"
+    if not start_text.isdigit() or not 1 <= int(start_text) <= MAX_PORT:
+        raise UsageError(f"invalid port {start_text!r}: use a number from 1 to {MAX_PORT}")
+    taken = services.ports_in_use(ctx.root)
+    for port in range(int(start_text), MAX_PORT + 1):
+        if port not in taken and _port_free(port):
+            ctx.out(str(port))
+            return 0
+    raise GokkuError(f"no free port at or above {start_text}")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True

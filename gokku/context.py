@@ -1,0 +1,81 @@
+"""The request every door produces, and the context a command runs in.
+
+A door (the ``gokku`` CLI, the embedded SSH server, the OpenSSH forced command) turns
+what it received into a ``Request``; the dispatcher never learns which door it was.
+"""
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from gokku.paths import Root
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is calling: a registered key's name and fingerprint, or the local user."""
+
+    name: str
+    fingerprint: str = ""
+    role: str = "admin"
+    remote: str = ""
+
+    @classmethod
+    def local(cls) -> "Identity":
+        import pwd
+
+        return cls(name=pwd.getpwuid(os.geteuid()).pw_name)
+
+
+@dataclass
+class Request:
+    """argv, identity and the three byte streams; ``term`` is set when a pty was granted."""
+
+    argv: list[str]
+    identity: Identity
+    stdin: BinaryIO = field(default_factory=lambda: sys.stdin.buffer)
+    stdout: BinaryIO = field(default_factory=lambda: sys.stdout.buffer)
+    stderr: BinaryIO = field(default_factory=lambda: sys.stderr.buffer)
+    term: str | None = None
+
+
+@dataclass
+class Context:
+    """One command's view: the request, the state root and the global flags."""
+
+    request: Request
+    root: Root
+    quiet: bool = False
+    trace: bool = False
+    format: str = "text"
+    app: str | None = None
+    verb: str = ""
+
+    def out(self, text: str = "") -> None:
+        """Write a line of output (stdout)."""
+        self.request.stdout.write(text.encode("utf-8") + b"\n")
+        self.request.stdout.flush()
+
+    def info(self, text: str) -> None:
+        """A progress line (``-----> ...``) on stderr, hidden by --quiet."""
+        if not self.quiet:
+            self.request.stderr.write(f"-----> {text}\n".encode())
+            self.request.stderr.flush()
+
+    def warn(self, text: str) -> None:
+        self.request.stderr.write(f" !     {text}\n".encode())
+        self.request.stderr.flush()
+
+    def out_json(self, value: Any) -> None:
+        self.out(json.dumps(value, indent=2, ensure_ascii=False))
+
+    def table(self, headers: list[str], rows: list[list[str]]) -> None:
+        """Print an aligned table; the header line is dropped under --quiet for scripts."""
+        widths = [
+            max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)
+        ]
+        lines = [] if self.quiet else [headers]
+        for row in lines + rows:
+            self.out("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

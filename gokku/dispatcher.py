@@ -1,0 +1,112 @@
+"""One entry point for every door: argv + identity + streams in, exit code out.
+
+Routing: a built-in verb (``services:create``), else ``PLUGIN:CMD`` / ``PLUGIN`` for an
+installed plugin (by name or its ``commands/name`` alias), else exit 127 with a
+did-you-mean. This is also the one place where errors become a message and an exit code.
+"""
+
+import difflib
+import importlib
+
+from gokku.cmdline import parse
+from gokku.commands import BUILTINS
+from gokku.context import Context, Request
+from gokku.errors import GokkuError, UnknownCommand, UsageError
+from gokku.paths import Root
+
+GLOBAL_USAGE = "gokku [--quiet] [--trace] [--format text|json] [-a APP] COMMAND [ARGS...]"
+FORMATS = ("text", "json", "shell")
+
+
+def dispatch(request: Request, root: Root | None = None) -> int:
+    """Run the request to completion and return its exit code; never raises GokkuError."""
+    try:
+        ctx, verb, args = _global_flags(request, root or Root.from_env())
+        code = route(ctx, verb, args)
+        # A bare ``gokku`` (or an SSH session with no command) is a usage error.
+        return 2 if not request.argv and code == 0 else code
+    except GokkuError as exc:
+        _report(request, exc.message)
+        return exc.exit_code
+    except BrokenPipeError:
+        return 141
+    except KeyboardInterrupt:
+        return 130
+
+
+def _report(request: Request, message: str) -> None:
+    try:
+        request.stderr.write(f" !     {message}\n".encode())
+        request.stderr.flush()
+    except (BrokenPipeError, ValueError):
+        pass
+
+
+def _global_flags(request: Request, root: Root) -> tuple[Context, str, list[str]]:
+    """Split ``[FLAGS] VERB ARGS`` where flags come before the verb, as in Dokku."""
+    argv = request.argv
+    index = 0
+    while index < len(argv) and argv[index].startswith("-"):
+        index += 1
+        if argv[index - 1] in ("--format", "-a", "--app") and index < len(argv):
+            index += 1
+    flags = parse(
+        argv[:index],
+        GLOBAL_USAGE,
+        values={"--format": "format", "-a": "app", "--app": "app"},
+        flags={
+            "--quiet": "quiet",
+            "-q": "quiet",
+            "--trace": "trace",
+            "--help": "help",
+            "-h": "help",
+            "--version": "version",
+        },
+        max_args=0,
+    )
+    fmt = flags.get("format", "text")
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    rest = argv[index:]
+    if flags.flag("version"):
+        rest = ["version"]
+    elif flags.flag("help") or not rest:
+        rest = ["help", *rest]
+    ctx = Context(
+        request=request,
+        root=root,
+        quiet=flags.flag("quiet"),
+        trace=flags.flag("trace"),
+        format=fmt,
+        app=flags.get("app"),
+        verb=rest[0],
+    )
+    return ctx, rest[0], rest[1:]
+
+
+def route(ctx: Context, verb: str, args: list[str]) -> int:
+    builtin = BUILTINS.get(verb)
+    if builtin is not None:
+        function = getattr(importlib.import_module(builtin.module), builtin.function)
+        return function(ctx, args)
+    from gokku.plugins import registry
+
+    namespace, _, command = verb.partition(":")
+    plugin = registry.find(ctx.root, namespace)
+    if plugin is not None:
+        from gokku.commands.plugin_exec import run_plugin_command
+
+        return run_plugin_command(ctx, plugin, command or "help", args)
+    raise UnknownCommand(f"unknown command {verb!r}{did_you_mean(ctx, verb)}")
+
+
+def did_you_mean(ctx: Context, verb: str) -> str:
+    from gokku.plugins import registry
+
+    known = [name for name, b in BUILTINS.items() if not b.hidden]
+    for plugin in registry.installed(ctx.root):
+        prefixes = [plugin.name] + ([plugin.namespace] if plugin.namespace else [])
+        known += [f"{p}:{c}" for p in prefixes for c in plugin.commands()] + prefixes
+    close = difflib.get_close_matches(verb, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{hint} (see: gokku help)"

@@ -1,0 +1,39 @@
+"""Errors that carry a user-facing message and the exit code it becomes.
+
+Commands raise; exactly one place (``dispatcher.dispatch``) turns an error into a line
+on stderr and an exit code, so every door reports failures the same way.
+"""
+
+
+class GokkuError(Exception):
+    """An operation failed for a reason the user can act on (exit 1)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UsageError(GokkuError):
+    """Bad arguments, bad names, unbalanced quotes (exit 2)."""
+
+    exit_code = 2
+
+
+class UnknownCommand(GokkuError):
+    """No built-in or plugin command by that name (exit 127, like a shell)."""
+
+    exit_code = 127
+
+
+class NotFound(GokkuError):
+    """An app, service or plugin named by the user does not exist (exit 1)."""
+
+
+class ScriptFailed(GokkuError):
+    """A plugin script that Gokku ran on the user's behalf failed: keep its exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

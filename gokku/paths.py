@@ -1,0 +1,78 @@
+"""Where Gokku keeps its state (GOKKU_ROOT) and the layout under it (DESIGN.md)."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from gokku.names import check_name
+
+SYSTEM_ROOT = Path("/opt/gokku")
+
+
+def default_root() -> Path:
+    """``/opt/gokku`` for root, else a per-user data dir, so a non-root user can try Gokku."""
+    if os.geteuid() == 0:
+        return SYSTEM_ROOT
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(data_home) / "gokku"
+
+
+@dataclass(frozen=True)
+class Root:
+    """The state directory; every path Gokku touches is derived here from checked names."""
+
+    path: Path
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "Root":
+        env = os.environ if environ is None else environ
+        value = env.get("GOKKU_ROOT")
+        return cls(Path(value).absolute() if value else default_root())
+
+    @property
+    def plugins(self) -> Path:
+        return self.path / "plugins"
+
+    @property
+    def services(self) -> Path:
+        return self.path / "services"
+
+    @property
+    def apps(self) -> Path:
+        return self.path / "apps"
+
+    @property
+    def repos(self) -> Path:
+        return self.path / "repos"
+
+    @property
+    def scripts(self) -> Path:
+        return self.path / "scripts"
+
+    @property
+    def helpers(self) -> Path:
+        return self.scripts / "plugin-helpers.sh"
+
+    @property
+    def locks(self) -> Path:
+        return self.path / "locks"
+
+    @property
+    def log(self) -> Path:
+        return self.path / "log"
+
+    @property
+    def ssh(self) -> Path:
+        return self.path / "ssh"
+
+    def plugin_dir(self, name: str) -> Path:
+        return self.plugins / check_name("plugin", name)
+
+    def service_dir(self, name: str) -> Path:
+        return self.services / check_name("service", name)
+
+    def app_dir(self, name: str) -> Path:
+        return self.apps / check_name("app", name)
+
+    def env_file(self, app: str, env: str = "shared") -> Path:
+        return self.app_dir(app) / check_name("environment", env) / ".env"

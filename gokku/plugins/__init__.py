@@ -1,0 +1,1 @@
+"""Plugins: directories of Bash scripts following the plugin contract (spec)."""

@@ -1,0 +1,85 @@
+"""Installed plugins: finding them by name or namespace, and finding their scripts.
+
+A plugin lives in ``plugins/<name>/`` with its install record in ``config.json``
+(Gokku's file: ``name`` and ``url``, plus where it came from and its namespace alias).
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gokku.errors import NotFound
+from gokku.names import NAME_RE
+from gokku.paths import Root
+from gokku.storage import read_json
+
+RECORD = "config.json"
+MANIFEST = "plugin.yml"
+
+
+@dataclass(frozen=True)
+class Plugin:
+    name: str
+    path: Path
+    record: dict[str, Any]
+
+    @property
+    def namespace(self) -> str | None:
+        """The alias from ``commands/name`` (``pg`` for postgres), when it differs."""
+        alias = self.record.get("namespace")
+        return alias if alias and alias != self.name else None
+
+    def script(self, command: str) -> Path | None:
+        """``bin/CMD`` wins over ``commands/CMD``, and over a root-level install/uninstall."""
+        if not NAME_RE.match(command):
+            return None
+        candidates = [self.path / "bin" / command, self.path / "commands" / command]
+        if command in ("install", "uninstall"):
+            candidates.append(self.path / command)
+        return next((path for path in candidates if path.is_file()), None)
+
+    def commands(self) -> list[str]:
+        """Every command a user can call, for help and did-you-mean."""
+        names = {
+            path.name
+            for folder in ("bin", "commands")
+            for path in (self.path / folder).glob("*")
+            if path.is_file() and NAME_RE.match(path.name)
+        }
+        return sorted(names - {"name"})
+
+    def hook(self, name: str) -> Path | None:
+        path = self.path / "hooks" / name
+        return path if path.is_file() else None
+
+    def description(self) -> str:
+        return str(self.record.get("description") or "")
+
+
+def load(root: Root, name: str) -> Plugin:
+    """The installed plugin called ``name`` (not an alias), or NotFound."""
+    path = root.plugin_dir(name)
+    if not path.is_dir():
+        raise NotFound(f"plugin {name!r} is not installed (see: gokku plugins:list)")
+    record_path = path / RECORD
+    record = read_json(record_path) if record_path.is_file() else {}
+    return Plugin(name=name, path=path, record=record if isinstance(record, dict) else {})
+
+
+def installed(root: Root) -> list[Plugin]:
+    if not root.plugins.is_dir():
+        return []
+    return [
+        load(root, path.name)
+        for path in sorted(root.plugins.iterdir())
+        if path.is_dir() and NAME_RE.match(path.name)
+    ]
+
+
+def find(root: Root, word: str) -> Plugin | None:
+    """Resolve a command namespace: a plugin's own name first, then its alias."""
+    if not NAME_RE.match(word):
+        return None
+    if root.plugin_dir(word).is_dir():
+        return load(root, word)
+    return next((p for p in installed(root) if p.namespace == word), None)

@@ -1,0 +1,177 @@
+"""Running a plugin script the way DESIGN.md binds it.
+
+``bash SCRIPT ARGS...`` (so neither the run bit nor a shebang is required), an environment
+built from scratch, cwd = the plugin directory, its own process group, the request's
+streams handed over as file descriptors (bytes, untouched), and the exit code returned
+exactly (128+N when killed by signal N).
+
+When this process is told to hang up (the SSH door does that when the client goes away)
+the script's whole group gets HUP, then TERM, then KILL, a grace period apart.
+"""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from gokku.context import Context
+from gokku.plugins.registry import Plugin
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+GRACE_SECONDS = 2
+FORWARDED = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+RESET_IN_CHILD = (
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGPIPE,
+    signal.SIGTTOU,
+)
+
+
+def script_env(ctx: Context, plugin: Plugin, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The whole environment of a plugin script; nothing the client sent leaks in."""
+    root = ctx.root
+    ident = ctx.request.identity
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    env = {
+        "PATH": os.environ.get("PATH") or DEFAULT_PATH,
+        "HOME": os.environ.get("HOME") or str(Path.home()),
+        "LANG": os.environ.get("LANG") or "C.UTF-8",
+        "BASH_ENV": str(root.helpers),
+        "GOKKU_ROOT": str(root.path),
+        "GOKKU_DIR": str(root.path),
+        "GOKKU_SCRIPTS_DIR": str(root.scripts),
+        "GOKKU_PLUGINS_DIR": str(root.plugins),
+        "GOKKU_SERVICES_DIR": str(root.services),
+        "GOKKU_APPS_DIR": str(root.apps),
+        "GOKKU_PLUGIN_DIR": str(plugin.path),
+        "GOKKU_PLUGIN_NAME": plugin.name,
+        "GOKKU_COMMAND": ctx.verb,
+        "GOKKU_KEY_NAME": ident.name,
+        "GOKKU_KEY_FINGERPRINT": ident.fingerprint,
+        "GOKKU_ROLE": ident.role,
+        "GOKKU_REMOTE_ADDR": ident.remote,
+        "GOKKU_FORMAT": ctx.format,
+        "GOKKU_PYTHON": sys.executable,
+        "GOKKU_PYTHONPATH": package_parent,
+    }
+    for name in ("USER", "LOGNAME", "LC_ALL", "TZ", "GOKKU_LOCK_TIMEOUT", "GOKKU_HELD_LOCKS"):
+        if os.environ.get(name):
+            env[name] = os.environ[name]
+    if ctx.request.term:
+        env["TERM"] = ctx.request.term
+    if ctx.app:
+        env["GOKKU_APP"] = ctx.app
+    if ctx.quiet:
+        env["GOKKU_QUIET"] = "1"
+    if ctx.trace:
+        env["GOKKU_TRACE"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def _foreground_tty(fds: tuple[int, ...]) -> int | None:
+    """The fd of our controlling terminal when we are its foreground job, else None."""
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp():
+                return fd
+    return None
+
+
+def run_script(
+    ctx: Context,
+    plugin: Plugin,
+    script: Path,
+    args: list[str],
+    extra_env: dict[str, str] | None = None,
+) -> int:
+    """Run ``script`` to completion with the request's streams; return its exit code."""
+    request = ctx.request
+    for stream in (request.stdout, request.stderr):
+        stream.flush()
+    fds = (request.stdin.fileno(), request.stdout.fileno(), request.stderr.fileno())
+    tty = _foreground_tty(fds)
+
+    def in_child() -> None:
+        os.setpgid(0, 0)
+        if tty is not None:
+            signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+            os.tcsetpgrp(tty, os.getpgrp())
+        for sig in RESET_IN_CHILD:
+            signal.signal(sig, signal.SIG_DFL)
+
+    command = ["bash", *(["-x"] if ctx.trace else []), str(script), *args]
+    proc = subprocess.Popen(
+        command,
+        stdin=fds[0],
+        stdout=fds[1],
+        stderr=fds[2],
+        cwd=plugin.path,
+        env=script_env(ctx, plugin, extra_env),
+        preexec_fn=in_child,  # noqa: PLW1509 - single-threaded; needs setpgid + tcsetpgrp
+        close_fds=True,
+    )
+    with _forwarding_signals(proc.pid) as hung_up:
+        code = proc.wait()
+        if hung_up:
+            forward_to_group(proc.pid, signal.SIGKILL)
+    if tty is not None:
+        _take_back_terminal(tty)
+    return 128 - code if code < 0 else code
+
+
+def _take_back_terminal(fd: int) -> None:
+    old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        with contextlib.suppress(OSError):
+            os.tcsetpgrp(fd, os.getpgrp())
+    finally:
+        signal.signal(signal.SIGTTOU, old)
+
+
+def forward_to_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+@contextlib.contextmanager
+def _forwarding_signals(pgid: int) -> Iterator[list[int]]:
+    """Pass signals sent to us on to the script's group; escalate a hang-up to KILL.
+
+    Yields a list that is non-empty once a hang-up arrived, so the caller can clear out
+    whatever of the group outlived its leader.
+    """
+    escalation = iter((signal.SIGTERM, signal.SIGKILL))
+    hung_up: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        forward_to_group(pgid, signum)
+
+    def escalate(_signum: int, _frame: object) -> None:
+        sig = next(escalation, None)
+        if sig is not None:
+            forward(sig, None)
+            signal.alarm(GRACE_SECONDS)
+
+    def hang_up(signum: int, frame: object) -> None:
+        hung_up.append(signum)
+        forward(signum, frame)
+        forward(signal.SIGCONT, frame)
+        signal.alarm(GRACE_SECONDS)
+
+    handlers = {sig: forward for sig in FORWARDED}
+    handlers[signal.SIGHUP] = hang_up
+    handlers[signal.SIGALRM] = escalate
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+    try:
+        yield hung_up
+    finally:
+        signal.alarm(0)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,229 @@
+"""Services (``services/SVC/config.json``) and their links to apps.
+
+The record keeps Gokku's fields (name, plugin, container_id, running, linked_apps,
+created_at, config) and adds ``env`` (the variables the service gives to linked apps, set
+by its plugin through the ``set_service_env`` helper) and ``links`` (which variables each
+link wrote where, so unlink removes exactly those and a link can tell who owns a key).
+"""
+
+import contextlib
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gokku import apps
+from gokku.errors import GokkuError, NotFound
+from gokku.names import check_name
+from gokku.paths import Root
+from gokku.storage import lock, read_json, write_json
+
+RECORD = "config.json"
+
+
+@dataclass
+class Service:
+    name: str
+    path: Path
+    data: dict[str, Any]
+
+    @property
+    def plugin(self) -> str:
+        return str(self.data.get("plugin", ""))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.data.setdefault("config", {})
+
+    @property
+    def links(self) -> list[dict[str, Any]]:
+        return self.data.setdefault("links", [])
+
+    def link_for(self, app: str, env: str) -> dict[str, Any] | None:
+        return next((x for x in self.links if x["app"] == app and x["env"] == env), None)
+
+    def save(self) -> None:
+        self.data["linked_apps"] = sorted({link["app"] for link in self.links})
+        write_json(self.path / RECORD, self.data)
+
+
+@contextlib.contextmanager
+def service_lock(root: Root, name: str) -> Iterator[None]:
+    with lock(root.locks, f"service-{check_name('service', name)}"):
+        yield
+
+
+def exists(root: Root, name: str) -> bool:
+    return (root.service_dir(name) / RECORD).is_file()
+
+
+def load(root: Root, name: str) -> Service:
+    path = root.service_dir(name)
+    if not (path / RECORD).is_file():
+        raise NotFound(f"service {name!r} does not exist (see: gokku services:list)")
+    data = read_json(path / RECORD)
+    if not isinstance(data, dict):
+        raise GokkuError(f"{path / RECORD} is not a JSON object")
+    return Service(name=name, path=path, data=data)
+
+
+def all_services(root: Root) -> list[Service]:
+    if not root.services.is_dir():
+        return []
+    return [
+        load(root, p.name)
+        for p in sorted(root.services.iterdir())
+        if (p / RECORD).is_file() and not p.name.startswith(".")
+    ]
+
+
+def new_record(name: str, plugin: str, version: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "plugin": plugin,
+        "version": version,
+        "container_id": "",
+        "running": False,
+        "linked_apps": [],
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": {},
+        "env": {},
+        "links": [],
+    }
+
+
+def remove_dir(service: Service) -> None:
+    shutil.rmtree(service.path, ignore_errors=True)
+
+
+def exported_env(service: Service) -> dict[str, str]:
+    """The variables a link writes: the plugin's ``env`` map, else Gokku's derivation."""
+    env = {str(k): str(v) for k, v in (service.data.get("env") or {}).items()}
+    if env:
+        return env
+    derive = _GOKKU_DERIVATIONS.get(service.plugin)
+    if derive is None:
+        raise GokkuError(
+            f"service {service.name!r} exports no variables: its plugin {service.plugin!r} "
+            "sets none (plugins call set_service_env in their install script)"
+        )
+    return derive(service)
+
+
+def _require_config(service: Service, keys: tuple[str, ...]) -> dict[str, str]:
+    missing = [key for key in keys if not str(service.config.get(key, ""))]
+    if missing:
+        raise GokkuError(
+            f"service {service.name!r} cannot be linked: its config lacks {', '.join(missing)}"
+        )
+    return {key: str(service.config[key]) for key in keys}
+
+
+def _postgres_env(service: Service) -> dict[str, str]:
+    c = _require_config(service, ("user", "password", "port", "database"))
+    host = str(service.config.get("host") or "localhost")
+    return {
+        "DATABASE_URL": f"postgres://{c['user']}:{c['password']}@{host}:{c['port']}/{c['database']}",
+        "POSTGRES_HOST": host,
+        "POSTGRES_PORT": c["port"],
+        "POSTGRES_USER": c["user"],
+        "POSTGRES_PASSWORD": c["password"],
+        "POSTGRES_DB": c["database"],
+    }
+
+
+def _redis_env(service: Service) -> dict[str, str]:
+    c = _require_config(service, ("password", "port"))
+    host = str(service.config.get("host") or "localhost")
+    return {
+        "REDIS_URL": f"redis://:{c['password']}@{host}:{c['port']}",
+        "REDIS_HOST": host,
+        "REDIS_PORT": c["port"],
+        "REDIS_PASSWORD": c["password"],
+    }
+
+
+# Services made by Gokku's official postgres/redis plugins carry only a config map.
+_GOKKU_DERIVATIONS = {"postgres": _postgres_env, "redis": _redis_env}
+
+
+def owner_of(root: Root, app: str, env: str, key: str) -> str | None:
+    """The service whose link wrote ``key`` into APP/ENV, if any."""
+    for service in all_services(root):
+        link = service.link_for(app, env)
+        if link and key in link.get("keys", []):
+            return service.name
+    return None
+
+
+def link(root: Root, name: str, app: str, env: str) -> list[str]:
+    """Write the service's variables into APP/ENV's .env; return the keys written."""
+    check_name("environment", env)
+    with service_lock(root, name):
+        service = load(root, name)
+        apps.require(root, app)
+        variables = exported_env(service)
+        previous = service.link_for(app, env)
+        stale = set(previous["keys"]) - set(variables) if previous else set()
+
+        def write(values: dict[str, str]) -> None:
+            for key in variables:
+                owner = owner_of(root, app, env, key)
+                if owner and owner != name:
+                    raise GokkuError(
+                        f"{key} on app {app!r} belongs to service {owner!r}; unlink it first"
+                    )
+                if not owner and key in values:
+                    raise GokkuError(
+                        f"{key} is already set on app {app!r}; unset it first "
+                        f"(gokku config:unset -a {app} {key})"
+                    )
+            for key in stale:
+                values.pop(key, None)
+            values.update(variables)
+
+        apps.update_env(root, app, env, write)
+        if previous:
+            service.links.remove(previous)
+        service.links.append({"app": app, "env": env, "keys": sorted(variables)})
+        service.save()
+        return sorted(variables)
+
+
+def unlink(root: Root, name: str, app: str, env: str) -> list[str]:
+    """Remove exactly the variables the link wrote; return them."""
+    with service_lock(root, name):
+        service = load(root, name)
+        record = service.link_for(app, env)
+        if record is None:
+            raise GokkuError(f"service {name!r} is not linked to app {app!r} ({env})")
+        keys = list(record["keys"])
+        if apps.exists(root, app):
+
+            def drop(values: dict[str, str]) -> None:
+                for key in keys:
+                    values.pop(key, None)
+
+            apps.update_env(root, app, env, drop)
+        service.links.remove(record)
+        service.save()
+        return keys
+
+
+def update(root: Root, name: str, section: str, values: dict[str, str]) -> None:
+    """Merge ``values`` into the record's ``config`` or ``env`` map under the lock."""
+    with service_lock(root, name):
+        service = load(root, name)
+        service.data.setdefault(section, {}).update(values)
+        service.save()
+
+
+def ports_in_use(root: Root) -> set[int]:
+    """Ports recorded by any service (``config.port``), so two services never share one."""
+    ports = set()
+    for service in all_services(root):
+        with contextlib.suppress(TypeError, ValueError):
+            ports.add(int(service.config.get("port", "")))
+    return ports

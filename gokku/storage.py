@@ -1,0 +1,119 @@
+"""Atomic file writes and named locks that say who holds them.
+
+Every write goes to a temp file in the same directory, is fsynced and renamed over the
+target, so a crash leaves the old or the new file, never half of one. Read-modify-write of
+shared state happens under ``lock()``, an flock on ``locks/<name>.lock``.
+
+Plugin scripts run while their caller holds locks and may call back into ``gokku`` (the
+helpers do); the names of held locks travel in GOKKU_HELD_LOCKS so that such a nested
+call does not wait on its own parent forever.
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from gokku.errors import GokkuError
+
+HELD_LOCKS_VAR = "GOKKU_HELD_LOCKS"
+DEFAULT_LOCK_TIMEOUT = 120.0
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` all at once (temp file, fsync, rename, fsync dir)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise GokkuError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+
+
+def write_json(path: Path, value: Any) -> None:
+    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+    write_atomic(path, text.encode("utf-8"))
+
+
+def held_locks() -> set[str]:
+    return set(filter(None, os.environ.get(HELD_LOCKS_VAR, "").split()))
+
+
+def lock_timeout() -> float:
+    value = os.environ.get("GOKKU_LOCK_TIMEOUT", "")
+    try:
+        return float(value) if value else DEFAULT_LOCK_TIMEOUT
+    except ValueError:
+        return DEFAULT_LOCK_TIMEOUT
+
+
+@contextlib.contextmanager
+def lock(locks_dir: Path, name: str, holder: str = "") -> Iterator[None]:
+    """Hold the exclusive lock ``name`` (for example ``app-api``), waiting for it.
+
+    While held, the name is added to GOKKU_HELD_LOCKS so that child processes (plugin
+    scripts calling helpers) pass through instead of deadlocking. When the wait exceeds
+    GOKKU_LOCK_TIMEOUT seconds the error names the holder.
+    """
+    if name in held_locks():
+        yield
+        return
+    locks_dir.mkdir(parents=True, exist_ok=True)
+    path = locks_dir / f"{name}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + lock_timeout()
+        delay = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    who = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "unknown"
+                    raise GokkuError(f"{name} is locked by {who}; try again later") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} {holder}".strip().encode() + b"\n", 0)
+        previous = os.environ.get(HELD_LOCKS_VAR)
+        os.environ[HELD_LOCKS_VAR] = " ".join(sorted(held_locks() | {name}))
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop(HELD_LOCKS_VAR, None)
+            else:
+                os.environ[HELD_LOCKS_VAR] = previous
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
