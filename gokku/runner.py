@@ -18,7 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from gokku.context import Context
+from gokku.paths import Root
 from gokku.plugins.registry import Plugin
+from gokku.storage import write_atomic
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 GRACE_SECONDS = 2
@@ -75,6 +77,20 @@ def script_env(ctx: Context, plugin: Plugin, extra: dict[str, str] | None = None
     return env
 
 
+HELPERS_SOURCE = Path(__file__).resolve().parent / "data" / "plugin-helpers.sh"
+
+
+def install_helpers(root: Root) -> None:
+    """Keep ``scripts/plugin-helpers.sh`` equal to this version's copy."""
+    wanted = HELPERS_SOURCE.read_bytes()
+    try:
+        if root.helpers.read_bytes() == wanted:
+            return
+    except FileNotFoundError:
+        pass
+    write_atomic(root.helpers, wanted)
+
+
 def _foreground_tty(fds: tuple[int, ...]) -> int | None:
     """The fd of our controlling terminal when we are its foreground job, else None."""
     for fd in fds:
@@ -93,6 +109,7 @@ def run_script(
 ) -> int:
     """Run ``script`` to completion with the request's streams; return its exit code."""
     request = ctx.request
+    install_helpers(ctx.root)
     for stream in (request.stdout, request.stderr):
         stream.flush()
     fds = (request.stdin.fileno(), request.stdout.fileno(), request.stderr.fileno())

@@ -1,0 +1,95 @@
+"""``plugins:*`` verbs."""
+
+from pathlib import Path
+
+from gokku import services
+from gokku.cmdline import parse
+from gokku.commands import BUILTINS
+from gokku.context import Context
+from gokku.errors import GokkuError
+from gokku.names import NAME_RE
+from gokku.plugins import contract, install, registry
+
+
+def _usage(verb: str) -> str:
+    return "gokku " + BUILTINS[verb].usage
+
+
+def add(ctx: Context, args: list[str]) -> int:
+    opts = parse(
+        args,
+        _usage("plugins:add"),
+        values={"--name": "name", "--ref": "ref"},
+        min_args=1,
+        max_args=1,
+    )
+    install.add(ctx, opts.positional[0], opts.get("name"), opts.get("ref"))
+    return 0
+
+
+def update(ctx: Context, args: list[str]) -> int:
+    opts = parse(args, _usage("plugins:update"), values={"--ref": "ref"}, min_args=1, max_args=1)
+    install.update(ctx, opts.positional[0], opts.get("ref"))
+    return 0
+
+
+def remove(ctx: Context, args: list[str]) -> int:
+    opts = parse(
+        args,
+        _usage("plugins:remove"),
+        flags={"--force": "force", "-f": "force"},
+        min_args=1,
+        max_args=1,
+    )
+    install.remove(ctx, opts.positional[0], opts.flag("force"))
+    return 0
+
+
+def list_(ctx: Context, args: list[str]) -> int:
+    opts = parse(args, _usage("plugins:list"), values={"--format": "format"}, max_args=0)
+    counts: dict[str, int] = {}
+    for service in services.all_services(ctx.root):
+        counts[service.plugin] = counts.get(service.plugin, 0) + 1
+    records = [
+        {
+            "name": p.name,
+            "namespace": p.namespace or p.name,
+            "version": p.record.get("version") or "",
+            "source": p.record.get("url") or "",
+            "commit": p.record.get("commit"),
+            "sha256": p.record.get("sha256"),
+            "installed_at": p.record.get("installed_at") or "",
+            "services": counts.get(p.name, 0),
+        }
+        for p in registry.installed(ctx.root)
+    ]
+    if opts.get("format", ctx.format) == "json":
+        ctx.out_json(records)
+    elif not records:
+        ctx.out("No plugins installed")
+    else:
+        rows = [
+            [r["name"], r["namespace"], r["version"] or "-", r["source"], str(r["services"])]
+            for r in records
+        ]
+        ctx.table(["NAME", "NAMESPACE", "VERSION", "SOURCE", "SERVICES"], rows)
+    return 0
+
+
+def validate(ctx: Context, args: list[str]) -> int:
+    opts = parse(args, _usage("plugins:validate"), min_args=1, max_args=1)
+    target = opts.positional[0]
+    if NAME_RE.match(target) and ctx.root.plugin_dir(target).is_dir():
+        tree = ctx.root.plugin_dir(target)
+    elif Path(target).is_dir():
+        tree = Path(target)
+    else:
+        raise GokkuError(f"{target!r} is neither an installed plugin nor a directory")
+    findings = contract.validate(tree)
+    for finding in findings:
+        ctx.out(f"{finding.level}: {finding.message}")
+    if any(f.level == "error" for f in findings):
+        return 1
+    if not findings:
+        ctx.out(f"ok: {target} follows the plugin contract")
+    return 0

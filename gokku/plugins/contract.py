@@ -1,0 +1,99 @@
+"""Checking a plugin tree against the plugin contract (spec: Required Files).
+
+Gokku's official plugins keep install/uninstall in ``bin/``; the spec puts them at the
+root. Either satisfies the contract.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gokku.errors import GokkuError
+from gokku.names import NAME_RE
+
+REQUIRED_COMMANDS = ("help", "info", "logs")
+MANIFEST = "plugin.yml"
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # "error" or "warning"
+    message: str
+
+
+def validate(tree: Path) -> list[Finding]:
+    findings: list[Finding] = []
+    for script in ("install", "uninstall"):
+        if not ((tree / script).is_file() or (tree / "bin" / script).is_file()):
+            findings.append(Finding("error", f"missing {script} (or bin/{script})"))
+    for command in REQUIRED_COMMANDS:
+        if not (tree / "commands" / command).is_file():
+            findings.append(Finding("error", f"missing commands/{command}"))
+    for folder in ("bin", "commands"):
+        for path in sorted((tree / folder).glob("*")) if (tree / folder).is_dir() else []:
+            if path.is_file() and not NAME_RE.match(path.name):
+                findings.append(
+                    Finding(
+                        "warning",
+                        f"{folder}/{path.name} can never be called: "
+                        "command names are lowercase letters, digits and '-'",
+                    )
+                )
+    try:
+        namespace(tree)
+    except GokkuError as exc:
+        findings.append(Finding("error", exc.message))
+    if not (tree / "commands" / "name").is_file():
+        findings.append(Finding("warning", "missing commands/name (no namespace alias)"))
+    try:
+        manifest(tree)
+    except GokkuError as exc:
+        findings.append(Finding("error", exc.message))
+    return findings
+
+
+def namespace(tree: Path) -> str | None:
+    """What ``commands/name`` prints (``pg``). It is read, never run: a plain word."""
+    path = tree / "commands" / "name"
+    if not path.is_file():
+        return None
+    words = _name_words(path.read_text(encoding="utf-8", errors="replace"))
+    if len(words) != 1 or not NAME_RE.match(words[0]):
+        raise GokkuError("commands/name must hold (or echo) one lowercase namespace word")
+    return words[0]
+
+
+def _name_words(text: str) -> list[str]:
+    """Accept a bare word or a tiny script like ``#!/bin/bash\\necho "pg"``."""
+    words = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("echo "):
+            line = line[5:].strip().strip("'\"")
+        words.extend(line.split())
+    return words
+
+
+def manifest(tree: Path) -> dict[str, Any]:
+    """The optional ``plugin.yml`` (version, description, per-command stream use)."""
+    path = tree / MANIFEST
+    if not path.is_file():
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise GokkuError(f"{MANIFEST} is not valid YAML ({exc})".replace("\n", " ")) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise GokkuError(f"{MANIFEST} must be a mapping")
+    return data
+
+
+def errors_line(name: str, findings: list[Finding]) -> str:
+    problems = "; ".join(f.message for f in findings if f.level == "error")
+    return f"plugin {name!r} does not follow the plugin contract: {problems}"

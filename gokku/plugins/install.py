@@ -1,0 +1,156 @@
+"""Installing, updating and removing plugins, atomically.
+
+Fetch, unpack and validate happen in ``plugins/.staging-*``; only a tree that passed is
+renamed into ``plugins/NAME``. An update renames the old tree aside first and puts it
+back if anything fails, so a plugin is always the old version or the new one, whole.
+"""
+
+import contextlib
+import os
+import secrets
+import shutil
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from gokku import services
+from gokku.commands import RESERVED_NAMESPACES
+from gokku.context import Context
+from gokku.errors import GokkuError
+from gokku.names import check_name
+from gokku.plugins import contract, registry, sources
+from gokku.storage import fsync_dir, lock, write_json
+
+EXECUTABLE_DIRS = ("bin", "commands", "hooks")
+
+
+@contextlib.contextmanager
+def _staging(ctx: Context, name: str) -> Iterator[Path]:
+    ctx.root.plugins.mkdir(parents=True, exist_ok=True)
+    path = ctx.root.plugins / f".staging-{name}-{secrets.token_hex(4)}"
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _prepare(ctx: Context, name: str, source: sources.Source, staging: Path) -> Path:
+    """Fetch and validate into ``staging``; return the finished tree, record included."""
+    ctx.info(f"Fetching {name} from {source.describe()}")
+    fetched = sources.fetch(source, staging)
+    findings = contract.validate(fetched.tree)
+    if any(f.level == "error" for f in findings):
+        raise GokkuError(contract.errors_line(name, findings))
+    for finding in findings:
+        ctx.warn(f"{name}: {finding.message}")
+    namespace = contract.namespace(fetched.tree)
+    _check_namespace(ctx, name, namespace)
+    manifest = contract.manifest(fetched.tree)
+    _make_executable(fetched.tree)
+    write_json(
+        fetched.tree / registry.RECORD,
+        {
+            "name": name,
+            "url": source.describe(),
+            "source": source.to_record(),
+            "namespace": namespace or name,
+            "version": str(manifest.get("version") or ""),
+            "description": str(manifest.get("description") or ""),
+            "commit": fetched.commit,
+            "sha256": fetched.sha256,
+            "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
+    return fetched.tree
+
+
+def _check_namespace(ctx: Context, name: str, namespace: str | None) -> None:
+    for word in filter(None, {name, namespace}):
+        if word in RESERVED_NAMESPACES:
+            raise GokkuError(f"plugin namespace {word!r} is taken by Gokku's built-in commands")
+        for other in registry.installed(ctx.root):
+            if other.name != name and word in (other.name, other.namespace):
+                raise GokkuError(f"plugin namespace {word!r} is taken by plugin {other.name!r}")
+
+
+def _make_executable(tree: Path) -> None:
+    scripts = [tree / "install", tree / "uninstall"]
+    for folder in EXECUTABLE_DIRS:
+        if (tree / folder).is_dir():
+            scripts += list((tree / folder).iterdir())
+    for path in scripts:
+        if path.is_file() and not path.is_symlink():
+            mode = path.stat().st_mode
+            path.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+
+
+def add(ctx: Context, text: str, name: str | None, ref: str | None) -> registry.Plugin:
+    source = sources.parse(text, ref)
+    name = check_name("plugin", name or source.default_name())
+    with lock(ctx.root.locks, f"plugin-{name}"):
+        target = ctx.root.plugin_dir(name)
+        if target.exists():
+            current = registry.load(ctx.root, name)
+            if current.record.get("source") == source.to_record():
+                ctx.info(f"Plugin {name} is already installed from {source.describe()}")
+                return current
+            raise GokkuError(
+                f"plugin {name!r} is already installed from {current.record.get('url', '?')}; "
+                f"use plugins:update {name} or plugins:remove {name} first"
+            )
+        _check_namespace(ctx, name, None)
+        with _staging(ctx, name) as staging:
+            tree = _prepare(ctx, name, source, staging)
+            os.rename(tree, target)
+            fsync_dir(ctx.root.plugins)
+    plugin = registry.load(ctx.root, name)
+    ctx.info(
+        f"Plugin {name} installed"
+        + (f" (namespace {plugin.namespace})" if plugin.namespace else "")
+    )
+    return plugin
+
+
+def update(ctx: Context, name: str, ref: str | None) -> registry.Plugin:
+    check_name("plugin", name)
+    with lock(ctx.root.locks, f"plugin-{name}"):
+        current = registry.load(ctx.root, name)
+        recorded = current.record.get("source")
+        if not isinstance(recorded, dict) or "kind" not in recorded:
+            raise GokkuError(f"plugin {name!r} has no recorded source; remove and add it again")
+        source = sources.Source(
+            recorded["kind"], recorded["location"], ref if ref is not None else recorded["ref"]
+        )
+        with _staging(ctx, name) as staging:
+            tree = _prepare(ctx, name, source, staging)
+            old = staging / "previous"
+            os.rename(current.path, old)
+            try:
+                os.rename(tree, current.path)
+            except OSError:
+                os.rename(old, current.path)
+                raise
+            fsync_dir(ctx.root.plugins)
+    plugin = registry.load(ctx.root, name)
+    ctx.info(f"Plugin {name} updated from {source.describe()}")
+    return plugin
+
+
+def remove(ctx: Context, name: str, force: bool) -> None:
+    check_name("plugin", name)
+    with lock(ctx.root.locks, f"plugin-{name}"):
+        plugin = registry.load(ctx.root, name)
+        users = [s.name for s in services.all_services(ctx.root) if s.plugin == name]
+        if users and not force:
+            raise GokkuError(
+                f"plugin {name!r} still has services: {', '.join(users)}; destroy them first "
+                "or use --force"
+            )
+        if users:
+            ctx.warn(f"services left without their plugin: {', '.join(users)}")
+        with _staging(ctx, name) as staging:
+            os.rename(plugin.path, staging / "removed")
+            fsync_dir(ctx.root.plugins)
+    ctx.info(f"Plugin {name} removed")

@@ -1,0 +1,199 @@
+"""Where a plugin comes from, and fetching it into a staging directory.
+
+SOURCE forms (``plugins:add``): ``OWNER/REPO[@REF]`` or ``https://github.com/OWNER/REPO``
+(a GitHub archive from GOKKU_GITHUB_URL), an http(s) ``.tar.gz``/``.tgz`` URL, a git URL,
+a local directory or archive, or the bare name of a plugin bundled with Gokku.
+"""
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from gokku.errors import GokkuError, NotFound, UsageError
+from gokku.names import NAME_RE
+from gokku.plugins.archives import check_links, unpack
+
+GITHUB_DEFAULT = "https://github.com"
+MAX_DOWNLOAD = 50 * 1024 * 1024
+DOWNLOAD_TIMEOUT = 60
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
+
+_GITHUB_SHORT = re.compile(r"^([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+?)(?:\.git)?(?:@(.+))?$")
+_GITHUB_URL = re.compile(r"^https://github\.com/([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+?)(?:\.git)?/?$")
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+_GIT_URL = re.compile(r"^(git://|ssh://|file://|git@[^:]+:)|\.git/?$")
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # github | url | git | path | archive | bundled
+    location: str
+    ref: str = ""
+
+    def default_name(self) -> str:
+        base = self.location.rstrip("/")
+        if self.kind == "github":
+            base = base.split("/")[1]
+        elif self.kind == "url" and "/archive/" in base:
+            base = base.split("/archive/")[0]
+        base = base.rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+        for suffix in (*_ARCHIVE_SUFFIXES, ".git"):
+            base = base.removesuffix(suffix)
+        base = base.lower().removeprefix("gokku-")
+        if not NAME_RE.match(base):
+            raise UsageError(f"cannot make a plugin name from {self.location!r}; pass --name NAME")
+        return base
+
+    def describe(self) -> str:
+        return f"{self.location}@{self.ref}" if self.ref else self.location
+
+    def to_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse(text: str, ref: str | None = None) -> Source:
+    """Decide what kind of source ``text`` is; an existing local path wins."""
+    if not text:
+        raise UsageError("missing plugin source")
+    if os.path.exists(text):
+        path = str(Path(text).resolve())
+        kind = "path" if os.path.isdir(path) else "archive"
+        return Source(kind, path, ref or "")
+    if match := _GITHUB_URL.match(text):
+        return Source("github", f"{match[1]}/{match[2]}", ref or "HEAD")
+    if text.startswith(("http://", "https://")) and not _GIT_URL.search(text):
+        if not text.split("?")[0].endswith(_ARCHIVE_SUFFIXES):
+            raise UsageError(f"{text!r} is not a .tar.gz/.tgz archive URL, a git URL or GitHub")
+        return Source("url", text, ref or "")
+    if _GIT_URL.search(text):
+        return Source("git", text, ref or "")
+    if match := _GITHUB_SHORT.match(text):
+        return Source("github", f"{match[1]}/{match[2]}", ref or match[3] or "HEAD")
+    if NAME_RE.match(text):
+        return Source("bundled", text, "")
+    raise UsageError(
+        f"cannot tell what plugin source {text!r} is: give OWNER/REPO, a URL, a git URL, "
+        "a path, or an official plugin name"
+    )
+
+
+@dataclass
+class Fetched:
+    tree: Path
+    commit: str | None = None
+    sha256: str | None = None
+
+
+def fetch(source: Source, staging: Path) -> Fetched:
+    """Bring the plugin's files into a new directory under ``staging``."""
+    if source.kind == "github":
+        base = os.environ.get("GOKKU_GITHUB_URL", GITHUB_DEFAULT).rstrip("/")
+        return _from_url(f"{base}/{source.location}/archive/{source.ref}.tar.gz", staging)
+    if source.kind == "url":
+        return _from_url(source.location, staging)
+    if source.kind == "archive":
+        return _from_archive(Path(source.location), staging, source.location)
+    if source.kind == "git":
+        return _from_git(source, staging)
+    if source.kind == "path":
+        return _from_dir(Path(source.location), staging)
+    bundled = BUNDLED_DIR / source.location
+    if not bundled.is_dir():
+        available = (
+            sorted(p.name for p in BUNDLED_DIR.iterdir() if p.is_dir())
+            if (BUNDLED_DIR.is_dir())
+            else []
+        )
+        raise NotFound(
+            f"no official plugin named {source.location!r}"
+            + (f" (bundled: {', '.join(available)})" if available else "")
+            + "; give OWNER/REPO, a URL, a git URL or a path"
+        )
+    return _from_dir(bundled, staging)
+
+
+def _from_archive(archive: Path, staging: Path, label: str) -> Fetched:
+    digest = hashlib.sha256()
+    with open(archive, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    unpacked = unpack(archive, staging / "unpacked", label)
+    return Fetched(unpacked.tree, unpacked.commit, digest.hexdigest())
+
+
+def _from_url(url: str, staging: Path) -> Fetched:
+    import urllib.error
+    import urllib.request
+
+    archive = staging / "download"
+    try:
+        with (
+            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response,
+            open(archive, "wb") as out,
+        ):
+            size = 0
+            while block := response.read(1 << 16):
+                size += len(block)
+                if size > MAX_DOWNLOAD:
+                    raise GokkuError(f"refusing {url}: larger than {MAX_DOWNLOAD // 2**20} MiB")
+                out.write(block)
+    except urllib.error.HTTPError as exc:
+        raise GokkuError(f"could not download {url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise GokkuError(f"could not download {url}: {reason}") from None
+    return _from_archive(archive, staging, url)
+
+
+def _git(args: list[str], cwd: Path | None = None) -> str:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
+    proc = subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if proc.returncode != 0:
+        lines = [x for x in proc.stderr.strip().splitlines() if x.strip()]
+        raise GokkuError(f"git {args[0]} failed: {lines[-1] if lines else proc.returncode}")
+    return proc.stdout.strip()
+
+
+def _from_git(source: Source, staging: Path) -> Fetched:
+    tree = staging / "clone"
+    branch = ["--branch", source.ref] if source.ref else []
+    try:
+        _git(["clone", "--quiet", "--depth", "1", *branch, "--", source.location, str(tree)])
+    except GokkuError:
+        if not source.ref:
+            raise
+        # A commit id cannot be cloned with --branch; fetch it directly.
+        shutil.rmtree(tree, ignore_errors=True)
+        tree.mkdir()
+        _git(["init", "--quiet"], tree)
+        _git(["fetch", "--quiet", "--depth", "1", "--", source.location, source.ref], tree)
+        _git(["checkout", "--quiet", "FETCH_HEAD"], tree)
+    commit = _git(["rev-parse", "HEAD"], tree)
+    shutil.rmtree(tree / ".git")
+    return Fetched(tree, commit)
+
+
+def _from_dir(folder: Path, staging: Path) -> Fetched:
+    commit = None
+    if (folder / ".git").exists():
+        try:
+            commit = _git(["-C", str(folder), "rev-parse", "HEAD"])
+        except GokkuError:
+            commit = None
+    tree = staging / "copy"
+    shutil.copytree(folder, tree, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+    check_links(tree, str(folder))
+    return Fetched(tree, commit)
