@@ -13,6 +13,7 @@ from gokku.commands import BUILTINS
 from gokku.context import Context, Request
 from gokku.errors import GokkuError, UnknownCommand, UsageError
 from gokku.paths import Root
+from gokku.plugins.manifest import CommandIO
 
 GLOBAL_USAGE = "gokku [--quiet] [--trace] [--format text|json] [-a APP] COMMAND [ARGS...]"
 FORMATS = ("text", "json", "shell")
@@ -96,8 +97,27 @@ def route(ctx: Context, verb: str, args: list[str]) -> int:
     if plugin is not None:
         from gokku.commands.plugin_exec import run_plugin_command
 
-        return run_plugin_command(ctx, plugin, command or "help", args)
+        return run_plugin_command(ctx, plugin, namespace, command or "help", args)
     raise UnknownCommand(f"unknown command {verb!r}{did_you_mean(ctx, verb)}")
+
+
+def command_io(argv: list[str], root: Root | None = None) -> CommandIO:
+    """How the command in ``argv`` uses the terminal, for a door deciding on a pty.
+
+    Anything that does not resolve to a plugin command (built-ins, typos, bad flags) gets
+    the defaults; the real dispatch reports the error.
+    """
+    from gokku.context import Identity
+    from gokku.plugins import registry
+
+    try:
+        request = Request(argv=argv, identity=Identity(name=""))
+        ctx, verb, _ = _global_flags(request, root or Root.from_env())
+        namespace, _, command = verb.partition(":")
+        plugin = None if verb in BUILTINS else registry.find(ctx.root, namespace)
+    except GokkuError:
+        return CommandIO()
+    return plugin.io(command or "help") if plugin else CommandIO()
 
 
 def did_you_mean(ctx: Context, verb: str) -> str:

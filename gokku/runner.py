@@ -106,8 +106,14 @@ def run_script(
     script: Path,
     args: list[str],
     extra_env: dict[str, str] | None = None,
+    raw_terminal: bool = False,
 ) -> int:
-    """Run ``script`` to completion with the request's streams; return its exit code."""
+    """Run ``script`` to completion with the request's streams; return its exit code.
+
+    ``raw_terminal`` is for commands that write bytes (an export): when a door already
+    put a terminal on the streams, its line discipline is switched off for the run so
+    that ``\n`` is not turned into ``\r\n``.
+    """
     request = ctx.request
     install_helpers(ctx.root)
     for stream in (request.stdout, request.stderr):
@@ -124,23 +130,43 @@ def run_script(
             signal.signal(sig, signal.SIG_DFL)
 
     command = ["bash", *(["-x"] if ctx.trace else []), str(script), *args]
-    proc = subprocess.Popen(
-        command,
-        stdin=fds[0],
-        stdout=fds[1],
-        stderr=fds[2],
-        cwd=plugin.path,
-        env=script_env(ctx, plugin, extra_env),
-        preexec_fn=in_child,  # noqa: PLW1509 - single-threaded; needs setpgid + tcsetpgrp
-        close_fds=True,
-    )
-    with _forwarding_signals(proc.pid) as hung_up:
-        code = proc.wait()
-        if hung_up:
-            forward_to_group(proc.pid, signal.SIGKILL)
+    with _raw_terminals(fds if raw_terminal else ()):
+        proc = subprocess.Popen(
+            command,
+            stdin=fds[0],
+            stdout=fds[1],
+            stderr=fds[2],
+            cwd=plugin.path,
+            env=script_env(ctx, plugin, extra_env),
+            preexec_fn=in_child,  # single-threaded here; setpgid + tcsetpgrp need it
+            close_fds=True,
+        )
+        with _forwarding_signals(proc.pid) as hung_up:
+            code = proc.wait()
+            if hung_up:
+                forward_to_group(proc.pid, signal.SIGKILL)
     if tty is not None:
         _take_back_terminal(tty)
     return 128 - code if code < 0 else code
+
+
+@contextlib.contextmanager
+def _raw_terminals(fds: tuple[int, ...]) -> Iterator[None]:
+    import termios
+    import tty
+
+    saved: dict[str, tuple[int, list]] = {}
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.isatty(fd) and os.ttyname(fd) not in saved:
+                saved[os.ttyname(fd)] = (fd, termios.tcgetattr(fd))
+                tty.setraw(fd, termios.TCSANOW)
+    try:
+        yield
+    finally:
+        for fd, attrs in saved.values():
+            with contextlib.suppress(OSError):
+                termios.tcsetattr(fd, termios.TCSADRAIN, attrs)
 
 
 def _take_back_terminal(fd: int) -> None:

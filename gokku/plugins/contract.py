@@ -10,6 +10,7 @@ from typing import Any
 
 from gokku.errors import GokkuError
 from gokku.names import NAME_RE
+from gokku.plugins.manifest import parse_commands
 
 REQUIRED_COMMANDS = ("help", "info", "logs")
 MANIFEST = "plugin.yml"
@@ -91,6 +92,7 @@ def manifest(tree: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise GokkuError(f"{MANIFEST} must be a mapping")
+    data["commands"] = parse_commands(data)
     return data
 
 

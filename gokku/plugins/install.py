@@ -58,6 +58,7 @@ def _prepare(ctx: Context, name: str, source: sources.Source, staging: Path) -> 
             "namespace": namespace or name,
             "version": str(manifest.get("version") or ""),
             "description": str(manifest.get("description") or ""),
+            "commands_io": manifest.get("commands", {}),
             "commit": fetched.commit,
             "sha256": fetched.sha256,
             "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -11,10 +11,10 @@ from typing import Any
 from gokku.errors import NotFound
 from gokku.names import NAME_RE
 from gokku.paths import Root
+from gokku.plugins.manifest import CommandIO, command_io
 from gokku.storage import read_json
 
 RECORD = "config.json"
-MANIFEST = "plugin.yml"
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,10 @@ class Plugin:
     def hook(self, name: str) -> Path | None:
         path = self.path / "hooks" / name
         return path if path.is_file() else None
+
+    def io(self, command: str) -> CommandIO:
+        """How ``command`` uses the terminal and streams (``plugin.yml``)."""
+        return command_io(self.record, command)
 
     def description(self) -> str:
         return str(self.record.get("description") or "")

@@ -1,0 +1,63 @@
+"""What a plugin's ``plugin.yml`` declares about each command's terminal and streams.
+
+```yaml
+version: 1.0.0
+description: PostgreSQL databases
+commands:
+  export:  {stdout: binary}          # bytes on stdout: never through a pty
+  import:  {stdin: data}             # reads data from stdin: refuse a terminal there
+  connect: {tty: prefer}             # interactive: a pty when the client asked for one
+```
+
+The declarations are copied into the install record, so routing never parses YAML.
+Plugins without a manifest keep the defaults: a pty when the client asked, no checks.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from gokku.errors import GokkuError
+
+TTY_MODES = ("never", "allow", "prefer")
+STDOUT_MODES = ("text", "binary")
+STDIN_MODES = ("none", "data", "terminal", "any")
+
+
+@dataclass(frozen=True)
+class CommandIO:
+    tty: str = "allow"
+    stdout: str = "text"
+    stdin: str = "any"
+
+    @property
+    def pty_allowed(self) -> bool:
+        """Binary output and declared no-tty commands never run under a terminal."""
+        return self.tty != "never" and self.stdout != "binary"
+
+
+def parse_commands(manifest: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Validate the ``commands`` section; return it as plain data for the record."""
+    section = manifest.get("commands") or {}
+    if not isinstance(section, dict):
+        raise GokkuError("plugin.yml: 'commands' must map command names to settings")
+    result = {}
+    for command, settings in section.items():
+        settings = settings or {}
+        if not isinstance(settings, dict):
+            raise GokkuError(f"plugin.yml: settings of command {command!r} must be a mapping")
+        unknown = set(settings) - {"tty", "stdout", "stdin", "description"}
+        if unknown:
+            raise GokkuError(f"plugin.yml: command {command!r} has unknown keys {sorted(unknown)}")
+        for key, allowed in (("tty", TTY_MODES), ("stdout", STDOUT_MODES), ("stdin", STDIN_MODES)):
+            if key in settings and settings[key] not in allowed:
+                raise GokkuError(
+                    f"plugin.yml: command {command!r}: {key} must be one of {', '.join(allowed)}"
+                )
+        result[str(command)] = {k: str(v) for k, v in settings.items()}
+    return result
+
+
+def command_io(record: dict[str, Any], command: str) -> CommandIO:
+    settings = (record.get("commands_io") or {}).get(command) or {}
+    fields = {k: v for k, v in settings.items() if k in ("tty", "stdout", "stdin")}
+    return CommandIO(**fields)

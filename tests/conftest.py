@@ -1,0 +1,186 @@
+"""Shared fixtures: a temporary GOKKU_ROOT, the real ``gokku`` CLI in a subprocess, a local
+HTTP server standing in for GitHub (it serves real ``git archive`` tarballs), and plugin
+trees written to disk."""
+
+import functools
+import http.server
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+STANDINS = Path(__file__).resolve().parent / "standins"
+
+
+@dataclass
+class Result:
+    code: int
+    out: bytes
+    err: bytes
+
+    @property
+    def stdout(self) -> str:
+        return self.out.decode()
+
+    @property
+    def stderr(self) -> str:
+        return self.err.decode()
+
+
+class Gokku:
+    """Runs the real CLI (``python -m gokku``) against one state root."""
+
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        self.root = root
+        self.env = env
+
+    def __call__(
+        self,
+        *args: str,
+        input: bytes = b"",
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+    ) -> Result:
+        proc = subprocess.run(
+            [sys.executable, "-m", "gokku", *args],
+            input=input,
+            capture_output=True,
+            env={**self.env, **(env or {})},
+            timeout=timeout,
+            cwd=REPO,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def ok(self, *args: str, **kwargs) -> Result:
+        result = self(*args, **kwargs)
+        assert result.code == 0, f"gokku {' '.join(args)} exited {result.code}: {result.stderr}"
+        return result
+
+    def snapshot(self) -> dict[str, bytes]:
+        """Every file under the root except locks and helpers: to prove nothing changed."""
+        files = {}
+        for path in sorted(self.root.rglob("*")):
+            rel = path.relative_to(self.root)
+            if rel.parts[0] in ("locks", "scripts") or not path.is_file():
+                continue
+            files[str(rel)] = path.read_bytes()
+        return files
+
+
+@pytest.fixture
+def base_env(tmp_path: Path) -> dict[str, str]:
+    env = {
+        key: value for key, value in os.environ.items() if not key.startswith(("GOKKU_", "PYTEST_"))
+    }
+    env["GOKKU_ROOT"] = str(tmp_path / "root")
+    env["PYTHONPATH"] = str(REPO)
+    env["GOKKU_LOCK_TIMEOUT"] = "60"
+    return env
+
+
+@pytest.fixture
+def gokku(tmp_path: Path, base_env: dict[str, str]) -> Gokku:
+    return Gokku(tmp_path / "root", base_env)
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+class FakeGitHub:
+    """Serves ``/OWNER/REPO/archive/REF.tar.gz`` the way GitHub does, from real git repos."""
+
+    def __init__(self, folder: Path, url: str) -> None:
+        self.folder = folder
+        self.url = url
+
+    def publish(self, owner: str, repo: str, tree: Path, ref: str = "HEAD") -> str:
+        """Commit ``tree`` and serve its archive under REF; return the commit id."""
+        git = ["git", "-C", str(tree), "-c", "user.email=t@example.com", "-c", "user.name=t"]
+        if not (tree / ".git").exists():
+            subprocess.run([*git, "init", "-q"], check=True)
+        subprocess.run([*git, "add", "-A"], check=True)
+        subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "publish"], check=True)
+        commit = subprocess.run(
+            [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        target = self.folder / owner / repo / "archive" / f"{ref}.tar.gz"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "wb") as out:
+            subprocess.run(
+                [*git, "archive", "--format=tar.gz", f"--prefix={repo}-{commit[:7]}/", "HEAD"],
+                check=True,
+                stdout=out,
+            )
+        return commit
+
+    def serve_file(self, relpath: str, data: bytes) -> str:
+        target = self.folder / relpath
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        return f"{self.url}/{relpath}"
+
+
+@pytest.fixture
+def github(tmp_path: Path, base_env: dict[str, str]) -> Iterator[FakeGitHub]:
+    folder = tmp_path / "github"
+    folder.mkdir()
+    handler = functools.partial(_Quiet, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    base_env["GOKKU_GITHUB_URL"] = url
+    try:
+        yield FakeGitHub(folder, url)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def write_plugin(
+    path: Path,
+    layout: str = "spec",
+    namespace: str | None = None,
+    commands: dict[str, str] | None = None,
+    install: str = 'echo "installed $1"\n',
+    uninstall: str = 'echo "uninstalled $1"\n',
+) -> Path:
+    """A plugin tree: ``spec`` keeps install/uninstall at the root, ``official`` in bin/."""
+    scripts = {
+        "commands/help": 'echo "help for $GOKKU_PLUGIN_NAME"\n',
+        "commands/info": 'echo "info $1"\n',
+        "commands/logs": 'echo "logs $*"\n',
+        **(commands or {}),
+    }
+    where = "bin/" if layout == "official" else ""
+    scripts[f"{where}install"] = install
+    scripts[f"{where}uninstall"] = uninstall
+    if namespace:
+        scripts["commands/name"] = f'#!/bin/bash\necho "{namespace}"\n'
+    for rel, body in scripts.items():
+        target = path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(body if body.startswith("#!") else "#!/bin/bash\n" + body)
+    return path
+
+
+@pytest.fixture
+def docker_standin(base_env: dict[str, str], tmp_path: Path) -> Path:
+    """No Docker engine runs on these machines: put the small honest stand-in on PATH.
+
+    It keeps containers as files (name, image, ports, state, start time) and answers the
+    subset of the docker CLI the helpers and the spec's example plugin use.
+    """
+    state = tmp_path / "docker-state"
+    state.mkdir()
+    base_env["PATH"] = f"{STANDINS}:{base_env.get('PATH', '')}"
+    base_env["DOCKER_STANDIN_STATE"] = str(state)
+    return state
