@@ -1,0 +1,150 @@
+"""Apps and their variables: exact round trips, Bash-compatible .env, refusals, concurrency."""
+
+import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+HOSTILE_VALUES = {
+    "SPACES": "a b  c ",
+    "QUOTES": """it's "quoted" 'twice'""",
+    "EQUALS": "a=b==c",
+    "DOLLAR": "$HOME ${PATH} $(id) `id`",
+    "NEWLINES": "line1\nline2\n\nline4\n",
+    "UNICODE": "ünïcødé ✓ 日本",
+    "BACKSLASH": "a\\b\\\\c\\n",
+    "EMPTY": "",
+    "GLOB": "* ? [a] ~",
+}
+
+
+@pytest.fixture
+def app(gokku):
+    gokku.ok("apps:create", "api")
+    return "api"
+
+
+def test_values_round_trip_exactly_through_get_list_json_and_bash(gokku, app):
+    gokku.ok("config:set", "-a", app, *(f"{k}={v}" for k, v in HOSTILE_VALUES.items()))
+    for key, value in HOSTILE_VALUES.items():
+        assert gokku.ok("config:get", "-a", app, key).stdout == value + "\n"
+    listed = json.loads(gokku.ok("config:list", "-a", app, "--format", "json").stdout)
+    assert listed == HOSTILE_VALUES
+
+    env_file = gokku.root / "apps" / app / "shared" / ".env"
+    script = (
+        f"set -a; . {env_file}; "
+        "for k in " + " ".join(HOSTILE_VALUES) + '; do printf "%s\\0%s\\0" "$k" "${!k}"; done'
+    )
+    out = subprocess.run(["bash", "-c", script], capture_output=True, check=True).stdout
+    parts = out.decode().split("\0")[:-1]
+    assert dict(zip(parts[::2], parts[1::2], strict=True)) == HOSTILE_VALUES
+
+
+def test_list_prints_env_file_lines_and_shell_exports(gokku, app):
+    gokku.ok("config:set", "-a", app, "PLAIN=x", "MSG=a b")
+    assert gokku.ok("config:list", "-a", app).stdout == "PLAIN=x\nMSG='a b'\n"
+    shell = gokku.ok("config:list", "-a", app, "--format", "shell").stdout
+    assert shell == "export PLAIN=x\nexport MSG='a b'\n"
+    out = subprocess.run(["bash", "-c", shell + 'printf %s "$MSG"'], capture_output=True)
+    assert out.stdout == b"a b"
+
+
+def test_global_app_flag_and_env_selection(gokku, app):
+    gokku.ok("-a", app, "config:set", "K=shared-value")
+    gokku.ok("config:set", "-a", app, "--env", "production", "K=prod-value")
+    assert gokku.ok("config:get", "-a", app, "K").stdout == "shared-value\n"
+    assert gokku.ok("--app", app, "config:get", "--env", "production", "K").stdout == (
+        "prod-value\n"
+    )
+    assert (gokku.root / "apps" / app / "production" / ".env").read_text() == "K=prod-value\n"
+
+
+def test_unset_removes_only_named_keys(gokku, app):
+    gokku.ok("config:set", "-a", app, "A=1", "B=2", "C=3")
+    gokku.ok("config:unset", "-a", app, "A", "C")
+    assert json.loads(gokku.ok("config:list", "-a", app, "--format", "json").stdout) == {"B": "2"}
+
+
+def test_missing_key_fails_without_output(gokku, app):
+    result = gokku("config:get", "-a", app, "NOPE")
+    assert result.code == 1
+    assert result.out == b""
+    assert "NOPE is not set on app 'api'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["config:set", "-a", "api", "1BAD=x"], 2, "invalid variable name '1BAD'"),
+        (["config:set", "-a", "api", "BAD KEY=x"], 2, "invalid variable name"),
+        (["config:set", "-a", "api", "NOEQUALS"], 2, "expected KEY=VALUE"),
+        (["config:set", "-a", "api"], 2, "missing argument"),
+        (["config:set", "K=v"], 2, "missing -a APP"),
+        (["config:set", "-a", "ghost", "K=v"], 1, "app 'ghost' does not exist"),
+        (["config:set", "-a", "../etc", "K=v"], 2, "invalid app name '../etc'"),
+        (["config:set", "-a", "api", "--env", "../x", "K=v"], 2, "invalid environment name"),
+        (["config:get", "-a", "api"], 2, "missing argument"),
+        (["config:get", "-a", "api", "A", "B"], 2, "one KEY"),
+        (["config:list", "-a", "api", "--format", "xml"], 2, "unknown format 'xml'"),
+        (["config:set", "-a", "api", "--bogus", "K=v"], 2, "unknown option --bogus"),
+        (["config:set", "-a"], 2, "option -a needs a value"),
+        (["apps:create", "Bad_Name"], 2, "invalid app name 'Bad_Name'"),
+        (["apps:create", "api"], 1, "app 'api' already exists"),
+        (["apps:destroy", "ghost"], 1, "app 'ghost' does not exist"),
+        (["--format", "yaml", "apps:list"], 2, "unknown format 'yaml'"),
+        (["--bogus", "apps:list"], 2, "unknown option --bogus"),
+    ],
+)
+def test_bad_input_is_one_line_error_and_changes_nothing(gokku, app, args, code, message):
+    gokku.ok("config:set", "-a", app, "KEEP=me")
+    before = gokku.snapshot()
+    result = gokku(*args)
+    assert result.code == code, result.stderr
+    assert message in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(" !     ")
+    assert gokku.snapshot() == before
+
+
+def test_fifty_concurrent_sets_of_different_keys_lose_nothing(gokku, app):
+    def set_key(i: int):
+        return gokku("config:set", "-a", app, f"KEY_{i}=value {i}")
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(set_key, range(50)))
+    assert [r.code for r in results] == [0] * 50, [r.stderr for r in results if r.code]
+    listed = json.loads(gokku.ok("config:list", "-a", app, "--format", "json").stdout)
+    assert listed == {f"KEY_{i}": f"value {i}" for i in range(50)}
+
+
+def test_env_file_is_private_and_written_whole(gokku, app):
+    gokku.ok("config:set", "-a", app, "SECRET=s3cret")
+    env_file = gokku.root / "apps" / app / "shared" / ".env"
+    assert env_file.stat().st_mode & 0o777 == 0o600
+    leftovers = [p.name for p in env_file.parent.iterdir() if p.name != ".env"]
+    assert leftovers == []
+
+
+def test_reads_env_files_written_by_other_tools(gokku, app):
+    env_file = gokku.root / "apps" / app / "shared" / ".env"
+    env_file.write_text(
+        '# written by hand\nexport A="x \\"y\\" \\$z"\nB=plain words\nC=\'single\'\n'
+    )
+    listed = json.loads(gokku.ok("config:list", "-a", app, "--format", "json").stdout)
+    assert listed == {"A": 'x "y" $z', "B": "plain words", "C": "single"}
+
+
+def test_apps_list_and_destroy(gokku, app):
+    gokku.ok("apps:create", "web")
+    assert gokku.ok("apps:list").stdout == "api\nweb\n"
+    assert json.loads(gokku.ok("apps:list", "--format", "json").stdout) == ["api", "web"]
+    gokku.ok("apps:destroy", "web")
+    assert gokku.ok("apps:list").stdout == "api\n"
+    assert not (gokku.root / "apps" / "web").exists()
+
+
+def test_empty_lists_say_so(gokku):
+    assert gokku.ok("apps:list").stdout == "No apps\n"
+    assert gokku.ok("services:list").stdout == "No services\n"
+    assert json.loads(gokku.ok("services:list", "--format", "json").stdout) == []

@@ -1,0 +1,285 @@
+"""Services: create, list, info, logs, link, unlink, destroy — and every refusal."""
+
+import json
+
+import pytest
+from conftest import write_plugin
+
+INSTALL = """
+echo "installing $1 version=[$2] SERVICE_NAME=$SERVICE_NAME"
+update_service_config "$1" port "$(get_next_port 19400)"
+set_service_env "$1" CACHE_URL "cache://$1:$(get_service_config "$1" port)"
+set_service_env "$1" CACHE_NOTE "a b 'c' \\"d\\" \\$e"
+"""
+UNINSTALL = 'echo "uninstalling $1" ; echo "$1" >> "$GOKKU_ROOT/uninstalled"\n'
+
+
+@pytest.fixture
+def cache_plugin(gokku, tmp_path):
+    tree = write_plugin(
+        tmp_path / "gokku-cache",
+        layout="official",
+        install=INSTALL,
+        uninstall=UNINSTALL,
+        commands={
+            "commands/info": 'echo "info for $1 args: $*"\n',
+            "commands/logs": 'printf "[%s]" "$@"; echo\n',
+            "hooks/post-link": 'echo "post-link $*" >> "$GOKKU_ROOT/hooks.log"\n',
+            "hooks/post-unlink": 'echo "post-unlink $*" >> "$GOKKU_ROOT/hooks.log"\n',
+        },
+    )
+    gokku.ok("plugins:add", str(tree))
+    return "cache"
+
+
+@pytest.fixture
+def service(gokku, cache_plugin):
+    gokku.ok("services:create", "cache:7.2", "--name", "c1")
+    return "c1"
+
+
+def record(gokku, name):
+    return json.loads((gokku.root / "services" / name / "config.json").read_text())
+
+
+def env_of(gokku, app, env="shared"):
+    return json.loads(gokku.ok("config:list", "-a", app, "--env", env, "--format", "json").stdout)
+
+
+def test_create_writes_gokku_record_and_runs_install_with_version(gokku, cache_plugin):
+    result = gokku.ok("services:create", "cache:7.2", "--name", "c1")
+    assert "installing c1 version=[7.2] SERVICE_NAME=c1" in result.stdout
+    data = record(gokku, "c1")
+    for key in ("name", "plugin", "container_id", "running", "linked_apps", "created_at"):
+        assert key in data
+    assert (data["name"], data["plugin"], data["version"]) == ("c1", "cache", "7.2")
+    assert data["config"]["port"] == "19400"
+    assert data["env"]["CACHE_URL"] == "cache://c1:19400"
+
+
+def test_second_service_gets_next_port(gokku, service):
+    gokku.ok("services:create", "cache", "--name", "c2")
+    assert record(gokku, "c2")["config"]["port"] == "19401"
+    assert record(gokku, "c2")["version"] == ""
+
+
+def test_list_table_and_json(gokku, service):
+    gokku.ok("apps:create", "api")
+    gokku.ok("services:link", service, "-a", "api")
+    table = gokku.ok("services:list").stdout.splitlines()
+    assert table[0].split() == ["NAME", "PLUGIN", "VERSION", "LINKED", "APPS", "CREATED"]
+    assert table[1].split()[:4] == ["c1", "cache", "7.2", "api"]
+    listed = json.loads(gokku.ok("services:list", "--format", "json").stdout)
+    assert [(s["name"], s["plugin"], s["linked_apps"]) for s in listed] == [
+        ("c1", "cache", ["api"])
+    ]
+
+
+def test_info_and_logs_pass_arguments_through(gokku, service):
+    assert gokku.ok("services:info", service).stdout == "info for c1 args: c1\n"
+    result = gokku.ok("services:logs", service, "-f", "--tail", "50", "a b")
+    assert result.stdout == "[c1][-f][--tail][50][a b]\n"
+
+
+def test_link_writes_exported_variables_exactly_and_unlink_removes_them(gokku, service):
+    gokku.ok("apps:create", "api")
+    gokku.ok("config:set", "-a", "api", "OTHER=kept")
+    gokku.ok("services:link", service, "-a", "api")
+    assert env_of(gokku, "api") == {
+        "OTHER": "kept",
+        "CACHE_URL": "cache://c1:19400",
+        "CACHE_NOTE": "a b 'c' \"d\" $e",
+    }
+    assert record(gokku, service)["linked_apps"] == ["api"]
+    gokku.ok("services:unlink", service, "-a", "api")
+    assert env_of(gokku, "api") == {"OTHER": "kept"}
+    assert record(gokku, service)["linked_apps"] == []
+    hooks = (gokku.root / "hooks.log").read_text()
+    assert hooks == "post-link c1 api shared\npost-unlink c1 api shared\n"
+
+
+def test_link_to_named_env_and_relink_is_idempotent(gokku, service):
+    gokku.ok("apps:create", "api")
+    gokku.ok("services:link", service, "-a", "api", "--env", "production")
+    gokku.ok("services:link", service, "-a", "api", "--env", "production")
+    assert set(env_of(gokku, "api", "production")) == {"CACHE_URL", "CACHE_NOTE"}
+    assert env_of(gokku, "api") == {}
+
+
+def test_link_never_overwrites_another_links_variable(gokku, service):
+    gokku.ok("services:create", "cache", "--name", "c2")
+    gokku.ok("apps:create", "api")
+    gokku.ok("services:link", service, "-a", "api")
+    before = gokku.snapshot()
+    result = gokku("services:link", "c2", "-a", "api")
+    assert result.code == 1
+    assert "CACHE_URL on app 'api' belongs to service 'c1'" in result.stderr
+    assert gokku.snapshot() == before
+
+
+def test_link_refuses_a_variable_the_user_set(gokku, service):
+    gokku.ok("apps:create", "api")
+    gokku.ok("config:set", "-a", "api", "CACHE_URL=mine")
+    before = gokku.snapshot()
+    result = gokku("services:link", service, "-a", "api")
+    assert result.code == 1
+    assert "CACHE_URL is already set on app 'api'" in result.stderr
+    assert gokku.snapshot() == before
+
+
+def test_config_cannot_touch_linked_variables(gokku, service):
+    gokku.ok("apps:create", "api")
+    gokku.ok("services:link", service, "-a", "api")
+    for args in (
+        ["config:set", "-a", "api", "CACHE_URL=x"],
+        ["config:unset", "-a", "api", "CACHE_URL"],
+    ):
+        result = gokku(*args)
+        assert result.code == 1
+        assert "belongs to service 'c1'" in result.stderr
+    assert env_of(gokku, "api")["CACHE_URL"] == "cache://c1:19400"
+
+
+def test_service_exporting_nothing_cannot_be_linked(gokku, tmp_path):
+    gokku.ok("plugins:add", str(write_plugin(tmp_path / "quiet")))
+    gokku.ok("services:create", "quiet", "--name", "q1")
+    gokku.ok("apps:create", "api")
+    result = gokku("services:link", "q1", "-a", "api")
+    assert result.code == 1
+    assert "exports no variables" in result.stderr
+    assert record(gokku, "q1")["linked_apps"] == []
+
+
+@pytest.mark.parametrize(
+    ("plugin", "config", "expected"),
+    [
+        (
+            "postgres",
+            {"user": "u", "password": "p w", "port": "5433", "database": "db"},
+            {
+                "DATABASE_URL": "postgres://u:p w@localhost:5433/db",
+                "POSTGRES_HOST": "localhost",
+                "POSTGRES_PORT": "5433",
+                "POSTGRES_USER": "u",
+                "POSTGRES_PASSWORD": "p w",
+                "POSTGRES_DB": "db",
+            },
+        ),
+        (
+            "redis",
+            {"password": "secret", "port": "6380"},
+            {
+                "REDIS_URL": "redis://:secret@localhost:6380",
+                "REDIS_HOST": "localhost",
+                "REDIS_PORT": "6380",
+                "REDIS_PASSWORD": "secret",
+            },
+        ),
+    ],
+)
+def test_gokku_style_plugins_get_gokkus_variables_from_config(
+    gokku, tmp_path, plugin, config, expected
+):
+    sets = "".join(f'update_service_config "$1" {k} "{v}"\n' for k, v in config.items())
+    gokku.ok("plugins:add", str(write_plugin(tmp_path / f"gokku-{plugin}", install=sets)))
+    gokku.ok("services:create", plugin, "--name", "s1")
+    gokku.ok("apps:create", "api")
+    gokku.ok("services:link", "s1", "-a", "api")
+    assert env_of(gokku, "api") == expected
+
+
+def test_gokku_style_link_with_missing_config_names_the_keys(gokku, tmp_path):
+    install = 'update_service_config "$1" port 5433\n'
+    gokku.ok("plugins:add", str(write_plugin(tmp_path / "gokku-postgres", install=install)))
+    gokku.ok("services:create", "postgres", "--name", "s1")
+    gokku.ok("apps:create", "api")
+    result = gokku("services:link", "s1", "-a", "api")
+    assert result.code == 1
+    assert "its config lacks user, password, database" in result.stderr
+    assert env_of(gokku, "api") == {}
+
+
+def test_failed_install_runs_uninstall_removes_dir_and_keeps_exit_code(gokku, tmp_path):
+    install = 'echo "half-made $1"; update_service_config "$1" port 1; exit 7\n'
+    tree = write_plugin(tmp_path / "broken", install=install, uninstall=UNINSTALL)
+    gokku.ok("plugins:add", str(tree))
+    result = gokku("services:create", "broken", "--name", "b1")
+    assert result.code == 7
+    assert "install exited 7; nothing was kept" in result.stderr
+    assert "uninstalling b1" in result.stdout
+    assert not (gokku.root / "services" / "b1").exists()
+    assert gokku.ok("services:list").stdout == "No services\n"
+
+
+def test_destroy_refuses_while_linked_then_force_unlinks_and_uninstalls(gokku, service):
+    gokku.ok("apps:create", "api")
+    gokku.ok("services:link", service, "-a", "api")
+    result = gokku("services:destroy", service)
+    assert result.code == 1
+    assert "service 'c1' is linked to api (shared); unlink first or use --force" in result.stderr
+    assert (gokku.root / "services" / service).is_dir()
+    gokku.ok("services:destroy", service, "--force")
+    assert env_of(gokku, "api") == {}
+    assert not (gokku.root / "services" / service).exists()
+    # The official layout keeps uninstall in bin/: it must have run (Gokku's bug 4).
+    assert (gokku.root / "uninstalled").read_text() == "c1\n"
+
+
+def test_destroy_keeps_service_when_uninstall_fails(gokku, tmp_path):
+    tree = write_plugin(tmp_path / "sticky", uninstall="echo cannot >&2; exit 3\n")
+    gokku.ok("plugins:add", str(tree))
+    gokku.ok("services:create", "sticky", "--name", "s1")
+    result = gokku("services:destroy", "s1")
+    assert result.code == 3
+    assert "uninstall of 's1' exited 3; the service is kept" in result.stderr
+    assert (gokku.root / "services" / "s1" / "config.json").is_file()
+
+
+def test_app_destroy_refuses_while_linked_and_force_unlinks(gokku, service):
+    gokku.ok("apps:create", "api")
+    gokku.ok("services:link", service, "-a", "api")
+    result = gokku("apps:destroy", "api")
+    assert result.code == 1 and "linked to c1" in result.stderr
+    gokku.ok("apps:destroy", "api", "--force")
+    assert record(gokku, service)["linked_apps"] == []
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["services:create", "cache"], 2, "missing --name"),
+        (["services:create", "--name", "x"], 2, "missing argument"),
+        (["services:create", "nope", "--name", "x"], 1, "plugin 'nope' is not installed"),
+        (["services:create", "cache", "--name", "Bad"], 2, "invalid service name 'Bad'"),
+        (["services:create", "cache", "--name", "c1"], 1, "service 'c1' already exists"),
+        (["services:create", "../x", "--name", "x"], 2, "invalid plugin name"),
+        (["services:info", "ghost"], 1, "service 'ghost' does not exist"),
+        (["services:info"], 2, "missing service name"),
+        (["services:logs", "../../etc"], 2, "invalid service name"),
+        (["services:link", "c1"], 2, "missing -a APP"),
+        (["services:link", "c1", "-a", "ghost"], 1, "app 'ghost' does not exist"),
+        (["services:link", "ghost", "-a", "api"], 1, "service 'ghost' does not exist"),
+        (["services:unlink", "c1", "-a", "api"], 1, "service 'c1' is not linked to app 'api'"),
+        (["services:destroy", "ghost"], 1, "service 'ghost' does not exist"),
+        (["services:destroy"], 2, "missing argument"),
+        (["services:next-port", "70000"], 2, "invalid port '70000'"),
+    ],
+)
+def test_bad_input_is_one_line_error_and_changes_nothing(gokku, service, args, code, message):
+    gokku.ok("apps:create", "api")
+    before = gokku.snapshot()
+    result = gokku(*args)
+    assert result.code == code, result.stderr
+    assert message in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert gokku.snapshot() == before
+
+
+def test_plugin_command_refuses_another_plugins_service(gokku, service, tmp_path):
+    gokku.ok(
+        "plugins:add",
+        str(write_plugin(tmp_path / "other", commands={"commands/peek": "echo peek\n"})),
+    )
+    result = gokku("other:peek", service)
+    assert result.code == 1
+    assert "service 'c1' belongs to plugin 'cache', not 'other'" in result.stderr
