@@ -23,8 +23,9 @@ from gokku.plugins.registry import Plugin
 from gokku.storage import write_atomic
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-GRACE_SECONDS = 2
+GRACE_SECONDS = 1.5
 FORWARDED = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+HANDLED = (*FORWARDED, signal.SIGHUP, signal.SIGALRM)
 RESET_IN_CHILD = (
     signal.SIGINT,
     signal.SIGQUIT,
@@ -128,23 +129,31 @@ def run_script(
             os.tcsetpgrp(tty, os.getpgrp())
         for sig in RESET_IN_CHILD:
             signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
-    command = ["bash", *(["-x"] if ctx.trace else []), str(script), *args]
-    with _raw_terminals(fds if raw_terminal else ()):
-        proc = subprocess.Popen(
-            command,
-            stdin=fds[0],
-            stdout=fds[1],
-            stderr=fds[2],
-            cwd=plugin.path,
-            env=script_env(ctx, plugin, extra_env),
-            preexec_fn=in_child,  # single-threaded here; setpgid + tcsetpgrp need it
-            close_fds=True,
-        )
-        with _forwarding_signals(proc.pid) as hung_up:
-            code = proc.wait()
-            if hung_up:
-                forward_to_group(proc.pid, signal.SIGKILL)
+    command = ["bash", str(script), *args]  # --trace: the helpers turn on set -x
+    # Signals stay blocked from spawn until the forwarding handlers are in place, so a
+    # hang-up that arrives in between is forwarded, not lost.
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+    try:
+        with _raw_terminals(fds if raw_terminal else ()):
+            proc = subprocess.Popen(
+                command,
+                stdin=fds[0],
+                stdout=fds[1],
+                stderr=fds[2],
+                cwd=plugin.path,
+                env=script_env(ctx, plugin, extra_env),
+                preexec_fn=in_child,  # single-threaded here; setpgid + tcsetpgrp need it
+                close_fds=True,
+            )
+            with _forwarding_signals(proc.pid) as hung_up:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+                code = proc.wait()
+                if hung_up:
+                    forward_to_group(proc.pid, signal.SIGKILL)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     if tty is not None:
         _take_back_terminal(tty)
     return 128 - code if code < 0 else code
@@ -200,13 +209,13 @@ def _forwarding_signals(pgid: int) -> Iterator[list[int]]:
         sig = next(escalation, None)
         if sig is not None:
             forward(sig, None)
-            signal.alarm(GRACE_SECONDS)
+            signal.setitimer(signal.ITIMER_REAL, GRACE_SECONDS)
 
     def hang_up(signum: int, frame: object) -> None:
         hung_up.append(signum)
         forward(signum, frame)
         forward(signal.SIGCONT, frame)
-        signal.alarm(GRACE_SECONDS)
+        signal.setitimer(signal.ITIMER_REAL, GRACE_SECONDS)
 
     handlers = {sig: forward for sig in FORWARDED}
     handlers[signal.SIGHUP] = hang_up
@@ -215,6 +224,6 @@ def _forwarding_signals(pgid: int) -> Iterator[list[int]]:
     try:
         yield hung_up
     finally:
-        signal.alarm(0)
+        signal.setitimer(signal.ITIMER_REAL, 0)
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -17,8 +17,6 @@ def run_plugin_command(
     """Run ``NAMESPACE:COMMAND``; ``namespace`` is what the user typed (name or alias)."""
     script = plugin.script(command)
     if script is None:
-        if command == "help":
-            return _generated_help(ctx, plugin)
         close = difflib.get_close_matches(command, plugin.commands(), n=1, cutoff=0.6)
         hint = f"; did you mean '{namespace}:{close[0]}'?" if close else ""
         raise UnknownCommand(
@@ -40,10 +38,3 @@ def run_plugin_command(
         extra["SERVICE_NAME"] = args[0]
         extra["GOKKU_SERVICE_DIR"] = str(ctx.root.service_dir(args[0]))
     return run_script(ctx, plugin, script, args, extra, raw_terminal=not io.pty_allowed)
-
-
-def _generated_help(ctx: Context, plugin: Plugin) -> int:
-    ctx.out(f"=====> {plugin.name} commands")
-    for command in plugin.commands():
-        ctx.out(f"  {plugin.name}:{command}")
-    return 0

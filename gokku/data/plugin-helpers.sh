@@ -184,6 +184,10 @@ cleanup_old_containers() {
 
 fi
 
-[ -n "$_gokku_helpers_trace" ] && set -x
-unset _gokku_helpers_trace
-true
+# --trace: start tracing here, so the trace shows the plugin's lines, not these.
+if [ -n "$_gokku_helpers_trace" ] || [ "${GOKKU_TRACE:-}" = 1 ]; then
+  unset _gokku_helpers_trace
+  set -x
+else
+  unset _gokku_helpers_trace
+fi
