@@ -5,6 +5,7 @@ trees written to disk."""
 import functools
 import http.server
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -176,11 +177,12 @@ def write_plugin(
 def docker_standin(base_env: dict[str, str], tmp_path: Path) -> Path:
     """No Docker engine runs on these machines: put the small honest stand-in on PATH.
 
-    It keeps containers as files (name, image, ports, state, start time) and answers the
-    subset of the docker CLI the helpers and the spec's example plugin use.
+    It keeps containers as files (name, image, ports, state, start time) in the returned
+    directory and answers the subset of the docker CLI the helpers and the spec's example
+    plugin use.
     """
-    state = tmp_path / "docker-state"
-    state.mkdir()
-    base_env["PATH"] = f"{STANDINS}:{base_env.get('PATH', '')}"
-    base_env["DOCKER_STANDIN_STATE"] = str(state)
-    return state
+    bin_dir = tmp_path / "standin-bin"
+    bin_dir.mkdir()
+    shutil.copy(STANDINS / "docker", bin_dir / "docker")
+    base_env["PATH"] = f"{bin_dir}:{base_env.get('PATH', '')}"
+    return bin_dir / "docker-state"

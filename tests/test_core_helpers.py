@@ -1,0 +1,285 @@
+"""The plugin helpers (scripts/plugin-helpers.sh) as plugins use them, and the spec's
+PostgreSQL example plugin end to end, served as a GitHub archive.
+
+No Docker engine runs on test machines: the container helpers talk to the stand-in in
+tests/standins/docker (see the ``docker_standin`` fixture)."""
+
+import json
+import re
+import socket
+import subprocess
+import tarfile
+import textwrap
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from conftest import write_plugin
+
+
+@pytest.fixture
+def helpers(gokku, tmp_path):
+    """``gokku t:call FUNCTION ARGS...`` runs one helper function inside a plugin script."""
+    tree = write_plugin(
+        tmp_path / "gokku-t",
+        commands={
+            "commands/call": '"$@"\n',
+            "commands/sourced": (
+                'source "$GOKKU_ROOT/scripts/plugin-helpers.sh"\n'
+                'source "$GOKKU_DIR/scripts/plugin-helpers.sh"\n'
+                '"$@"\n'
+            ),
+        },
+        install='update_service_config "$1" port "$(get_next_port 19600)"\n',
+    )
+    gokku.ok("plugins:add", str(tree))
+    return lambda *args, **kw: gokku("t:call", *args, **kw)
+
+
+def test_get_next_port_honours_start_and_skips_taken_ports(gokku, helpers):
+    assert helpers("get_next_port", "19500").stdout == "19500\n"
+    gokku.ok("services:create", "t", "--name", "s1")  # takes 19600
+    assert helpers("get_next_port", "19600").stdout == "19601\n"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 19601))
+        busy.listen()
+        assert helpers("get_next_port", "19600").stdout == "19602\n"
+        assert helpers("port_available", "19601").code == 1
+    assert helpers("port_available", "19601").code == 0
+    assert helpers("get_next_port", "abc").code == 2
+
+
+def test_get_next_port_defaults_to_9000_or_above(helpers):
+    assert int(helpers("get_next_port").stdout) >= 9000
+
+
+def test_generate_password(helpers):
+    passwords = {helpers("generate_password").stdout.strip() for _ in range(3)}
+    assert len(passwords) == 3
+    assert all(re.fullmatch(r"[A-Za-z0-9]{25}", p) for p in passwords)
+    assert re.fullmatch(r"[A-Za-z0-9]{64}\n", helpers("generate_password", "64").stdout)
+
+
+def test_log_functions_write_timestamped_lines_to_stderr(helpers):
+    result = helpers("log_message", "INFO", "hello world")
+    assert result.out == b""
+    assert re.fullmatch(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] \[INFO\] hello world\n", result.stderr)
+    assert "[ERROR] bad" in helpers("log_error", "bad").stderr
+    assert "[WARNING] hmm" in helpers("log_warning", "hmm").stderr
+
+
+def test_command_exists(helpers):
+    assert helpers("command_exists", "bash").code == 0
+    assert helpers("command_exists", "no-such-command-xyz").code == 1
+
+
+def test_set_app_env_keeps_values_exact(gokku, helpers):
+    gokku.ok("apps:create", "api")
+    value = """a b "c" 'd' e=f $g"""
+    assert helpers("set_app_env", "api", "shared", "MSG", value).code == 0
+    assert gokku.ok("config:get", "-a", "api", "MSG").stdout == value + "\n"
+    assert helpers("get_app_base_port", "api").stdout == "3000\n"
+    helpers("set_app_env", "api", "shared", "PORT", "5000")
+    assert helpers("get_app_base_port", "api", "shared").stdout == "5000\n"
+    assert helpers("unset_app_env", "api", "shared", "MSG").code == 0
+    assert json.loads(gokku.ok("config:list", "-a", "api", "--format", "json").stdout) == {
+        "PORT": "5000"
+    }
+    result = helpers("set_app_env", "api", "shared", "ONLY_KEY")
+    assert result.code == 2 and "usage: set_app_env APP ENV KEY VALUE" in result.stderr
+
+
+def test_concurrent_helper_writes_lose_nothing(gokku, helpers):
+    gokku.ok("apps:create", "api")
+    gokku.ok("services:create", "t", "--name", "s1")
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        list(
+            pool.map(
+                lambda i: helpers("set_app_env", "api", "shared", f"K{i}", f"v {i}"), range(20)
+            )
+        )
+        list(
+            pool.map(lambda i: helpers("update_service_config", "s1", f"k{i}", f"= {i}"), range(20))
+        )
+    assert len(json.loads(gokku.ok("config:list", "-a", "api", "--format", "json").stdout)) == 20
+    config = json.loads((gokku.root / "services/s1/config.json").read_text())["config"]
+    assert all(config[f"k{i}"] == f"= {i}" for i in range(20))
+
+
+def test_service_config_helpers(gokku, helpers):
+    gokku.ok("services:create", "t", "--name", "s1")
+    assert helpers("update_service_config", "s1", "user", "it's me").code == 0
+    assert helpers("get_service_config", "s1", "user").stdout == "it's me\n"
+    whole = json.loads(helpers("get_service_config", "s1").stdout)
+    assert whole["config"] == {"port": "19600", "user": "it's me"}
+    missing = helpers("get_service_config", "s1", "nope")
+    assert missing.code == 1 and "has no config key 'nope'" in missing.stderr
+    assert helpers("update_service_config", "ghost", "k", "v").code == 1
+
+
+def test_create_service_dir_refuses_bad_names(gokku, helpers):
+    assert helpers("create_service_dir", "fresh").code == 0
+    assert (gokku.root / "services" / "fresh").is_dir()
+    result = helpers("create_service_dir", "../../escape")
+    assert result.code == 2 and "invalid name" in result.stderr
+    assert not (gokku.root.parent / "escape").exists()
+
+
+def test_export_and_import_service_data(gokku, helpers, tmp_path):
+    gokku.ok("services:create", "t", "--name", "s1")
+    (gokku.root / "services/s1/data.bin").write_bytes(b"\x00data\xff")
+    archive = tmp_path / "s1.tar.gz"
+    assert helpers("export_service_data", "s1", str(archive)).code == 0
+    (gokku.root / "services/s1/data.bin").unlink()
+    assert helpers("import_service_data", "s1", str(archive)).code == 0
+    assert (gokku.root / "services/s1/data.bin").read_bytes() == b"\x00data\xff"
+
+    hostile = tmp_path / "hostile.tar.gz"
+    with tarfile.open(hostile, "w:gz") as tar:
+        tar.add(gokku.root / "services/s1/config.json", arcname="other-service/config.json")
+    result = helpers("import_service_data", "s1", str(hostile))
+    assert result.code == 1 and "outside service s1" in result.stderr
+    assert not (gokku.root / "services/other-service").exists()
+
+
+def test_helpers_sourced_again_by_path_still_work(helpers, gokku):
+    result = gokku("t:sourced", "generate_password", "8")
+    assert result.code == 0, result.stderr
+    assert re.fullmatch(r"[A-Za-z0-9]{8}\n", result.stdout)
+
+
+def test_container_helpers_against_docker_standin(gokku, docker_standin, helpers):
+    assert helpers("container_exists", "pg1").code == 1
+    assert helpers("get_container_port", "pg1", "5432").code == 1
+    assert helpers("wait_for_container", "pg1", "1").code == 1
+    for name in ("web-1", "web-2", "web-3", "pg1"):
+        subprocess.run(
+            ["docker", "run", "-d", "--name", name, "-p", "9432:5432", "img"],
+            env=gokku.env,
+            check=True,
+            capture_output=True,
+        )
+        time.sleep(0.01)  # distinct creation times for `ps` ordering
+    assert helpers("container_exists", "pg1").code == 0
+    assert helpers("container_is_running", "pg1").code == 0
+    assert helpers("wait_for_container", "pg1", "1").code == 0
+    assert helpers("get_container_status", "pg1").stdout == "running\n"
+    assert helpers("get_container_port", "pg1", "5432").stdout == "9432\n"
+    assert helpers("get_container_uptime", "pg1").stdout == "1d 2h 3m\n"
+    subprocess.run(["docker", "stop", "pg1"], env=gokku.env, check=True, capture_output=True)
+    assert helpers("container_is_running", "pg1").code == 1
+    assert helpers("container_exists", "pg1").code == 0
+    assert helpers("cleanup_old_containers", "^web-", "1").code == 0
+    assert sorted(p.name for p in docker_standin.iterdir()) == ["pg1", "web-3"]
+
+
+SPEC_INSTALL = """\
+#!/bin/bash
+SERVICE_NAME="$1"
+
+echo "-----> Installing PostgreSQL service: $SERVICE_NAME"
+
+# Get next available port
+PORT=$(get_next_port)
+PASSWORD=$(generate_password)
+
+# Create PostgreSQL container
+docker run -d \\
+  --name "$SERVICE_NAME" \\
+  -p "$PORT:5432" \\
+  -e POSTGRES_DB="$SERVICE_NAME" \\
+  -e POSTGRES_USER="user" \\
+  -e POSTGRES_PASSWORD="$PASSWORD" \\
+  postgres:15
+
+# Wait for container to be ready
+wait_for_container "$SERVICE_NAME"
+
+echo "-----> PostgreSQL service installed on port $PORT"
+"""
+
+SPEC_INFO = """\
+#!/bin/bash
+SERVICE_NAME="$1"
+
+echo "PostgreSQL Service: $SERVICE_NAME"
+echo "================================"
+
+if ! container_exists "$SERVICE_NAME"; then
+    echo "Status: NOT FOUND"
+    exit 0
+fi
+
+if ! container_is_running "$SERVICE_NAME"; then
+    echo "Status: STOPPED"
+    exit 0
+fi
+
+STATUS=$(get_container_status "$SERVICE_NAME")
+PORT=$(get_container_port "$SERVICE_NAME" 5432)
+UPTIME=$(get_container_uptime "$SERVICE_NAME")
+
+echo "Status: $STATUS"
+echo "Port: $PORT"
+echo "Uptime: $UPTIME"
+echo "Database: $SERVICE_NAME"
+"""
+
+
+@pytest.fixture
+def spec_postgres(gokku, github, docker_standin, tmp_path):
+    tree = tmp_path / "gokku-postgres"
+    files = {
+        "README.md": "# gokku-postgres\n",
+        "install": SPEC_INSTALL,
+        "uninstall": '#!/bin/bash\nSERVICE_NAME="$1"\ndocker rm -f "$SERVICE_NAME"\n',
+        "commands/name": "#!/bin/bash\necho pg\n",
+        "commands/help": "#!/bin/bash\necho 'postgres:info SERVICE'\n",
+        "commands/info": SPEC_INFO,
+        "commands/logs": '#!/bin/bash\nSERVICE_NAME="$1"\ndocker logs "$SERVICE_NAME"\n',
+        "commands/destroy": '#!/bin/bash\ndocker rm -f "$1"\n',
+    }
+    for rel, body in files.items():
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text(body)
+        (tree / rel).chmod(0o644)  # as downloaded: no run bits; Gokku sets them
+    commit = github.publish("thadeu", "gokku-postgres", tree)
+    return commit
+
+
+def test_spec_postgres_example_end_to_end(gokku, spec_postgres, docker_standin):
+    added = gokku.ok("plugins:add", "thadeu/gokku-postgres")
+    assert "Plugin postgres installed (namespace pg)" in added.stderr
+    listed = json.loads(gokku.ok("plugins:list", "--format", "json").stdout)
+    assert listed[0]["name"] == "postgres" and listed[0]["commit"] == spec_postgres
+    installed = gokku.root / "plugins/postgres"
+    assert all((installed / p).stat().st_mode & 0o111 for p in ("install", "commands/info"))
+
+    created = gokku.ok("services:create", "postgres", "--name", "postgres-api")
+    port = re.search(r"installed on port (\d+)", created.stdout).group(1)
+    assert int(port) >= 9000
+    assert (docker_standin / "postgres-api/ports").read_text() == f"{port}:5432\n"
+
+    info = gokku.ok("services:info", "postgres-api").stdout
+    assert info == textwrap.dedent(f"""\
+        PostgreSQL Service: postgres-api
+        ================================
+        Status: running
+        Port: {port}
+        Uptime: 1d 2h 3m
+        Database: postgres-api
+        """)
+    assert gokku.ok("pg:info", "postgres-api").stdout == info
+    assert gokku.ok("services:logs", "postgres-api").stdout == "log line from postgres-api\n"
+
+    # The spec's example records neither port nor password: link says exactly what is missing.
+    gokku.ok("apps:create", "api-production")
+    result = gokku("services:link", "postgres-api", "-a", "api-production")
+    assert result.code == 1
+    assert "its config lacks user, password, port, database" in result.stderr
+
+    gokku.ok("services:destroy", "postgres-api")
+    assert not (docker_standin / "postgres-api").exists()
+    assert gokku.ok("services:list").stdout == "No services\n"
+    gone = gokku("services:info", "postgres-api")
+    assert gone.code == 1 and "service 'postgres-api' does not exist" in gone.stderr
