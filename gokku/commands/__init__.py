@@ -146,6 +146,43 @@ BUILTINS: dict[str, Builtin] = {
             ),
         ],
     ),
+    **_table(
+        "keys",
+        [
+            (
+                "ssh-keys:add",
+                "add",
+                "ssh-keys:add NAME [PATH]",
+                "Allow a public key in over SSH (from PATH or stdin)",
+            ),
+            ("ssh-keys:list", "list_", "ssh-keys:list [--format json]", "List allowed keys"),
+            (
+                "ssh-keys:remove",
+                "remove",
+                "ssh-keys:remove NAME | --fingerprint FP",
+                "Stop allowing a key",
+            ),
+        ],
+    ),
+    **_table(
+        "ssh",
+        [
+            ("whoami", "whoami", "whoami [--format json]", "Show who you are logged in as"),
+            (
+                "serve",
+                "serve",
+                "serve [--host HOST] [--port PORT]",
+                "Run the embedded SSH server",
+            ),
+            (
+                "ssh-command",
+                "ssh_command",
+                "ssh-command --key NAME [--root ROOT]",
+                "Run $SSH_ORIGINAL_COMMAND for a key (the OpenSSH forced command)",
+                True,
+            ),
+        ],
+    ),
 }
 
 # Namespaces a plugin may not take: every built-in verb's prefix, and a few reserved ones.

@@ -1,0 +1,120 @@
+"""``serve`` (the embedded SSH server), ``ssh-command`` (where both SSH doors end) and
+``whoami``."""
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from gokku import audit, keys
+from gokku.cmdline import parse
+from gokku.commands import BUILTINS
+from gokku.context import Context, Identity, Request
+from gokku.errors import GokkuError, UsageError
+from gokku.paths import Root
+from gokku.ssh import split_command
+from gokku.ssh.config import load as load_config
+
+HANGUP_EXIT = 128 + signal.SIGHUP
+
+
+def serve(ctx: Context, args: list[str]) -> int:
+    usage = "gokku " + BUILTINS["serve"].usage
+    opts = parse(args, usage, values={"--host": "host", "--port": "port"}, max_args=0)
+    config = load_config(ctx.root)
+    overrides: dict[str, object] = {}
+    if opts.get("host"):
+        overrides["host"] = opts.get("host")
+    if opts.get("port") is not None:
+        port = opts.get("port") or ""
+        if not port.isdigit() or int(port) > 65535:
+            raise UsageError(f"--port must be a number from 0 to 65535; usage: {usage}")
+        overrides["port"] = int(port)
+    import dataclasses
+
+    from gokku.ssh import server
+
+    return server.serve(ctx, dataclasses.replace(config, **overrides))
+
+
+class _HungUp(BaseException):
+    """The client went away while no plugin script was running (the runner handles it then)."""
+
+
+@contextlib.contextmanager
+def _hang_up_raises() -> Iterator[None]:
+    def handler(_signum: int, _frame: object) -> None:
+        raise _HungUp
+
+    signal.signal(signal.SIGHUP, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the audit line must still be written
+
+
+def ssh_command(ctx: Context, args: list[str]) -> int:
+    """Run ``$SSH_ORIGINAL_COMMAND`` for the key named by ``--key``; log it to the audit log.
+
+    sshd runs this as the forced command of every key line it got from the registry; the
+    embedded server runs it for every session, with the same environment sshd would set.
+    """
+    from gokku.dispatcher import dispatch
+    from gokku.ssh.relay import relayed
+
+    usage = "gokku " + BUILTINS["ssh-command"].usage
+    opts = parse(args, usage, values={"--key": "key", "--root": "root"}, max_args=0)
+    name = opts.get("key")
+    if not name:
+        raise UsageError(f"missing --key NAME; usage: {usage}")
+    root = Root(Path(opts.get("root") or "").absolute()) if opts.get("root") else ctx.root
+    key = keys.by_name(root, name)
+    if key is None:
+        raise GokkuError(f"key {name!r} is not registered (see: gokku ssh-keys:list)")
+    remote = (os.environ.get("SSH_CONNECTION") or os.environ.get("SSH_CLIENT") or "").split()
+    identity = Identity(key.name, key.fingerprint, remote=remote[0] if remote else "")
+    command = os.environ.get("SSH_ORIGINAL_COMMAND", "")
+    entry = audit.Entry(key.name, key.fingerprint, identity.remote, [], pty=os.isatty(0))
+    started = time.monotonic()
+    try:
+        entry.argv = split_command(command)
+    except UsageError as exc:
+        entry.argv, entry.exit, entry.duration = None, exc.exit_code, 0.0
+        audit.write(root, entry)
+        raise
+    code = HANGUP_EXIT
+    counts = None
+    try:
+        with _hang_up_raises(), relayed() as streams:
+            counts = streams.counts
+            term = os.environ.get("TERM") if entry.pty else None
+            streams_ = (streams.stdin, streams.stdout, streams.stderr)
+            code = dispatch(Request(entry.argv, identity, *streams_, term=term), root)
+    except _HungUp:
+        pass
+    entry.exit = code
+    entry.duration = round(time.monotonic() - started, 3)
+    if counts is not None:
+        entry.bytes_in, entry.bytes_out = counts.bytes_in, counts.bytes_out
+    audit.write(root, entry)
+    return code
+
+
+def whoami(ctx: Context, args: list[str]) -> int:
+    usage = "gokku " + BUILTINS["whoami"].usage
+    opts = parse(args, usage, values={"--format": "format"}, max_args=0)
+    ident = ctx.request.identity
+    fields = {
+        "name": ident.name,
+        "fingerprint": ident.fingerprint,
+        "role": ident.role,
+        "remote": ident.remote,
+    }
+    if opts.get("format", ctx.format) == "json":
+        ctx.out_json(fields)
+    else:
+        for label, value in fields.items():
+            ctx.out(f"{label + ':':13}{value}")
+    return 0

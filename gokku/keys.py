@@ -1,0 +1,175 @@
+"""The key registry: which SSH public keys may call Gokku, under which name.
+
+``ssh/keys.json`` is the source of truth; both doors read it. Every change also rewrites
+``ssh/authorized_keys`` for the OpenSSH door, one line per key, each forcing
+``gokku ssh-command --key NAME`` with ``restrict,pty`` (no forwarding of any kind, a
+terminal only when the client asks). Both files are written atomically under one lock.
+
+Input is refused rather than repaired: key options (``command=...``), several keys at
+once (Dokku added the extra ones without the forced command) and private keys.
+"""
+
+import base64
+import binascii
+import hashlib
+import shlex
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from gokku.errors import GokkuError, NotFound, UsageError
+from gokku.names import check_name
+from gokku.paths import Root
+from gokku.ssh.config import SSHConfig
+from gokku.storage import lock, read_json, write_atomic, write_json
+
+KEY_TYPES = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+)
+LOCK = "ssh-keys"
+KEY_OPTIONS = "restrict,pty"
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    type: str
+    data: str  # base64 blob, as in an authorized_keys line
+    fingerprint: str
+    comment: str = ""
+    added: str = ""
+
+    @property
+    def public_key(self) -> str:
+        return f"{self.type} {self.data}"
+
+
+def registry_path(root: Root) -> Path:
+    return root.ssh / "keys.json"
+
+
+def authorized_keys_path(root: Root) -> Path:
+    return root.ssh / "authorized_keys"
+
+
+def fingerprint(blob: bytes) -> str:
+    """OpenSSH's ``SHA256:...`` fingerprint of a key blob."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def parse(text: str) -> tuple[str, str, str]:
+    """One public key in OpenSSH format → (type, base64 blob, comment), or UsageError."""
+    if "PRIVATE KEY" in text:
+        raise UsageError("this is a private key: give the public key (the .pub file)")
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    if not lines:
+        raise UsageError("no public key given: pass a PATH or pipe the key on stdin")
+    if len(lines) > 1:
+        raise UsageError(f"found {len(lines)} lines of keys: add one key at a time")
+    words = lines[0].split(maxsplit=2)
+    if words[0] not in KEY_TYPES:
+        if any(word in KEY_TYPES for word in lines[0].split()):
+            raise UsageError("the key carries options (like command=...): give the bare key")
+        raise UsageError(f"not an SSH public key (type {words[0][:40]!r} is not supported)")
+    if len(words) < 2:
+        raise UsageError("the public key has no key data")
+    key_type, data = words[0], words[1]
+    comment = words[2] if len(words) > 2 else ""
+    _check_blob(key_type, data)
+    return key_type, data, comment
+
+
+def _check_blob(key_type: str, data: str) -> None:
+    import asyncssh
+
+    try:
+        blob = base64.b64decode(data, validate=True)
+    except binascii.Error:
+        raise UsageError("invalid public key: the key data is not base64") from None
+    length = int.from_bytes(blob[:4], "big")
+    if blob[4 : 4 + length] != key_type.encode():
+        raise UsageError(f"invalid public key: the key data is not a {key_type} key")
+    try:
+        asyncssh.import_public_key(f"{key_type} {data}")
+    except (asyncssh.KeyImportError, ValueError) as exc:
+        raise UsageError(f"invalid public key: {exc}") from None
+
+
+def load(root: Root) -> list[Key]:
+    path = registry_path(root)
+    if not path.is_file():
+        return []
+    document = read_json(path)
+    return [Key(**entry) for entry in document.get("keys", [])]
+
+
+def by_name(root: Root, name: str) -> Key | None:
+    return next((key for key in load(root) if key.name == name), None)
+
+
+def by_fingerprint(root: Root, fp: str) -> Key | None:
+    return next((key for key in load(root) if key.fingerprint == fp), None)
+
+
+def add(root: Root, config: SSHConfig, name: str, text: str) -> tuple[Key, bool]:
+    """Register ``text`` under ``name``; (key, False) when exactly that is already there."""
+    check_name("key", name)
+    key_type, data, comment = parse(text)
+    fp = fingerprint(base64.b64decode(data))
+    with lock(root.locks, LOCK):
+        keys = load(root)
+        for key in keys:
+            if key.fingerprint == fp and key.name == name:
+                return key, False
+            if key.fingerprint == fp:
+                raise GokkuError(f"key {fp} is already registered as {key.name!r}")
+            if key.name == name:
+                raise GokkuError(
+                    f"a key named {name!r} is already registered ({key.fingerprint}); "
+                    f"remove it first (gokku ssh-keys:remove {name})"
+                )
+        added = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        new = Key(name, key_type, data, fp, comment, added)
+        _save(root, config, [*keys, new])
+    return new, True
+
+
+def remove(root: Root, config: SSHConfig, name: str | None, fp: str | None) -> Key:
+    """Remove the key called ``name``, or the one with fingerprint ``fp``."""
+    if fp and not fp.startswith("SHA256:"):
+        fp = "SHA256:" + fp
+    with lock(root.locks, LOCK):
+        keys = load(root)
+        match = next((k for k in keys if k.name == name or k.fingerprint == fp), None)
+        if match is None:
+            what = f"named {name!r}" if name else f"with fingerprint {fp}"
+            raise NotFound(f"no key {what} is registered (see: gokku ssh-keys:list)")
+        _save(root, config, [k for k in keys if k is not match])
+    return match
+
+
+def _save(root: Root, config: SSHConfig, keys: list[Key]) -> None:
+    """Write the registry, then the OpenSSH door's file derived from it."""
+    root.ssh.mkdir(parents=True, exist_ok=True)
+    root.ssh.chmod(0o700)
+    write_json(registry_path(root), {"keys": [asdict(key) for key in keys]})
+    text = "".join(authorized_keys_line(root, config, key) + "\n" for key in keys)
+    write_atomic(authorized_keys_path(root), text.encode(), mode=0o600)
+
+
+def authorized_keys_line(root: Root, config: SSHConfig, key: Key) -> str:
+    """``command="... ssh-command --key NAME",restrict,pty TYPE DATA NAME``.
+
+    Inside the quoted option sshd turns ``\\"`` into ``"`` and keeps every other byte; the
+    command itself is run by the login shell, so every word is shell-quoted.
+    """
+    argv = [*config.gokku_argv(), "ssh-command", "--root", str(root.path), "--key", key.name]
+    command = shlex.join(argv).replace('"', '\\"')
+    return f'command="{command}",{KEY_OPTIONS} {key.public_key} {key.name}'

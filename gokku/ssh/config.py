@@ -1,0 +1,94 @@
+"""Settings of the SSH doors, from the ``ssh:`` section of ``GOKKU_ROOT/gokku.yml``.
+
+```yaml
+ssh:
+  host: 0.0.0.0          # embedded server (gokku serve); --host/--port win over these
+  port: 2222
+  user: gokku            # the only login name the embedded server accepts
+  login_timeout: 30      # seconds to finish authentication
+  keepalive_interval: 15 # seconds between keepalives; 0 turns them off
+  keepalive_count_max: 4 # unanswered keepalives before the connection is dropped
+  max_auth_tries: 6      # refused keys per connection before it is dropped
+  max_connections: 100
+  max_connections_per_address: 10
+  max_sessions: 10       # sessions (commands) open at once on one connection
+  gokku_command: /usr/local/bin/gokku   # what the OpenSSH door's forced command runs
+```
+
+Every key is optional; unknown keys and wrong types are refused, so a typo does not
+silently leave a limit at its default.
+"""
+
+import dataclasses
+import shlex
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from gokku.errors import GokkuError
+from gokku.paths import Root
+
+CONFIG_FILE = "gokku.yml"
+SECTION = "ssh"
+
+
+@dataclass(frozen=True)
+class SSHConfig:
+    host: str = "127.0.0.1"
+    port: int = 2222
+    user: str = "gokku"
+    login_timeout: float = 30.0
+    keepalive_interval: float = 15.0
+    keepalive_count_max: int = 4
+    max_auth_tries: int = 6
+    max_connections: int = 100
+    max_connections_per_address: int = 10
+    max_sessions: int = 10
+    gokku_command: str = ""
+
+    def gokku_argv(self) -> list[str]:
+        """How to run ``gokku`` from a forced command: this interpreter unless configured.
+
+        sshd runs the forced command with an emptied environment, so the default is an
+        absolute interpreter path rather than whatever ``gokku`` PATH would find.
+        """
+        if self.gokku_command:
+            return shlex.split(self.gokku_command)
+        return [sys.executable, "-m", "gokku"]
+
+
+def load(root: Root) -> SSHConfig:
+    """The ``ssh:`` settings of ``root``'s gokku.yml, defaults for whatever is missing."""
+    path = root.path / CONFIG_FILE
+    if not path.is_file():
+        return SSHConfig()
+    import yaml
+
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise GokkuError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(document, dict):
+        raise GokkuError(f"{path}: expected a mapping at the top level")
+    section = document.get(SECTION) or {}
+    if not isinstance(section, dict):
+        raise GokkuError(f"{path}: '{SECTION}' must be a mapping")
+    return _from_mapping(section, f"{path}: {SECTION}")
+
+
+def _from_mapping(section: dict[str, Any], where: str) -> SSHConfig:
+    fields = {f.name: f for f in dataclasses.fields(SSHConfig)}
+    unknown = sorted(set(section) - set(fields))
+    if unknown:
+        raise GokkuError(f"{where}: unknown setting(s) {', '.join(map(str, unknown))}")
+    values = {}
+    for key, value in section.items():
+        wanted = type(getattr(SSHConfig, key))
+        if wanted is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, wanted) or isinstance(value, bool):
+            raise GokkuError(f"{where}.{key} must be a {wanted.__name__}, got {value!r}")
+        if wanted in (int, float) and value < 0:
+            raise GokkuError(f"{where}.{key} must not be negative")
+        values[key] = value
+    return SSHConfig(**values)

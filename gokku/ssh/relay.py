@@ -1,0 +1,169 @@
+"""Counting relays between an SSH door's descriptors and the command it runs.
+
+``gokku ssh-command`` puts a pipe between each non-terminal stream it was given (by sshd
+or by the embedded server) and the command, and copies the bytes itself. That gives the
+audit log its byte counts, and it notices the client going away even when the command is
+silent: the door's end of stdout reports an error once nobody reads it any more, and the
+relay then hangs this process up (SIGHUP), which the runner turns into HUP/TERM/KILL of
+the script's whole process group. Terminals are handed over untouched; with a pty the
+kernel itself hangs the session up.
+
+Copying uses ``splice`` (no trip through user space) and falls back to read/write.
+"""
+
+import contextlib
+import errno
+import fcntl
+import os
+import select
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+CHUNK = 1 << 20
+PIPE_SIZE = 1 << 20
+# Once the command has returned, output that stops arriving for this long is given up
+# on: a background grandchild holding the pipe must not keep the session open.
+LINGER_SECONDS = 0.5
+
+
+@dataclass
+class Counts:
+    """Bytes relayed each way; None for a direction that went through a terminal."""
+
+    bytes_in: int | None = None
+    bytes_out: int | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add_in(self, n: int) -> None:
+        self.bytes_in = (self.bytes_in or 0) + n
+
+    def add_out(self, n: int) -> None:
+        with self._lock:  # stdout and stderr relays both add here
+            self.bytes_out = (self.bytes_out or 0) + n
+
+
+@dataclass
+class Streams:
+    stdin: BinaryIO
+    stdout: BinaryIO
+    stderr: BinaryIO
+    counts: Counts
+
+
+def _pipe() -> tuple[int, int]:
+    r, w = os.pipe()
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    return r, w
+
+
+def _move(src: int, dst: int) -> int:
+    """Copy up to CHUNK bytes; 0 at end of input. Raises OSError when dst is gone."""
+    try:
+        return os.splice(src, dst, CHUNK)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+    data = os.read(src, CHUNK)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(dst, view) :]
+    return len(data)
+
+
+def _copy_in(src: int, dst: int, count: Callable[[int], None]) -> None:
+    """Client → command until end of input; closing ``dst`` delivers the EOF."""
+    try:
+        while n := _move(src, dst):
+            count(n)
+    except OSError:
+        pass  # the command closed its stdin, or the client vanished: nothing to deliver
+    finally:
+        os.close(dst)
+
+
+def _copy_out(
+    src: int,
+    dst: int,
+    count: Callable[[int], None],
+    finished: threading.Event,
+    gone: Callable[[], None],
+) -> None:
+    """Command → client until end of output, or until the client is gone."""
+    poller = select.poll()
+    poller.register(src, select.POLLIN)
+    poller.register(dst, 0)  # only POLLERR/POLLHUP: the reader went away
+    try:
+        while True:
+            events = dict(poller.poll(LINGER_SECONDS * 1000))
+            if events.get(dst):
+                gone()
+                return
+            if not events:
+                if finished.is_set():
+                    return
+                continue
+            n = _move(src, dst)
+            if not n:
+                return
+            count(n)
+    except OSError:
+        gone()
+    finally:
+        os.close(src)
+
+
+@contextlib.contextmanager
+def relayed(fds: tuple[int, int, int] = (0, 1, 2)) -> Iterator[Streams]:
+    """Yield the streams a command should use in place of ``fds``, with byte counts.
+
+    On exit the command's output is drained (bounded) before returning.
+    """
+    finished = threading.Event()
+    counts = Counts()
+    drains: list[threading.Thread] = []
+    opened: list[BinaryIO] = []
+
+    def start(target: Callable[..., None], *args: object) -> threading.Thread:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread.start()
+        return thread
+
+    def stream(fd: int, mode: str) -> BinaryIO:
+        handle = os.fdopen(fd, mode)
+        opened.append(handle)
+        return handle
+
+    def gone() -> None:
+        if not finished.is_set():
+            os.kill(os.getpid(), signal.SIGHUP)
+
+    stdin_fd, stdout_fd, stderr_fd = fds
+    if os.isatty(stdin_fd):
+        stdin = stream(os.dup(stdin_fd), "rb")
+    else:
+        counts.bytes_in = 0
+        r, w = _pipe()
+        start(_copy_in, stdin_fd, w, counts.add_in)  # may block on the client: not joined
+        stdin = stream(r, "rb")
+    outputs = []
+    for fd in (stdout_fd, stderr_fd):
+        if os.isatty(fd):
+            outputs.append(stream(os.dup(fd), "wb"))
+            continue
+        counts.bytes_out = counts.bytes_out or 0
+        r, w = _pipe()
+        drains.append(start(_copy_out, r, fd, counts.add_out, finished, gone))
+        outputs.append(stream(w, "wb"))
+    try:
+        yield Streams(stdin, outputs[0], outputs[1], counts)
+    finally:
+        finished.set()
+        for handle in opened:
+            with contextlib.suppress(OSError):
+                handle.close()
+        for thread in drains:
+            thread.join()
