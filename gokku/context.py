@@ -7,6 +7,7 @@ what it received into a ``Request``; the dispatcher never learns which door it w
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -70,6 +71,22 @@ class Context:
 
     def out_json(self, value: Any) -> None:
         self.out(json.dumps(value, indent=2, ensure_ascii=False))
+
+    def listing(
+        self,
+        fmt: str,
+        records: list[dict[str, Any]],
+        empty: str,
+        headers: list[str],
+        row: Callable[[dict[str, Any]], list[str]],
+    ) -> None:
+        """A listing as JSON (``--format json``), else a table, or ``empty`` when none."""
+        if fmt == "json":
+            self.out_json(records)
+        elif not records:
+            self.out(empty)
+        else:
+            self.table(headers, [row(record) for record in records])
 
     def table(self, headers: list[str], rows: list[list[str]]) -> None:
         """Print an aligned table; the header line is dropped under --quiet for scripts."""

@@ -63,16 +63,13 @@ def list_(ctx: Context, args: list[str]) -> int:
         }
         for p in registry.installed(ctx.root)
     ]
-    if opts.get("format", ctx.format) == "json":
-        ctx.out_json(records)
-    elif not records:
-        ctx.out("No plugins installed")
-    else:
-        rows = [
-            [r["name"], r["namespace"], r["version"] or "-", r["source"], str(r["services"])]
-            for r in records
-        ]
-        ctx.table(["NAME", "NAMESPACE", "VERSION", "SOURCE", "SERVICES"], rows)
+    ctx.listing(
+        opts.get("format", ctx.format),
+        records,
+        "No plugins installed",
+        ["NAME", "NAMESPACE", "VERSION", "SOURCE", "SERVICES"],
+        lambda r: [r["name"], r["namespace"], r["version"] or "-", r["source"], str(r["services"])],
+    )
     return 0
 
 

@@ -90,22 +90,19 @@ def list_(ctx: Context, args: list[str]) -> int:
         }
         for s in services.all_services(ctx.root)
     ]
-    if opts.get("format", ctx.format) == "json":
-        ctx.out_json(records)
-    elif not records:
-        ctx.out("No services")
-    else:
-        rows = [
-            [
-                r["name"],
-                r["plugin"],
-                r["version"] or "-",
-                ",".join(r["linked_apps"]) or "-",
-                r["created_at"],
-            ]
-            for r in records
-        ]
-        ctx.table(["NAME", "PLUGIN", "VERSION", "LINKED APPS", "CREATED"], rows)
+    ctx.listing(
+        opts.get("format", ctx.format),
+        records,
+        "No services",
+        ["NAME", "PLUGIN", "VERSION", "LINKED APPS", "CREATED"],
+        lambda r: [
+            r["name"],
+            r["plugin"],
+            r["version"] or "-",
+            ",".join(r["linked_apps"]) or "-",
+            r["created_at"],
+        ],
+    )
     return 0
 
 
