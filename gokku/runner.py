@@ -147,15 +147,19 @@ def run_script(
                 preexec_fn=in_child,  # single-threaded here; setpgid + tcsetpgrp need it
                 close_fds=True,
             )
-            with _forwarding_signals(proc.pid) as hung_up:
-                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-                code = proc.wait()
-                if hung_up:
-                    forward_to_group(proc.pid, signal.SIGKILL)
+            try:
+                with _forwarding_signals(proc.pid) as hung_up:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+                    code = proc.wait()
+                    if hung_up:
+                        forward_to_group(proc.pid, signal.SIGKILL)
+            finally:
+                # Before the terminal's modes are restored: a background process may not
+                # change them (SIGTTOU stops it, or EIO when its group is orphaned).
+                if tty is not None:
+                    _take_back_terminal(tty)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-    if tty is not None:
-        _take_back_terminal(tty)
     return 128 - code if code < 0 else code
 
 
