@@ -1,0 +1,94 @@
+# What the postgres plugin's scripts share: one PostgreSQL server per service, run from
+# the distribution's binaries (/usr/lib/postgresql/VERSION/bin), listening on 127.0.0.1
+# only, with its cluster in the service's data/ directory.
+#
+# Settings saved by install (settings.env): SERVER_USER, PG_VERSION, PG_BIN, PORT,
+# DB_NAME, DB_USER, PASSWORD.
+
+# shellcheck source=native-service.sh
+source "$(dirname "${BASH_SOURCE[0]}")/native-service.sh"
+
+PG_SERVER_USER=postgres
+# Next to the usual port, which the distribution's own cluster may take at boot.
+PG_FIRST_PORT=5433
+PG_LIB=/usr/lib/postgresql
+
+data_dir() { printf '%s/data\n' "$SERVICE_DIR"; }
+log_file() { printf '%s/logs/postgresql.log\n' "$SERVICE_DIR"; }
+
+# dsn: how clients reach the database (what DATABASE_URL is set to on link).
+dsn() {
+  printf 'postgres://%s:%s@127.0.0.1:%s/%s\n' "$DB_USER" "$PASSWORD" "$PORT" "$DB_NAME"
+}
+
+# use_client: point libpq's variables at this service, for psql, pg_dump and pg_restore.
+# The password travels in the environment, never on a command line that `ps` shows.
+use_client() {
+  export PGHOST=127.0.0.1 PGPORT="$PORT" PGUSER="$DB_USER" PGPASSWORD="$PASSWORD"
+  export PGDATABASE="$DB_NAME" PGCONNECT_TIMEOUT=10 PGAPPNAME="gokku-$GOKKU_PLUGIN_NAME"
+}
+
+# postmaster_pid: the server's pid when it runs.
+postmaster_pid() {
+  server_pid "$(data_dir)/postmaster.pid" postgres
+}
+
+is_running() {
+  postmaster_pid >/dev/null
+}
+
+require_running() {
+  is_running || fail "service '$SERVICE' is stopped; start it with: gokku $GOKKU_PLUGIN_NAME:start $SERVICE"
+}
+
+# write_server_conf: what Gokku decides about the server, in a file of its own that
+# postgresql.conf includes, so the rest of postgresql.conf stays the distribution's.
+# No Unix socket: every client, Gokku's included, comes in over TCP with the password.
+write_server_conf() {
+  local conf
+  conf="$(data_dir)/gokku.conf"
+  as_server_user tee "$conf" >/dev/null <<EOF
+# Written by Gokku's $GOKKU_PLUGIN_NAME plugin for service $SERVICE; rewritten by it.
+listen_addresses = '127.0.0.1'
+port = $PORT
+unix_socket_directories = ''
+EOF
+}
+
+# start_server: start the server and wait until it accepts connections. Returns 3 when the
+# port was taken by someone else (install then tries another one).
+start_server() {
+  local log offset
+  if is_running; then
+    say "PostgreSQL for $SERVICE is already running on port $PORT"
+    return 0
+  fi
+  log=$(log_file)
+  offset=$(log_size "$log")
+  # pg_ctl starts the server in a session of its own: it outlives this script and is
+  # not hung up with it.
+  if as_server_user "$PG_BIN/pg_ctl" start -D "$(data_dir)" -l "$log" -w -t 120 -s; then
+    say "PostgreSQL $PG_VERSION for $SERVICE running on 127.0.0.1:$PORT"
+    return 0
+  fi
+  log_since "$log" "$offset" | tail -n 20 >&2
+  if log_since "$log" "$offset" | grep -q 'Address already in use'; then
+    return 3
+  fi
+  fail "PostgreSQL for $SERVICE did not start (see: gokku $GOKKU_PLUGIN_NAME:logs $SERVICE)"
+}
+
+# stop_server: a fast shutdown (clients are disconnected, everything is written out);
+# when that does not finish, an immediate one; when even that fails, KILL.
+stop_server() {
+  local pid
+  pid=$(postmaster_pid) || {
+    say "PostgreSQL for $SERVICE is not running"
+    return 0
+  }
+  as_server_user "$PG_BIN/pg_ctl" stop -D "$(data_dir)" -m fast -w -t 60 -s ||
+    as_server_user "$PG_BIN/pg_ctl" stop -D "$(data_dir)" -m immediate -w -t 30 -s ||
+    kill -KILL "$pid" 2>/dev/null || true
+  wait_gone "$pid" 30 || fail "PostgreSQL for $SERVICE (pid $pid) does not stop"
+  say "PostgreSQL for $SERVICE stopped"
+}
