@@ -55,8 +55,9 @@ unix_socket_directories = ''
 EOF
 }
 
-# start_server: start the server and wait until it accepts connections. Returns 3 when the
-# port was taken by someone else (install then tries another one).
+# start_server: start the server and wait until it accepts connections. On failure it
+# shows why and returns 3 when the port was taken by someone else (install then tries
+# another one), 1 otherwise.
 start_server() {
   local log offset
   if is_running; then
@@ -75,7 +76,9 @@ start_server() {
   if log_since "$log" "$offset" | grep -q 'Address already in use'; then
     return 3
   fi
-  fail "PostgreSQL for $SERVICE did not start (see: gokku $GOKKU_PLUGIN_NAME:logs $SERVICE)"
+  printf ' !     PostgreSQL for %s did not start (see: gokku %s:logs %s)\n' \
+    "$SERVICE" "$GOKKU_PLUGIN_NAME" "$SERVICE" >&2
+  return 1
 }
 
 # stop_server: a fast shutdown (clients are disconnected, everything is written out);
