@@ -85,6 +85,18 @@ BUILTINS: dict[str, Builtin] = {
                 "Destroy a service and its data",
             ),
             (
+                "services:start",
+                "start",
+                "services:start SVC|--all",
+                "Start a service's server, or every service's (at boot)",
+            ),
+            (
+                "services:stop",
+                "stop",
+                "services:stop SVC|--all",
+                "Stop a service's server, or every service's (at shutdown)",
+            ),
+            (
                 "services:config-get",
                 "config_get",
                 "services:config-get SVC [KEY]",

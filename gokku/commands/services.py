@@ -1,5 +1,6 @@
-"""``services:*`` verbs: create, list, info, logs, link, unlink, destroy, and the hidden
-verbs the plugin helpers call back into (config-get, config-set, env-set, next-port)."""
+"""``services:*`` verbs: create, list, info, logs, link, unlink, destroy, start, stop, and
+the hidden verbs the plugin helpers call back into (config-get, config-set, env-set,
+next-port)."""
 
 import json
 import socket
@@ -186,6 +187,54 @@ def destroy(ctx: Context, args: list[str]) -> int:
         services.remove_dir(service)
     ctx.info(f"Service {name} destroyed")
     return 0
+
+
+# ---- services:start / services:stop: the servers of native services, e.g. at boot ----
+
+
+def start(ctx: Context, args: list[str]) -> int:
+    return _control(ctx, args, "start")
+
+
+def stop(ctx: Context, args: list[str]) -> int:
+    return _control(ctx, args, "stop")
+
+
+def _control(ctx: Context, args: list[str], command: str) -> int:
+    """Run the plugin's ``start``/``stop`` command for one service, or for all (``--all``).
+
+    At boot (``ops/gokku-services.service``) one service that fails must not keep the
+    others down: each is tried and the failures are named at the end. Services whose
+    plugin has no such command (a container engine restarts its own) are skipped.
+    """
+    usage = _usage(f"services:{command}")
+    opts = parse(args, usage, flags={"--all": "all"}, max_args=1)
+    if opts.flag("all") == bool(opts.positional):
+        raise UsageError(f"give one service or --all; usage: {usage}")
+    if opts.positional:
+        return _control_one(ctx, check_name("service", opts.positional[0]), command, False)
+    failed = []
+    for service in services.all_services(ctx.root):
+        try:
+            code = _control_one(ctx, service.name, command, True)
+        except GokkuError as exc:
+            ctx.warn(exc.message)
+            code = exc.exit_code
+        if code != 0:
+            failed.append(service.name)
+    if failed:
+        raise GokkuError(f"could not {command} {len(failed)} service(s): {', '.join(failed)}")
+    return 0
+
+
+def _control_one(ctx: Context, name: str, command: str, skip_missing: bool) -> int:
+    with services.service_lock(ctx.root, name):
+        service = services.load(ctx.root, name)
+        plugin = _plugin_of(ctx, service)
+        if skip_missing and plugin.script(command) is None:
+            ctx.info(f"{name}: plugin {plugin.name} has no {command} command; skipped")
+            return 0
+        return _run(ctx, plugin, command, [name])
 
 
 def config_get(ctx: Context, args: list[str]) -> int:
