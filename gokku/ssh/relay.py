@@ -27,6 +27,17 @@ PIPE_SIZE = 1 << 20
 # Once the command has returned, output that stops arriving for this long is given up
 # on: a background grandchild holding the pipe must not keep the session open.
 LINGER_SECONDS = 0.5
+ASYNC_SIGNALS = {
+    signal.SIGHUP,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTERM,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGALRM,
+    signal.SIGCHLD,
+    signal.SIGWINCH,
+}
 
 
 @dataclass
@@ -116,6 +127,13 @@ def _copy_out(
         os.close(src)
 
 
+def _quiet(target: Callable[..., None], *args: object) -> None:
+    """Run a relay with signals blocked: they must reach the main thread, which blocks
+    them itself around spawning a script (see the runner) and forwards them after."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, ASYNC_SIGNALS)
+    target(*args)
+
+
 @contextlib.contextmanager
 def relayed(fds: tuple[int, int, int] = (0, 1, 2)) -> Iterator[Streams]:
     """Yield the streams a command should use in place of ``fds``, with byte counts.
@@ -128,7 +146,7 @@ def relayed(fds: tuple[int, int, int] = (0, 1, 2)) -> Iterator[Streams]:
     opened: list[BinaryIO] = []
 
     def start(target: Callable[..., None], *args: object) -> threading.Thread:
-        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread = threading.Thread(target=_quiet, args=(target, *args), daemon=True)
         thread.start()
         return thread
 

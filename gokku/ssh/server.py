@@ -1,0 +1,172 @@
+"""The embedded SSH server (``gokku serve``): listener, host key, authentication, limits.
+
+Keys are checked against the registry (``gokku.keys``) at every attempt, so added and
+removed keys take effect without a restart; asyncssh's own authorized_keys handling is
+not used because a ``command=`` option there replaces the client's command. What asyncssh
+does not enforce is done here: a cap on refused keys per connection (MaxAuthTries), on
+connections in total and per address, and on sessions per connection. Every session
+runs in a worker process (``gokku.ssh.session``).
+"""
+
+import asyncio
+import collections
+import logging
+import signal
+
+import asyncssh
+
+from gokku import keys
+from gokku.context import Context
+from gokku.paths import Root
+from gokku.ssh.config import SSHConfig
+from gokku.ssh.session import Session
+from gokku.storage import write_atomic
+
+log = logging.getLogger("gokku.serve")
+
+HOST_KEY = "host_ed25519_key"
+WINDOW = 8 << 20  # a large window keeps uploads near line speed (notes/asyncssh.md)
+
+
+def host_key(root: Root) -> asyncssh.SSHKey:
+    """The server's ed25519 key: created once (mode 0600), then reused."""
+    path = root.ssh / HOST_KEY
+    if path.is_file():
+        return asyncssh.read_private_key(str(path))
+    root.ssh.mkdir(parents=True, exist_ok=True)
+    root.ssh.chmod(0o700)
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    write_atomic(path, key.export_private_key(), mode=0o600)
+    write_atomic(path.with_name(HOST_KEY + ".pub"), key.export_public_key())
+    return key
+
+
+class Limits:
+    """Connections open now, in total and per client address."""
+
+    def __init__(self, config: SSHConfig) -> None:
+        self.config = config
+        self.total = 0
+        self.per_address: collections.Counter[str] = collections.Counter()
+
+    def admit(self, address: str) -> str | None:
+        """Count a new connection in; return why it is refused instead, if it is."""
+        if self.total >= self.config.max_connections:
+            return "too many connections to this server"
+        if self.per_address[address] >= self.config.max_connections_per_address:
+            return "too many connections from your address"
+        self.total += 1
+        self.per_address[address] += 1
+        return None
+
+    def release(self, address: str) -> None:
+        self.total -= 1
+        self.per_address[address] -= 1
+        if not self.per_address[address]:
+            del self.per_address[address]
+
+
+class Connection(asyncssh.SSHServer):
+    """One client connection: who it is, how often it failed, how many sessions it has."""
+
+    def __init__(self, root: Root, config: SSHConfig, limits: Limits) -> None:
+        self.root = root
+        self.config = config
+        self.limits = limits
+        self.address = ""
+        self.key: keys.Key | None = None
+        self.sessions = 0
+        self._conn: asyncssh.SSHServerConnection | None = None
+        self._admitted = False
+        self._failures = 0
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+        peer = conn.get_extra_info("peername") or ("", 0)
+        self.address = str(peer[0])
+        refused = self.limits.admit(self.address)
+        if refused:
+            log.warning("refused connection from %s: %s", self.address, refused)
+            conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, refused)
+            return
+        self._admitted = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._admitted:
+            self._admitted = False
+            self.limits.release(self.address)
+
+    def begin_auth(self, username: str) -> bool:
+        return True  # False would mean "no authentication needed"
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        fingerprint = key.get_fingerprint("sha256")
+        found = keys.by_fingerprint(self.root, fingerprint)
+        if found and username == self.config.user:
+            self.key = found
+            return True
+        self._failures += 1
+        log.info("refused key %s for user %r from %s", fingerprint, username, self.address)
+        if self._failures >= self.config.max_auth_tries and self._conn is not None:
+            log.warning("too many failed keys from %s", self.address)
+            self._conn.disconnect(
+                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "too many authentication failures"
+            )
+        return False
+
+    def auth_completed(self) -> None:
+        assert self.key is not None
+        log.info("key %s (%s) logged in from %s", self.key.name, self.key.fingerprint, self.address)
+
+    def session_requested(self) -> Session | bool:
+        if self.key is None or self.sessions >= self.config.max_sessions:
+            return False
+        self.sessions += 1
+        return Session(self.root, self.key, self.address, self._session_closed)
+
+    def _session_closed(self) -> None:
+        self.sessions -= 1
+
+
+def serve(ctx: Context, config: SSHConfig) -> int:
+    """Run the server until SIGTERM or SIGINT."""
+    logging.basicConfig(format="%(asctime)s gokku-serve %(message)s", level=logging.INFO)
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    return asyncio.run(_serve(ctx, config))
+
+
+async def _serve(ctx: Context, config: SSHConfig) -> int:
+    key = host_key(ctx.root)
+    limits = Limits(config)
+    acceptor = await asyncssh.create_server(
+        lambda: Connection(ctx.root, config, limits),
+        config.host,
+        config.port,
+        server_host_keys=[key],
+        server_version="Gokku",
+        encoding=None,
+        line_editor=False,
+        agent_forwarding=False,
+        x11_forwarding=False,
+        allow_scp=False,
+        login_timeout=config.login_timeout,
+        keepalive_interval=config.keepalive_interval,
+        keepalive_count_max=config.keepalive_count_max,
+        window=WINDOW,
+    )
+    host, port = acceptor.sockets[0].getsockname()[:2]
+    ctx.out(f"Host key {key.get_fingerprint('sha256')} ({ctx.root.ssh / HOST_KEY})")
+    ctx.out(f"Listening on {host}:{port}, login user {config.user!r}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+        # Handlers (not SIG_IGN) so that every worker starts with default dispositions.
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    acceptor.close()
+    await acceptor.wait_closed()
+    return 0

@@ -1,0 +1,237 @@
+"""One SSH session of the embedded server, wired to a worker process.
+
+The worker is ``gokku ssh-command``, run exactly as sshd would run the forced command
+(same ``SSH_ORIGINAL_COMMAND``, ``SSH_CONNECTION``, ``TERM``), so both doors share one
+path from command string to dispatcher and audit line.
+
+The wiring avoids the asyncssh calls that lose data or hang (notes/asyncssh.md): stdin is
+copied by our own coroutine and closed for EOF; stdout and stderr are read from raw pipe
+(or pty) descriptors by our own coroutines that wait for the channel to drain; signals
+and window changes go straight to the worker and the pty instead of through a stream; a
+closed channel hangs the worker up (SIGHUP, which it turns into HUP/TERM/KILL of the
+script's group); the exit status is always sent.
+"""
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import pty
+import signal
+import struct
+import sys
+import termios
+from collections.abc import Callable
+
+import asyncssh
+
+from gokku import keys
+from gokku.errors import GokkuError
+from gokku.paths import Root
+from gokku.ssh import split_command
+
+log = logging.getLogger("gokku.serve")
+
+CHUNK = 256 << 10
+DRAIN_SECONDS = 5.0  # after the worker exits: output still queued, or held by a grandchild
+SIGNALS = {
+    name: getattr(signal, "SIG" + name) for name in ("INT", "QUIT", "TERM", "HUP", "USR1", "USR2")
+}
+
+
+class Session(asyncssh.SSHServerProcess):
+    def __init__(self, root: Root, key: keys.Key, address: str, closed: Callable[[], None]):
+        super().__init__(self._main, None, 0, False)
+        self._root = root
+        self._key = key
+        self._address = address
+        self._closed = closed
+        self._worker: asyncio.subprocess.Process | None = None
+        self._master: int | None = None
+
+    # Channel requests arriving while the command runs.
+
+    def signal_received(self, name: str) -> None:
+        signum = SIGNALS.get(name)
+        if signum and self._worker and self._worker.returncode is None:
+            self._worker.send_signal(signum)
+
+    def terminal_size_changed(self, width: int, height: int, pixw: int, pixh: int) -> None:
+        if self._master is not None:
+            _set_size(self._master, width, height, pixw, pixh)
+
+    def break_received(self, msec: int) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._closed()
+
+    # The session itself.
+
+    async def _main(self, _process: asyncssh.SSHServerProcess) -> None:
+        code = 1
+        try:
+            code = await self._run()
+        except Exception:
+            log.exception("session of %s from %s failed", self._key.name, self._address)
+        finally:
+            with contextlib.suppress(Exception):
+                self.exit(code)
+
+    async def _run(self) -> int:
+        if self.subsystem is not None:
+            await self._refuse(f"subsystem {self.subsystem!r} is not available; run commands")
+            return 1
+        use_pty = self.term_type is not None and self._pty_allowed()
+        if use_pty:
+            master, slave = pty.openpty()
+            self._master = os.dup(master)  # for window changes; the pumps own theirs
+            _set_size(master, *self.term_size)
+            child = (slave, slave, slave)
+            ours = {"in": os.dup(master), "out": master}  # each pump closes its own fd
+        else:
+            in_r, in_w = os.pipe()
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            child = (in_r, out_w, err_w)
+            ours = {"in": in_w, "out": out_r, "err": err_r}
+        try:
+            for fd in ours.values():
+                os.set_blocking(fd, False)
+            worker = await self._start(child, use_pty)
+        except BaseException:
+            for fd in ours.values():
+                os.close(fd)
+            raise
+        finally:
+            for fd in set(child):
+                os.close(fd)
+        self._worker = worker
+        outputs = [asyncio.create_task(_pump_out(ours["out"], self.stdout))]
+        if "err" in ours:
+            outputs.append(asyncio.create_task(_pump_out(ours["err"], self.stderr)))
+        feeding = asyncio.create_task(self._pump_in(ours["in"]))
+        watching = asyncio.create_task(self._hang_up_when_closed(worker))
+        try:
+            status = await worker.wait()
+            await asyncio.wait(outputs, timeout=DRAIN_SECONDS)
+        finally:
+            for task in (feeding, watching, *outputs):
+                task.cancel()
+            await asyncio.gather(feeding, watching, *outputs, return_exceptions=True)
+            if self._master is not None:
+                os.close(self._master)
+                self._master = None
+        return 128 - status if status < 0 else status
+
+    def _pty_allowed(self) -> bool:
+        """A pty only for commands that may have one (never for binary output)."""
+        from gokku.dispatcher import command_io
+
+        try:
+            argv = split_command(self.command or "")
+        except GokkuError:
+            return True  # the worker reports the error
+        return command_io(argv, self._root).pty_allowed
+
+    async def _start(self, fds: tuple[int, int, int], use_pty: bool) -> asyncio.subprocess.Process:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SSH_", "TERM"))}
+        sock = self.get_extra_info("sockname") or ("", 0)
+        peer = self.get_extra_info("peername") or ("", 0)
+        env["SSH_CONNECTION"] = f"{peer[0]} {peer[1]} {sock[0]} {sock[1]}"
+        if self.command is not None:
+            env["SSH_ORIGINAL_COMMAND"] = self.command
+        if use_pty:
+            env["TERM"] = self.term_type or "xterm"
+        argv = ["ssh-command", "--root", str(self._root.path), "--key", self._key.name]
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gokku",
+            *argv,
+            stdin=fds[0],
+            stdout=fds[1],
+            stderr=fds[2],
+            env=env,
+            start_new_session=True,
+            preexec_fn=_take_terminal if use_pty else None,
+        )
+
+    async def _refuse(self, message: str) -> None:
+        self.stderr.write(f" !     {message}\n".encode())
+        await self.stderr.drain()
+
+    async def _pump_in(self, fd: int) -> None:
+        """Client → worker; closing the pipe at the end delivers EOF."""
+        try:
+            while data := await self.stdin.read(CHUNK):
+                await _write_all(fd, data)
+        except (OSError, asyncssh.Error):
+            pass  # the worker closed its stdin or the channel broke: nothing to deliver
+        finally:
+            os.close(fd)
+
+    async def _hang_up_when_closed(self, worker: asyncio.subprocess.Process) -> None:
+        await self.channel.wait_closed()
+        if worker.returncode is None:
+            log.info("client of %s gone: hanging up pid %s", self._key.name, worker.pid)
+            worker.send_signal(signal.SIGHUP)
+
+
+def _take_terminal() -> None:
+    """In the worker, after setsid: make the pty slave (fd 0) the controlling terminal."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def _set_size(fd: int, cols: int, rows: int, pixw: int = 0, pixh: int = 0) -> None:
+    with contextlib.suppress(OSError):
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, pixw, pixh))
+
+
+async def _ready(fd: int, write: bool) -> None:
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    add, remove = (
+        (loop.add_writer, loop.remove_writer) if write else (loop.add_reader, loop.remove_reader)
+    )
+    add(fd, lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        remove(fd)
+
+
+async def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            await _ready(fd, write=True)
+
+
+async def _pump_out(fd: int, writer: asyncssh.SSHWriter) -> None:
+    """Worker → client until end of output; waits for the channel so memory stays bounded.
+
+    Closing ``fd`` when the channel breaks matters: a writer blocked on a full pipe gets
+    EPIPE instead of waiting forever for a reader that is gone.
+    """
+    try:
+        while True:
+            try:
+                data = os.read(fd, CHUNK)
+            except BlockingIOError:
+                await _ready(fd, write=False)
+                continue
+            except OSError:
+                return  # EIO: the last holder of the pty slave closed it
+            if not data:
+                return
+            writer.write(data)
+            await writer.drain()
+    except (BrokenPipeError, asyncssh.Error):
+        return
+    finally:
+        os.close(fd)

@@ -1,0 +1,295 @@
+"""Fixtures for the SSH door tests: a test plugin, registered keys, a running
+``gokku serve``, a real sshd wired to ``gokku ssh-command``, and one ``Door`` interface
+over both so that every scenario runs against each.
+
+Import the fixtures into a test module with ``from sshkit import *``.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import REPO, Gokku, write_plugin
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+# The plugin every scenario calls: one small command per behaviour under test.
+COMMANDS = {
+    "args": "printf '[%s]\\n' \"$@\"\n",
+    "exit": 'echo "exiting $1"\nexit "$1"\n',
+    "sink": "sha256sum | cut -d' ' -f1\n",
+    "source": 'cat "$1"\n',
+    "bytes": "printf '\\000\\001\\n\\r\\n\\377'\n",
+    "whoami": 'echo "$GOKKU_KEY_NAME $GOKKU_KEY_FINGERPRINT"\n',
+    "tty": textwrap.dedent(
+        """\
+        if [ -t 0 ]; then echo "tty TERM=$TERM size=$(stty size)"; else echo "no tty"; fi
+        """
+    ),
+    # Records its process group, then stays busy (upload: reads; download: writes; idle).
+    "hold": textwrap.dedent(
+        """\
+        echo $$ > "$GOKKU_ROOT/../held-$1"
+        case "$1" in
+          up) cat > /dev/null; sleep 300 ;;
+          down) cat /dev/zero ;;
+          *) echo ready; sleep 300 & wait ;;
+        esac
+        """
+    ),
+    "resize": textwrap.dedent(
+        """\
+        trap 'echo "size $(stty size)"' WINCH
+        echo "size $(stty size)"
+        while :; do sleep 0.1; done
+        """
+    ),
+    "trap": textwrap.dedent(
+        """\
+        trap 'echo "got $1"; exit 7' "$1"
+        echo ready
+        while :; do sleep 0.1; done
+        """
+    ),
+}
+MANIFEST = "commands:\n  bytes: {stdout: binary}\n  sink: {stdin: data}\n"
+
+
+@pytest.fixture
+def test_plugin(gokku: Gokku, tmp_path: Path) -> str:
+    scripts = {f"commands/{name}": body for name, body in COMMANDS.items()}
+    tree = write_plugin(tmp_path / "src" / "t", commands=scripts)
+    (tree / "plugin.yml").write_text(MANIFEST)
+    gokku.ok("plugins:add", str(tree), "--name", "t")
+    return "t"
+
+
+@dataclass
+class KeyPair:
+    path: Path
+    public: str
+
+
+def make_key(folder: Path, name: str) -> KeyPair:
+    path = folder / name
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(path)], check=True
+    )
+    return KeyPair(path, (folder / f"{name}.pub").read_text())
+
+
+@pytest.fixture
+def keydir(tmp_path: Path) -> Path:
+    folder = tmp_path / "client-keys"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def alice(gokku: Gokku, keydir: Path, ssh_config: None) -> KeyPair:
+    key = make_key(keydir, "alice")
+    gokku.ok("ssh-keys:add", "alice", str(key.path) + ".pub")
+    return key
+
+
+@pytest.fixture
+def ssh_config(gokku: Gokku) -> None:
+    """gokku.yml for the tests: the forced command must find this checkout under sshd's
+    empty environment, and limits are tuned where a test needs them."""
+    gokku.root.mkdir(parents=True, exist_ok=True)
+    command = f"env PYTHONPATH={REPO} {sys.executable} -m gokku"
+    (gokku.root / "gokku.yml").write_text(f"ssh:\n  gokku_command: '{command}'\n")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+@dataclass
+class Result:
+    code: int
+    out: bytes
+    err: bytes
+
+    @property
+    def stdout(self) -> str:
+        return self.out.decode()
+
+    @property
+    def stderr(self) -> str:
+        return self.err.decode()
+
+
+@dataclass
+class Door:
+    """Where an SSH client connects: the embedded server or sshd with the forced command."""
+
+    kind: str
+    port: int
+    user: str
+    key: KeyPair
+    root: Path
+
+    def ssh_argv(self, *options: str, key: Path | None = None, user: str = "") -> list[str]:
+        return [
+            "ssh",
+            "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "IdentitiesOnly=yes",
+            "-o", "BatchMode=yes",
+            "-o", "LogLevel=ERROR",
+            "-i", str(key or self.key.path),
+            "-p", str(self.port),
+            *options,
+            f"{user or self.user}@127.0.0.1",
+        ]  # fmt: skip
+
+    def ssh(
+        self,
+        command: str | None,
+        *options: str,
+        input: bytes = b"",
+        timeout: float = 60,
+        **kwargs,
+    ) -> Result:
+        argv = self.ssh_argv(*options, **kwargs) + ([command] if command is not None else [])
+        proc = subprocess.run(argv, input=input, capture_output=True, timeout=timeout)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def audit(self) -> list[dict]:
+        import json
+
+        path = self.root / "log" / "audit.log"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture
+def server(gokku: Gokku, base_env: dict[str, str], ssh_config: None) -> Iterator[int]:
+    """A real ``gokku serve`` on a free loopback port; yields the port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gokku", "serve", "--port", str(port)],
+        env=base_env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_port(port, proc)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+@pytest.fixture
+def sshd(gokku: Gokku, tmp_path: Path, ssh_config: None) -> Iterator[int]:
+    """A real OpenSSH sshd on a free loopback port whose only keys are the registry's."""
+    if os.geteuid() != 0 or not os.path.exists(SSHD):
+        pytest.skip("the OpenSSH door tests need root and sshd")
+    folder = tmp_path / "sshd"
+    folder.mkdir()
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / "host_key")], check=True
+    )
+    port = free_port()
+    authorized = gokku.root / "ssh" / "authorized_keys"
+    config = folder / "sshd_config"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            ListenAddress 127.0.0.1
+            Port {port}
+            HostKey {folder / "host_key"}
+            AuthorizedKeysFile {authorized}
+            PidFile none
+            StrictModes no
+            UsePAM no
+            PermitRootLogin forced-commands-only
+            PubkeyAuthentication yes
+            PasswordAuthentication no
+            KbdInteractiveAuthentication no
+            LogLevel ERROR
+            """
+        )
+    )
+    Path("/run/sshd").mkdir(exist_ok=True)
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port, proc)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stderr.close()
+
+
+@pytest.fixture(params=["embedded", "openssh"])
+def door(request: pytest.FixtureRequest, gokku: Gokku, alice: KeyPair, test_plugin: str) -> Door:
+    if request.param == "embedded":
+        port = request.getfixturevalue("server")
+        return Door("embedded", port, "gokku", alice, gokku.root)
+    port = request.getfixturevalue("sshd")
+    import pwd
+
+    return Door("openssh", port, pwd.getpwuid(os.geteuid()).pw_name, alice, gokku.root)
+
+
+def _processes() -> Iterator[tuple[int, int, bytes]]:
+    """(pid, process group, command line) of every live (non-zombie) process."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            yield int(entry.name), int(fields[2]), cmdline
+
+
+def processes_under(root: Path) -> list[int]:
+    """Pids whose command line names ``root`` (workers, forced commands, plugin scripts)."""
+    return [pid for pid, _, cmdline in _processes() if str(root).encode() in cmdline]
+
+
+def group_alive(pgid: int) -> bool:
+    return any(group == pgid for _, group, _ in _processes())
+
+
+def wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()

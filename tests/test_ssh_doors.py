@@ -1,0 +1,145 @@
+"""The same scenarios through both doors with the OpenSSH client: ``gokku serve`` and a
+real sshd whose authorized_keys file the registry wrote (forced ``gokku ssh-command``)."""
+
+import hashlib
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from sshkit import *  # noqa: F403 - fixtures
+from sshkit import Door, group_alive, processes_under, wait_until
+
+
+def test_argv_survives_quoting(door: Door) -> None:
+    result = door.ssh("""t:args 'a b' "c\\"d" '' $HOME '*' ';' x=1""")
+    assert result.code == 0, result.stderr
+    assert result.stdout == '[a b]\n[c"d]\n[]\n[$HOME]\n[*]\n[;]\n[x=1]\n'
+
+
+def test_config_value_stored_exactly(door: Door, gokku) -> None:
+    gokku.ok("apps:create", "api")
+    assert door.ssh("""config:set -a api 'MSG=a b "c"'""").code == 0
+    result = door.ssh("config:get -a api MSG")
+    assert result.stdout == 'a b "c"\n'
+
+
+@pytest.mark.parametrize("code", [0, 1, 42, 130])
+def test_exit_code_passes_through(door: Door, code: int) -> None:
+    result = door.ssh(f"t:exit {code}")
+    assert result.code == code
+    assert result.stdout == f"exiting {code}\n"
+
+
+def test_stdin_bytes_and_eof_reach_the_script(door: Door) -> None:
+    data = bytes(range(256)) * 4099
+    result = door.ssh("t:sink", input=data)
+    assert result.code == 0, result.stderr
+    assert result.stdout.strip() == hashlib.sha256(data).hexdigest()
+
+
+def test_stdout_is_bytes(door: Door) -> None:
+    assert door.ssh("t:bytes").out == b"\x00\x01\n\r\n\xff"
+
+
+def test_binary_command_bypasses_the_pty(door: Door) -> None:
+    """``bytes`` declares binary stdout: even under ``ssh -tt`` no CR is added."""
+    result = door.ssh("t:bytes", "-tt")
+    assert result.out == b"\x00\x01\n\r\n\xff"
+
+
+def test_script_learns_who_called(door: Door, gokku) -> None:
+    fingerprint = gokku.ok("ssh-keys:list", "--format", "json").stdout
+    result = door.ssh("t:whoami")
+    name, fp = result.stdout.split()
+    assert name == "alice" and fp in fingerprint and fp.startswith("SHA256:")
+
+
+def test_pty_only_when_asked(door: Door) -> None:
+    assert door.ssh("t:tty").stdout == "no tty\n"
+    result = door.ssh("t:tty", "-tt", "-o", "SetEnv=TERM=vt220")
+    assert result.stdout.startswith("tty TERM="), result.stdout
+
+
+def test_empty_command_prints_help_and_exits_2(door: Door) -> None:
+    for command in ("", None):
+        result = door.ssh(command)
+        assert result.code == 2
+        assert "Usage: gokku" in result.stdout
+
+
+def test_unbalanced_quotes_are_a_usage_error(door: Door, gokku) -> None:
+    before = gokku.snapshot()
+    result = door.ssh("config:set -a api 'MSG=oops")
+    assert result.code == 2
+    assert result.stderr.count("\n") == 1 and "balance your quotes" in result.stderr
+    after = gokku.snapshot()
+    after.pop("log/audit.log", None), before.pop("log/audit.log", None)
+    assert before == after
+
+
+def test_unknown_command_is_127(door: Door) -> None:
+    result = door.ssh("no-such-thing")
+    assert result.code == 127
+    assert "unknown command" in result.stderr
+
+
+def test_audit_line_per_command(door: Door) -> None:
+    data = b"x" * 1000
+    assert door.ssh("t:sink 'a b'", input=data).code == 0
+    door.ssh("t:exit 42")
+    first, second = door.audit()[-2:]
+    assert first["key"] == "alice" and first["fingerprint"].startswith("SHA256:")
+    assert first["argv"] == ["t:sink", "a b"] and first["exit"] == 0
+    assert first["bytes_in"] == 1000 and first["bytes_out"] == 65
+    assert first["remote"] == "127.0.0.1" and first["duration"] >= 0
+    assert second["argv"] == ["t:exit", "42"] and second["exit"] == 42
+    assert first["id"] != second["id"] and first["time"]
+
+
+def test_unknown_key_is_refused(door: Door, keydir) -> None:
+    from sshkit import make_key
+
+    stranger = make_key(keydir, "stranger")
+    result = door.ssh("t:whoami", key=stranger.path)
+    assert result.code == 255
+    assert "Permission denied" in result.stderr
+
+
+def test_removed_key_is_refused_without_restart(door: Door, gokku) -> None:
+    assert door.ssh("t:whoami").code == 0
+    gokku.ok("ssh-keys:remove", "alice")
+    assert door.ssh("t:whoami").code == 255
+    gokku.ok("ssh-keys:add", "alice", str(door.key.path) + ".pub")
+    assert door.ssh("t:whoami").code == 0
+
+
+def test_forwarding_is_refused(door: Door) -> None:
+    result = door.ssh("t:exit 0", "-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:9")
+    assert result.code == 255
+    assert "forwarding failed" in result.stderr
+
+
+@pytest.mark.parametrize("direction", ["up", "down", "idle"])
+def test_killed_client_leaves_no_process(door: Door, direction: str) -> None:
+    """kill -9 the client mid-transfer: the script's whole group is gone within 5 s."""
+    client = subprocess.Popen(
+        door.ssh_argv() + [f"t:hold {direction}"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE if direction != "down" else subprocess.DEVNULL,
+    )
+    held = door.root.parent / f"held-{direction}"
+    try:
+        assert wait_until(lambda: held.exists() and held.read_text().strip(), 20)
+        pgid = int(held.read_text())
+        if direction == "up":
+            for _ in range(64):
+                client.stdin.write(b"u" * 65536)
+        time.sleep(0.3)
+        assert group_alive(pgid)
+    finally:
+        os.kill(client.pid, signal.SIGKILL)
+        client.wait()
+    assert wait_until(lambda: not group_alive(pgid), 5), "script group outlived the client"
+    assert wait_until(lambda: not processes_under(door.root), 5), processes_under(door.root)
