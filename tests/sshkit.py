@@ -29,6 +29,7 @@ COMMANDS = {
     "source": 'cat "$1"\n',
     "bytes": "printf '\\000\\001\\n\\r\\n\\377'\n",
     "whoami": 'echo "$GOKKU_KEY_NAME $GOKKU_KEY_FINGERPRINT"\n',
+    "forwarded": 'echo "agent=${SSH_AUTH_SOCK:-none} display=${DISPLAY:-none}"\n',
     "tty": textwrap.dedent(
         """\
         if [ -t 0 ]; then echo "tty TERM=$TERM size=$(stty size)"; else echo "no tty"; fi
@@ -101,12 +102,24 @@ def alice(gokku: Gokku, keydir: Path, ssh_config: None) -> KeyPair:
 
 
 @pytest.fixture
-def ssh_config(gokku: Gokku) -> None:
+def ssh_settings() -> dict:
+    """Extra ``ssh:`` settings; a test overrides them with
+    ``@pytest.mark.parametrize("ssh_settings", [{...}])``."""
+    return {}
+
+
+@pytest.fixture
+def ssh_config(gokku: Gokku, ssh_settings: dict) -> None:
     """gokku.yml for the tests: the forced command must find this checkout under sshd's
-    empty environment, and limits are tuned where a test needs them."""
+    empty environment."""
+    import yaml
+
+    settings = {
+        "gokku_command": f"env PYTHONPATH={REPO} {sys.executable} -m gokku",
+        **ssh_settings,
+    }
     gokku.root.mkdir(parents=True, exist_ok=True)
-    command = f"env PYTHONPATH={REPO} {sys.executable} -m gokku"
-    (gokku.root / "gokku.yml").write_text(f"ssh:\n  gokku_command: '{command}'\n")
+    (gokku.root / "gokku.yml").write_text(yaml.safe_dump({"ssh": settings}))
 
 
 def free_port() -> int:

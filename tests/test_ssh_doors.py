@@ -4,12 +4,13 @@ real sshd whose authorized_keys file the registry wrote (forced ``gokku ssh-comm
 import hashlib
 import os
 import signal
+import socket
 import subprocess
 import time
 
 import pytest
 from sshkit import *  # noqa: F403 - fixtures
-from sshkit import Door, group_alive, processes_under, wait_until
+from sshkit import Door, free_port, group_alive, processes_under, wait_until
 
 
 def test_argv_survives_quoting(door: Door) -> None:
@@ -119,6 +120,22 @@ def test_forwarding_is_refused(door: Door) -> None:
     result = door.ssh("t:exit 0", "-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:9")
     assert result.code == 255
     assert "forwarding failed" in result.stderr
+    assert door.ssh("t:forwarded", "-A", "-X").stdout == "agent=none display=none\n"
+
+
+def test_local_forwarding_is_refused(door: Door) -> None:
+    port = free_port()
+    client = subprocess.Popen(
+        door.ssh_argv("-L", f"{port}:127.0.0.1:{door.port}") + ["t:hold idle"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert client.stdout.readline() == b"ready\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            assert sock.recv(100) == b""  # the channel open was refused: nothing tunnels
+    finally:
+        client.terminate()
+        client.wait()
 
 
 @pytest.mark.parametrize("direction", ["up", "down", "idle"])
