@@ -63,6 +63,8 @@ def parse(text: str, ref: str | None = None) -> Source:
     if os.path.exists(text):
         path = str(Path(text).resolve())
         kind = "path" if os.path.isdir(path) else "archive"
+        if kind == "path" and path.endswith(".git"):
+            kind = "git"  # a local repository (bare ones have no plugin files): clone it
         return Source(kind, path, ref or "")
     if match := _GITHUB_URL.match(text):
         return Source("github", f"{match[1]}/{match[2]}", ref or "HEAD")
@@ -96,6 +98,8 @@ def fetch(source: Source, staging: Path) -> Fetched:
         return _from_url(f"{base}/{source.location}/archive/{source.ref}.tar.gz", staging)
     if source.kind == "url":
         return _from_url(source.location, staging)
+    if source.kind in ("archive", "path") and not os.path.exists(source.location):
+        raise NotFound(f"plugin source {source.location} does not exist (any more)")
     if source.kind == "archive":
         return _from_archive(Path(source.location), staging, source.location)
     if source.kind == "git":
@@ -183,6 +187,7 @@ def _from_git(source: Source, staging: Path) -> Fetched:
         _git(["checkout", "--quiet", "FETCH_HEAD"], tree)
     commit = _git(["rev-parse", "HEAD"], tree)
     shutil.rmtree(tree / ".git")
+    check_links(tree, source.location)
     return Fetched(tree, commit)
 
 
@@ -194,6 +199,10 @@ def _from_dir(folder: Path, staging: Path) -> Fetched:
         except GokkuError:
             commit = None
     tree = staging / "copy"
-    shutil.copytree(folder, tree, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+    try:
+        shutil.copytree(folder, tree, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+    except shutil.Error as exc:
+        # copytree gathers per-file failures (a FIFO, an unreadable file); report the first.
+        raise GokkuError(f"could not copy {folder}: {exc.args[0][0][2]}") from None
     check_links(tree, str(folder))
     return Fetched(tree, commit)
