@@ -40,7 +40,9 @@ def unpack(archive: Path, dest: Path, label: str) -> Unpacked:
         with tarfile.open(archive, "r|*") as tar:
             for member in tar:
                 count += 1
-                total += max(member.size, 0)
+                # A hard link is unpacked as a copy of its target: it costs that many bytes.
+                linked = _link_source(member, dest, label) if member.islnk() else None
+                total += linked.stat().st_size if linked else max(member.size, 0)
                 if count > MAX_FILES:
                     raise UnsafeArchive(label, f"more than {MAX_FILES} files")
                 if total > MAX_BYTES:
@@ -94,10 +96,7 @@ def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, l
         if not _inside(target, dest):
             raise UnsafeArchive(label, f"link {member.name!r} points outside the plugin")
     elif member.islnk():
-        source = dest.joinpath(*_member_path(member.linkname, label).parts)
-        if not _inside(source, dest) or not source.is_file():
-            raise UnsafeArchive(label, f"hard link {member.name!r} points outside the plugin")
-        shutil.copyfile(source, target)
+        shutil.copyfile(_link_source(member, dest, label), target)
         os.chmod(target, _mode(member.mode))
     elif member.isreg():
         handle = tar.extractfile(member)
@@ -107,6 +106,14 @@ def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, l
         os.chmod(target, _mode(member.mode))
     else:
         raise UnsafeArchive(label, f"{member.name!r} is a device, FIFO or other special file")
+
+
+def _link_source(member: tarfile.TarInfo, dest: Path, label: str) -> Path:
+    """The already unpacked file that the hard link ``member`` copies; it must be inside."""
+    source = dest.joinpath(*_member_path(member.linkname, label).parts)
+    if not _inside(source, dest) or not source.is_file():
+        raise UnsafeArchive(label, f"hard link {member.name!r} points outside the plugin")
+    return source
 
 
 def _mode(mode: int) -> int:
