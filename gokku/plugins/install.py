@@ -46,7 +46,6 @@ def _prepare(ctx: Context, name: str, source: sources.Source, staging: Path) -> 
     for finding in findings:
         ctx.warn(f"{name}: {finding.message}")
     namespace = contract.namespace(fetched.tree)
-    _check_namespace(ctx, name, namespace)
     manifest = contract.manifest(fetched.tree)
     _make_executable(fetched.tree)
     write_json(
@@ -74,6 +73,15 @@ def _check_namespace(ctx: Context, name: str, namespace: str | None) -> None:
         for other in registry.installed(ctx.root):
             if other.name != name and word in (other.name, other.namespace):
                 raise GokkuError(f"plugin namespace {word!r} is taken by plugin {other.name!r}")
+
+
+@contextlib.contextmanager
+def _claiming(ctx: Context, name: str, tree: Path) -> Iterator[None]:
+    """Check the name and alias and put the tree in place under one lock for all plugins:
+    per-name locks alone let two plugins added at once take the same namespace."""
+    with lock(ctx.root.locks, "plugin-namespaces"):
+        _check_namespace(ctx, name, contract.namespace(tree))
+        yield
 
 
 def _make_executable(tree: Path) -> None:
@@ -104,8 +112,9 @@ def add(ctx: Context, text: str, name: str | None, ref: str | None) -> registry.
         _check_namespace(ctx, name, None)
         with _staging(ctx, name) as staging:
             tree = _prepare(ctx, name, source, staging)
-            os.rename(tree, target)
-            fsync_dir(ctx.root.plugins)
+            with _claiming(ctx, name, tree):
+                os.rename(tree, target)
+                fsync_dir(ctx.root.plugins)
     plugin = registry.load(ctx.root, name)
     ctx.info(
         f"Plugin {name} installed"
@@ -127,13 +136,14 @@ def update(ctx: Context, name: str, ref: str | None) -> registry.Plugin:
         with _staging(ctx, name) as staging:
             tree = _prepare(ctx, name, source, staging)
             old = staging / "previous"
-            os.rename(current.path, old)
-            try:
-                os.rename(tree, current.path)
-            except OSError:
-                os.rename(old, current.path)
-                raise
-            fsync_dir(ctx.root.plugins)
+            with _claiming(ctx, name, tree):
+                os.rename(current.path, old)
+                try:
+                    os.rename(tree, current.path)
+                except OSError:
+                    os.rename(old, current.path)
+                    raise
+                fsync_dir(ctx.root.plugins)
     plugin = registry.load(ctx.root, name)
     ctx.info(f"Plugin {name} updated from {source.describe()}")
     return plugin
