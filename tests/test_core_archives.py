@@ -309,6 +309,20 @@ def test_special_file_in_a_directory_is_refused(gokku, tmp_path, kept):
     result = gokku("plugins:add", str(tree))
 
     assert result.code == 1
-    assert "named pipe" in error_line(result)
+    assert "'pipe' is a device, FIFO or other special file" in error_line(result)
+    assert gokku.snapshot() == kept
+    assert plugin_entries(gokku) == ["keep"]
+
+
+def test_directory_over_the_file_limit_is_refused(gokku, tmp_path, kept):
+    tree = write_plugin(tmp_path / "gokku-crowded", namespace="crowded")
+    (tree / "many").mkdir()
+    for i in range(5000):
+        (tree / "many" / f"f{i}").touch()
+
+    result = gokku("plugins:add", str(tree))
+
+    assert result.code == 1
+    assert "more than 5000 files" in error_line(result)
     assert gokku.snapshot() == kept
     assert plugin_entries(gokku) == ["keep"]

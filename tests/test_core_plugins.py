@@ -210,6 +210,9 @@ def test_bundled_plugin_installs_by_bare_name(gokku, name):
         (["ftp://example.com/x.tar.gz"], "cannot tell what plugin source"),
         (["http://127.0.0.1:1/page.html"], "is not a .tar.gz/.tgz archive URL"),
         (["acme/Under_Score"], "cannot make a plugin name from 'acme/Under_Score'"),
+        (["postgres", "--ref", "v1"], "--ref applies to GitHub and git sources"),
+        (["http://127.0.0.1:1/gokku-x.tgz", "--ref", "v1"], "--ref applies to GitHub"),
+        (["/", "--ref", "v1"], "--ref applies to GitHub and git sources, not to '/'"),
     ],
 )
 def test_usage_errors_exit_2_and_change_nothing(gokku, kept, args, message):

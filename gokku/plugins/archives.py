@@ -8,6 +8,7 @@ everything passed, so a refused archive leaves nothing behind.
 
 import os
 import shutil
+import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -19,8 +20,8 @@ MAX_BYTES = 100 * 1024 * 1024
 
 
 class UnsafeArchive(GokkuError):
-    def __init__(self, archive: str, reason: str) -> None:
-        super().__init__(f"refusing archive {archive}: {reason}")
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"refusing archive {source}: {reason}")
 
 
 @dataclass
@@ -129,6 +130,25 @@ def check_links(dest: Path, label: str) -> None:
             if path.is_symlink() and not _inside(path, dest):
                 rel = path.relative_to(dest)
                 raise UnsafeArchive(label, f"link {str(rel)!r} points outside the plugin")
+
+
+def check_tree(folder: Path, label: str) -> None:
+    """The archive limits, applied to a local directory before it is copied."""
+    count = total = 0
+    for parent, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if d != ".git"]
+        for name in dirs + files:
+            info = os.lstat(os.path.join(parent, name))
+            count += 1
+            if count > MAX_FILES:
+                raise UnsafeArchive(label, f"more than {MAX_FILES} files")
+            if stat.S_ISREG(info.st_mode):
+                total += info.st_size
+                if total > MAX_BYTES:
+                    raise UnsafeArchive(label, f"more than {MAX_BYTES // 2**20} MiB")
+            elif not (stat.S_ISDIR(info.st_mode) or stat.S_ISLNK(info.st_mode)):
+                rel = os.path.relpath(os.path.join(parent, name), folder)
+                raise UnsafeArchive(label, f"{rel!r} is a device, FIFO or other special file")
 
 
 def _strip_top(dest: Path) -> Path:

@@ -16,7 +16,7 @@ from typing import Any
 
 from gokku.errors import GokkuError, NotFound, UsageError
 from gokku.names import NAME_RE
-from gokku.plugins.archives import check_links, unpack
+from gokku.plugins.archives import check_links, check_tree, unpack
 
 GITHUB_DEFAULT = "https://github.com"
 MAX_DOWNLOAD = 50 * 1024 * 1024
@@ -57,7 +57,15 @@ class Source:
 
 
 def parse(text: str, ref: str | None = None) -> Source:
-    """Decide what kind of source ``text`` is; an existing local path wins."""
+    """Decide what kind of source ``text`` is; ``--ref`` only where a ref means something."""
+    source = _kind_of(text, ref)
+    if ref and source.kind not in ("github", "git"):
+        raise UsageError(f"--ref applies to GitHub and git sources, not to {text!r}")
+    return source
+
+
+def _kind_of(text: str, ref: str | None) -> Source:
+    """An existing local path wins over every other reading of ``text``."""
     if not text:
         raise UsageError("missing plugin source")
     if os.path.exists(text):
@@ -198,11 +206,12 @@ def _from_dir(folder: Path, staging: Path) -> Fetched:
             commit = _git(["-C", str(folder), "rev-parse", "HEAD"])
         except GokkuError:
             commit = None
+    check_tree(folder, str(folder))
     tree = staging / "copy"
     try:
         shutil.copytree(folder, tree, symlinks=True, ignore=shutil.ignore_patterns(".git"))
     except shutil.Error as exc:
-        # copytree gathers per-file failures (a FIFO, an unreadable file); report the first.
+        # copytree gathers per-file failures (an unreadable file); report the first.
         raise GokkuError(f"could not copy {folder}: {exc.args[0][0][2]}") from None
     check_links(tree, str(folder))
     return Fetched(tree, commit)
