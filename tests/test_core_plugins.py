@@ -656,3 +656,11 @@ def test_unknown_plugin_and_command_exit_127_with_suggestion(gokku, tmp_path):
     result = gokku("plugins:ad", "x")
     assert result.code == 127
     assert "did you mean 'plugins:add'?" in error_line(result)
+
+
+def test_remains_of_a_killed_add_are_cleared_by_the_next_one(gokku, tmp_path):
+    stale = gokku.root / "plugins" / ".staging-demo-deadbeef"
+    (stale / "copy").mkdir(parents=True)
+    gokku.ok("plugins:add", str(write_plugin(tmp_path / "gokku-demo", namespace="demo")))
+    assert not stale.exists()
+    assert [p.name for p in (gokku.root / "plugins").iterdir()] == ["demo"]

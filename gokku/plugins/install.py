@@ -27,7 +27,14 @@ EXECUTABLE_DIRS = ("bin", "commands", "hooks")
 
 @contextlib.contextmanager
 def _staging(ctx: Context, name: str) -> Iterator[Path]:
+    """A scratch directory beside the plugins (same filesystem, so renames are atomic).
+
+    Callers hold the plugin's lock, so any other staging dir of this name is the remains
+    of a killed run: it goes first.
+    """
     ctx.root.plugins.mkdir(parents=True, exist_ok=True)
+    for stale in ctx.root.plugins.glob(f".staging-{name}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     path = ctx.root.plugins / f".staging-{name}-{secrets.token_hex(4)}"
     path.mkdir()
     try:
