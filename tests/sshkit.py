@@ -251,6 +251,7 @@ def sshd(gokku: Gokku, tmp_path: Path, ssh_config: None) -> Iterator[int]:
             PasswordAuthentication no
             KbdInteractiveAuthentication no
             LogLevel ERROR
+            MaxStartups 100
             """
         )
     )

@@ -9,8 +9,8 @@ ssh:
   keepalive_interval: 15 # seconds between keepalives; 0 turns them off
   keepalive_count_max: 4 # unanswered keepalives before the connection is dropped
   max_auth_tries: 6      # refused keys per connection before it is dropped
-  max_connections: 100
-  max_connections_per_address: 10
+  max_connections: 256
+  max_connections_per_address: 64
   max_sessions: 10       # sessions (commands) open at once on one connection
   gokku_command: /usr/local/bin/gokku   # what the OpenSSH door's forced command runs
 ```
@@ -41,8 +41,8 @@ class SSHConfig:
     keepalive_interval: float = 15.0
     keepalive_count_max: int = 4
     max_auth_tries: int = 6
-    max_connections: int = 100
-    max_connections_per_address: int = 10
+    max_connections: int = 256
+    max_connections_per_address: int = 64
     max_sessions: int = 10
     gokku_command: str = ""
 

@@ -1,0 +1,74 @@
+"""Volume through both doors: 200 MB each way, ten times in a row, byte-exact; and 50
+sessions at once. The data is made once per run and streamed; hashes are computed on
+the fly, so the test costs what the transfers cost."""
+
+import concurrent.futures
+import hashlib
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from sshkit import *  # noqa: F403 - fixtures
+from sshkit import Door
+
+SIZE = 200 << 20
+ROUNDS = 10
+
+
+@pytest.fixture(scope="module")
+def payload(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    path = tmp_path_factory.mktemp("bulk") / "payload"
+    digest = hashlib.sha256()
+    block = os.urandom(1 << 20)
+    with open(path, "wb") as out:
+        for index in range(SIZE >> 20):
+            chunk = index.to_bytes(8, "big") + block[8:]  # no two MiB alike
+            digest.update(chunk)
+            out.write(chunk)
+    yield path, digest.hexdigest()
+    path.unlink()
+
+
+def _upload(door: Door, path: Path) -> str:
+    with open(path, "rb") as data:
+        proc = subprocess.run(
+            door.ssh_argv() + ["t:sink"], stdin=data, capture_output=True, timeout=120
+        )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.decode().strip()
+
+
+def _download(door: Door, path: Path) -> str:
+    digest = hashlib.sha256()
+    proc = subprocess.Popen(door.ssh_argv() + [f"t:source {path}"], stdout=subprocess.PIPE)
+    while chunk := proc.stdout.read(1 << 20):
+        digest.update(chunk)
+    assert proc.wait(120) == 0
+    return digest.hexdigest()
+
+
+def test_200_mb_each_way_ten_times(door: Door, payload: tuple[Path, str]) -> None:
+    path, expected = payload
+    timings = {"up": 0.0, "down": 0.0}
+    for _ in range(ROUNDS):
+        for direction, transfer in (("up", _upload), ("down", _download)):
+            started = time.monotonic()
+            assert transfer(door, path) == expected, f"{direction} corrupted"
+            timings[direction] += time.monotonic() - started
+    rates = {k: f"{SIZE * ROUNDS / v / 1e6:.0f} MB/s" for k, v in timings.items()}
+    print(f"\n{door.kind}: upload {rates['up']}, download {rates['down']}")
+    audit = door.audit()
+    assert {e["bytes_in"] for e in audit if e["argv"] == ["t:sink"]} == {SIZE}
+    assert {e["bytes_out"] for e in audit if e["argv"][0] == "t:source"} == {SIZE}
+
+
+def test_50_concurrent_sessions(door: Door) -> None:
+    def one(index: int) -> tuple[int, str]:
+        result = door.ssh(f"t:args session-{index} 'x y'", timeout=120)
+        return result.code, result.stdout
+
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(one, range(50)))
+    assert results == [(0, f"[session-{i}]\n[x y]\n") for i in range(50)]
