@@ -29,6 +29,7 @@ from gokku.errors import GokkuError
 from gokku.paths import Root
 
 CONFIG_FILE = "gokku.yml"
+KINDS = {int: "an integer", float: "a number", str: "a string"}
 SECTION = "ssh"
 
 
@@ -87,7 +88,7 @@ def _from_mapping(section: dict[str, Any], where: str) -> SSHConfig:
         if wanted is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, wanted) or isinstance(value, bool):
-            raise GokkuError(f"{where}.{key} must be a {wanted.__name__}, got {value!r}")
+            raise GokkuError(f"{where}.{key} must be {KINDS[wanted]}, got {value!r}")
         if wanted in (int, float) and value < 0:
             raise GokkuError(f"{where}.{key} must not be negative")
         values[key] = value
