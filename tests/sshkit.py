@@ -5,6 +5,7 @@ over both so that every scenario runs against each.
 Import the fixtures into a test module with ``from sshkit import *``.
 """
 
+import contextlib
 import os
 import shutil
 import socket
@@ -198,29 +199,33 @@ class Door:
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-@pytest.fixture
-def server(gokku: Gokku, base_env: dict[str, str], ssh_config: None) -> Iterator[int]:
-    """A real ``gokku serve`` on a free loopback port; yields the port."""
+@contextlib.contextmanager
+def running_server(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen, int]]:
+    """A real ``gokku serve`` on a free loopback port, stopped with SIGTERM at the end."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gokku", "serve", "--port", str(port)],
-        env=base_env,
+        env=env,
         cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_for_port(port, proc)
-        yield port
+        yield proc, port
     finally:
         proc.terminate()
         try:
-            proc.wait(10)
+            proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+
+
+@pytest.fixture
+def server(base_env: dict[str, str], ssh_config: None) -> Iterator[int]:
+    with running_server(base_env) as (_, port):
+        yield port
 
 
 @pytest.fixture

@@ -4,13 +4,22 @@ sshd where OpenSSH cannot: signals and window changes), and the server's hardeni
 import asyncio
 import hashlib
 import socket
+import subprocess
 import time
 
 import asyncssh
 import paramiko
 import pytest
 from sshkit import *  # noqa: F403 - fixtures
-from sshkit import Door, KeyPair, make_key
+from sshkit import (
+    Door,
+    KeyPair,
+    group_alive,
+    make_key,
+    processes_under,
+    running_server,
+    wait_until,
+)
 
 # paramiko ------------------------------------------------------------------------------
 
@@ -258,3 +267,19 @@ def test_keys_added_later_work_without_restart(server: int, gokku, keydir, test_
         asyncio.run(whoami())
     gokku.ok("ssh-keys:add", "bob", input=bob.public.encode())
     assert '"name": "bob"' in asyncio.run(whoami())
+
+
+def test_stopping_the_server_hangs_up_sessions(
+    gokku, base_env, ssh_config, alice: KeyPair, test_plugin
+) -> None:
+    with running_server(base_env) as (proc, port):
+        door = Door("embedded", port, "gokku", alice, gokku.root)
+        client = subprocess.Popen(door.ssh_argv() + ["t:hold idle"], stdout=subprocess.PIPE)
+        assert client.stdout.readline() == b"ready\n"
+        pgid = int((gokku.root.parent / "held-idle").read_text())
+        proc.terminate()
+        assert proc.wait(15) == 0
+        assert client.wait(10) != 0
+        client.stdout.close()
+    assert wait_until(lambda: not group_alive(pgid), 1)
+    assert not processes_under(gokku.root)

@@ -25,6 +25,7 @@ from gokku.storage import write_atomic
 log = logging.getLogger("gokku.serve")
 
 HOST_KEY = "host_ed25519_key"
+SHUTDOWN_SECONDS = 10  # workers get HUP, TERM, then KILL 2 s apart (the runner)
 WINDOW = 8 << 20  # a large window keeps uploads near line speed (notes/asyncssh.md)
 
 
@@ -42,28 +43,30 @@ def host_key(root: Root) -> asyncssh.SSHKey:
 
 
 class Limits:
-    """Connections open now, in total and per client address."""
+    """Open connections (in total and per client address) and running sessions: the
+    first for the caps, the second so that a shutdown can wait for workers to finish."""
 
     def __init__(self, config: SSHConfig) -> None:
         self.config = config
-        self.total = 0
+        self.connections: set[Connection] = set()
         self.per_address: collections.Counter[str] = collections.Counter()
+        self.running: set[Session] = set()
 
-    def admit(self, address: str) -> str | None:
+    def admit(self, connection: "Connection") -> str | None:
         """Count a new connection in; return why it is refused instead, if it is."""
-        if self.total >= self.config.max_connections:
+        if len(self.connections) >= self.config.max_connections:
             return "too many connections to this server"
-        if self.per_address[address] >= self.config.max_connections_per_address:
+        if self.per_address[connection.address] >= self.config.max_connections_per_address:
             return "too many connections from your address"
-        self.total += 1
-        self.per_address[address] += 1
+        self.connections.add(connection)
+        self.per_address[connection.address] += 1
         return None
 
-    def release(self, address: str) -> None:
-        self.total -= 1
-        self.per_address[address] -= 1
-        if not self.per_address[address]:
-            del self.per_address[address]
+    def release(self, connection: "Connection") -> None:
+        self.connections.discard(connection)
+        self.per_address[connection.address] -= 1
+        if not self.per_address[connection.address]:
+            del self.per_address[connection.address]
 
 
 class Connection(asyncssh.SSHServer):
@@ -84,7 +87,7 @@ class Connection(asyncssh.SSHServer):
         self._conn = conn
         peer = conn.get_extra_info("peername") or ("", 0)
         self.address = str(peer[0])
-        refused = self.limits.admit(self.address)
+        refused = self.limits.admit(self)
         if refused:
             log.warning("refused connection from %s: %s", self.address, refused)
             conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, refused)
@@ -94,7 +97,7 @@ class Connection(asyncssh.SSHServer):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._admitted:
             self._admitted = False
-            self.limits.release(self.address)
+            self.limits.release(self)
 
     def begin_auth(self, username: str) -> bool:
         return True  # False would mean "no authentication needed"
@@ -125,10 +128,17 @@ class Connection(asyncssh.SSHServer):
         if self.key is None or self.sessions >= self.config.max_sessions:
             return False
         self.sessions += 1
-        return Session(self.root, self.key, self.address, self._session_closed)
+        session = Session(self.root, self.key, self.address, self._channel_closed)
+        self.limits.running.add(session)
+        session.add_done_callback(lambda: self.limits.running.discard(session))
+        return session
 
-    def _session_closed(self) -> None:
+    def _channel_closed(self) -> None:
         self.sessions -= 1
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
 
 
 def serve(ctx: Context, config: SSHConfig) -> int:
@@ -166,7 +176,12 @@ async def _serve(ctx: Context, config: SSHConfig) -> int:
         # Handlers (not SIG_IGN) so that every worker starts with default dispositions.
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    log.info("shutting down")
+    log.info("shutting down: hanging up %d session(s)", len(limits.running))
     acceptor.close()
+    for connection in list(limits.connections):
+        connection.close()
+    deadline = loop.time() + SHUTDOWN_SECONDS
+    while limits.running and loop.time() < deadline:
+        await asyncio.sleep(0.05)
     await acceptor.wait_closed()
     return 0

@@ -49,6 +49,16 @@ class Session(asyncssh.SSHServerProcess):
         self._closed = closed
         self._worker: asyncio.subprocess.Process | None = None
         self._master: int | None = None
+        self._done: list[Callable[[], None]] = []
+        self._started = False
+
+    def add_done_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the session is over: its worker gone, or never started."""
+        self._done.append(callback)
+
+    def _finished(self) -> None:
+        while self._done:
+            self._done.pop()()
 
     # Channel requests arriving while the command runs.
 
@@ -67,10 +77,13 @@ class Session(asyncssh.SSHServerProcess):
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self._closed()
+        if not self._started:
+            self._finished()
 
     # The session itself.
 
     async def _main(self, _process: asyncssh.SSHServerProcess) -> None:
+        self._started = True
         code = 1
         try:
             code = await self._run()
@@ -79,6 +92,7 @@ class Session(asyncssh.SSHServerProcess):
         finally:
             with contextlib.suppress(Exception):
                 self.exit(code)
+            self._finished()
 
     async def _run(self) -> int:
         if self.subsystem is not None:
