@@ -1,0 +1,216 @@
+"""Support for the bundled plugins' tests (real PostgreSQL and Redis servers).
+
+Two things make these tests different from the rest of the suite:
+
+- The servers run as the unprivileged ``postgres``/``redis`` users when the tests run as
+  root, and those users cannot enter pytest's private temp directories (mode 0700). So
+  the state root lives in a directory of its own that they can reach (``reachable_root``);
+  that the plugins refuse an unreachable root with a clear error is tested separately.
+- A server outlives the command that started it, and so would outlive a failed test:
+  ``reachable_root`` kills every server found through the services' pid files on the way
+  out, whatever happened.
+"""
+
+import contextlib
+import fcntl
+import os
+import pty
+import re
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from conftest import REPO, Gokku, Result
+
+PID_FILES = {"data/postmaster.pid": "postgres", "data/redis.pid": "redis-server"}
+
+
+@contextlib.contextmanager
+def reachable_root() -> Iterator[Gokku]:
+    """A Gokku CLI on a fresh state root that the servers' users can reach."""
+    top = Path(tempfile.mkdtemp(prefix="gokku-bundled-"))
+    top.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOKKU_", "PYTEST_"))}
+    env.update(GOKKU_ROOT=str(top / "root"), PYTHONPATH=str(REPO), GOKKU_LOCK_TIMEOUT="60")
+    try:
+        yield Gokku(top / "root", env)
+    finally:
+        kill_servers(top / "root")
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def server_pid(service_dir: Path) -> int | None:
+    """The pid of the service's server when it runs (checked by process name)."""
+    for rel, comm in PID_FILES.items():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pid = int((service_dir / rel).read_text().split()[0])
+            if Path(f"/proc/{pid}/comm").read_text().strip() == comm:
+                return pid
+    return None
+
+
+def kill_servers(root: Path) -> None:
+    """KILL every service's server and its children (PostgreSQL's are not in its group)."""
+    for service_dir in root.glob("services/*"):
+        pid = server_pid(service_dir)
+        if pid is not None:
+            for victim in [pid, *children(pid)]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(victim, signal.SIGKILL)
+            wait_gone(pid)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            # "pid (comm) state ppid ...": comm may hold spaces, so split after ")".
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def wait_gone(pid: int, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while Path(f"/proc/{pid}").exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def read_env(gokku: Gokku, app: str) -> dict[str, str]:
+    """The variables in an app's .env (``KEY=VALUE`` lines)."""
+    text = (gokku.root / "apps" / app / "shared" / ".env").read_text()
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def run_in_pty(
+    gokku: Gokku,
+    *args: str,
+    stdin_tty: bool,
+    stdout_tty: bool,
+    dialogue: tuple[tuple[bytes, bytes], ...] = (),
+) -> Result:
+    """Run the CLI with a real terminal (its controlling one) on stdin and/or stdout.
+
+    ``dialogue``: (pattern, keystrokes) pairs; the keystrokes are typed once the output
+    since the previous keystrokes matches the pattern (a regular expression), that is
+    once the program prompts: programs that switch the terminal to raw mode discard what
+    was typed before. stderr stays a pipe, so what a command writes there cannot be
+    mistaken for its output. The command is killed if it is still there after a minute.
+    """
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+
+    def take_terminal() -> None:
+        os.setsid()
+        fcntl.ioctl(0 if stdin_tty else 1, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gokku", *args],
+        stdin=slave if stdin_tty else subprocess.DEVNULL,
+        stdout=slave if stdout_tty else subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**gokku.env, "TERM": "xterm"},
+        cwd=REPO,
+        preexec_fn=take_terminal,
+    )
+    os.close(slave)
+    piped: dict[str, bytes] = {}
+    streams = {"err": proc.stderr} | ({} if stdout_tty else {"out": proc.stdout})
+    readers = [
+        threading.Thread(target=lambda k=key, s=stream: piped.update({k: s.read()}), daemon=True)
+        for key, stream in streams.items()
+    ]
+    for reader in readers:
+        reader.start()
+    pending = list(dialogue)
+    out = b""
+    mark = 0
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            if pending and re.search(pending[0][0], out[mark:], re.S):
+                os.write(master, pending.pop(0)[1])
+                mark = len(out)
+            ready, _, _ = select.select([master], [], [], 1)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(master, 1 << 16)
+            except OSError:  # EIO: every holder of the terminal's other end is gone
+                break
+            if not chunk:
+                break
+            out += chunk
+        code = proc.wait(timeout=max(1, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        os.close(master)
+    for reader in readers:
+        reader.join(timeout=10)
+    return Result(code, out if stdout_tty else piped["out"], piped["err"])
+
+
+def pg_dump_without_creation_time(dump: bytes) -> bytes:
+    """A custom-format dump with the creation time in its header zeroed.
+
+    pg_dump writes the time it started into the header, so two dumps of the same data a
+    second apart differ there and nowhere else. Header: "PGDMP", major, minor, revision,
+    int size, offset size, format; the compression (an int before archive version 1.15, a
+    byte from then on); then the creation time as seven ints (sec, min, hour, mday, mon,
+    year, isdst), each a sign byte and int-size bytes.
+    """
+    assert dump[:5] == b"PGDMP", dump[:16]
+    major, minor, int_size = dump[5], dump[6], dump[8]
+    start = 11 + (1 + int_size if (major, minor) < (1, 15) else 1)
+    end = start + 7 * (1 + int_size)
+    return dump[:start] + bytes(end - start) + dump[end:]
+
+
+def rdb_without_aux(rdb: bytes) -> bytes:
+    """An RDB snapshot without its AUX fields and its trailing CRC64.
+
+    The AUX fields say when and by which server the snapshot was made (ctime, used-mem,
+    replication offset): they differ between two snapshots of the same data, and so does
+    the checksum, which covers them. What remains is the header and the data.
+    """
+    assert rdb[:5] == b"REDIS", rdb[:16]
+    pos = 9
+    while rdb[pos] == 0xFA:  # RDB_OPCODE_AUX: a key string and a value string
+        pos = _skip_rdb_string(rdb, _skip_rdb_string(rdb, pos + 1))
+    return rdb[:9] + rdb[pos:-8]
+
+
+def _skip_rdb_string(data: bytes, pos: int) -> int:
+    first = data[pos]
+    kind, low = first >> 6, first & 0x3F
+    if kind == 0:  # 6-bit length
+        return pos + 1 + low
+    if kind == 1:  # 14-bit length
+        return pos + 2 + ((low << 8) | data[pos + 1])
+    if first in (0x80, 0x81):  # 32- or 64-bit length, big-endian
+        width = 4 if first == 0x80 else 8
+        return pos + 1 + width + int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
+    if kind == 3 and low in (0, 1, 2):  # an integer of 1, 2 or 4 bytes
+        return pos + 1 + (1, 2, 4)[low]
+    raise ValueError(f"unexpected string encoding {first:#x} at offset {pos}")
