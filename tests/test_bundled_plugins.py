@@ -8,6 +8,9 @@ import pytest
 from bundled_support import reachable_root, server_pid, wait_gone
 from conftest import write_plugin
 
+from gokku.dispatcher import command_io
+from gokku.paths import Root
+
 BUNDLED = Path(__file__).resolve().parent.parent / "gokku" / "bundled"
 
 
@@ -33,6 +36,13 @@ def test_plugin_follows_the_contract_and_declares_its_streams(gokku, name: str) 
         "import": {"stdin": "data"},
         "connect": {"tty": "prefer"},
     }
+    # What a door asks before it grants a pty, by name and by alias.
+    root = Root(gokku.root)
+    for namespace in {name, "pg" if name == "postgres" else name}:
+        assert not command_io([f"{namespace}:export", "db"], root).pty_allowed
+        assert command_io([f"{namespace}:connect", "db"], root).tty == "prefer"
+        assert command_io(["--quiet", f"{namespace}:import", "db"], root).stdin == "data"
+        assert command_io([f"{namespace}:info", "db"], root).pty_allowed
 
 
 @pytest.mark.skipif(

@@ -4,8 +4,11 @@ import glob
 import gzip
 import hashlib
 import os
+import signal
 import socket
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -197,6 +200,21 @@ def test_logs(gk: Gokku, db: str) -> None:
     assert "ready to accept connections" in gk.ok("pg:logs", db).stdout
     assert len(gk.ok("pg:logs", db, "--tail", "1").stdout.splitlines()) == 1
     assert gk("pg:logs", db, "--bogus").code == 2
+
+
+def test_logs_follow_until_interrupted(gk: Gokku, db: str) -> None:
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "gokku", "pg:logs", db, "-f", "--tail", "0"],
+        env=gk.env,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        time.sleep(1)  # tail is following the file by now
+        assert gk("pg:connect", db, "-c", "select following_marker").code == 1  # logged
+        assert b"following_marker" in follow.stdout.readline()
+    finally:
+        follow.send_signal(signal.SIGINT)  # Ctrl-C; Gokku passes it to the script's group
+        assert follow.wait(timeout=10) != 0
 
 
 def test_stop_start_restart_and_services_start_all(gk: Gokku, db: str) -> None:
