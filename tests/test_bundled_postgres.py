@@ -152,6 +152,17 @@ def test_export_is_byte_exact_when_stdout_is_a_terminal(gk: Gokku, db: str) -> N
         through_pipe
     )
     assert b"bytes in" in through_tty.err
+    # 2>&1: progress written to stderr would land in the dump, so there is none.
+    merged = subprocess.run(
+        [sys.executable, "-m", "gokku", "pg:export", db],
+        env=gk.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        check=True,
+    )
+    assert pg_dump_without_creation_time(merged.stdout) == pg_dump_without_creation_time(
+        through_pipe
+    )
 
 
 def test_import_with_a_terminal_on_stdin_is_refused(gk: Gokku, db: str) -> None:

@@ -171,6 +171,15 @@ show_logs() {
   tail -n "$lines" "$file"
 }
 
+# keep_stdout_clean: for commands whose stdout is data (an export). When stderr is the
+# very same file as stdout (2>&1, or the one terminal that `ssh -t` through OpenSSH gives,
+# with no separate stderr), progress written to stderr would land in the data: stay quiet.
+keep_stdout_clean() {
+  if [ /dev/stdout -ef /dev/stderr ]; then
+    GOKKU_QUIET=1
+  fi
+}
+
 # meter WHAT: copy stdin to stdout byte for byte, and say on stderr how it goes: a line
 # every 10 seconds and the total at the end. Long transfers over SSH otherwise look hung.
 # dd copies exactly what it reads (it pads only when asked to) and, on SIGUSR1, reports

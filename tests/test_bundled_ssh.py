@@ -1,0 +1,59 @@
+"""The bundled postgres plugin through both SSH doors (embedded server, sshd + forced
+command): what users of Dokku and Gokku trip over, dumps mangled by ``ssh -t`` and imports
+that read a terminal, must not happen here."""
+
+import glob
+from collections.abc import Iterator
+
+import pytest
+from bundled_support import pg_dump_without_creation_time, reachable_root
+from conftest import Gokku
+from sshkit import *  # noqa: F403 (the door fixtures)
+from sshkit import Door
+
+pytestmark = pytest.mark.skipif(
+    not glob.glob("/usr/lib/postgresql/*/bin/initdb"), reason="PostgreSQL is not installed"
+)
+
+
+@pytest.fixture
+def reachable() -> Iterator[Gokku]:
+    with reachable_root() as gokku:
+        yield gokku
+
+
+# The door fixtures build on these two: point them at a root the postgres user can reach.
+@pytest.fixture
+def gokku(reachable: Gokku) -> Gokku:
+    return reachable
+
+
+@pytest.fixture
+def base_env(reachable: Gokku) -> dict[str, str]:
+    return reachable.env
+
+
+def test_postgres_over_ssh(door: Door, gokku: Gokku) -> None:
+    gokku.ok("plugins:add", "postgres")
+    for name in ("db", "copy"):
+        gokku.ok("services:create", "postgres", "--name", name)
+    rows = b"create table t as select g as id, md5(g::text) as v from generate_series(1, 5000) g;"
+    gokku.ok("pg:connect", "db", input=rows)
+    local = gokku.ok("pg:export", "db").out
+
+    # -tt asks for a pty even with stdin a pipe: export declares binary stdout, so the door
+    # gives it none and the dump arrives as pg_dump wrote it.
+    exported = door.ssh("pg:export db", "-tt")
+    assert exported.code == 0, exported.stderr
+    assert pg_dump_without_creation_time(exported.out) == pg_dump_without_creation_time(local)
+
+    refused = door.ssh("pg:import copy", "-tt")
+    assert refused.code == 2
+    assert b"pipe it in" in refused.out + refused.err
+
+    imported = door.ssh("pg:import copy", input=exported.out)
+    assert imported.code == 0, imported.stderr
+    query = b"select count(*), md5(string_agg(v, ',' order by id)) from t;"
+    answers = [door.ssh(f"pg:connect {name} -tA", input=query) for name in ("db", "copy")]
+    assert answers[0].code == 0 and answers[0].out.startswith(b"5000|")
+    assert answers[0].out == answers[1].out
