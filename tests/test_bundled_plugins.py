@@ -14,14 +14,6 @@ from gokku.paths import Root
 BUNDLED = Path(__file__).resolve().parent.parent / "gokku" / "bundled"
 
 
-def test_each_plugin_ships_the_same_shared_library() -> None:
-    copies = {
-        (BUNDLED / name / "lib" / "native-service.sh").read_bytes()
-        for name in ("postgres", "redis")
-    }
-    assert len(copies) == 1
-
-
 @pytest.mark.parametrize("name", ["postgres", "redis"])
 def test_plugin_follows_the_contract_and_declares_its_streams(gokku, name: str) -> None:
     assert gokku.ok("plugins:validate", str(BUNDLED / name)).stdout == (

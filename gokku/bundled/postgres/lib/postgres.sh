@@ -5,9 +5,6 @@
 # Settings saved by install (settings.env): SERVER_USER, PG_VERSION, PG_BIN, PORT,
 # DB_NAME, DB_USER, PASSWORD.
 
-# shellcheck source=native-service.sh
-source "$(dirname "${BASH_SOURCE[0]}")/native-service.sh"
-
 PG_SERVER_USER=postgres
 # Next to the usual port, which the distribution's own cluster may take at boot.
 PG_FIRST_PORT=5433

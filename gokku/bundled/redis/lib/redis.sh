@@ -3,9 +3,6 @@
 #
 # Settings saved by install (settings.env): SERVER_USER, PORT, PASSWORD.
 
-# shellcheck source=native-service.sh
-source "$(dirname "${BASH_SOURCE[0]}")/native-service.sh"
-
 REDIS_SERVER_USER=redis
 # Next to the usual port, which the distribution's own server may take at boot.
 REDIS_FIRST_PORT=6380
