@@ -46,7 +46,7 @@ class Service:
 
     def save(self) -> None:
         self.data["linked_apps"] = sorted({link["app"] for link in self.links})
-        write_json(self.path / RECORD, self.data)
+        write_json(self.path / RECORD, self.data, mode=0o600)  # it holds passwords
 
 
 @contextlib.contextmanager

@@ -59,9 +59,9 @@ def read_json(path: Path) -> Any:
         raise GokkuError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
 
 
-def write_json(path: Path, value: Any) -> None:
+def write_json(path: Path, value: Any, mode: int = 0o644) -> None:
     text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
-    write_atomic(path, text.encode("utf-8"))
+    write_atomic(path, text.encode("utf-8"), mode)
 
 
 def held_locks() -> set[str]:

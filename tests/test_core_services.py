@@ -54,6 +54,7 @@ def test_create_writes_gokku_record_and_runs_install_with_version(gokku, cache_p
         assert key in data
     assert (data["name"], data["plugin"], data["version"]) == ("c1", "cache", "7.2")
     assert data["config"]["port"] == "19400"
+    assert (gokku.root / "services/c1/config.json").stat().st_mode & 0o777 == 0o600
     assert data["env"]["CACHE_URL"] == "cache://c1:19400"
 
 
