@@ -127,14 +127,17 @@ class Connection(asyncssh.SSHServer):
     def session_requested(self) -> Session | bool:
         if self.key is None or self.sessions >= self.config.max_sessions:
             return False
+        session = Session(self.root, self.key, self.address)
         self.sessions += 1
-        session = Session(self.root, self.key, self.address, self._channel_closed)
         self.limits.running.add(session)
-        session.add_done_callback(lambda: self.limits.running.discard(session))
+        session.add_done_callback(lambda: self._session_done(session))
         return session
 
-    def _channel_closed(self) -> None:
+    def _session_done(self, session: Session) -> None:
+        """Counted from the request until the exit status is sent (or the channel closed
+        before any command started), so a client reusing the slot never races it."""
         self.sessions -= 1
+        self.limits.running.discard(session)
 
     def close(self) -> None:
         if self._conn is not None:

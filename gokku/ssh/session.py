@@ -41,12 +41,11 @@ SIGNALS = {
 
 
 class Session(asyncssh.SSHServerProcess):
-    def __init__(self, root: Root, key: keys.Key, address: str, closed: Callable[[], None]):
+    def __init__(self, root: Root, key: keys.Key, address: str):
         super().__init__(self._main, None, 0, False)
         self._root = root
         self._key = key
         self._address = address
-        self._closed = closed
         self._worker: asyncio.subprocess.Process | None = None
         self._master: int | None = None
         self._done: list[Callable[[], None]] = []
@@ -76,7 +75,6 @@ class Session(asyncssh.SSHServerProcess):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        self._closed()
         if not self._started:
             self._finished()
 
