@@ -25,15 +25,6 @@ from gokku.storage import write_atomic
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 GRACE_SECONDS = 1.5
 FORWARDED = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
-HANDLED = (*FORWARDED, signal.SIGHUP, signal.SIGALRM)
-RESET_IN_CHILD = (
-    signal.SIGINT,
-    signal.SIGQUIT,
-    signal.SIGTERM,
-    signal.SIGHUP,
-    signal.SIGPIPE,
-    signal.SIGTTOU,
-)
 
 
 def script_env(ctx: Context, plugin: Plugin, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -121,45 +112,34 @@ def run_script(
         stream.flush()
     fds = (request.stdin.fileno(), request.stdout.fileno(), request.stderr.fileno())
     tty = _foreground_tty(fds)
-
-    def in_child() -> None:
-        os.setpgid(0, 0)
-        if tty is not None:
-            signal.signal(signal.SIGTTOU, signal.SIG_IGN)
-            os.tcsetpgrp(tty, os.getpgrp())
-        for sig in RESET_IN_CHILD:
-            signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, ())
-
     command = ["bash", str(script), *args]  # --trace: the helpers turn on set -x
-    # Signals stay blocked from spawn until the forwarding handlers are in place, so a
-    # hang-up that arrives in between is forwarded, not lost.
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
-    try:
-        with _raw_terminals(fds if raw_terminal else ()):
-            proc = subprocess.Popen(
-                command,
-                stdin=fds[0],
-                stdout=fds[1],
-                stderr=fds[2],
-                cwd=plugin.path,
-                env=script_env(ctx, plugin, extra_env),
-                preexec_fn=in_child,  # single-threaded here; setpgid + tcsetpgrp need it
-                close_fds=True,
-            )
-            try:
-                with _forwarding_signals(proc.pid) as hung_up:
-                    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-                    code = proc.wait()
-                    if hung_up:
-                        forward_to_group(proc.pid, signal.SIGKILL)
-            finally:
-                # Before the terminal's modes are restored: a background process may not
-                # change them (SIGTTOU stops it, or EIO when its group is orphaned).
-                if tty is not None:
-                    _take_back_terminal(tty)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    # The handlers are in place before the child exists: a hang-up that arrives during the
+    # spawn is kept and forwarded, and signals we catch start out default in the child
+    # (exec resets them), even where we were started with SIGINT ignored. No preexec_fn:
+    # the SSH door runs copy threads, and a fork with Python code in the child is unsafe.
+    with _raw_terminals(fds if raw_terminal else ()), _Forwarder() as forwarder:
+        proc = subprocess.Popen(
+            command,
+            stdin=fds[0],
+            stdout=fds[1],
+            stderr=fds[2],
+            cwd=plugin.path,
+            env=script_env(ctx, plugin, extra_env),
+            process_group=0,
+            close_fds=True,
+        )
+        try:
+            if tty is not None:
+                _hand_terminal(tty, proc.pid)
+            forwarder.attach(proc.pid)
+            code = proc.wait()
+            if forwarder.hung_up:
+                forward_to_group(proc.pid, signal.SIGKILL)
+        finally:
+            # Before the terminal's modes are restored: a background process may not
+            # change them (SIGTTOU stops it, or EIO when its group is orphaned).
+            if tty is not None:
+                _hand_terminal(tty, os.getpgrp())
     return 128 - code if code < 0 else code
 
 
@@ -182,13 +162,20 @@ def _raw_terminals(fds: tuple[int, ...]) -> Iterator[None]:
                 termios.tcsetattr(fd, termios.TCSADRAIN, attrs)
 
 
-def _take_back_terminal(fd: int) -> None:
+def _hand_terminal(fd: int, pgid: int) -> None:
+    """Make ``pgid`` the terminal's foreground job (as a shell does for its jobs).
+
+    A child that touched the terminal before this ran was stopped (SIGTTIN/SIGTTOU):
+    SIGCONT lets it go on, now in the foreground.
+    """
     old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
     try:
         with contextlib.suppress(OSError):
-            os.tcsetpgrp(fd, os.getpgrp())
+            os.tcsetpgrp(fd, pgid)
     finally:
         signal.signal(signal.SIGTTOU, old)
+    if pgid != os.getpgrp():
+        forward_to_group(pgid, signal.SIGCONT)
 
 
 def forward_to_group(pgid: int, signum: int) -> None:
@@ -196,38 +183,50 @@ def forward_to_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-@contextlib.contextmanager
-def _forwarding_signals(pgid: int) -> Iterator[list[int]]:
+class _Forwarder:
     """Pass signals sent to us on to the script's group; escalate a hang-up to KILL.
 
-    Yields a list that is non-empty once a hang-up arrived, so the caller can clear out
-    whatever of the group outlived its leader.
+    Signals that arrive before the script exists are kept and sent once it does.
     """
-    escalation = iter((signal.SIGTERM, signal.SIGKILL))
-    hung_up: list[int] = []
 
-    def forward(signum: int, _frame: object) -> None:
-        forward_to_group(pgid, signum)
+    def __init__(self) -> None:
+        self.pgid: int | None = None
+        self.pending: list[int] = []
+        self.hung_up = False
+        self._escalation = iter((signal.SIGTERM, signal.SIGKILL))
+        self._previous: dict[int, object] = {}
 
-    def escalate(_signum: int, _frame: object) -> None:
-        sig = next(escalation, None)
-        if sig is not None:
-            forward(sig, None)
-            signal.setitimer(signal.ITIMER_REAL, GRACE_SECONDS)
+    def __enter__(self) -> "_Forwarder":
+        handlers = {sig: self._forward for sig in FORWARDED}
+        handlers[signal.SIGHUP] = self._hang_up
+        handlers[signal.SIGALRM] = self._escalate
+        self._previous = {sig: signal.signal(sig, h) for sig, h in handlers.items()}
+        return self
 
-    def hang_up(signum: int, frame: object) -> None:
-        hung_up.append(signum)
-        forward(signum, frame)
-        forward(signal.SIGCONT, frame)
+    def __exit__(self, *exc: object) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def attach(self, pgid: int) -> None:
+        self.pgid = pgid
+        for signum in self.pending:
+            forward_to_group(pgid, signum)
+
+    def _forward(self, signum: int, _frame: object = None) -> None:
+        if self.pgid is None:
+            self.pending.append(signum)
+        else:
+            forward_to_group(self.pgid, signum)
+
+    def _hang_up(self, signum: int, _frame: object) -> None:
+        self.hung_up = True
+        self._forward(signum)
+        self._forward(signal.SIGCONT)
         signal.setitimer(signal.ITIMER_REAL, GRACE_SECONDS)
 
-    handlers = {sig: forward for sig in FORWARDED}
-    handlers[signal.SIGHUP] = hang_up
-    handlers[signal.SIGALRM] = escalate
-    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
-    try:
-        yield hung_up
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    def _escalate(self, _signum: int, _frame: object) -> None:
+        sig = next(self._escalation, None)
+        if sig is not None:
+            self._forward(sig)
+            signal.setitimer(signal.ITIMER_REAL, GRACE_SECONDS)
