@@ -10,8 +10,13 @@ SYSTEM_ROOT = Path("/opt/gokku")
 
 
 def default_root() -> Path:
-    """``/opt/gokku`` for root, else a per-user data dir, so a non-root user can try Gokku."""
-    if os.geteuid() == 0:
+    """``/opt/gokku`` for root and for the system user that owns it (``ops/install``
+    makes one), else a per-user data dir, so any user can try Gokku."""
+    try:
+        system_owner = SYSTEM_ROOT.stat().st_uid
+    except OSError:
+        system_owner = 0
+    if os.geteuid() in (0, system_owner):
         return SYSTEM_ROOT
     data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
     return Path(data_home) / "gokku"
