@@ -5,10 +5,7 @@ over both so that every scenario runs against each.
 Import the fixtures into a test module with ``from sshkit import *``.
 """
 
-import contextlib
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,9 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Gokku, write_plugin
-
-SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+from conftest import Gokku, write_plugin
+from sshlab import (  # noqa: F401 - re-exported for the test modules
+    REPO,
+    SSHD,
+    KeyPair,
+    free_port,
+    make_key,
+    running_server,
+    running_sshd,
+    ssh_argv,
+    wait_for_port,
+)
 
 # The plugin every scenario calls: one small command per behaviour under test.
 COMMANDS = {
@@ -74,20 +80,6 @@ def test_plugin(gokku: Gokku, tmp_path: Path) -> str:
     return "t"
 
 
-@dataclass
-class KeyPair:
-    path: Path
-    public: str
-
-
-def make_key(folder: Path, name: str) -> KeyPair:
-    path = folder / name
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(path)], check=True
-    )
-    return KeyPair(path, (folder / f"{name}.pub").read_text())
-
-
 @pytest.fixture
 def keydir(tmp_path: Path) -> Path:
     folder = tmp_path / "client-keys"
@@ -123,24 +115,6 @@ def ssh_config(gokku: Gokku, ssh_settings: dict) -> None:
     (gokku.root / "gokku.yml").write_text(yaml.safe_dump({"ssh": settings}))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port}")
-
-
 @dataclass
 class Result:
     code: int
@@ -167,18 +141,7 @@ class Door:
     root: Path
 
     def ssh_argv(self, *options: str, key: Path | None = None, user: str = "") -> list[str]:
-        return [
-            "ssh",
-            "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "IdentitiesOnly=yes",
-            "-o", "BatchMode=yes",
-            "-o", "LogLevel=ERROR",
-            "-i", str(key or self.key.path),
-            "-p", str(self.port),
-            *options,
-            f"{user or self.user}@127.0.0.1",
-        ]  # fmt: skip
+        return ssh_argv(self.port, user or self.user, key or self.key.path, *options)
 
     def ssh(
         self,
@@ -199,29 +162,6 @@ class Door:
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-@contextlib.contextmanager
-def running_server(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen, int]]:
-    """A real ``gokku serve`` on a free loopback port, stopped with SIGTERM at the end."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gokku", "serve", "--port", str(port)],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, proc)
-        yield proc, port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @pytest.fixture
 def server(base_env: dict[str, str], ssh_config: None) -> Iterator[int]:
     with running_server(base_env) as (_, port):
@@ -233,42 +173,8 @@ def sshd(gokku: Gokku, tmp_path: Path, ssh_config: None) -> Iterator[int]:
     """A real OpenSSH sshd on a free loopback port whose only keys are the registry's."""
     if os.geteuid() != 0 or not os.path.exists(SSHD):
         pytest.skip("the OpenSSH door tests need root and sshd")
-    folder = tmp_path / "sshd"
-    folder.mkdir()
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / "host_key")], check=True
-    )
-    port = free_port()
-    authorized = gokku.root / "ssh" / "authorized_keys"
-    config = folder / "sshd_config"
-    config.write_text(
-        textwrap.dedent(
-            f"""\
-            ListenAddress 127.0.0.1
-            Port {port}
-            HostKey {folder / "host_key"}
-            AuthorizedKeysFile {authorized}
-            PidFile none
-            StrictModes no
-            UsePAM no
-            PermitRootLogin forced-commands-only
-            PubkeyAuthentication yes
-            PasswordAuthentication no
-            KbdInteractiveAuthentication no
-            LogLevel ERROR
-            MaxStartups 100
-            """
-        )
-    )
-    Path("/run/sshd").mkdir(exist_ok=True)
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE)
-    try:
-        wait_for_port(port, proc)
+    with running_sshd(tmp_path / "sshd", gokku.root / "ssh" / "authorized_keys") as (_, port):
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        proc.stderr.close()
 
 
 @pytest.fixture(params=["embedded", "openssh"])

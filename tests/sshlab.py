@@ -1,0 +1,133 @@
+"""Loopback SSH set-ups shared by the test fixtures (``sshkit``) and the benchmarks
+(``bench/``): client keys, a real ``gokku serve``, a real OpenSSH sshd, the ssh client's
+argv. No pytest here, so that a benchmark script can import it.
+"""
+
+import contextlib
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SSHD = "/usr/sbin/sshd"
+
+
+@dataclass
+class KeyPair:
+    path: Path
+    public: str
+
+
+def make_key(folder: Path, name: str) -> KeyPair:
+    path = folder / name
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(path)], check=True
+    )
+    return KeyPair(path, (folder / f"{name}.pub").read_text())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def ssh_argv(port: int, user: str, key: Path, *options: str) -> list[str]:
+    """The OpenSSH client, non-interactive, trusting the throwaway host key."""
+    return [
+        "ssh",
+        "-o", "StrictHostKeyChecking=no",
+        "-o", "UserKnownHostsFile=/dev/null",
+        "-o", "IdentitiesOnly=yes",
+        "-o", "BatchMode=yes",
+        "-o", "LogLevel=ERROR",
+        "-i", str(key),
+        "-p", str(port),
+        *options,
+        f"{user}@127.0.0.1",
+    ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def stopping(proc: subprocess.Popen, timeout: float = 15) -> Iterator[subprocess.Popen]:
+    """Yield ``proc``; SIGTERM it at the end, SIGKILL if it does not go."""
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def running_server(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen, int]]:
+    """A real ``gokku serve`` on a free loopback port, stopped with SIGTERM at the end."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gokku", "serve", "--port", str(port)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    with stopping(proc):
+        wait_for_port(port, proc)
+        yield proc, port
+
+
+@contextlib.contextmanager
+def running_sshd(
+    folder: Path, *authorized_keys: Path, root_login: str = "forced-commands-only"
+) -> Iterator[tuple[subprocess.Popen, int]]:
+    """A real OpenSSH sshd (run as root) on a free loopback port, its config and host key
+    in ``folder``, accepting only the keys in the ``authorized_keys`` files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / "host_key")], check=True
+    )
+    port = free_port()
+    config = folder / "sshd_config"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            ListenAddress 127.0.0.1
+            Port {port}
+            HostKey {folder / "host_key"}
+            AuthorizedKeysFile {" ".join(map(str, authorized_keys))}
+            PidFile none
+            StrictModes no
+            UsePAM no
+            PermitRootLogin {root_login}
+            PubkeyAuthentication yes
+            PasswordAuthentication no
+            KbdInteractiveAuthentication no
+            LogLevel ERROR
+            MaxStartups 1000
+            """
+        )
+    )
+    Path("/run/sshd").mkdir(exist_ok=True)
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
+    with stopping(proc, timeout=10):
+        wait_for_port(port, proc)
+        yield proc, port
