@@ -13,7 +13,13 @@ ssh:
   max_connections_per_address: 64
   max_sessions: 10       # sessions (commands) open at once on one connection
   gokku_command: /usr/local/bin/gokku   # what the OpenSSH door's forced command runs
+  ciphers: aes128-gcm@openssh.com,aes256-gcm@openssh.com  # offered, comma-separated
 ```
+
+The cipher offer decides throughput: a client takes the first of *its* preferences the
+server offers, and OpenSSH's client prefers chacha20-poly1305, which costs asyncssh about
+twice the CPU per byte of AES-GCM (bench/throughput.py). Clients without AES-GCM (PuTTY
+before 0.76) need ``chacha20-poly1305@openssh.com`` or ``aes128-ctr`` added here.
 
 Every key is optional; unknown keys and wrong types are refused, so a typo does not
 silently leave a limit at its default.
@@ -46,6 +52,7 @@ class SSHConfig:
     max_connections_per_address: int = 64
     max_sessions: int = 10
     gokku_command: str = ""
+    ciphers: str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com"
 
     def gokku_argv(self) -> list[str]:
         """How to run ``gokku`` from a forced command: this interpreter unless configured.

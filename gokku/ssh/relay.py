@@ -64,7 +64,9 @@ class Streams:
     counts: Counts
 
 
-def _pipe() -> tuple[int, int]:
+def pipe() -> tuple[int, int]:
+    """A pipe of PIPE_SIZE: fewer, larger reads and writes than the default 64 KiB
+    (the embedded server's session pipes too, where each read costs Python time)."""
     r, w = os.pipe()
     with contextlib.suppress(OSError, AttributeError):
         fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
@@ -164,7 +166,7 @@ def relayed(fds: tuple[int, int, int] = (0, 1, 2)) -> Iterator[Streams]:
         stdin = stream(os.dup(stdin_fd), "rb")
     else:
         counts.bytes_in = 0
-        r, w = _pipe()
+        r, w = pipe()
         start(_copy_in, stdin_fd, w, counts.add_in)  # may block on the client: not joined
         stdin = stream(r, "rb")
     outputs = []
@@ -173,7 +175,7 @@ def relayed(fds: tuple[int, int, int] = (0, 1, 2)) -> Iterator[Streams]:
             outputs.append(stream(os.dup(fd), "wb"))
             continue
         counts.bytes_out = counts.bytes_out or 0
-        r, w = _pipe()
+        r, w = pipe()
         drains.append(start(_copy_out, r, fd, counts.add_out, finished, gone))
         outputs.append(stream(w, "wb"))
     try:

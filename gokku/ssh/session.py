@@ -30,6 +30,7 @@ from gokku import keys
 from gokku.errors import GokkuError
 from gokku.paths import Root
 from gokku.ssh import split_command
+from gokku.ssh.relay import pipe
 
 log = logging.getLogger("gokku.serve")
 
@@ -104,8 +105,8 @@ class Session(asyncssh.SSHServerProcess):
             child = (slave, slave, slave)
             ours = {"in": os.dup(master), "out": master}  # each pump closes its own fd
         else:
-            in_r, in_w = os.pipe()
-            out_r, out_w = os.pipe()
+            in_r, in_w = pipe()
+            out_r, out_w = pipe()
             err_r, err_w = os.pipe()
             child = (in_r, out_w, err_w)
             ours = {"in": in_w, "out": out_r, "err": err_r}
