@@ -9,9 +9,10 @@ ssh:
   keepalive_interval: 15 # seconds between keepalives; 0 turns them off
   keepalive_count_max: 4 # unanswered keepalives before the connection is dropped
   max_auth_tries: 6      # refused keys per connection before it is dropped
-  max_connections: 256
+  max_connections: 256   # these two count across all workers
   max_connections_per_address: 64
   max_sessions: 10       # sessions (commands) open at once on one connection
+  workers: 0             # server processes sharing the port; 0: one per CPU core
   gokku_command: /usr/local/bin/gokku   # what the OpenSSH door's forced command runs
   ciphers: aes128-gcm@openssh.com,aes256-gcm@openssh.com  # offered, comma-separated
 ```
@@ -51,6 +52,7 @@ class SSHConfig:
     max_connections: int = 256
     max_connections_per_address: int = 64
     max_sessions: int = 10
+    workers: int = 0
     gokku_command: str = ""
     ciphers: str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com"
 

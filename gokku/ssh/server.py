@@ -9,9 +9,11 @@ runs in a worker process (``gokku.ssh.session``).
 """
 
 import asyncio
-import collections
+import contextlib
 import logging
+import os
 import signal
+import socket
 import sys
 
 import asyncssh
@@ -22,6 +24,7 @@ from gokku.errors import GokkuError
 from gokku.paths import Root
 from gokku.ssh.config import SSHConfig
 from gokku.ssh.session import Session
+from gokku.ssh.workers import SharedCounts, Tally, supervise
 from gokku.storage import write_atomic
 
 log = logging.getLogger("gokku.serve")
@@ -29,6 +32,8 @@ log = logging.getLogger("gokku.serve")
 HOST_KEY = "host_ed25519_key"
 SHUTDOWN_SECONDS = 10  # workers get HUP, TERM, then KILL 2 s apart (the runner)
 WINDOW = 8 << 20  # a large window keeps uploads near line speed (notes/asyncssh.md)
+ACCEPT_PAUSE = 0.5  # seconds without accepting after accept() failed (out of fds)
+BACKLOG = 1024  # 500 clients connecting at once must not overflow the accept queue
 
 
 def host_key(root: Root) -> asyncssh.SSHKey:
@@ -45,30 +50,28 @@ def host_key(root: Root) -> asyncssh.SSHKey:
 
 
 class Limits:
-    """Open connections (in total and per client address) and running sessions: the
-    first for the caps, the second so that a shutdown can wait for workers to finish."""
+    """Open connections (counted server-wide, across workers) and this worker's running
+    sessions: the first for the caps, the second so that a shutdown can wait for them."""
 
-    def __init__(self, config: SSHConfig) -> None:
+    def __init__(self, config: SSHConfig, tally: Tally) -> None:
         self.config = config
+        self.tally = tally
         self.connections: set[Connection] = set()
-        self.per_address: collections.Counter[str] = collections.Counter()
         self.running: set[Session] = set()
 
     def admit(self, connection: "Connection") -> str | None:
         """Count a new connection in; return why it is refused instead, if it is."""
-        if len(self.connections) >= self.config.max_connections:
+        if self.tally.total() >= self.config.max_connections:
             return "too many connections to this server"
-        if self.per_address[connection.address] >= self.config.max_connections_per_address:
+        if self.tally.from_address(connection.address) >= self.config.max_connections_per_address:
             return "too many connections from your address"
         self.connections.add(connection)
-        self.per_address[connection.address] += 1
+        self.tally.add(connection.address, 1)
         return None
 
     def release(self, connection: "Connection") -> None:
         self.connections.discard(connection)
-        self.per_address[connection.address] -= 1
-        if not self.per_address[connection.address]:
-            del self.per_address[connection.address]
+        self.tally.add(connection.address, -1)
 
 
 class Connection(asyncssh.SSHServer):
@@ -147,10 +150,41 @@ class Connection(asyncssh.SSHServer):
 
 
 def serve(ctx: Context, config: SSHConfig) -> int:
-    """Run the server until SIGTERM or SIGINT."""
+    """Bind, then serve in ``config.workers`` processes (this one if 1) until SIGTERM."""
     logging.basicConfig(format="%(asctime)s gokku-serve %(message)s", level=logging.INFO)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
-    return asyncio.run(_serve(ctx, config))
+    key = host_key(ctx.root)
+    offer = ciphers(config)
+    sock = _listen(config)
+    count = config.workers or os.cpu_count() or 1
+    host, port = sock.getsockname()[:2]
+    ctx.out(f"Host key {key.get_fingerprint('sha256')} ({ctx.root.ssh / HOST_KEY})")
+    ctx.out(f"Listening on {host}:{port}, login user {config.user!r}, {count} worker(s)")
+    counts = SharedCounts(count)
+
+    def run(index: int) -> int:
+        tally = counts.tally(index)
+        tally.reset()
+        return asyncio.run(_serve(ctx.root, config, key, offer, sock, tally))
+
+    return run(0) if count == 1 else supervise(count, run)
+
+
+def _listen(config: SSHConfig) -> socket.socket:
+    """The listening socket, bound before any worker exists so that all of them share it."""
+    try:
+        infos = socket.getaddrinfo(
+            config.host or None, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        raise GokkuError(f"cannot listen on {config.host}:{config.port}: {exc}") from exc
+    sock.listen(BACKLOG)
+    sock.setblocking(False)
+    return sock
 
 
 def ciphers(config: SSHConfig) -> list[str]:
@@ -177,14 +211,18 @@ def _reap_with_pidfds() -> None:
         asyncio.set_child_watcher(watcher)
 
 
-async def _serve(ctx: Context, config: SSHConfig) -> int:
+async def _serve(
+    root: Root,
+    config: SSHConfig,
+    key: asyncssh.SSHKey,
+    offer: list[str],
+    sock: socket.socket,
+    tally: Tally,
+) -> int:
     _reap_with_pidfds()
-    key = host_key(ctx.root)
-    limits = Limits(config)
-    acceptor = await asyncssh.create_server(
-        lambda: Connection(ctx.root, config, limits),
-        config.host,
-        config.port,
+    limits = Limits(config, tally)
+    options = await asyncssh.SSHServerConnectionOptions.construct(
+        server_factory=lambda: Connection(root, config, limits),
         server_host_keys=[key],
         server_version="Gokku",
         encoding=None,
@@ -196,23 +234,51 @@ async def _serve(ctx: Context, config: SSHConfig) -> int:
         keepalive_interval=config.keepalive_interval,
         keepalive_count_max=config.keepalive_count_max,
         window=WINDOW,
-        encryption_algs=ciphers(config),
+        encryption_algs=offer,
     )
-    host, port = acceptor.sockets[0].getsockname()[:2]
-    ctx.out(f"Host key {key.get_fingerprint('sha256')} ({ctx.root.ssh / HOST_KEY})")
-    ctx.out(f"Listening on {host}:{port}, login user {config.user!r}")
-    stop = asyncio.Event()
+    handshakes: set[asyncio.Task] = set()
     loop = asyncio.get_running_loop()
+    loop.add_reader(sock, _accept_one, sock, options, handshakes)
+    stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         # Handlers (not SIG_IGN) so that every worker starts with default dispositions.
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("shutting down: hanging up %d session(s)", len(limits.running))
-    acceptor.close()
+    loop.remove_reader(sock)
     for connection in list(limits.connections):
         connection.close()
     deadline = loop.time() + SHUTDOWN_SECONDS
     while limits.running and loop.time() < deadline:
         await asyncio.sleep(0.05)
-    await acceptor.wait_closed()
     return 0
+
+
+def _accept_one(
+    sock: socket.socket, options: asyncssh.SSHServerConnectionOptions, handshakes: set[asyncio.Task]
+) -> None:
+    """Take one connection off the shared socket, then let the other workers at it.
+
+    asyncio's own accept loop takes every queued connection at once, so a burst (or four
+    streams started together) would all land on whichever worker woke first.
+    """
+    try:
+        conn, _ = sock.accept()
+    except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+        return  # another worker took it
+    except OSError as exc:  # EMFILE and friends: wait a little rather than spin
+        log.warning("cannot accept a connection: %s", exc)
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(sock)
+        loop.call_later(ACCEPT_PAUSE, loop.add_reader, sock, _accept_one, sock, options, handshakes)
+        return
+    conn.setblocking(False)
+    task = asyncio.ensure_future(_handshake(conn, options))
+    handshakes.add(task)
+    task.add_done_callback(handshakes.discard)
+
+
+async def _handshake(conn: socket.socket, options: asyncssh.SSHServerConnectionOptions) -> None:
+    """Key exchange and authentication; a failure concerns only this client."""
+    with contextlib.suppress(OSError, asyncssh.Error, asyncio.TimeoutError):
+        await asyncssh.run_server(conn, options=options)

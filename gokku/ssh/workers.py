@@ -1,0 +1,114 @@
+"""Several server processes on one listening socket, and the connection counts they share.
+
+One Python process encrypts on one core, so ``gokku serve`` forks ``workers`` copies of
+itself after binding: each accepts from the same socket (whichever is free takes the
+next connection) and serves its connections to the end. The parent only supervises:
+it forwards the stop signals and starts a new worker when one dies.
+
+The connection caps stay server-wide: every worker counts its own connections (in total
+and per client address) in its own row of a shared memory table, and a worker admitting a
+connection sums all rows. Two workers admitting at the same instant may each miss the
+other's newest connection, so a cap can be passed by at most workers - 1.
+"""
+
+import logging
+import mmap
+import os
+import signal
+import time
+import zlib
+from collections.abc import Callable
+
+log = logging.getLogger("gokku.serve")
+
+ADDRESS_SLOTS = 4096  # addresses hash into these; a collision only makes a cap stricter
+RESPAWN_SECONDS = 1.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+
+
+class Tally:
+    """One worker's view of the shared table: writes its own row, reads all rows."""
+
+    def __init__(self, cells: memoryview, workers: int, index: int) -> None:
+        self._cells = cells
+        self._workers = workers
+        self._row = index * (ADDRESS_SLOTS + 1)
+
+    def reset(self) -> None:
+        """Forget what a previous worker in this row counted (it died with its connections)."""
+        self._cells[self._row : self._row + ADDRESS_SLOTS + 1] = memoryview(
+            bytes(4 * (ADDRESS_SLOTS + 1))
+        ).cast("i")
+
+    def total(self) -> int:
+        return sum(self._cells[w * (ADDRESS_SLOTS + 1)] for w in range(self._workers))
+
+    def from_address(self, address: str) -> int:
+        slot = 1 + _slot(address)
+        return sum(self._cells[w * (ADDRESS_SLOTS + 1) + slot] for w in range(self._workers))
+
+    def add(self, address: str, delta: int) -> None:
+        self._cells[self._row] += delta
+        self._cells[self._row + 1 + _slot(address)] += delta
+
+
+def _slot(address: str) -> int:
+    return zlib.crc32(address.encode()) % ADDRESS_SLOTS  # the same in every process
+
+
+class SharedCounts:
+    """The table: anonymous shared memory, inherited by the workers through fork."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._map = mmap.mmap(-1, 4 * workers * (ADDRESS_SLOTS + 1))
+        self._cells = memoryview(self._map).cast("i")
+
+    def tally(self, index: int) -> Tally:
+        return Tally(self._cells, self.workers, index)
+
+
+def supervise(workers: int, run: Callable[[int], int]) -> int:
+    """Run ``run(index)`` in ``workers`` forked processes until a stop signal, which each
+    of them gets in turn; a worker that dies otherwise is started again."""
+    children: dict[int, int] = {}
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            os.kill(pid, signum)
+
+    def start(index: int) -> None:
+        # Blocked around the fork: a stop signal must find the new pid in ``children``.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        pid = os.fork()
+        if pid == 0:
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+            code = 1
+            try:
+                code = run(index)
+            finally:
+                os._exit(code)
+        children[pid] = index
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+    try:
+        for index in range(workers):
+            start(index)
+        while children:
+            pid, status = os.wait()
+            index = children.pop(pid)
+            if not stopping:
+                log.warning("worker %d (pid %d) died (status %#x): restarting", index, pid, status)
+                time.sleep(RESPAWN_SECONDS)
+                if not stopping:
+                    start(index)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 0

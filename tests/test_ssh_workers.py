@@ -1,0 +1,83 @@
+"""``gokku serve`` with several worker processes on one listening socket: all of them
+serve, the connection caps count across them, a dead worker is replaced, and a stop
+leaves nothing behind."""
+
+import asyncio
+import contextlib
+import os
+import signal
+
+import asyncssh
+import pytest
+from sshkit import *  # noqa: F403 - fixtures
+from sshkit import KeyPair, running_server, wait_until
+
+WORKERS = 3
+
+
+def _connect(port: int, key: KeyPair) -> asyncssh.SSHClientConnection:
+    return asyncssh.connect(
+        "127.0.0.1", port, username="gokku", client_keys=[str(key.path)], known_hosts=None
+    )
+
+
+def _children(pid: int) -> set[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as listing:
+        return {int(child) for child in listing.read().split()}
+
+
+def _servers(port: int, key: KeyPair, connections: int) -> set[int]:
+    """The server processes that ran a session, over ``connections`` connections held open
+    at the same time (so no worker can take them all one after another)."""
+
+    async def scenario() -> set[int]:
+        async with contextlib.AsyncExitStack() as stack:
+            conns = await asyncio.gather(*(_connect(port, key) for _ in range(connections)))
+            for conn in conns:
+                stack.push_async_exit(conn)
+            results = await asyncio.gather(*(conn.run("t:server") for conn in conns))
+        assert {r.exit_status for r in results} == {0}
+        return {int(r.stdout) for r in results}
+
+    return asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("ssh_settings", [{"workers": WORKERS}])
+def test_workers_share_the_socket_and_all_serve(
+    base_env, ssh_config, alice: KeyPair, test_plugin
+) -> None:
+    with running_server(base_env) as (proc, port):
+        assert wait_until(lambda: len(_children(proc.pid)) == WORKERS, 10)
+        assert _servers(port, alice, 30) == _children(proc.pid)
+
+
+@pytest.mark.parametrize("ssh_settings", [{"workers": WORKERS, "max_connections": 4}])
+def test_caps_count_across_workers(server: int, alice: KeyPair) -> None:
+    async def scenario() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            for _ in range(4):
+                await stack.enter_async_context(await _connect(server, alice))
+            with pytest.raises((asyncssh.DisconnectError, ConnectionError)):
+                async with await _connect(server, alice):
+                    pass
+        async with await _connect(server, alice):  # released again
+            pass
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("ssh_settings", [{"workers": 2}])
+def test_a_dead_worker_is_replaced_and_a_stop_ends_all(
+    base_env, ssh_config, alice: KeyPair, test_plugin
+) -> None:
+    with running_server(base_env) as (proc, port):
+        assert wait_until(lambda: len(_children(proc.pid)) == 2, 10)
+        first = _children(proc.pid)
+        os.kill(min(first), signal.SIGKILL)
+        assert wait_until(lambda: len(_children(proc.pid) - first) == 1, 10)
+        workers = _children(proc.pid)
+        assert _servers(port, alice, 20) == workers
+        proc.terminate()
+        assert proc.wait(15) == 0
+    for pid in workers:
+        assert not os.path.exists(f"/proc/{pid}")
