@@ -34,7 +34,7 @@ def main() -> None:
         for name, v in times.items()
     ]
     text = table(["command", "median ms", "p99 ms", "x python3 -c pass"], rows)
-    data = {name: {"median_s": median(v), "p99_s": percentile(v, 0.99)} for name, v in times.items()}
+    data = {n: {"median_s": median(v), "p99_s": percentile(v, 0.99)} for n, v in times.items()}
     report("startup", text, {"runs": args.runs, "results": data})
 
 
