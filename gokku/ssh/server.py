@@ -4,8 +4,9 @@ Keys are checked against the registry (``gokku.keys``) at every attempt, so adde
 removed keys take effect without a restart; asyncssh's own authorized_keys handling is
 not used because a ``command=`` option there replaces the client's command. What asyncssh
 does not enforce is done here: a cap on refused keys per connection (MaxAuthTries), on
-connections in total and per address, and on sessions per connection. Every session
-runs in a worker process (``gokku.ssh.session``).
+connections in total and per address, and on sessions per connection. Several server
+processes share the listening socket (``gokku.ssh.workers``); every session runs
+``gokku ssh-command`` in a process of its own (``gokku.ssh.session``).
 """
 
 import asyncio
