@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import Gokku, write_plugin
+from conftest import Gokku, Result, write_plugin
 from sshlab import (  # noqa: F401 - re-exported for the test modules
     REPO,
     SSHD,
@@ -115,21 +115,6 @@ def ssh_config(gokku: Gokku, ssh_settings: dict) -> None:
     }
     gokku.root.mkdir(parents=True, exist_ok=True)
     (gokku.root / "gokku.yml").write_text(yaml.safe_dump({"ssh": settings}))
-
-
-@dataclass
-class Result:
-    code: int
-    out: bytes
-    err: bytes
-
-    @property
-    def stdout(self) -> str:
-        return self.out.decode()
-
-    @property
-    def stderr(self) -> str:
-        return self.err.decode()
 
 
 @dataclass
