@@ -210,3 +210,8 @@ RESERVED_NAMESPACES = {verb.split(":")[0] for verb in BUILTINS} | {
     "whoami",
     "gokku",
 }
+
+
+def usage_line(verb: str) -> str:
+    """The usage line a built-in's errors end with: ``gokku VERB ARGS...``."""
+    return "gokku " + BUILTINS[verb].usage

@@ -2,17 +2,17 @@
 
 from gokku import apps, services
 from gokku.cmdline import parse
-from gokku.commands import BUILTINS
+from gokku.commands import usage_line
 from gokku.context import Context
 from gokku.errors import GokkuError
 from gokku.names import check_name
 
 
 def _app_arg(ctx: Context, verb: str, args: list[str], **flags: str) -> tuple[str, object]:
-    opts = parse(args, "gokku " + BUILTINS[verb].usage, flags=flags, max_args=1)
+    opts = parse(args, usage_line(verb), flags=flags, max_args=1)
     app = opts.positional[0] if opts.positional else ctx.app
     if not app:
-        raise GokkuError(f"missing app name; usage: gokku {BUILTINS[verb].usage}")
+        raise GokkuError(f"missing app name; usage: {usage_line(verb)}")
     return check_name("app", app), opts
 
 
@@ -24,9 +24,7 @@ def create(ctx: Context, args: list[str]) -> int:
 
 
 def list_(ctx: Context, args: list[str]) -> int:
-    opts = parse(
-        args, "gokku " + BUILTINS["apps:list"].usage, values={"--format": "format"}, max_args=0
-    )
+    opts = parse(args, usage_line("apps:list"), values={"--format": "format"}, max_args=0)
     names = apps.names(ctx.root)
     if opts.get("format", ctx.format) == "json":
         ctx.out_json(names)

@@ -2,14 +2,14 @@
 
 from gokku import apps, envfile, services
 from gokku.cmdline import Parsed, assignments, parse
-from gokku.commands import BUILTINS
+from gokku.commands import usage_line
 from gokku.context import Context
 from gokku.errors import GokkuError, NotFound, UsageError
 from gokku.names import check_env_key, check_name
 
 
 def _opts(ctx: Context, verb: str, args: list[str], min_args: int, **extra: str) -> tuple:
-    usage = "gokku " + BUILTINS[verb].usage
+    usage = usage_line(verb)
     values = {"-a": "app", "--app": "app", "--env": "env", "-e": "env", **extra}
     opts: Parsed = parse(args, usage, values=values, min_args=min_args)
     app = opts.get("app", ctx.app)

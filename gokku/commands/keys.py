@@ -5,18 +5,14 @@ from pathlib import Path
 
 from gokku import keys
 from gokku.cmdline import parse
-from gokku.commands import BUILTINS
+from gokku.commands import usage_line
 from gokku.context import Context
 from gokku.errors import GokkuError, NotFound, UsageError
 from gokku.ssh.config import load as load_config
 
 
-def _usage(verb: str) -> str:
-    return "gokku " + BUILTINS[verb].usage
-
-
 def add(ctx: Context, args: list[str]) -> int:
-    opts = parse(args, _usage("ssh-keys:add"), min_args=1, max_args=2)
+    opts = parse(args, usage_line("ssh-keys:add"), min_args=1, max_args=2)
     name, *path = opts.positional
     text = _read_key(ctx, path[0] if path else None)
     key, added = keys.add(ctx.root, load_config(ctx.root), name, text)
@@ -37,7 +33,7 @@ def _read_key(ctx: Context, path: str | None) -> str:
             raise GokkuError(f"cannot read {path}: {exc.strerror}") from None
     else:
         if os.isatty(ctx.request.stdin.fileno()):
-            usage = _usage("ssh-keys:add")
+            usage = usage_line("ssh-keys:add")
             raise UsageError(f"pipe the public key in or give a PATH; usage: {usage}")
         data = ctx.request.stdin.read(1 << 16)
     try:
@@ -47,7 +43,7 @@ def _read_key(ctx: Context, path: str | None) -> str:
 
 
 def list_(ctx: Context, args: list[str]) -> int:
-    opts = parse(args, _usage("ssh-keys:list"), values={"--format": "format"}, max_args=0)
+    opts = parse(args, usage_line("ssh-keys:list"), values={"--format": "format"}, max_args=0)
     entries = keys.load(ctx.root)
     if opts.get("format", ctx.format) == "json":
         ctx.out_json(
@@ -65,7 +61,7 @@ def list_(ctx: Context, args: list[str]) -> int:
 
 
 def remove(ctx: Context, args: list[str]) -> int:
-    usage = _usage("ssh-keys:remove")
+    usage = usage_line("ssh-keys:remove")
     opts = parse(args, usage, values={"--fingerprint": "fingerprint"}, max_args=1)
     name = opts.positional[0] if opts.positional else None
     fingerprint = opts.get("fingerprint")

@@ -4,21 +4,17 @@ from pathlib import Path
 
 from gokku import services
 from gokku.cmdline import parse
-from gokku.commands import BUILTINS
+from gokku.commands import usage_line
 from gokku.context import Context
 from gokku.errors import GokkuError
 from gokku.names import NAME_RE
 from gokku.plugins import contract, install, registry
 
 
-def _usage(verb: str) -> str:
-    return "gokku " + BUILTINS[verb].usage
-
-
 def add(ctx: Context, args: list[str]) -> int:
     opts = parse(
         args,
-        _usage("plugins:add"),
+        usage_line("plugins:add"),
         values={"--name": "name", "--ref": "ref"},
         min_args=1,
         max_args=1,
@@ -28,7 +24,9 @@ def add(ctx: Context, args: list[str]) -> int:
 
 
 def update(ctx: Context, args: list[str]) -> int:
-    opts = parse(args, _usage("plugins:update"), values={"--ref": "ref"}, min_args=1, max_args=1)
+    opts = parse(
+        args, usage_line("plugins:update"), values={"--ref": "ref"}, min_args=1, max_args=1
+    )
     install.update(ctx, opts.positional[0], opts.get("ref"))
     return 0
 
@@ -36,7 +34,7 @@ def update(ctx: Context, args: list[str]) -> int:
 def remove(ctx: Context, args: list[str]) -> int:
     opts = parse(
         args,
-        _usage("plugins:remove"),
+        usage_line("plugins:remove"),
         flags={"--force": "force", "-f": "force"},
         min_args=1,
         max_args=1,
@@ -46,7 +44,7 @@ def remove(ctx: Context, args: list[str]) -> int:
 
 
 def list_(ctx: Context, args: list[str]) -> int:
-    opts = parse(args, _usage("plugins:list"), values={"--format": "format"}, max_args=0)
+    opts = parse(args, usage_line("plugins:list"), values={"--format": "format"}, max_args=0)
     counts: dict[str, int] = {}
     for service in services.all_services(ctx.root):
         counts[service.plugin] = counts.get(service.plugin, 0) + 1
@@ -74,7 +72,7 @@ def list_(ctx: Context, args: list[str]) -> int:
 
 
 def validate(ctx: Context, args: list[str]) -> int:
-    opts = parse(args, _usage("plugins:validate"), min_args=1, max_args=1)
+    opts = parse(args, usage_line("plugins:validate"), min_args=1, max_args=1)
     target = opts.positional[0]
     if NAME_RE.match(target) and ctx.root.plugin_dir(target).is_dir():
         tree = ctx.root.plugin_dir(target)

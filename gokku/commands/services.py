@@ -7,7 +7,7 @@ import socket
 
 from gokku import services
 from gokku.cmdline import assignments, parse
-from gokku.commands import BUILTINS
+from gokku.commands import usage_line
 from gokku.context import Context
 from gokku.errors import GokkuError, NotFound, ScriptFailed, UsageError
 from gokku.names import check_env_key, check_name
@@ -15,10 +15,6 @@ from gokku.plugins import registry
 from gokku.runner import run_script
 
 MAX_PORT = 65535
-
-
-def _usage(verb: str) -> str:
-    return "gokku " + BUILTINS[verb].usage
 
 
 def _plugin_of(ctx: Context, service: services.Service) -> registry.Plugin:
@@ -44,7 +40,7 @@ def _run(ctx: Context, plugin: registry.Plugin, command: str, args: list[str]) -
 
 
 def create(ctx: Context, args: list[str]) -> int:
-    usage = _usage("services:create")
+    usage = usage_line("services:create")
     opts = parse(args, usage, values={"--name": "name", "-n": "name"}, min_args=1, max_args=1)
     plugin_name, _, version = opts.positional[0].partition(":")
     name = opts.get("name")
@@ -80,7 +76,7 @@ def create(ctx: Context, args: list[str]) -> int:
 
 
 def list_(ctx: Context, args: list[str]) -> int:
-    opts = parse(args, _usage("services:list"), values={"--format": "format"}, max_args=0)
+    opts = parse(args, usage_line("services:list"), values={"--format": "format"}, max_args=0)
     records = [
         {
             "name": s.name,
@@ -109,7 +105,7 @@ def list_(ctx: Context, args: list[str]) -> int:
 
 def _passthrough(ctx: Context, args: list[str], command: str) -> int:
     if not args:
-        raise UsageError(f"missing service name; usage: {_usage('services:' + command)}")
+        raise UsageError(f"missing service name; usage: {usage_line('services:' + command)}")
     service = services.load(ctx.root, check_name("service", args[0]))
     return _run(ctx, _plugin_of(ctx, service), command, args)
 
@@ -123,7 +119,7 @@ def logs(ctx: Context, args: list[str]) -> int:
 
 
 def _link_args(ctx: Context, verb: str, args: list[str]) -> tuple[str, str, str]:
-    usage = _usage(verb)
+    usage = usage_line(verb)
     opts = parse(
         args,
         usage,
@@ -164,7 +160,7 @@ def unlink(ctx: Context, args: list[str]) -> int:
 
 
 def destroy(ctx: Context, args: list[str]) -> int:
-    usage = _usage("services:destroy")
+    usage = usage_line("services:destroy")
     opts = parse(args, usage, flags={"--force": "force", "-f": "force"}, min_args=1, max_args=1)
     name = check_name("service", opts.positional[0])
     with services.service_lock(ctx.root, name):
@@ -207,7 +203,7 @@ def _control(ctx: Context, args: list[str], command: str) -> int:
     others down: each is tried and the failures are named at the end. Services whose
     plugin has no such command (a container engine restarts its own) are skipped.
     """
-    usage = _usage(f"services:{command}")
+    usage = usage_line(f"services:{command}")
     opts = parse(args, usage, flags={"--all": "all"}, max_args=1)
     if opts.flag("all") == bool(opts.positional):
         raise UsageError(f"give one service or --all; usage: {usage}")
@@ -238,7 +234,7 @@ def _control_one(ctx: Context, name: str, command: str, skip_missing: bool) -> i
 
 
 def config_get(ctx: Context, args: list[str]) -> int:
-    opts = parse(args, _usage("services:config-get"), min_args=1, max_args=2)
+    opts = parse(args, usage_line("services:config-get"), min_args=1, max_args=2)
     service = services.load(ctx.root, check_name("service", opts.positional[0]))
     if len(opts.positional) == 1:
         ctx.out(json.dumps(service.data, indent=2, ensure_ascii=False))
@@ -252,7 +248,7 @@ def config_get(ctx: Context, args: list[str]) -> int:
 
 
 def _set_section(ctx: Context, args: list[str], verb: str, section: str, check) -> int:
-    usage = _usage(verb)
+    usage = usage_line(verb)
     opts = parse(args, usage, min_args=2)
     name = check_name("service", opts.positional[0])
     services.update(ctx.root, name, section, assignments(opts.positional[1:], usage, check))
@@ -268,7 +264,7 @@ def env_set(ctx: Context, args: list[str]) -> int:
 
 
 def next_port(ctx: Context, args: list[str]) -> int:
-    opts = parse(args, _usage("services:next-port"), max_args=1)
+    opts = parse(args, usage_line("services:next-port"), max_args=1)
     start_text = opts.positional[0] if opts.positional else "9000"
     if not start_text.isdigit() or not 1 <= int(start_text) <= MAX_PORT:
         raise UsageError(f"invalid port {start_text!r}: use a number from 1 to {MAX_PORT}")

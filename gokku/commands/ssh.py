@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gokku import audit, keys
 from gokku.cmdline import parse
-from gokku.commands import BUILTINS
+from gokku.commands import usage_line
 from gokku.context import Context, Identity, Request
 from gokku.errors import GokkuError, UsageError
 from gokku.paths import Root
@@ -21,7 +21,7 @@ HANGUP_EXIT = 128 + signal.SIGHUP
 
 
 def serve(ctx: Context, args: list[str]) -> int:
-    usage = "gokku " + BUILTINS["serve"].usage
+    usage = usage_line("serve")
     opts = parse(args, usage, values={"--host": "host", "--port": "port"}, max_args=0)
     config = load_config(ctx.root)
     overrides: dict[str, object] = {}
@@ -64,7 +64,7 @@ def ssh_command(ctx: Context, args: list[str]) -> int:
     from gokku.dispatcher import dispatch
     from gokku.ssh.relay import relayed
 
-    usage = "gokku " + BUILTINS["ssh-command"].usage
+    usage = usage_line("ssh-command")
     opts = parse(args, usage, values={"--key": "key", "--root": "root"}, max_args=0)
     name = opts.get("key")
     if not name:
@@ -103,7 +103,7 @@ def ssh_command(ctx: Context, args: list[str]) -> int:
 
 
 def whoami(ctx: Context, args: list[str]) -> int:
-    usage = "gokku " + BUILTINS["whoami"].usage
+    usage = usage_line("whoami")
     opts = parse(args, usage, values={"--format": "format"}, max_args=0)
     ident = ctx.request.identity
     fields = {
