@@ -149,13 +149,17 @@ def _redis_env(service: Service) -> dict[str, str]:
 _GOKKU_DERIVATIONS = {"postgres": _postgres_env, "redis": _redis_env}
 
 
-def owner_of(root: Root, app: str, env: str, key: str) -> str | None:
-    """The service whose link wrote ``key`` into APP/ENV, if any."""
+def owners(root: Root, app: str, env: str) -> dict[str, str]:
+    """Which service's link wrote each linked variable of APP/ENV (key -> service).
+
+    Read once per command: every service record is one file to parse.
+    """
+    result: dict[str, str] = {}
     for service in all_services(root):
         link = service.link_for(app, env)
-        if link and key in link.get("keys", []):
-            return service.name
-    return None
+        for key in link.get("keys", []) if link else []:
+            result.setdefault(key, service.name)
+    return result
 
 
 def link(root: Root, name: str, app: str, env: str) -> list[str]:
@@ -169,8 +173,9 @@ def link(root: Root, name: str, app: str, env: str) -> list[str]:
         stale = set(previous["keys"]) - set(variables) if previous else set()
 
         def write(values: dict[str, str]) -> None:
+            owned = owners(root, app, env)
             for key in variables:
-                owner = owner_of(root, app, env, key)
+                owner = owned.get(key)
                 if owner and owner != name:
                     raise GokkuError(
                         f"{key} on app {app!r} belongs to service {owner!r}; unlink it first"

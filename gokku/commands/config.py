@@ -21,8 +21,9 @@ def _opts(ctx: Context, verb: str, args: list[str], min_args: int, **extra: str)
 
 
 def _refuse_linked(ctx: Context, app: str, env: str, keys: list[str]) -> None:
+    owned = services.owners(ctx.root, app, env)
     for key in keys:
-        owner = services.owner_of(ctx.root, app, env, key)
+        owner = owned.get(key)
         if owner:
             raise GokkuError(
                 f"{key} on app {app!r} belongs to service {owner!r}; "
