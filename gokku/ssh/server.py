@@ -23,6 +23,7 @@ from gokku import keys
 from gokku.context import Context
 from gokku.errors import GokkuError
 from gokku.paths import Root
+from gokku.ssh import sendpath
 from gokku.ssh.config import SSHConfig
 from gokku.ssh.session import Session
 from gokku.ssh.workers import SharedCounts, Tally, supervise
@@ -221,6 +222,7 @@ async def _serve(
     tally: Tally,
 ) -> int:
     _reap_with_pidfds()
+    sendpath.install()
     limits = Limits(config, tally)
     options = await asyncssh.SSHServerConnectionOptions.construct(
         server_factory=lambda: Connection(root, config, limits),
