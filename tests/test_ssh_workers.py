@@ -3,6 +3,7 @@ serve, the connection caps count across them, a dead worker is replaced, and a s
 leaves nothing behind."""
 
 import asyncio
+import collections
 import contextlib
 import os
 import signal
@@ -49,6 +50,27 @@ def test_workers_share_the_socket_and_all_serve(
     with running_server(base_env) as (proc, port):
         assert wait_until(lambda: len(_children(proc.pid)) == WORKERS, 10)
         assert _servers(port, alice, 30) == _children(proc.pid)
+
+
+@pytest.mark.parametrize("ssh_settings", [{"workers": WORKERS}])
+def test_connections_spread_evenly_over_the_workers(
+    base_env, ssh_config, alice: KeyPair, test_plugin
+) -> None:
+    """Connections opened one by one and kept open: each goes to a least busy worker."""
+
+    async def scenario() -> collections.Counter[int]:
+        served: collections.Counter[int] = collections.Counter()
+        async with contextlib.AsyncExitStack() as stack:
+            for _ in range(2 * WORKERS):
+                conn = await stack.enter_async_context(await _connect(port, alice))
+                served[int((await conn.run("t:server", check=True)).stdout)] += 1
+        return served
+
+    with running_server(base_env) as (proc, port):
+        assert wait_until(lambda: len(_children(proc.pid)) == WORKERS, 10)
+        served = asyncio.run(scenario())
+        assert set(served) == _children(proc.pid)
+        assert sorted(served.values()) == [2] * WORKERS
 
 
 @pytest.mark.parametrize("ssh_settings", [{"workers": WORKERS, "max_connections": 4}])

@@ -35,6 +35,7 @@ HOST_KEY = "host_ed25519_key"
 SHUTDOWN_SECONDS = 10  # workers get HUP, TERM, then KILL 2 s apart (the runner)
 WINDOW = 8 << 20  # a large window keeps uploads near line speed (notes/asyncssh.md)
 ACCEPT_PAUSE = 0.5  # seconds without accepting after accept() failed (out of fds)
+BALANCE_WAIT = 0.1  # seconds a busier worker leaves a new connection to the others
 BACKLOG = 1024  # 500 clients connecting at once must not overflow the accept queue
 
 
@@ -239,16 +240,16 @@ async def _serve(
         window=WINDOW,
         encryption_algs=offer,
     )
-    handshakes: set[asyncio.Task] = set()
+    acceptor = Acceptor(sock, options, tally)
+    acceptor.start()
     loop = asyncio.get_running_loop()
-    loop.add_reader(sock, _accept_one, sock, options, handshakes)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         # Handlers (not SIG_IGN) so that every worker starts with default dispositions.
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("shutting down: hanging up %d session(s)", len(limits.running))
-    loop.remove_reader(sock)
+    acceptor.stop()
     for connection in list(limits.connections):
         connection.close()
     deadline = loop.time() + SHUTDOWN_SECONDS
@@ -257,31 +258,70 @@ async def _serve(
     return 0
 
 
-def _accept_one(
-    sock: socket.socket, options: asyncssh.SSHServerConnectionOptions, handshakes: set[asyncio.Task]
-) -> None:
-    """Take one connection off the shared socket, then let the other workers at it.
+class Acceptor:
+    """Takes this worker's share of the connections off the shared listening socket.
 
     asyncio's own accept loop takes every queued connection at once, so a burst (or four
-    streams started together) would all land on whichever worker woke first.
+    streams started together) would all land on whichever worker woke first. This one
+    takes one connection per wake-up, and only while no other worker is less loaded; a
+    busier worker steps aside for BALANCE_WAIT and takes the connection itself if nobody
+    did meanwhile.
     """
-    try:
-        conn, _ = sock.accept()
-    except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-        return  # another worker took it
-    except OSError as exc:  # EMFILE and friends: wait a little rather than spin
-        log.warning("cannot accept a connection: %s", exc)
-        loop = asyncio.get_running_loop()
-        loop.remove_reader(sock)
-        loop.call_later(ACCEPT_PAUSE, loop.add_reader, sock, _accept_one, sock, options, handshakes)
-        return
-    conn.setblocking(False)
-    task = asyncio.ensure_future(_handshake(conn, options))
-    handshakes.add(task)
-    task.add_done_callback(handshakes.discard)
 
+    def __init__(
+        self, sock: socket.socket, options: asyncssh.SSHServerConnectionOptions, tally: Tally
+    ) -> None:
+        self._sock = sock
+        self._options = options
+        self._tally = tally
+        self._loop = asyncio.get_running_loop()
+        self._handshakes: set[asyncio.Task] = set()
+        self._stopped = False
 
-async def _handshake(conn: socket.socket, options: asyncssh.SSHServerConnectionOptions) -> None:
-    """Key exchange and authentication; a failure concerns only this client."""
-    with contextlib.suppress(OSError, asyncssh.Error, asyncio.TimeoutError):
-        await asyncssh.run_server(conn, options=options)
+    def start(self) -> None:
+        if not self._stopped:
+            self._loop.add_reader(self._sock, self._readable)
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._loop.remove_reader(self._sock)
+
+    def _readable(self) -> None:
+        if self._tally.least_loaded():
+            self._take()
+        else:
+            self._pause(BALANCE_WAIT, take=True)
+
+    def _pause(self, seconds: float, take: bool) -> None:
+        self._loop.remove_reader(self._sock)
+        self._loop.call_later(seconds, self._resume, take)
+
+    def _resume(self, take: bool) -> None:
+        if self._stopped:
+            return
+        self.start()
+        if take:
+            self._take()
+
+    def _take(self) -> None:
+        try:
+            conn, _ = self._sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return  # another worker took it
+        except OSError as exc:  # EMFILE and friends: wait a little rather than spin
+            log.warning("cannot accept a connection: %s", exc)
+            self._pause(ACCEPT_PAUSE, take=False)
+            return
+        conn.setblocking(False)
+        self._tally.handshaking(1)
+        task = asyncio.ensure_future(self._handshake(conn))
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
+
+    async def _handshake(self, conn: socket.socket) -> None:
+        """Key exchange and authentication; a failure concerns only this client."""
+        try:
+            with contextlib.suppress(OSError, asyncssh.Error, asyncio.TimeoutError):
+                await asyncssh.run_server(conn, options=self._options)
+        finally:
+            self._tally.handshaking(-1)

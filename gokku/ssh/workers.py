@@ -9,6 +9,11 @@ The connection caps stay server-wide: every worker counts its own connections (i
 and per client address) in its own row of a shared memory table, and a worker admitting a
 connection sums all rows. Two workers admitting at the same instant may each miss the
 other's newest connection, so a cap can be passed by at most workers - 1.
+
+The same rows spread the load: a worker takes a new connection only while no other worker
+has fewer (connections plus handshakes under way); otherwise it leaves it to them for a
+moment. Four streams started together then land two and two on two workers instead of
+wherever the kernel woke first.
 """
 
 import logging
@@ -22,6 +27,9 @@ from collections.abc import Callable
 log = logging.getLogger("gokku.serve")
 
 ADDRESS_SLOTS = 4096  # addresses hash into these; a collision only makes a cap stricter
+# A row: connections in total, handshakes under way, then connections per address slot.
+TOTAL, HANDSHAKES, FIRST_SLOT = 0, 1, 2
+ROW = FIRST_SLOT + ADDRESS_SLOTS
 RESPAWN_SECONDS = 1.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
@@ -32,24 +40,35 @@ class Tally:
     def __init__(self, cells: memoryview, workers: int, index: int) -> None:
         self._cells = cells
         self._workers = workers
-        self._row = index * (ADDRESS_SLOTS + 1)
+        self._row = index * ROW
 
     def reset(self) -> None:
         """Forget what a previous worker in this row counted (it died with its connections)."""
-        self._cells[self._row : self._row + ADDRESS_SLOTS + 1] = memoryview(
-            bytes(4 * (ADDRESS_SLOTS + 1))
-        ).cast("i")
+        self._cells[self._row : self._row + ROW] = memoryview(bytes(4 * ROW)).cast("i")
 
     def total(self) -> int:
-        return sum(self._cells[w * (ADDRESS_SLOTS + 1)] for w in range(self._workers))
+        return sum(self._cells[w * ROW + TOTAL] for w in range(self._workers))
 
     def from_address(self, address: str) -> int:
-        slot = 1 + _slot(address)
-        return sum(self._cells[w * (ADDRESS_SLOTS + 1) + slot] for w in range(self._workers))
+        slot = FIRST_SLOT + _slot(address)
+        return sum(self._cells[w * ROW + slot] for w in range(self._workers))
 
     def add(self, address: str, delta: int) -> None:
-        self._cells[self._row] += delta
-        self._cells[self._row + 1 + _slot(address)] += delta
+        self._cells[self._row + TOTAL] += delta
+        self._cells[self._row + FIRST_SLOT + _slot(address)] += delta
+
+    def handshaking(self, delta: int) -> None:
+        """Count a connection from accept() until its handshake ends (it is a connection
+        too by then): the gap before it is admitted must not make this worker look idle."""
+        self._cells[self._row + HANDSHAKES] += delta
+
+    def least_loaded(self) -> bool:
+        """Whether no other worker is serving fewer connections than this one."""
+        loads = [
+            self._cells[w * ROW + TOTAL] + self._cells[w * ROW + HANDSHAKES]
+            for w in range(self._workers)
+        ]
+        return loads[self._row // ROW] <= min(loads)
 
 
 def _slot(address: str) -> int:
@@ -61,7 +80,7 @@ class SharedCounts:
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self._map = mmap.mmap(-1, 4 * workers * (ADDRESS_SLOTS + 1))
+        self._map = mmap.mmap(-1, 4 * workers * ROW)
         self._cells = memoryview(self._map).cast("i")
 
     def tally(self, index: int) -> Tally:
