@@ -8,6 +8,7 @@ link wrote where, so unlink removes exactly those and a link can tell who owns a
 
 import contextlib
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ from gokku.paths import Root
 from gokku.storage import lock, read_json, write_json
 
 RECORD = "config.json"
+HELD_PORTS = ".held-ports.json"  # port -> until (epoch seconds)
+PORT_HOLD_SECONDS = 600
+MAX_PORT = 65535
 
 
 @dataclass
@@ -232,3 +236,43 @@ def ports_in_use(root: Root) -> set[int]:
         with contextlib.suppress(TypeError, ValueError):
             ports.add(int(service.config.get("port", "")))
     return ports
+
+
+def hold_port(root: Root, start: int) -> int | None:
+    """The first available port at or after ``start``, then held for PORT_HOLD_SECONDS.
+
+    The hold closes the gap between a plugin asking for a port and recording it (after
+    starting its server): two services created at once used to be offered the same port,
+    and a plugin asking for two ports got the same one twice.
+    """
+    with lock(root.locks, "ports"):
+        held = _held_ports(root)
+        taken = ports_in_use(root) | held.keys()
+        for port in range(start, MAX_PORT + 1):
+            if port not in taken and _listenable(port):
+                held[port] = time.time() + PORT_HOLD_SECONDS
+                write_json(root.services / HELD_PORTS, {str(p): t for p, t in sorted(held.items())})
+                return port
+    return None
+
+
+def port_available(root: Root, port: int) -> bool:
+    """Not recorded by a service, not held for one being created, and nothing listens."""
+    return port not in ports_in_use(root) | _held_ports(root).keys() and _listenable(port)
+
+
+def _held_ports(root: Root) -> dict[int, float]:
+    """Ports still held (port -> until, epoch seconds); expired holds are dropped."""
+    path = root.services / HELD_PORTS
+    now = time.time()
+    stored = read_json(path) if path.is_file() else {}
+    return {int(port): until for port, until in stored.items() if until > now}
+
+
+def _listenable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True

@@ -214,3 +214,13 @@ def _skip_rdb_string(data: bytes, pos: int) -> int:
     if kind == 3 and low in (0, 1, 2):  # an integer of 1, 2 or 4 bytes
         return pos + 1 + (1, 2, 4)[low]
     raise ValueError(f"unexpected string encoding {first:#x} at offset {pos}")
+
+
+def next_available_port(gk: Gokku, start: int) -> int:
+    """The port a create would be offered next, found without holding it (next-port would
+    hold it, and the create would skip it for that reason instead of the one under test)."""
+    return next(
+        port
+        for port in range(start, start + 100)
+        if gk("services:next-port", "--check", str(port)).code == 0
+    )

@@ -16,6 +16,7 @@ import pytest
 from bundled_support import (
     children,
     listening,
+    next_available_port,
     pg_dump_without_creation_time,
     reachable_root,
     read_env,
@@ -288,7 +289,7 @@ def test_import_runs_a_plain_sql_file(gk: Gokku, db: str) -> None:
 
 
 def test_a_port_in_use_at_create_time_is_skipped(gk: Gokku) -> None:
-    taken = int(gk.ok("services:next-port", "5433").stdout)
+    taken = next_available_port(gk, 5433)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", taken))
         squatter.listen()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from bundled_support import (
     listening,
+    next_available_port,
     rdb_without_aux,
     reachable_root,
     read_env,
@@ -215,7 +216,7 @@ def test_a_corrupt_snapshot_changes_nothing(gk: Gokku, cache: str) -> None:
 
 
 def test_a_port_in_use_at_create_time_is_skipped(gk: Gokku) -> None:
-    taken = int(gk.ok("services:next-port", "6380").stdout)
+    taken = next_available_port(gk, 6380)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", taken))
         squatter.listen()

@@ -39,14 +39,32 @@ def helpers(gokku, tmp_path):
 def test_get_next_port_honours_start_and_skips_taken_ports(gokku, helpers):
     assert helpers("get_next_port", "19500").stdout == "19500\n"
     gokku.ok("services:create", "t", "--name", "s1")  # takes 19600
-    assert helpers("get_next_port", "19600").stdout == "19601\n"
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 19601))
         busy.listen()
         assert helpers("get_next_port", "19600").stdout == "19602\n"
         assert helpers("port_available", "19601").code == 1
-    assert helpers("port_available", "19601").code == 0
+    assert helpers("port_available", "19601").code == 0  # nothing listens, nothing held
+    assert helpers("port_available", "19600").code == 1  # recorded by s1
+    assert helpers("port_available", "19602").code == 1  # held: handed out above
     assert helpers("get_next_port", "abc").code == 2
+    assert gokku("services:next-port", "--check", "70000").code == 2
+
+
+def test_get_next_port_never_hands_out_a_port_twice(gokku, helpers):
+    """Services created at once, or a plugin asking for two ports, get different ones."""
+    with ThreadPoolExecutor(6) as pool:
+        ports = list(pool.map(lambda _: helpers("get_next_port", "19700").stdout, range(6)))
+    assert sorted(ports) == [f"{19700 + i}\n" for i in range(6)]
+
+
+def test_a_held_port_is_handed_out_again_after_the_hold(gokku, helpers):
+    assert helpers("get_next_port", "19800").stdout == "19800\n"
+    held = gokku.root / "services" / ".held-ports.json"
+    assert json.loads(held.read_text()).keys() == {"19800"}
+    held.write_text(json.dumps({"19800": time.time() - 1}))  # as if ten minutes had passed
+    assert helpers("port_available", "19800").code == 0
+    assert helpers("get_next_port", "19800").stdout == "19800\n"
 
 
 def test_get_next_port_defaults_to_9000_or_above(helpers):

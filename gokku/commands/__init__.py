@@ -120,8 +120,8 @@ BUILTINS: dict[str, Builtin] = {
             (
                 "services:next-port",
                 "next_port",
-                "services:next-port [START]",
-                "Print the first free port at or after START not given to a service",
+                "services:next-port [START] [--check]",
+                "Hand out (and hold) the first free port at or after START",
                 True,
             ),
         ],

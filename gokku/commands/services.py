@@ -3,7 +3,6 @@ the hidden verbs the plugin helpers call back into (config-get, config-set, env-
 next-port)."""
 
 import json
-import socket
 
 from gokku import services
 from gokku.cmdline import assignments, parse
@@ -13,8 +12,6 @@ from gokku.errors import GokkuError, NotFound, ScriptFailed, UsageError
 from gokku.names import check_env_key, check_name
 from gokku.plugins import registry
 from gokku.runner import run_script
-
-MAX_PORT = 65535
 
 
 def _plugin_of(ctx: Context, service: services.Service) -> registry.Plugin:
@@ -264,22 +261,18 @@ def env_set(ctx: Context, args: list[str]) -> int:
 
 
 def next_port(ctx: Context, args: list[str]) -> int:
-    opts = parse(args, usage_line("services:next-port"), max_args=1)
+    """Hands out a port and holds it for a while; ``--check`` only asks whether START
+    itself is free (``port_available``), holding nothing."""
+    usage = usage_line("services:next-port")
+    opts = parse(args, usage, flags={"--check": "check"}, max_args=1)
     start_text = opts.positional[0] if opts.positional else "9000"
-    if not start_text.isdigit() or not 1 <= int(start_text) <= MAX_PORT:
-        raise UsageError(f"invalid port {start_text!r}: use a number from 1 to {MAX_PORT}")
-    taken = services.ports_in_use(ctx.root)
-    for port in range(int(start_text), MAX_PORT + 1):
-        if port not in taken and _port_free(port):
-            ctx.out(str(port))
-            return 0
-    raise GokkuError(f"no free port at or above {start_text}")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True
+    if not start_text.isdigit() or not 1 <= int(start_text) <= services.MAX_PORT:
+        raise UsageError(f"invalid port {start_text!r}: use a number from 1 to {services.MAX_PORT}")
+    start = int(start_text)
+    if opts.options["check"]:
+        return 0 if services.port_available(ctx.root, start) else 1
+    port = services.hold_port(ctx.root, start)
+    if port is None:
+        raise GokkuError(f"no free port at or above {start_text}")
+    ctx.out(str(port))
+    return 0

@@ -58,13 +58,15 @@ generate_password() {
 # ---- Ports -----------------------------------------------------------------------------
 
 # get_next_port [START]: first port >= START (default 9000) that no service was given
-# and nothing listens on.
+# and nothing listens on. It is held for ten minutes, so the next call gets another one
+# even before this plugin records it.
 get_next_port() {
   _gokku services:next-port "${1:-9000}"
 }
 
+# port_available PORT: true when PORT itself is free (holds nothing).
 port_available() {
-  [ "$(_gokku services:next-port "$1" 2>/dev/null)" = "$1" ]
+  _gokku services:next-port --check "$1" 2>/dev/null
 }
 
 # ---- App integration -------------------------------------------------------------------
