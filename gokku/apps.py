@@ -58,21 +58,26 @@ def destroy(root: Root, app: str) -> None:
 
 
 def read_env(root: Root, app: str, env: str = DEFAULT_ENV) -> dict[str, str]:
+    return _env_file(root, app, env).values
+
+
+def _env_file(root: Root, app: str, env: str) -> envfile.EnvFile:
     path = root.env_file(app, env)
-    if not path.is_file():
-        return {}
-    return envfile.loads(path.read_text(encoding="utf-8"), source=str(path))
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    return envfile.parse(text, source=str(path))
 
 
 def update_env(
     root: Root, app: str, env: str, change: Callable[[dict[str, str]], None]
 ) -> dict[str, str]:
-    """Read-modify-write the app's .env under its lock; ``change`` edits the dict in place."""
+    """Read-modify-write the app's .env under its lock; ``change`` edits the dict in place.
+    The file keeps its comments and untouched lines (``envfile``)."""
     require(root, app)
     with app_lock(root, app):
-        values = read_env(root, app, env)
-        before = dict(values)
+        current = _env_file(root, app, env)
+        values = current.values
         change(values)
-        if values != before:
-            write_atomic(root.env_file(app, env), envfile.dumps(values).encode("utf-8"), 0o600)
+        if values != current.values:
+            text = current.render(values)
+            write_atomic(root.env_file(app, env), text.encode("utf-8"), 0o600)
         return values

@@ -4,9 +4,14 @@ Values are written so that ``set -a; . .env`` in Bash reads back exactly what wa
 plain values bare, anything else single-quoted (``'`` becomes ``'\\''``). The reader also
 accepts what other tools write (``export KEY=...``, double quotes, bare values with spaces
 as Gokku wrote them).
+
+A rewrite keeps the file as its owner wrote it: comments, blank lines, order and the exact
+spelling of every line whose value did not change. Only changed keys are rewritten (in
+place, keeping an ``export``), removed keys dropped and new keys appended.
 """
 
 import re
+from dataclasses import dataclass
 
 from gokku.errors import GokkuError
 
@@ -21,29 +26,67 @@ def quote(value: str) -> str:
     return "'" + value.replace("'", "'\\''") + "'"
 
 
-def dumps(env: dict[str, str]) -> str:
-    return "".join(f"{key}={quote(value)}\n" for key, value in env.items())
+@dataclass
+class Line:
+    """One entry as written: ``key`` is None for comments and blank lines."""
+
+    key: str | None
+    value: str
+    text: str  # exactly as in the file, continuation lines and newline included
+
+
+@dataclass
+class EnvFile:
+    lines: list[Line]
+
+    @property
+    def values(self) -> dict[str, str]:
+        """What ``set -a; . .env`` would leave set: the last line of a key wins."""
+        return {line.key: line.value for line in self.lines if line.key is not None}
+
+    def render(self, values: dict[str, str]) -> str:
+        """The file with ``values`` in it, otherwise as written."""
+        old = self.values
+        last = {line.key: index for index, line in enumerate(self.lines) if line.key}
+        out: list[str] = []
+        for index, line in enumerate(self.lines):
+            key = line.key
+            if key is None or (key in values and values[key] == old[key]):
+                out.append(line.text)
+            elif key in values and index == last[key]:
+                export = "export " if line.text.startswith("export") else ""
+                out.append(f"{export}{key}={quote(values[key])}\n")
+        if out and not out[-1].endswith("\n"):
+            out[-1] += "\n"
+        out.extend(f"{key}={quote(value)}\n" for key, value in values.items() if key not in old)
+        return "".join(out)
 
 
 def loads(text: str, source: str = ".env") -> dict[str, str]:
+    return parse(text, source).values
+
+
+def parse(text: str, source: str = ".env") -> EnvFile:
     """Parse ``text``; a malformed file is an error naming the line, never silently cut."""
-    env: dict[str, str] = {}
+    lines: list[Line] = []
     pos, lineno = 0, 1
     while pos < len(text):
         end = text.find("\n", pos)
         end = len(text) if end < 0 else end
         line = text[pos:end]
         if not line.strip() or line.lstrip().startswith("#"):
+            lines.append(Line(None, "", text[pos : end + 1]))
             pos, lineno = end + 1, lineno + 1
             continue
         match = _LINE_START.match(line)
         if not match:
             raise GokkuError(f"{source}: line {lineno} is not KEY=VALUE")
         start = pos + match.end()
-        value, pos = _read_value(text, start, source, lineno)
-        lineno += text.count("\n", start, pos)
-        env[match.group(1)] = value
-    return env
+        value, after = _read_value(text, start, source, lineno)
+        lineno += text.count("\n", start, after)
+        lines.append(Line(match.group(1), value, text[pos:after]))
+        pos = after
+    return EnvFile(lines)
 
 
 def _read_value(text: str, pos: int, source: str, lineno: int) -> tuple[str, int]:

@@ -135,6 +135,22 @@ def test_reads_env_files_written_by_other_tools(gokku, app):
     assert listed == {"A": 'x "y" $z', "B": "plain words", "C": "single"}
 
 
+def test_rewrites_keep_comments_blank_lines_and_untouched_lines(gokku, app):
+    env_file = gokku.root / "apps" / app / "shared" / ".env"
+    env_file.write_text(
+        "# database\nexport DB='x y'\n\nKEEP=\"as written\"\n# tail\nOLD=1\nOLD=2\nGONE=bye"
+    )
+    gokku.ok("config:set", "-a", app, "NEW=n", "OLD=3", "DB=x y")  # DB unchanged
+    gokku.ok("config:unset", "-a", app, "GONE")
+    assert env_file.read_text() == (
+        "# database\nexport DB='x y'\n\nKEEP=\"as written\"\n# tail\nOLD=3\nNEW=n\n"
+    )
+    gokku.ok("config:set", "-a", app, "DB=z")
+    assert env_file.read_text().startswith("# database\nexport DB=z\n\n")
+    listed = json.loads(gokku.ok("config:list", "-a", app, "--format", "json").stdout)
+    assert listed == {"DB": "z", "KEEP": "as written", "OLD": "3", "NEW": "n"}
+
+
 def test_apps_list_and_destroy(gokku, app):
     gokku.ok("apps:create", "web")
     assert gokku.ok("apps:list").stdout == "api\nweb\n"
