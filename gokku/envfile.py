@@ -62,10 +62,6 @@ class EnvFile:
         return "".join(out)
 
 
-def loads(text: str, source: str = ".env") -> dict[str, str]:
-    return parse(text, source).values
-
-
 def parse(text: str, source: str = ".env") -> EnvFile:
     """Parse ``text``; a malformed file is an error naming the line, never silently cut."""
     lines: list[Line] = []
