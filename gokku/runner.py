@@ -1,4 +1,4 @@
-"""Running a plugin script the way DESIGN.md binds it.
+"""Running a plugin script (or git, for a push) the way DESIGN.md binds it.
 
 ``bash SCRIPT ARGS...`` (so neither the run bit nor a shebang is required), an environment
 built from scratch, cwd = the plugin directory, its own process group, the request's
@@ -27,32 +27,26 @@ GRACE_SECONDS = 1.5
 FORWARDED = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
-def script_env(ctx: Context, plugin: Plugin, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The whole environment of a plugin script; nothing the client sent leaks in."""
+def base_env(ctx: Context) -> dict[str, str]:
+    """The environment of anything a request runs; nothing the client sent leaks in."""
     root = ctx.root
     ident = ctx.request.identity
-    package_parent = str(Path(__file__).resolve().parent.parent)
     env = {
         "PATH": os.environ.get("PATH") or DEFAULT_PATH,
         "HOME": os.environ.get("HOME") or str(Path.home()),
         "LANG": os.environ.get("LANG") or "C.UTF-8",
-        "BASH_ENV": str(root.helpers),
         "GOKKU_ROOT": str(root.path),
         "GOKKU_DIR": str(root.path),
         "GOKKU_SCRIPTS_DIR": str(root.scripts),
         "GOKKU_PLUGINS_DIR": str(root.plugins),
         "GOKKU_SERVICES_DIR": str(root.services),
         "GOKKU_APPS_DIR": str(root.apps),
-        "GOKKU_PLUGIN_DIR": str(plugin.path),
-        "GOKKU_PLUGIN_NAME": plugin.name,
         "GOKKU_COMMAND": ctx.verb,
         "GOKKU_KEY_NAME": ident.name,
         "GOKKU_KEY_FINGERPRINT": ident.fingerprint,
         "GOKKU_ROLE": ident.role,
         "GOKKU_REMOTE_ADDR": ident.remote,
         "GOKKU_FORMAT": ctx.format,
-        "GOKKU_PYTHON": sys.executable,
-        "GOKKU_PYTHONPATH": package_parent,
     }
     for name in ("USER", "LOGNAME", "LC_ALL", "TZ", "GOKKU_LOCK_TIMEOUT", "GOKKU_HELD_LOCKS"):
         if os.environ.get(name):
@@ -65,8 +59,20 @@ def script_env(ctx: Context, plugin: Plugin, extra: dict[str, str] | None = None
         env["GOKKU_QUIET"] = "1"
     if ctx.trace:
         env["GOKKU_TRACE"] = "1"
-    env.update(extra or {})
     return env
+
+
+def script_env(ctx: Context, plugin: Plugin, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A plugin script's environment: the base, its plugin, the helpers and a way back in."""
+    return {
+        **base_env(ctx),
+        "BASH_ENV": str(ctx.root.helpers),
+        "GOKKU_PLUGIN_DIR": str(plugin.path),
+        "GOKKU_PLUGIN_NAME": plugin.name,
+        "GOKKU_PYTHON": sys.executable,
+        "GOKKU_PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        **(extra or {}),
+    }
 
 
 HELPERS_SOURCE = Path(__file__).resolve().parent / "data" / "plugin-helpers.sh"
@@ -100,19 +106,26 @@ def run_script(
     extra_env: dict[str, str] | None = None,
     raw_terminal: bool = False,
 ) -> int:
-    """Run ``script`` to completion with the request's streams; return its exit code.
+    """Run a plugin's ``script`` with ``args`` (see ``run``)."""
+    install_helpers(ctx.root)
+    command = ["bash", str(script), *args]  # --trace: the helpers turn on set -x
+    return run(ctx, command, plugin.path, script_env(ctx, plugin, extra_env), raw_terminal)
+
+
+def run(
+    ctx: Context, command: list[str], cwd: Path, env: dict[str, str], raw_terminal: bool = False
+) -> int:
+    """Run ``command`` to completion with the request's streams; return its exit code.
 
     ``raw_terminal`` is for commands that write bytes (an export): when a door already
     put a terminal on the streams, its line discipline is switched off for the run so
     that ``\n`` is not turned into ``\r\n``.
     """
     request = ctx.request
-    install_helpers(ctx.root)
     for stream in (request.stdout, request.stderr):
         stream.flush()
     fds = (request.stdin.fileno(), request.stdout.fileno(), request.stderr.fileno())
     tty = _foreground_tty(fds)
-    command = ["bash", str(script), *args]  # --trace: the helpers turn on set -x
     # The handlers are in place before the child exists: a hang-up that arrives during the
     # spawn is kept and forwarded, and signals we catch start out default in the child
     # (exec resets them), even where we were started with SIGINT ignored. No preexec_fn:
@@ -123,8 +136,8 @@ def run_script(
             stdin=fds[0],
             stdout=fds[1],
             stderr=fds[2],
-            cwd=plugin.path,
-            env=script_env(ctx, plugin, extra_env),
+            cwd=cwd,
+            env=env,
             process_group=0,
             close_fds=True,
         )
