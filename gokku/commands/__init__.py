@@ -159,6 +159,25 @@ BUILTINS: dict[str, Builtin] = {
         ],
     ),
     **_table(
+        "git",
+        [
+            (
+                "git-receive-pack",
+                "receive_pack",
+                "git-receive-pack APP",
+                "Receive a git push (git push gokku@HOST:APP BRANCH)",
+                True,
+            ),
+            (
+                "git-upload-pack",
+                "upload_pack",
+                "git-upload-pack APP",
+                "Serve a git fetch or clone of an app's pushed code",
+                True,
+            ),
+        ],
+    ),
+    **_table(
         "keys",
         [
             (
@@ -205,6 +224,7 @@ RESERVED_NAMESPACES = {verb.split(":")[0] for verb in BUILTINS} | {
     "ssh-keys",
     "serve",
     "ssh-command",
+    "git",
     "git-receive-pack",
     "git-upload-pack",
     "whoami",

@@ -1,0 +1,87 @@
+"""An app's git repository (``repos/APP.git``): where ``git push gokku@host:APP`` lands.
+
+The first push to an app creates it, as with Dokku. The bare repository is made under the
+app's lock in a staging directory and renamed into place, so two first pushes at once
+create it once and a failed creation leaves nothing behind.
+"""
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from gokku import apps
+from gokku.errors import GokkuError, NotFound
+from gokku.names import check_name
+from gokku.paths import Root
+
+# Branches a clone should check out, in order of preference, once something is pushed.
+PREFERRED_HEADS = ("main", "master")
+
+
+def app_of(remote_path: str) -> str:
+    """The app a remote path names. git sends ``api`` for ``gokku@host:api`` and ``/api``
+    for ``ssh://gokku@host/api``; ``.git`` and a trailing ``/`` are optional."""
+    name = remote_path.strip("/").removesuffix(".git")
+    return check_name("app", name)
+
+
+def path(root: Root, app: str) -> Path:
+    return root.repos / f"{app}.git"
+
+
+def require(root: Root, app: str) -> Path:
+    apps.require(root, app)
+    repo = path(root, app)
+    if not repo.is_dir():
+        raise NotFound(f"nothing has been pushed to app {app!r} yet")
+    return repo
+
+
+def ensure(root: Root, app: str) -> bool:
+    """Make sure the app and its repository exist; True when the app was created."""
+    with apps.app_lock(root, app):
+        created = not apps.exists(root, app)
+        if created:
+            apps.create(root, app)
+        repo = path(root, app)
+        if not repo.is_dir():
+            _init_bare(repo)
+    return created
+
+
+def _init_bare(repo: Path) -> None:
+    repo.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}.", dir=repo.parent))
+    try:
+        git("init", "--bare", "--quiet", str(staging))
+        os.rename(staging, repo)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def point_head(repo: Path) -> None:
+    """After a push: if HEAD names a branch that does not exist (a new repository's
+    default), point it at the pushed branch, so that a clone checks that out."""
+    if git("rev-parse", "--verify", "--quiet", "HEAD", cwd=repo, check=False):
+        return
+    heads = git("for-each-ref", "--format=%(refname:short)", "refs/heads", cwd=repo).split()
+    if heads:
+        chosen = next((name for name in PREFERRED_HEADS if name in heads), heads[0])
+        git("symbolic-ref", "HEAD", f"refs/heads/{chosen}", cwd=repo)
+
+
+def git(*args: str, cwd: Path | None = None, check: bool = True) -> str:
+    """Run a git plumbing command; its stdout, or "" when it failed and ``check`` is off."""
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise GokkuError("git is not installed on this server") from None
+    if done.returncode != 0:
+        if not check:
+            return ""
+        message = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+        raise GokkuError(f"git {args[0]} failed: {message[0]}")
+    return done.stdout
