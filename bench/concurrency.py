@@ -12,12 +12,14 @@ import argparse
 import concurrent.futures
 import subprocess
 import threading
+import time
 
-from sshbench import Target, lab, median, percentile, report, table, timed, tree_rss
+from sshbench import Target, lab, median, percentile, report, table, tree_rss
 
 
-def burst(target: Target, command: str, sessions: int) -> tuple[list[float], int, int]:
-    """Latencies, errors and peak server memory (bytes) of ``sessions`` clients at once."""
+def burst(target: Target, command: str, sessions: int) -> tuple[list[float], list[str], int]:
+    """Latencies, what the failed clients said, and peak server memory (bytes) of
+    ``sessions`` clients at once."""
     peak = tree_rss(target.pid)
     done = threading.Event()
 
@@ -30,9 +32,15 @@ def burst(target: Target, command: str, sessions: int) -> tuple[list[float], int
     sampler.start()
     start = threading.Barrier(sessions)
 
-    def one(_: int) -> tuple[float, int]:
+    def one(_: int) -> tuple[float, str | None]:
         start.wait()
-        return timed([*target.argv, command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        started = time.perf_counter()
+        proc = subprocess.run([*target.argv, command], capture_output=True)
+        failure = None
+        if proc.returncode != 0:
+            said = proc.stderr.decode(errors="replace").strip().splitlines()
+            failure = f"exit {proc.returncode}: {said[-1] if said else '(nothing on stderr)'}"
+        return time.perf_counter() - started, failure
 
     try:
         with concurrent.futures.ThreadPoolExecutor(sessions) as pool:
@@ -40,7 +48,7 @@ def burst(target: Target, command: str, sessions: int) -> tuple[list[float], int
     finally:
         done.set()
         sampler.join()
-    return [t for t, _ in results], sum(code != 0 for _, code in results), peak
+    return [t for t, _ in results], [f for _, f in results if f], peak
 
 
 def main() -> None:
@@ -54,12 +62,13 @@ def main() -> None:
         for sessions in args.sessions:
             for round_ in range(args.rounds):
                 for target, command in targets:
-                    times, errors, peak = burst(target, command, sessions)
+                    times, failures, peak = burst(target, command, sessions)
                     row = {
                         "door": target.name,
                         "sessions": sessions,
                         "round": round_ + 1,
-                        "errors": errors,
+                        "errors": len(failures),
+                        "failures": sorted(set(failures)),
                         "p50_s": median(times),
                         "p99_s": percentile(times, 0.99),
                         "peak_rss_mib": peak / 2**20,
