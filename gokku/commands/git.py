@@ -2,6 +2,8 @@
 ``git clone gokku@host:APP`` run over SSH. git itself speaks the protocol on the
 request's streams, so stdout carries nothing else; Gokku's own lines go to stderr."""
 
+from pathlib import Path
+
 from gokku import repos, runner
 from gokku.cmdline import parse
 from gokku.commands import usage_line
@@ -29,5 +31,5 @@ def _app(args: list[str], verb: str) -> str:
     return repos.app_of(opts.positional[0])
 
 
-def _git(ctx: Context, program: str, repo) -> int:
+def _git(ctx: Context, program: str, repo: Path) -> int:
     return runner.run(ctx, ["git", program, str(repo)], repo, runner.base_env(ctx))
