@@ -1,44 +1,75 @@
 """The ``gokku`` command on the server: the CLI door into the dispatcher."""
 
 import os
+import stat
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gokku.paths import Root
 
 
-def _become_state_owner() -> None:
+def _become_state_owner(root: "Root") -> None:
     """Root works on the state as the user that owns it, as ``dokku`` does.
 
     ``ops/install`` gives GOKKU_ROOT to a ``gokku`` system user, which the SSH doors run
-    as; files that root made there would be out of that user's reach afterwards.
+    as; files that root made there would be out of that user's reach afterwards. A gokku
+    that user cannot run (an interpreter or checkout under root's 0700 home) is refused
+    before the switch, with the reason, instead of failing at its next import.
     """
     if os.geteuid() != 0:
         return
     import pwd
 
-    from gokku.paths import Root
+    from gokku.errors import GokkuError
 
     try:
-        owner = Root.from_env().path.stat().st_uid
+        owner = root.path.stat().st_uid
     except OSError:
         return
     if owner == 0:
         return
     user = pwd.getpwuid(owner)
+    groups = os.getgrouplist(user.pw_name, user.pw_gid)
+    interpreter = Path(sys.executable).resolve().parent
+    for path in (interpreter, Path(os.__file__).parent, Path(__file__).parent):
+        if not _reachable(path.resolve(), user.pw_uid, groups):
+            raise GokkuError(
+                f"the state in {root.path} belongs to {user.pw_name}, who cannot reach "
+                f"{path}: run a gokku installed for it (ops/install puts one in /usr/local/bin)"
+            )
     os.initgroups(user.pw_name, user.pw_gid)
     os.setgid(user.pw_gid)
     os.setuid(user.pw_uid)
     os.environ.update(HOME=user.pw_dir, USER=user.pw_name, LOGNAME=user.pw_name)
 
 
+def _reachable(path: Path, uid: int, groups: list[int]) -> bool:
+    """Whether the user can walk to ``path``: every directory on the way searchable."""
+    for directory in (path, *path.parents):
+        info = directory.stat()
+        if info.st_uid == uid:
+            bit = stat.S_IXUSR
+        elif info.st_gid in groups:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not info.st_mode & bit:
+            return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     from gokku.context import Identity, Request
     from gokku.dispatcher import dispatch
 
-    _become_state_owner()
     args = sys.argv[1:] if argv is None else argv
     # A caller at a terminal has, in SSH terms, been granted a pty: scripts get its TERM
     # (psql and redis-cli need it to drive the terminal).
     term = os.environ.get("TERM") if any(os.isatty(fd) for fd in (0, 1, 2)) else None
-    return dispatch(Request(argv=list(args), identity=Identity.local(), term=term))
+    request = Request(argv=list(args), identity=Identity.local(), term=term)
+    return dispatch(request, prepare=_become_state_owner)
 
 
 if __name__ == "__main__":

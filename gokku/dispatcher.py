@@ -7,6 +7,7 @@ did-you-mean. This is also the one place where errors become a message and an ex
 
 import difflib
 import importlib
+from collections.abc import Callable
 
 from gokku.cmdline import parse
 from gokku.commands import BUILTINS
@@ -19,10 +20,18 @@ GLOBAL_USAGE = "gokku [--quiet] [--trace] [--format text|json] [-a APP] COMMAND 
 FORMATS = ("text", "json", "shell")
 
 
-def dispatch(request: Request, root: Root | None = None) -> int:
-    """Run the request to completion and return its exit code; never raises GokkuError."""
+def dispatch(
+    request: Request, root: Root | None = None, prepare: Callable[[Root], None] | None = None
+) -> int:
+    """Run the request to completion and return its exit code; never raises GokkuError.
+
+    ``prepare`` runs first, inside the error handling (the CLI door changes user there).
+    """
     try:
-        ctx, verb, args = _global_flags(request, root or Root.from_env())
+        root = root or Root.from_env()
+        if prepare is not None:
+            prepare(root)
+        ctx, verb, args = _global_flags(request, root)
         code = route(ctx, verb, args)
         # A bare ``gokku`` (or an SSH session with no command) is a usage error.
         return 2 if not request.argv and code == 0 else code

@@ -258,3 +258,35 @@ def test_binary_command_output_is_not_mangled_by_a_terminal(gokku, tmp_path):
 
     assert through_pty("dumper:text") == data.replace(b"\n", b"\r\n")  # a terminal's usual
     assert through_pty("dumper:dump") == data
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_root_refuses_a_state_owner_that_cannot_run_this_gokku(tmp_path, base_env):
+    """Root's CLI works on the state as its owner; when that user could not run this
+    gokku (here its code sits in a root-only directory) it says so and changes nothing,
+    instead of failing at the first import after switching."""
+    import pwd
+    import shutil
+    import tempfile
+
+    hidden = tmp_path / "private"
+    hidden.mkdir(mode=0o700)
+    shutil.copytree(REPO / "gokku", hidden / "gokku", ignore=shutil.ignore_patterns("__pycache__"))
+    nobody = pwd.getpwnam("nobody")
+    state = Path(tempfile.mkdtemp(prefix="gokku-owned-"))
+    try:
+        state.chmod(0o755)
+        os.chown(state, nobody.pw_uid, nobody.pw_gid)
+        proc = subprocess.run(
+            [sys.executable, "-m", "gokku", "apps:create", "web"],
+            env={**base_env, "GOKKU_ROOT": str(state), "PYTHONPATH": str(hidden)},
+            cwd=hidden,
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 1
+        assert proc.stderr.startswith(f" !     the state in {state} belongs to nobody, who cannot")
+        assert proc.stderr.count("\n") == 1
+        assert list(state.iterdir()) == []
+    finally:
+        shutil.rmtree(state)
