@@ -69,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     # (psql and redis-cli need it to drive the terminal).
     term = os.environ.get("TERM") if any(os.isatty(fd) for fd in (0, 1, 2)) else None
     request = Request(argv=list(args), identity=Identity.local(), term=term)
-    return dispatch(request, prepare=_become_state_owner)
+    # ssh-command is a door, not a caller: it runs as whoever sshd logged in, on the state
+    # its --root names (GOKKU_ROOT is not even set under sshd).
+    door = list(args[:1]) == ["ssh-command"]
+    return dispatch(request, prepare=None if door else _become_state_owner)
 
 
 if __name__ == "__main__":

@@ -260,33 +260,74 @@ def test_binary_command_output_is_not_mangled_by_a_terminal(gokku, tmp_path):
     assert through_pty("dumper:dump") == data
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
-def test_root_refuses_a_state_owner_that_cannot_run_this_gokku(tmp_path, base_env):
-    """Root's CLI works on the state as its owner; when that user could not run this
-    gokku (here its code sits in a root-only directory) it says so and changes nothing,
-    instead of failing at the first import after switching."""
-    import pwd
+@pytest.fixture
+def unreachable_copy(tmp_path: Path) -> Path:
+    """This gokku's code in a directory only root can enter."""
     import shutil
-    import tempfile
 
     hidden = tmp_path / "private"
     hidden.mkdir(mode=0o700)
     shutil.copytree(REPO / "gokku", hidden / "gokku", ignore=shutil.ignore_patterns("__pycache__"))
+    return hidden
+
+
+@pytest.fixture
+def nobodys_state() -> Path:
+    """A state root owned by ``nobody``, in a directory it can reach."""
+    import pwd
+    import shutil
+    import tempfile
+
     nobody = pwd.getpwnam("nobody")
     state = Path(tempfile.mkdtemp(prefix="gokku-owned-"))
-    try:
-        state.chmod(0o755)
-        os.chown(state, nobody.pw_uid, nobody.pw_gid)
-        proc = subprocess.run(
-            [sys.executable, "-m", "gokku", "apps:create", "web"],
-            env={**base_env, "GOKKU_ROOT": str(state), "PYTHONPATH": str(hidden)},
-            cwd=hidden,
-            capture_output=True,
-            text=True,
-        )
-        assert proc.returncode == 1
-        assert proc.stderr.startswith(f" !     the state in {state} belongs to nobody, who cannot")
-        assert proc.stderr.count("\n") == 1
-        assert list(state.iterdir()) == []
-    finally:
-        shutil.rmtree(state)
+    state.chmod(0o755)
+    os.chown(state, nobody.pw_uid, nobody.pw_gid)
+    yield state
+    shutil.rmtree(state)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_root_refuses_a_state_owner_that_cannot_run_this_gokku(
+    base_env, unreachable_copy, nobodys_state
+):
+    """Root's CLI works on the state as its owner; when that user could not run this
+    gokku (here its code sits in a root-only directory) it says so and changes nothing,
+    instead of failing at the first import after switching."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "gokku", "apps:create", "web"],
+        env={**base_env, "GOKKU_ROOT": str(nobodys_state), "PYTHONPATH": str(unreachable_copy)},
+        cwd=unreachable_copy,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1
+    said = f" !     the state in {nobodys_state} belongs to nobody, who cannot"
+    assert proc.stderr.startswith(said)
+    assert proc.stderr.count("\n") == 1
+    assert list(nobodys_state.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_the_forced_command_door_keeps_the_user_sshd_logged_in(
+    gokku, tmp_path, base_env, unreachable_copy, nobodys_state
+):
+    """``ssh-command --root ROOT`` run as root works on ROOT as root, whoever owns the
+    state GOKKU_ROOT (or the default) would name: under sshd that is not its state."""
+    key = tmp_path / "key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    gokku.ok("ssh-keys:add", "alice", f"{key}.pub")
+    proc = subprocess.run(
+        [sys.executable, "-m", "gokku", "ssh-command", "--root", str(gokku.root), "--key", "alice"],
+        env={
+            **base_env,
+            "GOKKU_ROOT": str(nobodys_state),
+            "PYTHONPATH": str(unreachable_copy),
+            "SSH_ORIGINAL_COMMAND": "apps:create web",
+        },
+        cwd=unreachable_copy,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (gokku.root / "apps" / "web").stat().st_uid == 0
+    assert list(nobodys_state.iterdir()) == []
