@@ -54,7 +54,7 @@ def destroy(root: Root, app: str) -> None:
     require(root, app)
     with app_lock(root, app):
         shutil.rmtree(root.app_dir(app))
-        shutil.rmtree(root.repos / f"{app}.git", ignore_errors=True)
+        shutil.rmtree(root.repo(app), ignore_errors=True)
 
 
 def read_env(root: Root, app: str, env: str = DEFAULT_ENV) -> dict[str, str]:

@@ -79,5 +79,8 @@ class Root:
     def app_dir(self, name: str) -> Path:
         return self.apps / check_name("app", name)
 
+    def repo(self, app: str) -> Path:
+        return self.repos / f"{check_name('app', app)}.git"
+
     def env_file(self, app: str, env: str = "shared") -> Path:
         return self.app_dir(app) / check_name("environment", env) / ".env"

@@ -27,13 +27,9 @@ def app_of(remote_path: str) -> str:
     return check_name("app", name)
 
 
-def path(root: Root, app: str) -> Path:
-    return root.repos / f"{app}.git"
-
-
 def require(root: Root, app: str) -> Path:
     apps.require(root, app)
-    repo = path(root, app)
+    repo = root.repo(app)
     if not repo.is_dir():
         raise NotFound(f"nothing has been pushed to app {app!r} yet")
     return repo
@@ -45,7 +41,7 @@ def ensure(root: Root, app: str) -> bool:
         created = not apps.exists(root, app)
         if created:
             apps.create(root, app)
-        repo = path(root, app)
+        repo = root.repo(app)
         if not repo.is_dir():
             _init_bare(repo)
     return created

@@ -14,7 +14,7 @@ def receive_pack(ctx: Context, args: list[str]) -> int:
     app = _app(args, "git-receive-pack")
     if repos.ensure(ctx.root, app):
         ctx.info(f"Created app {app}")
-    repo = repos.path(ctx.root, app)
+    repo = ctx.root.repo(app)
     code = _git(ctx, "receive-pack", repo)
     if code == 0:
         repos.point_head(repo)
