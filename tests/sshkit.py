@@ -189,9 +189,14 @@ def _processes() -> Iterator[tuple[int, int, bytes]]:
             yield int(entry.name), int(fields[2]), cmdline
 
 
-def processes_under(root: Path) -> list[int]:
-    """Pids whose command line names ``root`` (workers, forced commands, plugin scripts)."""
-    return [pid for pid, _, cmdline in _processes() if str(root).encode() in cmdline]
+def processes_under(root: Path, running: bytes = b"") -> list[int]:
+    """Pids whose command line names ``root`` (workers, forced commands, plugin scripts),
+    and ``running`` too when given."""
+    return [
+        pid
+        for pid, _, cmdline in _processes()
+        if str(root).encode() in cmdline and running in cmdline
+    ]
 
 
 def group_alive(pgid: int) -> bool:

@@ -7,7 +7,6 @@ import concurrent.futures
 import os
 import shlex
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -151,15 +150,5 @@ def test_a_push_cut_off_halfway_changes_nothing(door: Door, gokku, work) -> None
     assert rev(repo, "refs/heads/main") == first
     fsck = subprocess.run(["git", "fsck", "--no-progress"], cwd=repo, capture_output=True)
     assert fsck.returncode == 0, fsck.stderr
-    assert wait_until(lambda: not _receivers(gokku.root), 10)
+    assert wait_until(lambda: not processes_under(gokku.root, b"receive-pack"), 10)
     assert list(repo.glob("objects/incoming-*")) == []
-
-
-def _receivers(root: Path) -> list[int]:
-    """git receive-pack processes still working on ``root``'s repositories."""
-    time.sleep(0.1)
-    return [
-        pid
-        for pid in processes_under(root)
-        if b"receive-pack" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    ]
