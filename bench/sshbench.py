@@ -39,7 +39,13 @@ PLUGIN = {
 }
 MANIFEST = "commands:\n  sink: {stdin: data}\n  source: {stdout: binary}\n"
 # Wide enough that only the machine limits a concurrency run, not the server's caps.
-SETTINGS = {"max_connections": 2048, "max_connections_per_address": 2048}
+# As generous as the baseline sshd's MaxStartups 1000: bursts of clients all log in.
+SETTINGS = {
+    "max_connections": 2048,
+    "max_connections_per_address": 2048,
+    "max_startups": "1000:30:2048",
+    "max_startups_per_address": 2048,
+}
 
 
 @dataclass

@@ -8,6 +8,7 @@ ends them.
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from gokku.errors import UsageError
 
@@ -76,3 +77,29 @@ def assignments(items: list[str], usage: str, check: Callable[[str], str] = str)
             raise UsageError(f"expected KEY=VALUE, got {item!r}; usage: {usage}")
         values[check(key)] = value
     return values
+
+
+MAX_STDIN_ASSIGNMENTS = 1 << 20
+
+
+def stdin_assignments(
+    stream: BinaryIO, usage: str, check: Callable[[str], str] = str
+) -> dict[str, str]:
+    """``KEY=VALUE`` records, each ending in a NUL byte, from stdin (``--stdin``).
+
+    The helpers pass secrets this way: a value on a command line is visible to every
+    local user in ``ps``; stdin is not. NUL ends a record because no value contains one.
+    """
+    data = stream.read(MAX_STDIN_ASSIGNMENTS + 1)
+    if len(data) > MAX_STDIN_ASSIGNMENTS:
+        raise UsageError(f"--stdin takes at most {MAX_STDIN_ASSIGNMENTS >> 20} MiB of values")
+    records = data.split(b"\0")
+    if records[-1]:
+        raise UsageError("--stdin: end every KEY=VALUE with a NUL byte (printf '%s\\0' ...)")
+    try:
+        items = [record.decode("utf-8") for record in records[:-1]]
+    except UnicodeDecodeError:
+        raise UsageError("--stdin: values must be UTF-8 text") from None
+    if not items:
+        raise UsageError(f"--stdin: no KEY=VALUE given; usage: {usage}")
+    return assignments(items, usage, check)

@@ -7,27 +7,37 @@ what it received into a ``Request``; the dispatcher never learns which door it w
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from gokku.paths import Root
+
+if TYPE_CHECKING:
+    from gokku.keys import Key
 
 
 @dataclass(frozen=True)
 class Identity:
-    """Who is calling: a registered key's name and fingerprint, or the local user."""
+    """Who is calling: a registered key (over SSH) or the local user (always admin: it
+    owns the state anyway). ``grants`` maps ``app:NAME``/``service:NAME`` to read/write."""
 
     name: str
     fingerprint: str = ""
     role: str = "admin"
     remote: str = ""
+    grants: Mapping[str, str] = field(default_factory=dict)
+    over_ssh: bool = False
 
     @classmethod
     def local(cls) -> "Identity":
         import pwd
 
         return cls(name=pwd.getpwuid(os.geteuid()).pw_name)
+
+    @classmethod
+    def of_key(cls, key: "Key", remote: str) -> "Identity":
+        return cls(key.name, key.fingerprint, key.role, remote, dict(key.grants), over_ssh=True)
 
 
 @dataclass
@@ -40,6 +50,7 @@ class Request:
     stdout: BinaryIO = field(default_factory=lambda: sys.stdout.buffer)
     stderr: BinaryIO = field(default_factory=lambda: sys.stderr.buffer)
     term: str | None = None
+    denied: str | None = None  # set when access was refused, for the audit line
 
 
 @dataclass

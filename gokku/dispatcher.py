@@ -9,10 +9,11 @@ import difflib
 import importlib
 from collections.abc import Callable
 
+from gokku import access
 from gokku.cmdline import parse
 from gokku.commands import BUILTINS
 from gokku.context import Context, Request
-from gokku.errors import GokkuError, UnknownCommand, UsageError
+from gokku.errors import AccessDenied, GokkuError, UnknownCommand, UsageError
 from gokku.paths import Root
 from gokku.plugins.manifest import CommandIO
 
@@ -32,9 +33,15 @@ def dispatch(
         if prepare is not None:
             prepare(root)
         ctx, verb, args = _global_flags(request, root)
+        if ctx.trace:
+            access.require_admin(ctx, "use --trace (it shows what scripts read, secrets too)")
         code = route(ctx, verb, args)
         # A bare ``gokku`` (or an SSH session with no command) is a usage error.
         return 2 if not request.argv and code == 0 else code
+    except AccessDenied as exc:
+        request.denied = exc.message
+        _report(request, exc.message)
+        return exc.exit_code
     except GokkuError as exc:
         _report(request, exc.message)
         return exc.exit_code
@@ -97,6 +104,7 @@ def _global_flags(request: Request, root: Root) -> tuple[Context, str, list[str]
 def route(ctx: Context, verb: str, args: list[str]) -> int:
     builtin = BUILTINS.get(verb)
     if builtin is not None:
+        access.check_verb(ctx, verb, builtin.access)
         function = getattr(importlib.import_module(builtin.module), builtin.function)
         return function(ctx, args)
     from gokku.plugins import registry

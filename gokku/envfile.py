@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 from gokku.errors import GokkuError
 
-_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_./:@%+,=-]*$")
+_SAFE_VALUE = re.compile(r"[A-Za-z0-9_./:@%+,=-]*")
 _LINE_START = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=")
 _DOUBLE_ESCAPES = {'"': '"', "\\": "\\", "$": "$", "`": "`", "\n": ""}
 
 
 def quote(value: str) -> str:
-    if _SAFE_VALUE.match(value):
+    if _SAFE_VALUE.fullmatch(value):
         return value
     return "'" + value.replace("'", "'\\''") + "'"
 

@@ -37,3 +37,7 @@ class ScriptFailed(GokkuError):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class AccessDenied(GokkuError):
+    """The caller's key may not do this (exit 1); the audit line records the denial."""

@@ -1,9 +1,16 @@
-"""The key registry: which SSH public keys may call Gokku, under which name.
+"""The key registry: which SSH public keys may call Gokku, under which name, with which
+role and grants.
 
-``ssh/keys.json`` is the source of truth; both doors read it. Every change also rewrites
-``ssh/authorized_keys`` for the OpenSSH door, one line per key, each forcing
-``gokku ssh-command --key NAME`` with ``restrict,pty`` (no forwarding of any kind, a
+``ssh/keys.json`` (mode 0600) is the source of truth; both doors read it. Every change also
+rewrites ``ssh/authorized_keys`` for the OpenSSH door, one line per key, each forcing
+``gokku ssh-command --fingerprint FP`` with ``restrict,pty`` (no forwarding of any kind, a
 terminal only when the client asks). Both files are written atomically under one lock.
+
+A session is bound to the fingerprint that logged in, never to the name: a key removed
+and its name given to another key grants the old connection nothing.
+
+A registry written before roles existed (no ``version``) keeps every key as ``admin``:
+that is what each key could do then. ``upgrade`` writes it in the current form once.
 
 Input is refused rather than repaired: key options (``command=...``), several keys at
 once (Dokku added the extra ones without the forced command) and private keys.
@@ -14,7 +21,7 @@ import binascii
 import hashlib
 import shlex
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from gokku.errors import GokkuError, NotFound, UsageError
@@ -34,6 +41,8 @@ KEY_TYPES = (
 )
 LOCK = "ssh-keys"
 KEY_OPTIONS = "restrict,pty"
+ROLES = ("admin", "member")
+VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,9 @@ class Key:
     fingerprint: str
     comment: str = ""
     added: str = ""
+    role: str = "member"
+    # "app:api" -> "write", "service:db" -> "read"
+    grants: dict[str, str] = field(default_factory=dict)
 
     @property
     def public_key(self) -> str:
@@ -72,12 +84,12 @@ def parse(text: str) -> tuple[str, str, str]:
     if not lines:
         raise UsageError("no public key given: pass a PATH or pipe the key on stdin")
     if len(lines) > 1:
-        raise UsageError(f"found {len(lines)} lines of keys: add one key at a time")
+        raise UsageError("found more than one line of keys: add one key at a time")
     words = lines[0].split(maxsplit=2)
     if words[0] not in KEY_TYPES:
         if any(word in KEY_TYPES for word in lines[0].split()):
             raise UsageError("the key carries options (like command=...): give the bare key")
-        raise UsageError(f"not an SSH public key (type {words[0][:40]!r} is not supported)")
+        raise UsageError(f"not an SSH public key: the type must be one of {', '.join(KEY_TYPES)}")
     if len(words) < 2:
         raise UsageError("the public key has no key data")
     key_type, data = words[0], words[1]
@@ -102,12 +114,38 @@ def _check_blob(key_type: str, data: str) -> None:
         raise UsageError(f"invalid public key: {exc}") from None
 
 
-def load(root: Root) -> list[Key]:
+def _read(root: Root) -> tuple[list[Key], bool]:
+    """The registered keys, and whether the file predates roles."""
     path = registry_path(root)
     if not path.is_file():
-        return []
+        return [], False
     document = read_json(path)
-    return [Key(**entry) for entry in document.get("keys", [])]
+    legacy = document.get("version") != VERSION
+    known = {f for f in Key.__dataclass_fields__}
+    keys = []
+    for entry in document.get("keys", []):
+        entry = {k: v for k, v in entry.items() if k in known}
+        if legacy:
+            entry["role"] = "admin"
+        keys.append(Key(**entry))
+    return keys, legacy
+
+
+def load(root: Root) -> list[Key]:
+    return _read(root)[0]
+
+
+def upgrade(root: Root, config: SSHConfig) -> list[Key]:
+    """Write a registry from before roles in the current form; return the keys it kept
+    as admin (none when there was nothing to do), so that the caller says so once."""
+    if not _read(root)[1]:
+        return []
+    with lock(root.locks, LOCK):
+        keys, legacy = _read(root)
+        if not legacy:
+            return []
+        _save(root, config, keys)
+    return keys
 
 
 def by_name(root: Root, name: str) -> Key | None:
@@ -118,9 +156,13 @@ def by_fingerprint(root: Root, fp: str) -> Key | None:
     return next((key for key in load(root) if key.fingerprint == fp), None)
 
 
-def add(root: Root, config: SSHConfig, name: str, text: str) -> tuple[Key, bool]:
+def add(
+    root: Root, config: SSHConfig, name: str, text: str, role: str = "member"
+) -> tuple[Key, bool]:
     """Register ``text`` under ``name``; (key, False) when exactly that is already there."""
     check_name("key", name)
+    if role not in ROLES:
+        raise UsageError(f"unknown role {role!r}: use {' or '.join(ROLES)}")
     key_type, data, comment = parse(text)
     fp = fingerprint(base64.b64decode(data))
     with lock(root.locks, LOCK):
@@ -136,7 +178,7 @@ def add(root: Root, config: SSHConfig, name: str, text: str) -> tuple[Key, bool]
                     f"remove it first (gokku ssh-keys:remove {name})"
                 )
         added = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        new = Key(name, key_type, data, fp, comment, added)
+        new = Key(name, key_type, data, fp, comment, added, role)
         _save(root, config, [*keys, new])
     return new, True
 
@@ -155,21 +197,58 @@ def remove(root: Root, config: SSHConfig, name: str | None, fp: str | None) -> K
     return match
 
 
+def set_grant(root: Root, config: SSHConfig, name: str, target: str, access: str | None) -> Key:
+    """Give key ``name`` ``access`` to ``target`` (``app:api``), or take it away (None)."""
+    with lock(root.locks, LOCK):
+        keys = load(root)
+        match = next((k for k in keys if k.name == name), None)
+        if match is None:
+            raise NotFound(f"no key named {name!r} is registered (see: gokku ssh-keys:list)")
+        grants = {k: v for k, v in match.grants.items() if k != target}
+        if access is not None:
+            grants[target] = access
+        elif target not in match.grants:
+            raise NotFound(f"key {name!r} has no access to {target}")
+        updated = replace(match, grants=grants)
+        _save(root, config, [updated if k is match else k for k in keys])
+    return updated
+
+
+def drop_grants(root: Root, config: SSHConfig, target: str) -> None:
+    """Forget every grant on ``target``: an app or service made again under the same
+    name starts with no one's access."""
+    with lock(root.locks, LOCK):
+        keys = load(root)
+        if any(target in k.grants for k in keys):
+            kept = [
+                replace(k, grants={t: a for t, a in k.grants.items() if t != target}) for k in keys
+            ]
+            _save(root, config, kept)
+
+
 def _save(root: Root, config: SSHConfig, keys: list[Key]) -> None:
     """Write the registry, then the OpenSSH door's file derived from it."""
     root.ssh.mkdir(parents=True, exist_ok=True)
     root.ssh.chmod(0o700)
-    write_json(registry_path(root), {"keys": [asdict(key) for key in keys]})
+    document = {"version": VERSION, "keys": [asdict(key) for key in keys]}
+    write_json(registry_path(root), document, mode=0o600)
     text = "".join(authorized_keys_line(root, config, key) + "\n" for key in keys)
     write_atomic(authorized_keys_path(root), text.encode(), mode=0o600)
 
 
 def authorized_keys_line(root: Root, config: SSHConfig, key: Key) -> str:
-    """``command="... ssh-command --key NAME",restrict,pty TYPE DATA NAME``.
+    """``command="... ssh-command --fingerprint FP",restrict,pty TYPE DATA NAME``.
 
     Inside the quoted option sshd turns ``\\"`` into ``"`` and keeps every other byte; the
     command itself is run by the login shell, so every word is shell-quoted.
     """
-    argv = [*config.gokku_argv(), "ssh-command", "--root", str(root.path), "--key", key.name]
+    argv = [
+        *config.gokku_argv(),
+        "ssh-command",
+        "--root",
+        str(root.path),
+        "--fingerprint",
+        key.fingerprint,
+    ]
     command = shlex.join(argv).replace('"', '\\"')
     return f'command="{command}",{KEY_OPTIONS} {key.public_key} {key.name}'

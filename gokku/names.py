@@ -1,21 +1,31 @@
 """Validation of the names users give to apps, services, plugins and variables.
 
 Names become path components, so they are checked before any path is built from them.
+Every check matches the whole string: with ``re.match`` and ``$``, ``'api\\n'`` would
+pass (``$`` also matches before a trailing newline) and make a second app, or a ``.env``
+line nobody can change. The Bash helpers get the same pattern (``helpers_text``).
 """
 
 import re
 
 from gokku.errors import UsageError
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NAME_PATTERN = "[a-z0-9][a-z0-9-]{0,62}"
+ENV_KEY_PATTERN = "[A-Za-z_][A-Za-z0-9_]*"
+_NAME = re.compile(NAME_PATTERN)
+_ENV_KEY = re.compile(ENV_KEY_PATTERN)
+
+
+def is_name(text: str) -> bool:
+    """Whether ``text`` is a valid app/service/plugin/env/key name, all of it."""
+    return _NAME.fullmatch(text) is not None
 
 
 def check_name(kind: str, name: str) -> str:
     """Return ``name`` when it is a valid app/service/plugin/env name, else raise."""
-    if not NAME_RE.match(name):
+    if not is_name(name):
         raise UsageError(
-            f"invalid {kind} name {name!r}: use 1-63 lowercase letters, digits and '-', "
+            f"invalid {kind} name {_shown(name)}: use 1-63 lowercase letters, digits and '-', "
             "starting with a letter or digit"
         )
     return name
@@ -23,8 +33,14 @@ def check_name(kind: str, name: str) -> str:
 
 def check_env_key(key: str) -> str:
     """Return ``key`` when it can be a shell variable name, else raise."""
-    if not ENV_KEY_RE.match(key):
+    if _ENV_KEY.fullmatch(key) is None:
         raise UsageError(
-            f"invalid variable name {key!r}: use letters, digits and '_', not starting with a digit"
+            f"invalid variable name {_shown(key)}: use letters, digits and '_', "
+            "not starting with a digit"
         )
     return key
+
+
+def _shown(text: str) -> str:
+    """A rejected name as the error shows it: quoted, and cut short (100 KB stay home)."""
+    return repr(text[:64]) + ("..." if len(text) > 64 else "")

@@ -78,15 +78,22 @@ def script_env(ctx: Context, plugin: Plugin, extra: dict[str, str] | None = None
 HELPERS_SOURCE = Path(__file__).resolve().parent / "data" / "plugin-helpers.sh"
 
 
+def helpers_text() -> bytes:
+    """This version's helpers, with the name rule filled in from ``gokku.names``."""
+    from gokku.names import NAME_PATTERN
+
+    return HELPERS_SOURCE.read_bytes().replace(b"@NAME_PATTERN@", NAME_PATTERN.encode())
+
+
 def install_helpers(root: Root) -> None:
     """Keep ``scripts/plugin-helpers.sh`` equal to this version's copy."""
-    wanted = HELPERS_SOURCE.read_bytes()
+    wanted = helpers_text()
     try:
         if root.helpers.read_bytes() == wanted:
             return
     except FileNotFoundError:
         pass
-    write_atomic(root.helpers, wanted)
+    write_atomic(root.helpers, wanted, mode=0o644)
 
 
 def _foreground_tty(fds: tuple[int, ...]) -> int | None:

@@ -25,8 +25,11 @@ HELD_LOCKS_VAR = "GOKKU_HELD_LOCKS"
 DEFAULT_LOCK_TIMEOUT = 120.0
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` all at once (temp file, fsync, rename, fsync dir)."""
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` all at once (temp file, fsync, rename, fsync dir).
+
+    Owner-only unless said otherwise: state holds passwords, keys and grants that other
+    local users have no business reading."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -59,7 +62,7 @@ def read_json(path: Path) -> Any:
         raise GokkuError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
 
 
-def write_json(path: Path, value: Any, mode: int = 0o644) -> None:
+def write_json(path: Path, value: Any, mode: int = 0o600) -> None:
     text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
     write_atomic(path, text.encode("utf-8"), mode)
 
@@ -87,9 +90,9 @@ def lock(locks_dir: Path, name: str, holder: str = "") -> Iterator[None]:
     if name in held_locks():
         yield
         return
-    locks_dir.mkdir(parents=True, exist_ok=True)
+    locks_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = locks_dir / f"{name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         deadline = time.monotonic() + lock_timeout()
         delay = 0.005

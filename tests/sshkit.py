@@ -70,7 +70,10 @@ COMMANDS = {
         """
     ),
 }
-MANIFEST = "commands:\n  bytes: {stdout: binary}\n  sink: {stdin: data}\n"
+MANIFEST = (
+    "commands:\n  bytes: {stdout: binary}\n  sink: {stdin: data}\n"
+    "  whoami: {access: any}\n  logs: {access: admin}\n"
+)
 
 
 @pytest.fixture
@@ -92,7 +95,7 @@ def keydir(tmp_path: Path) -> Path:
 @pytest.fixture
 def alice(gokku: Gokku, keydir: Path, ssh_config: None) -> KeyPair:
     key = make_key(keydir, "alice")
-    gokku.ok("ssh-keys:add", "alice", str(key.path) + ".pub")
+    gokku.ok("ssh-keys:add", "alice", str(key.path) + ".pub", "--role", "admin")
     return key
 
 
@@ -138,7 +141,8 @@ class Door:
         timeout: float = 60,
         **kwargs,
     ) -> Result:
-        argv = self.ssh_argv(*options, **kwargs) + ([command] if command is not None else [])
+        # "--": a command that starts with "-" is not for ssh's own option parser.
+        argv = self.ssh_argv(*options, **kwargs) + (["--", command] if command is not None else [])
         proc = subprocess.run(argv, input=input, capture_output=True, timeout=timeout)
         return Result(proc.returncode, proc.stdout, proc.stderr)
 

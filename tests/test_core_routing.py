@@ -1,6 +1,7 @@
 """Routing and the way plugin scripts run: argv, environment, streams, exit codes, signals."""
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -123,7 +124,7 @@ def test_unknown_command_exits_127_with_did_you_mean(gokku, probe):
 def test_help_lists_builtins_and_plugins_with_descriptions(gokku, probe):
     out = gokku.ok("help").stdout
     assert "services:create PLUGIN[:VERSION] --name SVC" in out
-    assert "config:set KEY=VALUE... -a APP [--env ENV]" in out
+    assert "config:set KEY=VALUE...|--stdin -a APP [--env ENV]" in out
     assert "probe (pr): A probe for tests" in out
     assert "services:config-set" not in out  # helpers' callbacks stay hidden
 
@@ -315,9 +316,11 @@ def test_the_forced_command_door_keeps_the_user_sshd_logged_in(
     state GOKKU_ROOT (or the default) would name: under sshd that is not its state."""
     key = tmp_path / "key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    gokku.ok("ssh-keys:add", "alice", f"{key}.pub")
+    gokku.ok("ssh-keys:add", "alice", f"{key}.pub", "--role", "admin")
+    fingerprint = json.loads(gokku.ok("ssh-keys:list", "--format", "json").stdout)[0]["fingerprint"]
+    door = ["ssh-command", "--root", str(gokku.root), "--fingerprint", fingerprint]
     proc = subprocess.run(
-        [sys.executable, "-m", "gokku", "ssh-command", "--root", str(gokku.root), "--key", "alice"],
+        [sys.executable, "-m", "gokku", *door],
         env={
             **base_env,
             "GOKKU_ROOT": str(nobodys_state),

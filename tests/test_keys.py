@@ -34,7 +34,14 @@ def test_add_from_path_and_stdin_then_list(gokku, alice: KeyPair, bob: KeyPair) 
     ]
     assert all(k["added"].endswith("Z") for k in listed)
     text = gokku.ok("ssh-keys:list").stdout
-    assert text.splitlines()[0].split() == ["NAME", "TYPE", "FINGERPRINT", "ADDED"]
+    assert text.splitlines()[0].split() == [
+        "NAME",
+        "ROLE",
+        "TYPE",
+        "FINGERPRINT",
+        "GRANTS",
+        "ADDED",
+    ]
     assert _fingerprint(bob) in text
 
 
@@ -43,7 +50,9 @@ def test_authorized_keys_lines_force_the_command(gokku, alice: KeyPair) -> None:
     (line,) = path.read_text().splitlines()
     options, key_type, data, comment = line.rsplit(" ", 3)
     assert options.startswith('command="') and options.endswith('",restrict,pty')
-    assert "ssh-command --root " + str(gokku.root) + " --key alice" in options
+    listed = json.loads(gokku.ok("ssh-keys:list", "--format", "json").stdout)
+    expected = f"ssh-command --root {gokku.root} --fingerprint {listed[0]['fingerprint']}"
+    assert options.endswith(expected + '",restrict,pty')
     assert f"{key_type} {data} " in alice.public and comment == "alice"
     assert path.stat().st_mode & 0o777 == 0o600
 
@@ -118,8 +127,9 @@ def test_concurrent_adds_all_land(gokku, keydir: Path, ssh_config) -> None:
 
 
 def test_ssh_command_refuses_unknown_key_and_missing_flag(gokku, alice: KeyPair) -> None:
-    result = gokku("ssh-command", "--key", "mallory", env={"SSH_ORIGINAL_COMMAND": "whoami"})
-    assert result.code == 1 and "not registered" in result.stderr
+    stranger = {"SSH_ORIGINAL_COMMAND": "whoami"}
+    result = gokku("ssh-command", "--fingerprint", "SHA256:nobody", env=stranger)
+    assert result.code == 1 and "no longer registered" in result.stderr
     assert gokku("ssh-command", env={"SSH_ORIGINAL_COMMAND": "whoami"}).code == 2
 
 

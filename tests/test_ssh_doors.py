@@ -112,7 +112,7 @@ def test_removed_key_is_refused_without_restart(door: Door, gokku) -> None:
     assert door.ssh("t:whoami").code == 0
     gokku.ok("ssh-keys:remove", "alice")
     assert door.ssh("t:whoami").code == 255
-    gokku.ok("ssh-keys:add", "alice", str(door.key.path) + ".pub")
+    gokku.ok("ssh-keys:add", "alice", str(door.key.path) + ".pub", "--role", "admin")
     assert door.ssh("t:whoami").code == 0
 
 

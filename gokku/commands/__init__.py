@@ -1,6 +1,13 @@
-"""The table of built-in verbs; each module is imported only when its verb runs."""
+"""The table of built-in verbs; each module is imported only when its verb runs.
+
+Each verb declares what a caller needs (``gokku.access``): ANY, ADMIN, GRANTED (the
+command checks the app or service it acts on) or LOCAL (doors and plugin helpers, never
+reachable from an SSH identity). The dispatcher enforces it before routing.
+"""
 
 from dataclasses import dataclass
+
+from gokku.access import ADMIN, ANY, GRANTED, LOCAL
 
 
 @dataclass(frozen=True)
@@ -9,6 +16,7 @@ class Builtin:
     function: str
     usage: str
     summary: str
+    access: str
     hidden: bool = False
 
 
@@ -20,8 +28,8 @@ BUILTINS: dict[str, Builtin] = {
     **_table(
         "help",
         [
-            ("help", "help", "help [PLUGIN]", "Show commands, or one plugin's help"),
-            ("version", "version", "version", "Print Gokku's version"),
+            ("help", "help", "help [PLUGIN]", "Show commands, or one plugin's help", ANY),
+            ("version", "version", "version", "Print Gokku's version", ANY),
         ],
     ),
     **_table(
@@ -32,20 +40,35 @@ BUILTINS: dict[str, Builtin] = {
                 "add",
                 "plugins:add SOURCE [--name NAME] [--ref REF]",
                 "Install a plugin (OWNER/REPO[@REF], URL, git URL, path or official name)",
+                ADMIN,
             ),
-            ("plugins:list", "list_", "plugins:list [--format json]", "List installed plugins"),
+            (
+                "plugins:list",
+                "list_",
+                "plugins:list [--format json]",
+                "List installed plugins",
+                ADMIN,
+            ),
             (
                 "plugins:update",
                 "update",
                 "plugins:update NAME [--ref REF]",
                 "Fetch a plugin again from its recorded source",
+                ADMIN,
             ),
-            ("plugins:remove", "remove", "plugins:remove NAME [--force]", "Uninstall a plugin"),
+            (
+                "plugins:remove",
+                "remove",
+                "plugins:remove NAME [--force]",
+                "Uninstall a plugin",
+                ADMIN,
+            ),
             (
                 "plugins:validate",
                 "validate",
                 "plugins:validate PATH|NAME",
                 "Check a plugin against the plugin contract",
+                ADMIN,
             ),
         ],
     ),
@@ -57,64 +80,80 @@ BUILTINS: dict[str, Builtin] = {
                 "create",
                 "services:create PLUGIN[:VERSION] --name SVC",
                 "Create a service from a plugin",
+                ADMIN,
             ),
-            ("services:list", "list_", "services:list [--format json]", "List services"),
+            ("services:list", "list_", "services:list [--format json]", "List services", ANY),
             (
                 "services:info",
                 "info",
                 "services:info SVC [ARGS...]",
                 "Show a service's information",
+                GRANTED,
             ),
-            ("services:logs", "logs", "services:logs SVC [ARGS...]", "Show a service's logs"),
+            (
+                "services:logs",
+                "logs",
+                "services:logs SVC [ARGS...]",
+                "Show a service's logs",
+                GRANTED,
+            ),
             (
                 "services:link",
                 "link",
                 "services:link SVC -a APP [--env ENV]",
                 "Write a service's variables into an app's .env",
+                GRANTED,
             ),
             (
                 "services:unlink",
                 "unlink",
                 "services:unlink SVC -a APP [--env ENV]",
                 "Remove a service's variables from an app's .env",
+                GRANTED,
             ),
             (
                 "services:destroy",
                 "destroy",
                 "services:destroy SVC [--force]",
                 "Destroy a service and its data",
+                ADMIN,
             ),
             (
                 "services:start",
                 "start",
                 "services:start SVC|--all",
                 "Start a service's server, or every service's (at boot)",
+                GRANTED,
             ),
             (
                 "services:stop",
                 "stop",
                 "services:stop SVC|--all",
                 "Stop a service's server, or every service's (at shutdown)",
+                GRANTED,
             ),
             (
                 "services:config-get",
                 "config_get",
                 "services:config-get SVC [KEY]",
                 "Print a service's config.json, or one key of its config map",
+                LOCAL,
                 True,
             ),
             (
                 "services:config-set",
                 "config_set",
-                "services:config-set SVC KEY=VALUE...",
+                "services:config-set SVC KEY=VALUE...|--stdin",
                 "Set keys of a service's config map",
+                LOCAL,
                 True,
             ),
             (
                 "services:env-set",
                 "env_set",
-                "services:env-set SVC KEY=VALUE...",
+                "services:env-set SVC KEY=VALUE...|--stdin",
                 "Set the variables a service gives to the apps it is linked to",
+                LOCAL,
                 True,
             ),
             (
@@ -122,6 +161,7 @@ BUILTINS: dict[str, Builtin] = {
                 "next_port",
                 "services:next-port [START] [--check]",
                 "Hand out (and hold) the first free port at or after START",
+                LOCAL,
                 True,
             ),
         ],
@@ -129,9 +169,9 @@ BUILTINS: dict[str, Builtin] = {
     **_table(
         "apps",
         [
-            ("apps:create", "create", "apps:create APP", "Create an app"),
-            ("apps:list", "list_", "apps:list [--format json]", "List apps"),
-            ("apps:destroy", "destroy", "apps:destroy APP [--force]", "Destroy an app"),
+            ("apps:create", "create", "apps:create APP", "Create an app", ADMIN),
+            ("apps:list", "list_", "apps:list [--format json]", "List apps", ANY),
+            ("apps:destroy", "destroy", "apps:destroy APP [--force]", "Destroy an app", ADMIN),
         ],
     ),
     **_table(
@@ -140,21 +180,30 @@ BUILTINS: dict[str, Builtin] = {
             (
                 "config:set",
                 "set_",
-                "config:set KEY=VALUE... -a APP [--env ENV]",
+                "config:set KEY=VALUE...|--stdin -a APP [--env ENV]",
                 "Set app variables",
+                GRANTED,
             ),
-            ("config:get", "get", "config:get KEY -a APP [--env ENV]", "Print one variable"),
+            (
+                "config:get",
+                "get",
+                "config:get KEY -a APP [--env ENV]",
+                "Print one variable",
+                GRANTED,
+            ),
             (
                 "config:list",
                 "list_",
                 "config:list -a APP [--env ENV] [--format json|shell]",
                 "List app variables",
+                GRANTED,
             ),
             (
                 "config:unset",
                 "unset",
                 "config:unset KEY... -a APP [--env ENV]",
                 "Remove app variables",
+                GRANTED,
             ),
         ],
     ),
@@ -166,6 +215,7 @@ BUILTINS: dict[str, Builtin] = {
                 "receive_pack",
                 "git-receive-pack APP",
                 "Receive a git push (git push gokku@HOST:APP BRANCH)",
+                GRANTED,
                 True,
             ),
             (
@@ -173,6 +223,7 @@ BUILTINS: dict[str, Builtin] = {
                 "upload_pack",
                 "git-upload-pack APP",
                 "Serve a git fetch or clone of an app's pushed code",
+                GRANTED,
                 True,
             ),
         ],
@@ -183,33 +234,63 @@ BUILTINS: dict[str, Builtin] = {
             (
                 "ssh-keys:add",
                 "add",
-                "ssh-keys:add NAME [PATH]",
-                "Allow a public key in over SSH (from PATH or stdin)",
+                "ssh-keys:add NAME [PATH] [--role admin|member]",
+                "Allow a public key in over SSH (stdin; PATH on the server only)",
+                ADMIN,
             ),
-            ("ssh-keys:list", "list_", "ssh-keys:list [--format json]", "List allowed keys"),
+            ("ssh-keys:list", "list_", "ssh-keys:list [--format json]", "List allowed keys", ADMIN),
             (
                 "ssh-keys:remove",
                 "remove",
                 "ssh-keys:remove NAME | --fingerprint FP",
                 "Stop allowing a key",
+                ADMIN,
+            ),
+        ],
+    ),
+    **_table(
+        "access",
+        [
+            (
+                "access:grant",
+                "grant",
+                "access:grant KEY app:APP|service:SVC [--read]",
+                "Let a member key write (or only read) an app or a service",
+                ADMIN,
+            ),
+            (
+                "access:revoke",
+                "revoke",
+                "access:revoke KEY app:APP|service:SVC",
+                "Take a grant away",
+                ADMIN,
+            ),
+            (
+                "access:list",
+                "list_",
+                "access:list [KEY] [--format json]",
+                "Show keys' roles and grants",
+                ADMIN,
             ),
         ],
     ),
     **_table(
         "ssh",
         [
-            ("whoami", "whoami", "whoami [--format json]", "Show who you are logged in as"),
+            ("whoami", "whoami", "whoami [--format json]", "Show who you are logged in as", ANY),
             (
                 "serve",
                 "serve",
                 "serve [--host HOST] [--port PORT]",
                 "Run the embedded SSH server",
+                LOCAL,
             ),
             (
                 "ssh-command",
                 "ssh_command",
-                "ssh-command --key NAME [--root ROOT]",
+                "ssh-command --fingerprint FP [--root ROOT]",
                 "Run $SSH_ORIGINAL_COMMAND for a key (the OpenSSH forced command)",
+                LOCAL,
                 True,
             ),
         ],
@@ -222,6 +303,7 @@ RESERVED_NAMESPACES = {verb.split(":")[0] for verb in BUILTINS} | {
     "service",
     "app",
     "ssh-keys",
+    "access",
     "serve",
     "ssh-command",
     "git",
@@ -235,3 +317,18 @@ RESERVED_NAMESPACES = {verb.split(":")[0] for verb in BUILTINS} | {
 def usage_line(verb: str) -> str:
     """The usage line a built-in's errors end with: ``gokku VERB ARGS...``."""
     return "gokku " + BUILTINS[verb].usage
+
+
+def read_assignments(ctx, opts, words: list[str], usage: str, check) -> dict[str, str]:
+    """``KEY=VALUE`` words, or with ``--stdin`` NUL-terminated records on stdin (one of
+    the two: values from both would make it unclear which one wins)."""
+    from gokku.cmdline import assignments, stdin_assignments
+    from gokku.errors import UsageError
+
+    if not opts.flag("stdin"):
+        if not words:
+            raise UsageError(f"missing argument (KEY=VALUE); usage: {usage}")
+        return assignments(words, usage, check)
+    if words:
+        raise UsageError(f"give KEY=VALUE words or --stdin, not both; usage: {usage}")
+    return stdin_assignments(ctx.request.stdin, usage, check)

@@ -1,11 +1,12 @@
 """``apps:*`` verbs."""
 
-from gokku import apps, services
+from gokku import access, apps, keys, services
 from gokku.cmdline import parse
 from gokku.commands import usage_line
 from gokku.context import Context
 from gokku.errors import GokkuError
 from gokku.names import check_name
+from gokku.ssh.config import load as load_config
 
 
 def _app_arg(ctx: Context, verb: str, args: list[str], **flags: str) -> tuple[str, object]:
@@ -25,7 +26,7 @@ def create(ctx: Context, args: list[str]) -> int:
 
 def list_(ctx: Context, args: list[str]) -> int:
     opts = parse(args, usage_line("apps:list"), values={"--format": "format"}, max_args=0)
-    names = apps.names(ctx.root)
+    names = access.visible(ctx.request.identity, "app", apps.names(ctx.root))
     if opts.get("format", ctx.format) == "json":
         ctx.out_json(names)
     elif not names:
@@ -52,5 +53,6 @@ def destroy(ctx: Context, args: list[str]) -> int:
         services.unlink(ctx.root, name, app, env)
         ctx.info(f"Unlinked {name} from {app} ({env})")
     apps.destroy(ctx.root, app)
+    keys.drop_grants(ctx.root, load_config(ctx.root), access.target("app", app))
     ctx.info(f"Destroyed app {app}")
     return 0

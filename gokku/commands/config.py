@@ -1,21 +1,30 @@
 """``config:*`` verbs: an app's variables, exact to the byte through the ``.env`` file."""
 
-from gokku import apps, envfile, services
-from gokku.cmdline import Parsed, assignments, parse
-from gokku.commands import usage_line
+from gokku import access, apps, envfile, services
+from gokku.cmdline import Parsed, parse
+from gokku.commands import read_assignments, usage_line
 from gokku.context import Context
 from gokku.errors import GokkuError, NotFound, UsageError
 from gokku.names import check_env_key, check_name
 
 
-def _opts(ctx: Context, verb: str, args: list[str], min_args: int, **extra: str) -> tuple:
+def _opts(
+    ctx: Context,
+    verb: str,
+    args: list[str],
+    min_args: int,
+    level: str,
+    values: dict[str, str] | None = None,
+    flags: dict[str, str] | None = None,
+) -> tuple:
     usage = usage_line(verb)
-    values = {"-a": "app", "--app": "app", "--env": "env", "-e": "env", **extra}
-    opts: Parsed = parse(args, usage, values=values, min_args=min_args)
+    values = {"-a": "app", "--app": "app", "--env": "env", "-e": "env", **(values or {})}
+    opts: Parsed = parse(args, usage, values=values, flags=flags, min_args=min_args)
     app = opts.get("app", ctx.app)
     if not app:
         raise UsageError(f"missing -a APP; usage: {usage}")
     check_name("app", app)
+    access.require(ctx, "app", app, level)
     apps.require(ctx.root, app)
     return app, check_name("environment", opts.get("env", apps.DEFAULT_ENV)), opts, usage
 
@@ -32,8 +41,10 @@ def _refuse_linked(ctx: Context, app: str, env: str, keys: list[str]) -> None:
 
 
 def set_(ctx: Context, args: list[str]) -> int:
-    app, env, opts, usage = _opts(ctx, "config:set", args, 1)
-    values = assignments(opts.positional, usage, check_env_key)
+    app, env, opts, usage = _opts(
+        ctx, "config:set", args, 0, access.WRITE, flags={"--stdin": "stdin"}
+    )
+    values = read_assignments(ctx, opts, opts.positional, usage, check_env_key)
     _refuse_linked(ctx, app, env, list(values))
     apps.update_env(ctx.root, app, env, lambda current: current.update(values))
     ctx.info(f"Set {', '.join(values)} on {app} ({env})")
@@ -41,7 +52,7 @@ def set_(ctx: Context, args: list[str]) -> int:
 
 
 def get(ctx: Context, args: list[str]) -> int:
-    app, env, opts, usage = _opts(ctx, "config:get", args, 1)
+    app, env, opts, usage = _opts(ctx, "config:get", args, 1, access.READ)
     if len(opts.positional) != 1:
         raise UsageError(f"config:get takes one KEY; usage: {usage}")
     key = check_env_key(opts.positional[0])
@@ -53,7 +64,9 @@ def get(ctx: Context, args: list[str]) -> int:
 
 
 def list_(ctx: Context, args: list[str]) -> int:
-    app, env, opts, usage = _opts(ctx, "config:list", args, 0, **{"--format": "format"})
+    app, env, opts, usage = _opts(
+        ctx, "config:list", args, 0, access.READ, values={"--format": "format"}
+    )
     if opts.positional:
         raise UsageError(f"unexpected argument {opts.positional[0]!r}; usage: {usage}")
     values = apps.read_env(ctx.root, app, env)
@@ -72,7 +85,7 @@ def list_(ctx: Context, args: list[str]) -> int:
 
 
 def unset(ctx: Context, args: list[str]) -> int:
-    app, env, opts, _ = _opts(ctx, "config:unset", args, 1)
+    app, env, opts, _ = _opts(ctx, "config:unset", args, 1, access.WRITE)
     keys = [check_env_key(key) for key in opts.positional]
     _refuse_linked(ctx, app, env, keys)
 

@@ -4,7 +4,7 @@ request's streams, so stdout carries nothing else; Gokku's own lines go to stder
 
 from pathlib import Path
 
-from gokku import repos, runner
+from gokku import access, apps, repos, runner
 from gokku.cmdline import parse
 from gokku.commands import usage_line
 from gokku.context import Context
@@ -12,6 +12,10 @@ from gokku.context import Context
 
 def receive_pack(ctx: Context, args: list[str]) -> int:
     app = _app(args, "git-receive-pack")
+    if not apps.exists(ctx.root, app):
+        # The first push creates the app: that is an admin's to do.
+        access.require_admin(ctx, f"create app {app!r} by pushing to it")
+    access.require(ctx, "app", app, access.WRITE)
     if repos.ensure(ctx.root, app):
         ctx.info(f"Created app {app}")
     repo = ctx.root.repo(app)
@@ -23,6 +27,7 @@ def receive_pack(ctx: Context, args: list[str]) -> int:
 
 def upload_pack(ctx: Context, args: list[str]) -> int:
     app = _app(args, "git-upload-pack")
+    access.require(ctx, "app", app, access.READ)
     return _git(ctx, "upload-pack", repos.require(ctx.root, app))
 
 

@@ -11,20 +11,39 @@ from gokku.errors import GokkuError, NotFound, UsageError
 from gokku.ssh.config import load as load_config
 
 
+def upgraded(ctx: Context) -> None:
+    """Bring a registry from before roles up to date, saying so the one time it happens."""
+    kept = keys.upgrade(ctx.root, load_config(ctx.root))
+    if kept:
+        names = ", ".join(key.name for key in kept)
+        ctx.warn(
+            f"{len(kept)} key(s) registered before roles existed keep the admin role: {names} "
+            "(new keys are members; see: gokku ssh-keys:list)"
+        )
+
+
 def add(ctx: Context, args: list[str]) -> int:
-    opts = parse(args, usage_line("ssh-keys:add"), min_args=1, max_args=2)
+    usage = usage_line("ssh-keys:add")
+    opts = parse(args, usage, values={"--role": "role"}, min_args=1, max_args=2)
     name, *path = opts.positional
+    upgraded(ctx)
     text = _read_key(ctx, path[0] if path else None)
-    key, added = keys.add(ctx.root, load_config(ctx.root), name, text)
+    key, added = keys.add(ctx.root, load_config(ctx.root), name, text, opts.get("role", "member"))
     if added:
-        ctx.info(f"Added key {name} ({key.type} {key.fingerprint})")
+        ctx.info(f"Added key {name} ({key.type} {key.fingerprint}), role {key.role}")
     else:
         ctx.info(f"Key {name} ({key.fingerprint}) is already registered")
     return 0
 
 
 def _read_key(ctx: Context, path: str | None) -> str:
+    """The key from stdin; from PATH only on the server itself. Over SSH a PATH would make
+    the server read its own files for the caller (and echo them in errors)."""
     if path is not None:
+        if ctx.request.identity.over_ssh:
+            raise UsageError(
+                "over SSH the key comes from stdin: ssh ... ssh-keys:add NAME < KEY.pub"
+            )
         try:
             data = Path(path).read_bytes()
         except FileNotFoundError:
@@ -42,21 +61,39 @@ def _read_key(ctx: Context, path: str | None) -> str:
         raise UsageError("not an SSH public key (the input is not text)") from None
 
 
+def described(key: keys.Key) -> dict[str, object]:
+    """A key as listings show it (never its key data)."""
+    return {
+        "name": key.name,
+        "type": key.type,
+        "fingerprint": key.fingerprint,
+        "role": key.role,
+        "grants": dict(sorted(key.grants.items())),
+        "added": key.added,
+    }
+
+
+def grants_text(grants: dict[str, str]) -> str:
+    return ",".join(f"{t}({a})" for t, a in sorted(grants.items())) or "-"
+
+
 def list_(ctx: Context, args: list[str]) -> int:
     opts = parse(args, usage_line("ssh-keys:list"), values={"--format": "format"}, max_args=0)
-    entries = keys.load(ctx.root)
-    if opts.get("format", ctx.format) == "json":
-        ctx.out_json(
-            [
-                {"name": k.name, "type": k.type, "fingerprint": k.fingerprint, "added": k.added}
-                for k in entries
-            ]
-        )
-    elif not entries:
-        ctx.out("No keys (add one: gokku ssh-keys:add NAME PATH)")
-    else:
-        rows = [[k.name, k.type, k.fingerprint, k.added] for k in entries]
-        ctx.table(["NAME", "TYPE", "FINGERPRINT", "ADDED"], rows)
+    upgraded(ctx)
+    ctx.listing(
+        opts.get("format", ctx.format),
+        [described(key) for key in keys.load(ctx.root)],
+        "No keys (add one: gokku ssh-keys:add NAME < KEY.pub)",
+        ["NAME", "ROLE", "TYPE", "FINGERPRINT", "GRANTS", "ADDED"],
+        lambda r: [
+            r["name"],
+            r["role"],
+            r["type"],
+            r["fingerprint"],
+            grants_text(r["grants"]),
+            r["added"],
+        ],
+    )
     return 0
 
 
@@ -67,6 +104,7 @@ def remove(ctx: Context, args: list[str]) -> int:
     fingerprint = opts.get("fingerprint")
     if bool(name) == bool(fingerprint):
         raise UsageError(f"give a NAME or --fingerprint FP; usage: {usage}")
+    upgraded(ctx)
     key = keys.remove(ctx.root, load_config(ctx.root), name, fingerprint)
     ctx.info(f"Removed key {key.name} ({key.fingerprint})")
     return 0

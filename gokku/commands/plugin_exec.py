@@ -3,11 +3,11 @@
 import difflib
 import os
 
-from gokku import services
+from gokku import access, services
 from gokku.context import Context
-from gokku.errors import GokkuError, UnknownCommand, UsageError
-from gokku.names import NAME_RE
-from gokku.plugins.registry import Plugin
+from gokku.errors import AccessDenied, GokkuError, UnknownCommand, UsageError
+from gokku.names import is_name
+from gokku.plugins.registry import LIFECYCLE, Plugin
 from gokku.runner import run_script
 
 
@@ -15,13 +15,15 @@ def run_plugin_command(
     ctx: Context, plugin: Plugin, namespace: str, command: str, args: list[str]
 ) -> int:
     """Run ``NAMESPACE:COMMAND``; ``namespace`` is what the user typed (name or alias)."""
-    script = plugin.script(command)
+    script = None if command in LIFECYCLE else plugin.script(command)
     if script is None:
         close = difflib.get_close_matches(command, plugin.commands(), n=1, cutoff=0.6)
         hint = f"; did you mean '{namespace}:{close[0]}'?" if close else ""
         raise UnknownCommand(
             f"plugin {plugin.name!r} has no command {command!r}{hint} (see: gokku {namespace}:help)"
         )
+    service = _service_of(ctx, plugin, args)
+    _authorize(ctx, plugin, f"{namespace}:{command}", command, service)
     io = plugin.io(command)
     if io.stdin == "data" and os.isatty(ctx.request.stdin.fileno()):
         raise UsageError(
@@ -29,12 +31,34 @@ def run_plugin_command(
             f"e.g. gokku {namespace}:{command} {' '.join(args)} < FILE".rstrip()
         )
     extra = {}
-    if args and NAME_RE.match(args[0]) and services.exists(ctx.root, args[0]):
-        owner = services.load(ctx.root, args[0]).plugin
-        if owner != plugin.name:
-            raise GokkuError(
-                f"service {args[0]!r} belongs to plugin {owner!r}, not {plugin.name!r}"
-            )
-        extra["SERVICE_NAME"] = args[0]
-        extra["GOKKU_SERVICE_DIR"] = str(ctx.root.service_dir(args[0]))
+    if service is not None:
+        extra["SERVICE_NAME"] = service
+        extra["GOKKU_SERVICE_DIR"] = str(ctx.root.service_dir(service))
     return run_script(ctx, plugin, script, args, extra, raw_terminal=not io.pty_allowed)
+
+
+def _service_of(ctx: Context, plugin: Plugin, args: list[str]) -> str | None:
+    """The service the first argument names, when it is one of this plugin's."""
+    if not args or not is_name(args[0]) or not services.exists(ctx.root, args[0]):
+        return None
+    owner = services.load(ctx.root, args[0]).plugin
+    if owner != plugin.name:
+        raise GokkuError(f"service {args[0]!r} belongs to plugin {owner!r}, not {plugin.name!r}")
+    return args[0]
+
+
+def _authorize(ctx: Context, plugin: Plugin, verb: str, command: str, service: str | None) -> None:
+    """The command's declared access (plugin.yml), checked against its service."""
+    level = plugin.access(command)
+    if level == access.ANY:
+        return
+    if level == access.ADMIN:
+        access.require_admin(ctx, f"run {verb}")
+    elif service is not None:
+        access.require(ctx, "service", service, level)
+    elif ctx.request.identity.role != access.ADMIN:
+        name = ctx.request.identity.name
+        raise AccessDenied(
+            f"{name} may not run {verb} without naming a {plugin.name} service it may "
+            f"{level}: ask an admin for access:grant {name} service:SVC"
+        )

@@ -6,9 +6,10 @@ from gokku import services
 from gokku.cmdline import parse
 from gokku.commands import usage_line
 from gokku.context import Context
-from gokku.errors import GokkuError
-from gokku.names import NAME_RE
+from gokku.errors import GokkuError, UsageError
+from gokku.names import is_name
 from gokku.plugins import contract, install, registry
+from gokku.plugins.sources import looks_like_path
 
 
 def add(ctx: Context, args: list[str]) -> int:
@@ -74,12 +75,14 @@ def list_(ctx: Context, args: list[str]) -> int:
 def validate(ctx: Context, args: list[str]) -> int:
     opts = parse(args, usage_line("plugins:validate"), min_args=1, max_args=1)
     target = opts.positional[0]
-    if NAME_RE.match(target) and ctx.root.plugin_dir(target).is_dir():
+    if is_name(target) and ctx.root.plugin_dir(target).is_dir():
         tree = ctx.root.plugin_dir(target)
-    elif Path(target).is_dir():
+    elif ctx.request.identity.over_ssh:
+        raise UsageError("over SSH, validate an installed plugin by NAME (paths stay local)")
+    elif looks_like_path(target) and Path(target).is_dir():
         tree = Path(target)
     else:
-        raise GokkuError(f"{target!r} is neither an installed plugin nor a directory")
+        raise GokkuError(f"{target[:64]!r} is neither an installed plugin nor a directory")
     findings = contract.validate(tree)
     for finding in findings:
         ctx.out(f"{finding.level}: {finding.message}")

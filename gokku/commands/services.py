@@ -4,14 +4,15 @@ next-port)."""
 
 import json
 
-from gokku import services
-from gokku.cmdline import assignments, parse
-from gokku.commands import usage_line
+from gokku import access, keys, services
+from gokku.cmdline import parse
+from gokku.commands import read_assignments, usage_line
 from gokku.context import Context
 from gokku.errors import GokkuError, NotFound, ScriptFailed, UsageError
 from gokku.names import check_env_key, check_name
 from gokku.plugins import registry
 from gokku.runner import run_script
+from gokku.ssh.config import load as load_config
 
 
 def _plugin_of(ctx: Context, service: services.Service) -> registry.Plugin:
@@ -52,6 +53,11 @@ def create(ctx: Context, args: list[str]) -> int:
     with services.service_lock(ctx.root, name):
         if services.exists(ctx.root, name):
             raise GokkuError(f"service {name!r} already exists")
+        if ctx.root.service_dir(name).exists():
+            raise GokkuError(
+                f"{ctx.root.service_dir(name)} exists but is no service: it was left alone; "
+                "move it away or choose another name"
+            )
         service = services.Service(
             name, ctx.root.service_dir(name), services.new_record(name, plugin.name, version)
         )
@@ -83,6 +89,7 @@ def list_(ctx: Context, args: list[str]) -> int:
             "created_at": s.data.get("created_at", ""),
         }
         for s in services.all_services(ctx.root)
+        if access.allows(ctx.request.identity, "service", s.name, access.READ)
     ]
     ctx.listing(
         opts.get("format", ctx.format),
@@ -103,7 +110,9 @@ def list_(ctx: Context, args: list[str]) -> int:
 def _passthrough(ctx: Context, args: list[str], command: str) -> int:
     if not args:
         raise UsageError(f"missing service name; usage: {usage_line('services:' + command)}")
-    service = services.load(ctx.root, check_name("service", args[0]))
+    name = check_name("service", args[0])
+    access.require(ctx, "service", name, access.READ)
+    service = services.load(ctx.root, name)
     return _run(ctx, _plugin_of(ctx, service), command, args)
 
 
@@ -128,7 +137,10 @@ def _link_args(ctx: Context, verb: str, args: list[str]) -> tuple[str, str, str]
     if not app:
         raise UsageError(f"missing -a APP; usage: {usage}")
     name = check_name("service", opts.positional[0])
-    return name, check_name("app", app), check_name("environment", opts.get("env", "shared"))
+    check_name("app", app)
+    access.require(ctx, "app", app, access.WRITE)
+    access.require(ctx, "service", name, access.WRITE)
+    return name, app, check_name("environment", opts.get("env", "shared"))
 
 
 def _hook(ctx: Context, name: str, hook: str, app: str, env: str) -> None:
@@ -178,6 +190,7 @@ def destroy(ctx: Context, args: list[str]) -> int:
                     code,
                 )
         services.remove_dir(service)
+        keys.drop_grants(ctx.root, load_config(ctx.root), access.target("service", name))
     ctx.info(f"Service {name} destroyed")
     return 0
 
@@ -205,7 +218,10 @@ def _control(ctx: Context, args: list[str], command: str) -> int:
     if opts.flag("all") == bool(opts.positional):
         raise UsageError(f"give one service or --all; usage: {usage}")
     if opts.positional:
-        return _control_one(ctx, check_name("service", opts.positional[0]), command, False)
+        name = check_name("service", opts.positional[0])
+        access.require(ctx, "service", name, access.WRITE)
+        return _control_one(ctx, name, command, False)
+    access.require_admin(ctx, f"{command} every service")
     failed = []
     for service in services.all_services(ctx.root):
         try:
@@ -246,9 +262,10 @@ def config_get(ctx: Context, args: list[str]) -> int:
 
 def _set_section(ctx: Context, args: list[str], verb: str, section: str, check) -> int:
     usage = usage_line(verb)
-    opts = parse(args, usage, min_args=2)
+    opts = parse(args, usage, flags={"--stdin": "stdin"}, min_args=1)
     name = check_name("service", opts.positional[0])
-    services.update(ctx.root, name, section, assignments(opts.positional[1:], usage, check))
+    values = read_assignments(ctx, opts, opts.positional[1:], usage, check)
+    services.update(ctx.root, name, section, values)
     return 0
 
 

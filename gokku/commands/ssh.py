@@ -11,6 +11,7 @@ from pathlib import Path
 from gokku import audit, keys
 from gokku.cmdline import parse
 from gokku.commands import usage_line
+from gokku.commands.keys import grants_text
 from gokku.context import Context, Identity, Request
 from gokku.errors import GokkuError, UsageError
 from gokku.paths import Root
@@ -56,46 +57,60 @@ def _hang_up_raises() -> Iterator[None]:
 
 
 def ssh_command(ctx: Context, args: list[str]) -> int:
-    """Run ``$SSH_ORIGINAL_COMMAND`` for the key named by ``--key``; log it to the audit log.
+    """Run ``$SSH_ORIGINAL_COMMAND`` for the key with ``--fingerprint``; log it to the audit log.
 
     sshd runs this as the forced command of every key line it got from the registry; the
     embedded server runs it for every session, with the same environment sshd would set.
+    The key is looked up by the fingerprint that logged in, at every command: a removed key
+    gets nothing more, even on a connection still open, and neither does a key whose name
+    was given to another. (``--key NAME`` is what authorized_keys lines written before
+    fingerprints said; such a registry is rewritten on the spot.)
     """
+    from gokku.commands.keys import upgraded
     from gokku.dispatcher import dispatch
     from gokku.ssh.relay import relayed
 
     usage = usage_line("ssh-command")
-    opts = parse(args, usage, values={"--key": "key", "--root": "root"}, max_args=0)
-    name = opts.get("key")
-    if not name:
-        raise UsageError(f"missing --key NAME; usage: {usage}")
+    values = {"--key": "key", "--fingerprint": "fingerprint", "--root": "root"}
+    opts = parse(args, usage, values=values, max_args=0)
+    if bool(opts.get("key")) == bool(opts.get("fingerprint")):
+        raise UsageError(f"give --fingerprint FP; usage: {usage}")
     root = Root(Path(opts.get("root") or "").absolute()) if opts.get("root") else ctx.root
-    key = keys.by_name(root, name)
+    legacy = opts.get("key")
+    if legacy:
+        upgraded(Context(ctx.request, root))
+        key = keys.by_name(root, legacy)
+    else:
+        key = keys.by_fingerprint(root, opts.get("fingerprint") or "")
     if key is None:
-        raise GokkuError(f"key {name!r} is not registered (see: gokku ssh-keys:list)")
+        raise GokkuError("this key is no longer registered (see: gokku ssh-keys:list)")
     remote = (os.environ.get("SSH_CONNECTION") or os.environ.get("SSH_CLIENT") or "").split()
-    identity = Identity(key.name, key.fingerprint, remote=remote[0] if remote else "")
+    identity = Identity.of_key(key, remote[0] if remote else "")
     command = os.environ.get("SSH_ORIGINAL_COMMAND", "")
     entry = audit.Entry(key.name, key.fingerprint, identity.remote, [], pty=os.isatty(0))
     started = time.monotonic()
     try:
-        entry.argv = split_command(command)
+        argv = split_command(command)
     except UsageError as exc:
         entry.argv, entry.exit, entry.duration = None, exc.exit_code, 0.0
         audit.write(root, entry)
         raise
+    entry.argv = audit.redacted(argv)
     code = HANGUP_EXIT
     counts = None
+    request = None
     try:
         with _hang_up_raises(), relayed() as streams:
             counts = streams.counts
             term = os.environ.get("TERM") if entry.pty else None
             streams_ = (streams.stdin, streams.stdout, streams.stderr)
-            code = dispatch(Request(entry.argv, identity, *streams_, term=term), root)
+            request = Request(argv, identity, *streams_, term=term)
+            code = dispatch(request, root)
     except _HungUp:
         pass
     entry.exit = code
     entry.duration = round(time.monotonic() - started, 3)
+    entry.denied = request.denied if request is not None else None
     if counts is not None:
         entry.bytes_in, entry.bytes_out = counts.bytes_in, counts.bytes_out
     audit.write(root, entry)
@@ -110,11 +125,14 @@ def whoami(ctx: Context, args: list[str]) -> int:
         "name": ident.name,
         "fingerprint": ident.fingerprint,
         "role": ident.role,
+        "grants": dict(sorted(ident.grants.items())),
         "remote": ident.remote,
     }
     if opts.get("format", ctx.format) == "json":
         ctx.out_json(fields)
-    else:
-        for label, value in fields.items():
-            ctx.out(f"{label + ':':13}{value}")
+        return 0
+    for label, value in fields.items():
+        if label == "grants":
+            value = "(everything)" if ident.role == "admin" else grants_text(ident.grants)
+        ctx.out(f"{label + ':':13}{value}")
     return 0

@@ -21,13 +21,23 @@ export GOKKU_APPS_DIR="${GOKKU_APPS_DIR:-$GOKKU_ROOT/apps}"
 # Run the gokku CLI that started this script (same interpreter, same package).
 _gokku() {
   if [ -n "${GOKKU_PYTHON:-}" ]; then
-    PYTHONPATH="${GOKKU_PYTHONPATH:-}${PYTHONPATH:+:$PYTHONPATH}" "$GOKKU_PYTHON" -m gokku "$@"
+    PYTHONPATH="${GOKKU_PYTHONPATH:-}${PYTHONPATH:+:$PYTHONPATH}" "$GOKKU_PYTHON" -P -m gokku "$@"
   else
     gokku "$@"
   fi
 }
 
-_GOKKU_NAME_RE='^[a-z0-9][a-z0-9-]{0,62}$'
+# The name rule, written in here from Python's (gokku.names) when the file is installed.
+_GOKKU_NAME_RE='^@NAME_PATTERN@$'
+
+# _gokku_set VERB ARGS... -- KEY=VALUE...: call VERB with the assignments on stdin, never
+# on a command line, where every local user could read them in `ps` (printf is a builtin).
+_gokku_set() {
+  local -a verb=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do verb+=("$1"); shift; done
+  shift
+  printf '%s\0' "$@" | _gokku "${verb[@]}" --stdin
+}
 _gokku_valid_name() {
   [[ "$1" =~ $_GOKKU_NAME_RE ]] || { log_error "invalid name '$1'"; return 2; }
 }
@@ -74,7 +84,7 @@ port_available() {
 # set_app_env APP ENV KEY VALUE: the value is stored exactly (spaces, quotes, '=').
 set_app_env() {
   [ $# -eq 4 ] || { log_error "usage: set_app_env APP ENV KEY VALUE"; return 2; }
-  _gokku --quiet config:set -a "$1" --env "$2" "$3=$4"
+  _gokku_set --quiet config:set -a "$1" --env "$2" -- "$3=$4"
 }
 
 unset_app_env() {
@@ -101,13 +111,13 @@ get_service_config() {
 
 update_service_config() {
   [ $# -eq 3 ] || { log_error "usage: update_service_config SVC KEY VALUE"; return 2; }
-  _gokku services:config-set "$1" "$2=$3"
+  _gokku_set services:config-set "$1" -- "$2=$3"
 }
 
 # set_service_env SVC KEY VALUE: a variable that services:link writes into linked apps.
 set_service_env() {
   [ $# -eq 3 ] || { log_error "usage: set_service_env SVC KEY VALUE"; return 2; }
-  _gokku services:env-set "$1" "$2=$3"
+  _gokku_set services:env-set "$1" -- "$2=$3"
 }
 
 # export_service_data SVC PATH / import_service_data SVC PATH: tar.gz of the service dir.

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gokku.errors import GokkuError
-from gokku.names import NAME_RE
+from gokku.names import is_name
 from gokku.plugins.manifest import parse_commands
 
 REQUIRED_COMMANDS = ("help", "info", "logs")
@@ -32,7 +32,7 @@ def validate(tree: Path) -> list[Finding]:
             findings.append(Finding("error", f"missing commands/{command}"))
     for folder in ("bin", "commands"):
         for path in sorted((tree / folder).glob("*")) if (tree / folder).is_dir() else []:
-            if path.is_file() and not NAME_RE.match(path.name):
+            if path.is_file() and not is_name(path.name):
                 findings.append(
                     Finding(
                         "warning",
@@ -59,7 +59,7 @@ def namespace(tree: Path) -> str | None:
     if not path.is_file():
         return None
     words = _name_words(path.read_text(encoding="utf-8", errors="replace"))
-    if len(words) != 1 or not NAME_RE.match(words[0]):
+    if len(words) != 1 or not is_name(words[0]):
         raise GokkuError("commands/name must hold (or echo) one lowercase namespace word")
     return words[0]
 

@@ -103,7 +103,7 @@ def _make_executable(tree: Path) -> None:
 
 
 def add(ctx: Context, text: str, name: str | None, ref: str | None) -> registry.Plugin:
-    source = sources.parse(text, ref)
+    source = sources.parse(text, ref, remote_only=ctx.request.identity.over_ssh)
     name = check_name("plugin", name or source.default_name())
     with lock(ctx.root.locks, f"plugin-{name}"):
         target = ctx.root.plugin_dir(name)

@@ -7,7 +7,12 @@ commands:
   export:  {stdout: binary}          # bytes on stdout: never through a pty
   import:  {stdin: data}             # reads data from stdin: refuse a terminal there
   connect: {tty: prefer}             # interactive: a pty when the client asked for one
+  info:    {access: read}            # who may run it: read|write|admin|any (below)
 ```
+
+``access`` is checked against the service the first argument names: ``write`` (the
+default) needs write access to it, ``read`` (the default of info and logs) read access,
+``admin`` an admin key, ``any`` nothing (``help`` by default: it is documentation).
 
 The declarations are copied into the install record, so routing never parses YAML.
 Plugins without a manifest keep the defaults: a pty when the client asked, no checks.
@@ -21,6 +26,8 @@ from gokku.errors import GokkuError
 TTY_MODES = ("never", "allow", "prefer")
 STDOUT_MODES = ("text", "binary")
 STDIN_MODES = ("none", "data", "terminal", "any")
+ACCESS_LEVELS = ("read", "write", "admin", "any")
+DEFAULT_ACCESS = {"help": "any", "info": "read", "logs": "read"}
 
 
 @dataclass(frozen=True)
@@ -45,10 +52,16 @@ def parse_commands(manifest: dict[str, Any]) -> dict[str, dict[str, str]]:
         settings = settings or {}
         if not isinstance(settings, dict):
             raise GokkuError(f"plugin.yml: settings of command {command!r} must be a mapping")
-        unknown = set(settings) - {"tty", "stdout", "stdin", "description"}
+        unknown = set(settings) - {"tty", "stdout", "stdin", "access", "description"}
         if unknown:
             raise GokkuError(f"plugin.yml: command {command!r} has unknown keys {sorted(unknown)}")
-        for key, allowed in (("tty", TTY_MODES), ("stdout", STDOUT_MODES), ("stdin", STDIN_MODES)):
+        checks = (
+            ("tty", TTY_MODES),
+            ("stdout", STDOUT_MODES),
+            ("stdin", STDIN_MODES),
+            ("access", ACCESS_LEVELS),
+        )
+        for key, allowed in checks:
             if key in settings and settings[key] not in allowed:
                 raise GokkuError(
                     f"plugin.yml: command {command!r}: {key} must be one of {', '.join(allowed)}"
@@ -61,3 +74,9 @@ def command_io(record: dict[str, Any], command: str) -> CommandIO:
     settings = (record.get("commands_io") or {}).get(command) or {}
     fields = {k: v for k, v in settings.items() if k in ("tty", "stdout", "stdin")}
     return CommandIO(**fields)
+
+
+def command_access(record: dict[str, Any], command: str) -> str:
+    """Who may run ``command``: its ``access`` in plugin.yml, else the default."""
+    settings = (record.get("commands_io") or {}).get(command) or {}
+    return settings.get("access") or DEFAULT_ACCESS.get(command, "write")

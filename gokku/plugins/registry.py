@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from gokku.errors import NotFound
-from gokku.names import NAME_RE
+from gokku.names import is_name
 from gokku.paths import Root
-from gokku.plugins.manifest import CommandIO, command_io
+from gokku.plugins.manifest import CommandIO, command_access, command_io
 from gokku.storage import read_json
 
 RECORD = "config.json"
+# Run by services:create/destroy, never as PLUGIN:CMD (that would skip destroy's checks).
+LIFECYCLE = ("install", "uninstall")
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class Plugin:
 
     def script(self, command: str) -> Path | None:
         """``bin/CMD`` wins over ``commands/CMD``, and over a root-level install/uninstall."""
-        if not NAME_RE.match(command):
+        if not is_name(command):
             return None
         candidates = [self.path / "bin" / command, self.path / "commands" / command]
         if command in ("install", "uninstall"):
@@ -44,9 +46,9 @@ class Plugin:
             path.name
             for folder in ("bin", "commands")
             for path in (self.path / folder).glob("*")
-            if path.is_file() and NAME_RE.match(path.name)
+            if path.is_file() and is_name(path.name)
         }
-        return sorted(names - {"name"})
+        return sorted(names - {"name", *LIFECYCLE})
 
     def hook(self, name: str) -> Path | None:
         path = self.path / "hooks" / name
@@ -55,6 +57,10 @@ class Plugin:
     def io(self, command: str) -> CommandIO:
         """How ``command`` uses the terminal and streams (``plugin.yml``)."""
         return command_io(self.record, command)
+
+    def access(self, command: str) -> str:
+        """Who may run ``command`` (``plugin.yml``): read, write, admin or any."""
+        return command_access(self.record, command)
 
     def description(self) -> str:
         return str(self.record.get("description") or "")
@@ -76,13 +82,13 @@ def installed(root: Root) -> list[Plugin]:
     return [
         load(root, path.name)
         for path in sorted(root.plugins.iterdir())
-        if path.is_dir() and NAME_RE.match(path.name)
+        if path.is_dir() and is_name(path.name)
     ]
 
 
 def find(root: Root, word: str) -> Plugin | None:
     """Resolve a command namespace: a plugin's own name first, then its alias."""
-    if not NAME_RE.match(word):
+    if not is_name(word):
         return None
     if root.plugin_dir(word).is_dir():
         return load(root, word)

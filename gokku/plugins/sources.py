@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gokku.errors import GokkuError, NotFound, UsageError
-from gokku.names import NAME_RE
+from gokku.names import is_name
 from gokku.plugins.archives import check_links, check_tree, unpack
 
 GITHUB_DEFAULT = "https://github.com"
@@ -45,9 +45,17 @@ class Source:
         for suffix in (*_ARCHIVE_SUFFIXES, ".git"):
             base = base.removesuffix(suffix)
         base = base.lower().removeprefix("gokku-")
-        if not NAME_RE.match(base):
+        if not is_name(base):
             raise UsageError(f"cannot make a plugin name from {self.location!r}; pass --name NAME")
         return base
+
+    def remote(self) -> bool:
+        """Fetched from elsewhere (or bundled), not read from the server's own files."""
+        if self.kind in ("github", "bundled"):
+            return True
+        if self.kind == "url":
+            return self.location.startswith("https://")
+        return self.kind == "git" and self.location.startswith(("https://", "ssh://", "git@"))
 
     def describe(self) -> str:
         return f"{self.location}@{self.ref}" if self.ref else self.location
@@ -56,20 +64,40 @@ class Source:
         return asdict(self)
 
 
-def parse(text: str, ref: str | None = None) -> Source:
-    """Decide what kind of source ``text`` is; ``--ref`` only where a ref means something."""
+REMOTE_ONLY = (
+    "over SSH a plugin comes from a remote source: OWNER/REPO, an https URL, a git URL "
+    "over https or ssh, or a bundled name (the server reads none of its own files for you)"
+)
+
+
+def parse(text: str, ref: str | None = None, remote_only: bool = False) -> Source:
+    """Decide what kind of source ``text`` is; ``--ref`` only where a ref means something.
+
+    ``remote_only`` (an SSH caller): nothing that makes the server read its own files.
+    """
+    if remote_only and looks_like_path(text):
+        raise UsageError(REMOTE_ONLY)  # before a look at the path: no probing of the server
     source = _kind_of(text, ref)
+    if remote_only and not source.remote():
+        raise UsageError(REMOTE_ONLY)
     if ref and source.kind not in ("github", "git"):
         raise UsageError(f"--ref applies to GitHub and git sources, not to {text!r}")
     return source
 
 
+def looks_like_path(text: str) -> bool:
+    """Paths look like paths: a bare word is a bundled name or OWNER/REPO, never a
+    directory that happens to exist where the command was run."""
+    return text in (".", "..") or text.startswith(("/", "./", "../", "~"))
+
+
 def _kind_of(text: str, ref: str | None) -> Source:
-    """An existing local path wins over every other reading of ``text``."""
     if not text:
         raise UsageError("missing plugin source")
-    if os.path.exists(text):
-        path = str(Path(text).resolve())
+    if looks_like_path(text):
+        path = str(Path(text).expanduser().resolve())
+        if not os.path.exists(path):
+            raise NotFound(f"plugin source {text} does not exist")
         kind = "path" if os.path.isdir(path) else "archive"
         if kind == "path" and path.endswith(".git"):
             kind = "git"  # a local repository (bare ones have no plugin files): clone it
@@ -84,7 +112,7 @@ def _kind_of(text: str, ref: str | None) -> Source:
         return Source("git", text, ref or "")
     if match := _GITHUB_SHORT.match(text):
         return Source("github", f"{match[1]}/{match[2]}", ref or match[3] or "HEAD")
-    if NAME_RE.match(text):
+    if is_name(text):
         return Source("bundled", text, "")
     raise UsageError(
         f"cannot tell what plugin source {text!r} is: give OWNER/REPO, a URL, a git URL, "

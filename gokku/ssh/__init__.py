@@ -6,8 +6,16 @@ Nothing here imports asyncssh; ``gokku.ssh.server`` does, and only ``serve`` loa
 """
 
 import shlex
+import sys
 
 from gokku.errors import UsageError
+
+
+def gokku_argv() -> list[str]:
+    """This gokku, as a command: the same interpreter and package. ``-P`` keeps the
+    working directory off ``sys.path``: ``python -m`` would otherwise run whatever
+    ``gokku/`` package sits in the directory the server was started from."""
+    return [sys.executable, "-P", "-m", "gokku"]
 
 
 def split_command(command: str) -> list[str]:

@@ -5,11 +5,14 @@ ssh:
   host: 0.0.0.0          # embedded server (gokku serve); --host/--port win over these
   port: 2222
   user: gokku            # the only login name the embedded server accepts
-  login_timeout: 30      # seconds to finish authentication
+  login_timeout: 20      # seconds to finish authentication (the login grace)
   keepalive_interval: 15 # seconds between keepalives; 0 turns them off
   keepalive_count_max: 4 # unanswered keepalives before the connection is dropped
   max_auth_tries: 6      # refused keys per connection before it is dropped
-  max_connections: 256   # these two count across all workers
+  max_startups: "32:30:256"  # unauthenticated connections per worker: OpenSSH's
+                             # start:rate:full (quote it: YAML reads 10:30:100 as a number)
+  max_startups_per_address: 64  # unauthenticated connections per worker from one address
+  max_connections: 256   # logged-in connections; these two count across all workers
   max_connections_per_address: 64
   max_sessions: 10       # sessions (commands) open at once on one connection
   workers: 0             # server processes sharing the port; 0: one per CPU core
@@ -28,7 +31,6 @@ silently leave a limit at its default.
 
 import dataclasses
 import shlex
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,10 +47,12 @@ class SSHConfig:
     host: str = "127.0.0.1"
     port: int = 2222
     user: str = "gokku"
-    login_timeout: float = 30.0
+    login_timeout: float = 20.0
     keepalive_interval: float = 15.0
     keepalive_count_max: int = 4
     max_auth_tries: int = 6
+    max_startups: str = "32:30:256"
+    max_startups_per_address: int = 64
     max_connections: int = 256
     max_connections_per_address: int = 64
     max_sessions: int = 10
@@ -56,15 +60,29 @@ class SSHConfig:
     gokku_command: str = ""
     ciphers: str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com"
 
+    def startups(self) -> tuple[int, float, int]:
+        """``max_startups`` as (start, drop rate 0-1, full), or a GokkuError saying why not."""
+        parts = self.max_startups.split(":")
+        if len(parts) == 1:
+            parts = [parts[0], "100", parts[0]]
+        if len(parts) != 3 or not all(part.isdigit() for part in parts):
+            raise GokkuError("ssh.max_startups must be START:RATE:FULL, e.g. 32:30:256 (or FULL)")
+        start, rate, full = (int(part) for part in parts)
+        if not 0 < start <= full or rate > 100:
+            raise GokkuError("ssh.max_startups: need 0 < START <= FULL and RATE <= 100")
+        return start, rate / 100, full
+
     def gokku_argv(self) -> list[str]:
         """How to run ``gokku`` from a forced command: this interpreter unless configured.
 
         sshd runs the forced command with an emptied environment, so the default is an
         absolute interpreter path rather than whatever ``gokku`` PATH would find.
         """
+        from gokku.ssh import gokku_argv
+
         if self.gokku_command:
             return shlex.split(self.gokku_command)
-        return [sys.executable, "-m", "gokku"]
+        return gokku_argv()
 
 
 def load(root: Root) -> SSHConfig:

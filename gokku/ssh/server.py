@@ -13,9 +13,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import signal
 import socket
 import sys
+import time
 
 import asyncssh
 
@@ -36,7 +38,9 @@ SHUTDOWN_SECONDS = 10  # workers get HUP, TERM, then KILL 2 s apart (the runner)
 WINDOW = 8 << 20  # a large window keeps uploads near line speed (notes/asyncssh.md)
 ACCEPT_PAUSE = 0.5  # seconds without accepting after accept() failed (out of fds)
 BALANCE_WAIT = 0.1  # seconds a busier worker leaves a new connection to the others
+DRAIN_BATCH = 64  # connections a worker takes at once after stepping aside
 BACKLOG = 1024  # 500 clients connecting at once must not overflow the accept queue
+STALE_SECONDS = 1.0  # longer than a login takes on a loaded server: an idle connection
 
 
 def host_key(root: Root) -> asyncssh.SSHKey:
@@ -48,22 +52,55 @@ def host_key(root: Root) -> asyncssh.SSHKey:
     root.ssh.chmod(0o700)
     key = asyncssh.generate_private_key("ssh-ed25519")
     write_atomic(path, key.export_private_key(), mode=0o600)
-    write_atomic(path.with_name(HOST_KEY + ".pub"), key.export_public_key())
+    write_atomic(path.with_name(HOST_KEY + ".pub"), key.export_public_key(), mode=0o644)
     return key
 
 
 class Limits:
-    """Open connections (counted server-wide, across workers) and this worker's running
-    sessions: the first for the caps, the second so that a shutdown can wait for them."""
+    """Who may connect: unauthenticated connections (this worker's, with their own small
+    caps) apart from logged-in ones (counted server-wide), so that a flood of connections
+    that never log in cannot take the slots of registered keys.
+
+    Before login, as OpenSSH's MaxStartups ``start:rate:full``: past ``start`` fresh
+    connections a new one is refused with a probability rising from ``rate`` % to 100 %
+    at ``full``; at ``full`` the oldest connection that has been waiting longer than a
+    real login takes (STALE_SECONDS) is dropped to make room, so idle connections held
+    open cannot lock keys out. One address may hold ``max_startups_per_address``.
+    """
 
     def __init__(self, config: SSHConfig, tally: Tally) -> None:
         self.config = config
         self.tally = tally
+        self.startups = config.startups()
+        self.pending: dict[Connection, float] = {}
         self.connections: set[Connection] = set()
         self.running: set[Session] = set()
 
-    def admit(self, connection: "Connection") -> str | None:
-        """Count a new connection in; return why it is refused instead, if it is."""
+    def arrived(self, connection: "Connection") -> str | None:
+        """Count a new, unauthenticated connection in; return why it is refused instead."""
+        now = time.monotonic()
+        same = sum(1 for c in self.pending if c.address == connection.address)
+        if same >= self.config.max_startups_per_address:
+            return "too many unauthenticated connections from your address"
+        start, rate, full = self.startups
+        if len(self.pending) >= full:
+            oldest = min(self.pending, key=self.pending.__getitem__)
+            if now - self.pending[oldest] < STALE_SECONDS:
+                return "too many unauthenticated connections"
+            log.warning("dropping an unauthenticated connection from %s", oldest.address)
+            self.pending.pop(oldest)
+            oldest.close()
+        fresh = sum(1 for t in self.pending.values() if now - t < STALE_SECONDS)
+        if fresh >= start:
+            chance = rate + (1 - rate) * (fresh - start) / max(1, full - start)
+            if random.random() < chance:
+                return "too many unauthenticated connections; try again"
+        self.pending[connection] = now
+        return None
+
+    def logged_in(self, connection: "Connection") -> str | None:
+        """Move a connection that authenticated to the server-wide counts, within the caps."""
+        self.pending.pop(connection, None)
         if self.tally.total() >= self.config.max_connections:
             return "too many connections to this server"
         if self.tally.from_address(connection.address) >= self.config.max_connections_per_address:
@@ -73,8 +110,9 @@ class Limits:
         return None
 
     def release(self, connection: "Connection") -> None:
-        self.connections.discard(connection)
-        self.tally.add(connection.address, -1)
+        if self.pending.pop(connection, None) is None and connection in self.connections:
+            self.connections.discard(connection)
+            self.tally.add(connection.address, -1)
 
 
 class Connection(asyncssh.SSHServer):
@@ -88,24 +126,21 @@ class Connection(asyncssh.SSHServer):
         self.key: keys.Key | None = None
         self.sessions = 0
         self._conn: asyncssh.SSHServerConnection | None = None
-        self._admitted = False
         self._failures = 0
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
         peer = conn.get_extra_info("peername") or ("", 0)
         self.address = str(peer[0])
-        refused = self.limits.admit(self)
-        if refused:
+        self._refuse_if(self.limits.arrived(self))
+
+    def _refuse_if(self, refused: str | None) -> None:
+        if refused and self._conn is not None:
             log.warning("refused connection from %s: %s", self.address, refused)
-            conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, refused)
-            return
-        self._admitted = True
+            self._conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, refused)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._admitted:
-            self._admitted = False
-            self.limits.release(self)
+        self.limits.release(self)
 
     def begin_auth(self, username: str) -> bool:
         return True  # False would mean "no authentication needed"
@@ -131,9 +166,13 @@ class Connection(asyncssh.SSHServer):
     def auth_completed(self) -> None:
         assert self.key is not None
         log.info("key %s (%s) logged in from %s", self.key.name, self.key.fingerprint, self.address)
+        self._refuse_if(self.limits.logged_in(self))
 
     def session_requested(self) -> Session | bool:
         if self.key is None or self.sessions >= self.config.max_sessions:
+            return False
+        if keys.by_fingerprint(self.root, self.key.fingerprint) is None:
+            log.info("key %s was removed: no new session on its connection", self.key.name)
             return False
         session = Session(self.root, self.key, self.address)
         self.sessions += 1
@@ -156,6 +195,7 @@ def serve(ctx: Context, config: SSHConfig) -> int:
     """Bind, then serve in ``config.workers`` processes (this one if 1) until SIGTERM."""
     logging.basicConfig(format="%(asctime)s gokku-serve %(message)s", level=logging.INFO)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    config.startups()  # a bad max_startups is refused before anything listens
     key = host_key(ctx.root)
     offer = ciphers(config)
     sock = _listen(config)
@@ -264,8 +304,9 @@ class Acceptor:
     asyncio's own accept loop takes every queued connection at once, so a burst (or four
     streams started together) would all land on whichever worker woke first. This one
     takes one connection per wake-up, and only while no other worker is less loaded; a
-    busier worker steps aside for BALANCE_WAIT and takes the connection itself if nobody
-    did meanwhile.
+    busier worker steps aside for BALANCE_WAIT and then takes what nobody took meanwhile,
+    up to DRAIN_BATCH at once: under a flood both workers step aside in turn, and taking
+    one connection per pause would make the queue (and a key waiting in it) crawl.
     """
 
     def __init__(
@@ -301,22 +342,26 @@ class Acceptor:
             return
         self.start()
         if take:
-            self._take()
+            for _ in range(DRAIN_BATCH):
+                if not self._take():
+                    break
 
-    def _take(self) -> None:
+    def _take(self) -> bool:
+        """Accept one connection; False when there was none to take (or none could be)."""
         try:
             conn, _ = self._sock.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-            return  # another worker took it
+            return False  # another worker took it
         except OSError as exc:  # EMFILE and friends: wait a little rather than spin
             log.warning("cannot accept a connection: %s", exc)
             self._pause(ACCEPT_PAUSE, take=False)
-            return
+            return False
         conn.setblocking(False)
         self._tally.handshaking(1)
         task = asyncio.ensure_future(self._handshake(conn))
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
+        return True
 
     async def _handshake(self, conn: socket.socket) -> None:
         """Key exchange and authentication; a failure concerns only this client."""

@@ -20,7 +20,6 @@ import os
 import pty
 import signal
 import struct
-import sys
 import termios
 from collections.abc import Callable
 
@@ -29,7 +28,7 @@ import asyncssh
 from gokku import keys
 from gokku.errors import GokkuError
 from gokku.paths import Root
-from gokku.ssh import split_command
+from gokku.ssh import gokku_argv, split_command
 from gokku.ssh.relay import pipe
 
 log = logging.getLogger("gokku.serve")
@@ -158,12 +157,12 @@ class Session(asyncssh.SSHServerProcess):
             env["SSH_ORIGINAL_COMMAND"] = self.command
         if use_pty:
             env["TERM"] = self.term_type or "xterm"
-        argv = ["ssh-command", "--root", str(self._root.path), "--key", self._key.name]
+        argv = ["ssh-command", "--root", str(self._root.path)]
         return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gokku",
+            *gokku_argv(),
             *argv,
+            "--fingerprint",
+            self._key.fingerprint,
             stdin=fds[0],
             stdout=fds[1],
             stderr=fds[2],
