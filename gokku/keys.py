@@ -148,10 +148,6 @@ def upgrade(root: Root, config: SSHConfig) -> list[Key]:
     return keys
 
 
-def by_name(root: Root, name: str) -> Key | None:
-    return next((key for key in load(root) if key.name == name), None)
-
-
 def by_fingerprint(root: Root, fp: str) -> Key | None:
     return next((key for key in load(root) if key.fingerprint == fp), None)
 

@@ -330,6 +330,23 @@ def test_registry_from_before_roles_keeps_admins_and_says_so_once(
     assert path.stat().st_mode & 0o777 == 0o600
 
 
+def test_an_authorized_keys_line_from_before_fingerprints_works_once(
+    gokku: Gokku, bob: KeyPair
+) -> None:
+    """Such a line says --key NAME: it is honoured while the registry (and the lines) are
+    rewritten, and refused after that, when the name could belong to another key."""
+    path = gokku.root / "ssh" / "keys.json"
+    document = json.loads(path.read_text())
+    path.write_text(json.dumps({"keys": document["keys"]}))
+    door = {"SSH_ORIGINAL_COMMAND": "whoami --format json"}
+    first = gokku("ssh-command", "--key", "bob", env=door)
+    assert first.code == 0 and json.loads(first.stdout)["role"] == "admin"
+    lines = (gokku.root / "ssh" / "authorized_keys").read_text()
+    assert "--fingerprint SHA256:" in lines and "--key" not in lines
+    again = gokku("ssh-command", "--key", "bob", env=door)
+    assert again.code == 1 and "no longer registered" in again.stderr
+
+
 def test_state_other_users_need_not_read_is_owner_only(
     gokku: Gokku, bob: KeyPair, estate: None
 ) -> None:

@@ -24,9 +24,10 @@ def test_plugin_follows_the_contract_and_declares_its_streams(gokku, name: str) 
     assert listed[0]["version"] == "1.0.0"
     record = json.loads((gokku.root / "plugins" / name / "config.json").read_text())
     assert record["commands_io"] == {
-        "export": {"stdout": "binary"},
+        "export": {"stdout": "binary", "access": "read"},
         "import": {"stdin": "data"},
         "connect": {"tty": "prefer"},
+        "destroy": {"access": "admin"},
     }
     # What a door asks before it grants a pty, by name and by alias.
     root = Root(gokku.root)

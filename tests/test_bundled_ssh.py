@@ -4,12 +4,13 @@ that read a terminal, must not happen here."""
 
 import glob
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from bundled_support import pg_dump_without_creation_time, reachable_root
 from conftest import Gokku
 from sshkit import *  # noqa: F403 (the door fixtures)
-from sshkit import Door
+from sshkit import Door, make_key
 
 pytestmark = pytest.mark.skipif(
     not glob.glob("/usr/lib/postgresql/*/bin/initdb"), reason="PostgreSQL is not installed"
@@ -57,3 +58,19 @@ def test_postgres_over_ssh(door: Door, gokku: Gokku) -> None:
     answers = [door.ssh(f"pg:connect {name} -tA", input=query) for name in ("db", "copy")]
     assert answers[0].code == 0 and answers[0].out.startswith(b"5000|")
     assert answers[0].out == answers[1].out
+
+
+def test_a_backup_key_may_export_and_nothing_more(door: Door, gokku: Gokku, keydir: Path) -> None:
+    gokku.ok("plugins:add", "postgres")
+    gokku.ok("services:create", "postgres", "--name", "db")
+    backup = make_key(keydir, "backup")
+    gokku.ok("ssh-keys:add", "backup", input=backup.public.encode())
+    gokku.ok("access:grant", "backup", "service:db", "--read")
+    exported = door.ssh("pg:export db", key=backup.path)
+    assert exported.code == 0 and exported.out.startswith(b"PGDMP")
+    assert door.ssh("pg:info db", key=backup.path).code == 0
+    for command in ("pg:import db", "pg:connect db", "pg:stop db", "pg:destroy db --force"):
+        refused = door.ssh(command, key=backup.path, input=exported.out)
+        assert refused.code == 1, command
+        assert refused.stderr.startswith(" !     backup may not"), refused.stderr
+    assert gokku.ok("services:list", "--format", "json").stdout.count('"name": "db"') == 1

@@ -11,8 +11,9 @@ from gokku.errors import GokkuError, NotFound, UsageError
 from gokku.ssh.config import load as load_config
 
 
-def upgraded(ctx: Context) -> None:
-    """Bring a registry from before roles up to date, saying so the one time it happens."""
+def upgraded(ctx: Context) -> list[keys.Key]:
+    """Bring a registry from before roles up to date, saying so the one time it happens;
+    return the keys it kept as admins (none when it was up to date)."""
     kept = keys.upgrade(ctx.root, load_config(ctx.root))
     if kept:
         names = ", ".join(key.name for key in kept)
@@ -20,6 +21,7 @@ def upgraded(ctx: Context) -> None:
             f"{len(kept)} key(s) registered before roles existed keep the admin role: {names} "
             "(new keys are members; see: gokku ssh-keys:list)"
         )
+    return kept
 
 
 def add(ctx: Context, args: list[str]) -> int:

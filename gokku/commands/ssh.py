@@ -64,7 +64,8 @@ def ssh_command(ctx: Context, args: list[str]) -> int:
     The key is looked up by the fingerprint that logged in, at every command: a removed key
     gets nothing more, even on a connection still open, and neither does a key whose name
     was given to another. (``--key NAME`` is what authorized_keys lines written before
-    fingerprints said; such a registry is rewritten on the spot.)
+    fingerprints said: it is honoured once, while the registry is rewritten, lines
+    included; a ``--key`` line left after that is refused.)
     """
     from gokku.commands.keys import upgraded
     from gokku.dispatcher import dispatch
@@ -78,8 +79,7 @@ def ssh_command(ctx: Context, args: list[str]) -> int:
     root = Root(Path(opts.get("root") or "").absolute()) if opts.get("root") else ctx.root
     legacy = opts.get("key")
     if legacy:
-        upgraded(Context(ctx.request, root))
-        key = keys.by_name(root, legacy)
+        key = next((k for k in upgraded(Context(ctx.request, root)) if k.name == legacy), None)
     else:
         key = keys.by_fingerprint(root, opts.get("fingerprint") or "")
     if key is None:
