@@ -125,6 +125,8 @@ def test_grants_open_exactly_what_they_name(
     code, _, err = as_bob("t:args db")
     assert code == 1 and "access:grant bob service:db" in err
     assert as_bob("t:logs db")[0] == 1
+    assert as_bob("services:logs db")[0] == 1  # the same declaration, another way in
+    assert as_bob("services:stop db")[0] == 1
     assert as_bob("t:info cache")[0] == 1
     assert as_bob("t:whoami")[1].startswith("bob SHA256:")
     code, _, err = as_bob("t:args")

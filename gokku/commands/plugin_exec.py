@@ -23,7 +23,7 @@ def run_plugin_command(
             f"plugin {plugin.name!r} has no command {command!r}{hint} (see: gokku {namespace}:help)"
         )
     service = _service_of(ctx, plugin, args)
-    _authorize(ctx, plugin, f"{namespace}:{command}", command, service)
+    authorize(ctx, plugin, f"{namespace}:{command}", command, service)
     io = plugin.io(command)
     if io.stdin == "data" and os.isatty(ctx.request.stdin.fileno()):
         raise UsageError(
@@ -47,8 +47,9 @@ def _service_of(ctx: Context, plugin: Plugin, args: list[str]) -> str | None:
     return args[0]
 
 
-def _authorize(ctx: Context, plugin: Plugin, verb: str, command: str, service: str | None) -> None:
-    """The command's declared access (plugin.yml), checked against its service."""
+def authorize(ctx: Context, plugin: Plugin, verb: str, command: str, service: str | None) -> None:
+    """The command's declared access (plugin.yml), checked against its service, whether
+    it is called as ``PLUGIN:CMD`` or through ``services:info|logs|start|stop``."""
     level = plugin.access(command)
     if level == access.ANY:
         return

@@ -7,6 +7,7 @@ import json
 from gokku import access, keys, services
 from gokku.cmdline import parse
 from gokku.commands import read_assignments, usage_line
+from gokku.commands.plugin_exec import authorize
 from gokku.context import Context
 from gokku.errors import GokkuError, NotFound, ScriptFailed, UsageError
 from gokku.names import check_env_key, check_name
@@ -111,9 +112,10 @@ def _passthrough(ctx: Context, args: list[str], command: str) -> int:
     if not args:
         raise UsageError(f"missing service name; usage: {usage_line('services:' + command)}")
     name = check_name("service", args[0])
-    access.require(ctx, "service", name, access.READ)
-    service = services.load(ctx.root, name)
-    return _run(ctx, _plugin_of(ctx, service), command, args)
+    access.require(ctx, "service", name, access.READ)  # before load: no existence probing
+    plugin = _plugin_of(ctx, services.load(ctx.root, name))
+    authorize(ctx, plugin, f"services:{command}", command, name)
+    return _run(ctx, plugin, command, args)
 
 
 def info(ctx: Context, args: list[str]) -> int:
@@ -219,7 +221,7 @@ def _control(ctx: Context, args: list[str], command: str) -> int:
         raise UsageError(f"give one service or --all; usage: {usage}")
     if opts.positional:
         name = check_name("service", opts.positional[0])
-        access.require(ctx, "service", name, access.WRITE)
+        access.require(ctx, "service", name, access.READ)  # before load: no existence probing
         return _control_one(ctx, name, command, False)
     access.require_admin(ctx, f"{command} every service")
     failed = []
@@ -240,6 +242,7 @@ def _control_one(ctx: Context, name: str, command: str, skip_missing: bool) -> i
     with services.service_lock(ctx.root, name):
         service = services.load(ctx.root, name)
         plugin = _plugin_of(ctx, service)
+        authorize(ctx, plugin, f"services:{command}", command, name)
         if skip_missing and plugin.script(command) is None:
             ctx.info(f"{name}: plugin {plugin.name} has no {command} command; skipped")
             return 0
