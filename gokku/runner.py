@@ -1,7 +1,9 @@
 """Running a plugin script (or git, for a push) the way DESIGN.md binds it.
 
 ``bash SCRIPT ARGS...`` (so neither the run bit nor a shebang is required), an environment
-built from scratch, cwd = the plugin directory, its own process group, the request's
+built from scratch, cwd = the caller's directory on the local CLI (as the original, so
+``postgres:restore db backup.sql`` finds a relative path) and GOKKU_ROOT over SSH, its
+own process group, the request's
 streams handed over as file descriptors (bytes, untouched), and the exit code returned
 exactly (128+N when killed by signal N).
 
@@ -66,6 +68,7 @@ def script_env(ctx: Context, plugin: Plugin, extra: dict[str, str] | None = None
     """A plugin script's environment: the base, its plugin, the helpers and a way back in."""
     return {
         **base_env(ctx),
+        **ORIGINAL_EXPORTS,
         "BASH_ENV": str(ctx.root.helpers),
         "GOKKU_PLUGIN_DIR": str(plugin.path),
         "GOKKU_PLUGIN_NAME": plugin.name,
@@ -76,6 +79,24 @@ def script_env(ctx: Context, plugin: Plugin, extra: dict[str, str] | None = None
 
 
 HELPERS_SOURCE = Path(__file__).resolve().parent / "data" / "plugin-helpers.sh"
+# What the original's helpers export and its official plugins read (GOKKU_DIR and
+# GOKKU_SCRIPTS_DIR come with the base environment).
+ORIGINAL_EXPORTS = {
+    "GOKKU_BIN_DIR": "/usr/local/bin",
+    "GOKKU_OS": os.uname().sysname.lower(),
+    "GOKKU_ARCH": os.uname().machine.lower(),
+}
+
+
+def script_cwd(ctx: Context) -> Path:
+    """Where a plugin script starts: the caller's directory on the server's own CLI, the
+    state directory over SSH (the server's working directory means nothing to a client)."""
+    if not ctx.request.identity.over_ssh:
+        with contextlib.suppress(OSError):
+            here = Path.cwd()
+            if os.access(here, os.R_OK | os.X_OK):  # root's 0700 home, after the switch
+                return here
+    return ctx.root.path
 
 
 def helpers_text() -> bytes:
@@ -116,7 +137,7 @@ def run_script(
     """Run a plugin's ``script`` with ``args`` (see ``run``)."""
     install_helpers(ctx.root)
     command = ["bash", str(script), *args]  # --trace: the helpers turn on set -x
-    return run(ctx, command, plugin.path, script_env(ctx, plugin, extra_env), raw_terminal)
+    return run(ctx, command, script_cwd(ctx), script_env(ctx, plugin, extra_env), raw_terminal)
 
 
 def run(

@@ -103,17 +103,14 @@ def remove_dir(service: Service) -> None:
 
 
 def exported_env(service: Service) -> dict[str, str]:
-    """The variables a link writes: the plugin's ``env`` map, else Gokku's derivation."""
+    """The variables a link writes: the plugin's ``env`` map, else Gokku's derivation,
+    else none (the link is still recorded, as the original does: a plugin's post-link
+    hook may do the wiring itself)."""
     env = {str(k): str(v) for k, v in (service.data.get("env") or {}).items()}
     if env:
         return env
     derive = _GOKKU_DERIVATIONS.get(service.plugin)
-    if derive is None:
-        raise GokkuError(
-            f"service {service.name!r} exports no variables: its plugin {service.plugin!r} "
-            "sets none (plugins call set_service_env in their install script)"
-        )
-    return derive(service)
+    return derive(service) if derive is not None else {}
 
 
 def _require_config(service: Service, keys: tuple[str, ...]) -> dict[str, str]:

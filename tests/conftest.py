@@ -37,9 +37,10 @@ class Result:
 class Gokku:
     """Runs the real CLI (``python -m gokku``) against one state root."""
 
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
+    def __init__(self, root: Path, env: dict[str, str], prefix: list[str] | None = None) -> None:
         self.root = root
         self.env = env
+        self.prefix = prefix or []  # e.g. nsenter: the CLI run inside another namespace
 
     def __call__(
         self,
@@ -47,14 +48,15 @@ class Gokku:
         input: bytes = b"",
         env: dict[str, str] | None = None,
         timeout: float = 120,
+        cwd: Path = REPO,
     ) -> Result:
         proc = subprocess.run(
-            [sys.executable, "-m", "gokku", *args],
+            [*self.prefix, sys.executable, "-m", "gokku", *args],
             input=input,
             capture_output=True,
             env={**self.env, **(env or {})},
             timeout=timeout,
-            cwd=REPO,
+            cwd=cwd,
         )
         return Result(proc.returncode, proc.stdout, proc.stderr)
 

@@ -36,6 +36,7 @@ COMMANDS = {
     "source": 'cat "$1"\n',
     "bytes": "printf '\\000\\001\\n\\r\\n\\377'\n",
     "whoami": 'echo "$GOKKU_KEY_NAME $GOKKU_KEY_FINGERPRINT"\n',
+    "where": "pwd\n",
     # The server process the session's worker was started by (the worker is our parent).
     "server": "cut -d' ' -f4 /proc/$PPID/stat\n",
     "forwarded": 'echo "agent=${SSH_AUTH_SOCK:-none} display=${DISPLAY:-none}"\n',

@@ -80,12 +80,15 @@ def test_generate_password(helpers):
     assert re.fullmatch(r"[A-Za-z0-9]{64}\n", helpers("generate_password", "64").stdout)
 
 
-def test_log_functions_write_timestamped_lines_to_stderr(helpers):
-    result = helpers("log_message", "INFO", "hello world")
-    assert result.out == b""
-    assert re.fullmatch(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] \[INFO\] hello world\n", result.stderr)
-    assert "[ERROR] bad" in helpers("log_error", "bad").stderr
-    assert "[WARNING] hmm" in helpers("log_warning", "hmm").stderr
+def test_log_functions_write_timestamped_lines_as_the_original(helpers):
+    """log_message and log_info on stdout, warnings and errors on stderr."""
+    result = helpers("log_message", "INFO", "hello world", "ignored")
+    assert result.err == b""
+    assert re.fullmatch(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] \[INFO\] hello world\n", result.stdout)
+    assert helpers("log_info", "a", "b").stdout.endswith("] [INFO] a b\n")
+    for function, level in (("log_error", "ERROR"), ("log_warning", "WARNING")):
+        result = helpers(function, "bad")
+        assert result.out == b"" and result.stderr.endswith(f"] [{level}] bad\n")
 
 
 def test_command_exists(helpers):
@@ -98,7 +101,8 @@ def test_set_app_env_keeps_values_exact(gokku, helpers):
     value = """a b "c" 'd' e=f $g"""
     assert helpers("set_app_env", "api", "shared", "MSG", value).code == 0
     assert gokku.ok("config:get", "-a", "api", "MSG").stdout == value + "\n"
-    assert helpers("get_app_base_port", "api").stdout == "3000\n"
+    unset = helpers("get_app_base_port", "api")
+    assert (unset.code, unset.out) == (0, b"")  # as the original: nothing when PORT is unset
     helpers("set_app_env", "api", "shared", "PORT", "5000")
     assert helpers("get_app_base_port", "api", "shared").stdout == "5000\n"
     assert helpers("unset_app_env", "api", "shared", "MSG").code == 0
@@ -138,7 +142,8 @@ def test_service_config_helpers(gokku, helpers):
 
 
 def test_create_service_dir_refuses_bad_names(gokku, helpers):
-    assert helpers("create_service_dir", "fresh").code == 0
+    made = helpers("create_service_dir", "fresh")
+    assert made.stdout == f"{gokku.root}/services/fresh\n"  # SERVICE_DIR=$(create_service_dir)
     assert (gokku.root / "services" / "fresh").is_dir()
     result = helpers("create_service_dir", "../../escape")
     assert result.code == 2 and "invalid name" in result.stderr

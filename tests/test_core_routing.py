@@ -82,9 +82,9 @@ def test_environment_is_built_from_scratch(gokku, probe):
     assert "SERVICE_NAME" not in env and "TERM" not in env
 
 
-def test_cwd_is_plugin_dir_and_script_leads_its_own_process_group(gokku, probe):
+def test_cwd_is_the_callers_and_script_leads_its_own_process_group(gokku, probe):
     cwd, pgid, pid = gokku.ok("probe:where").stdout.split()
-    assert cwd == str(gokku.root / "plugins" / "probe")
+    assert cwd == str(REPO)  # where the gokku fixture runs the CLI
     assert pgid == pid
 
 

@@ -141,13 +141,16 @@ def test_config_cannot_touch_linked_variables(gokku, service):
     assert env_of(gokku, "api")["CACHE_URL"] == "cache://c1:19400"
 
 
-def test_service_exporting_nothing_cannot_be_linked(gokku, tmp_path):
+def test_service_exporting_nothing_is_linked_without_variables(gokku, tmp_path):
+    """As the original: the link is recorded (a post-link hook may do the wiring)."""
     gokku.ok("plugins:add", str(write_plugin(tmp_path / "quiet")))
     gokku.ok("services:create", "quiet", "--name", "q1")
     gokku.ok("apps:create", "api")
-    result = gokku("services:link", "q1", "-a", "api")
-    assert result.code == 1
-    assert "exports no variables" in result.stderr
+    result = gokku.ok("services:link", "q1", "-a", "api")
+    assert "no variables written (its plugin exports none)" in result.stderr
+    assert record(gokku, "q1")["linked_apps"] == ["api"]
+    assert gokku.ok("config:list", "-a", "api").stdout == ""
+    assert "removed no variables" in gokku.ok("services:unlink", "q1", "-a", "api").stderr
     assert record(gokku, "q1")["linked_apps"] == []
 
 

@@ -19,6 +19,11 @@ def test_argv_survives_quoting(door: Door) -> None:
     assert result.stdout == '[a b]\n[c"d]\n[]\n[$HOME]\n[*]\n[;]\n[x=1]\n'
 
 
+def test_scripts_start_in_the_state_directory(door: Door, gokku) -> None:
+    """Over SSH the server's own working directory means nothing to the caller."""
+    assert door.ssh("t:where").stdout == f"{gokku.root}\n"
+
+
 def test_config_value_stored_exactly(door: Door, gokku) -> None:
     gokku.ok("apps:create", "api")
     assert door.ssh("""config:set -a api 'MSG=a b "c"'""").code == 0

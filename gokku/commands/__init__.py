@@ -38,7 +38,7 @@ BUILTINS: dict[str, Builtin] = {
             (
                 "plugins:add",
                 "add",
-                "plugins:add SOURCE [--name NAME] [--ref REF]",
+                "plugins:add SOURCE [--name NAME] [--ref REF] [--force]",
                 "Install a plugin (OWNER/REPO[@REF], URL, git URL, path or official name)",
                 ADMIN,
             ),
@@ -52,7 +52,7 @@ BUILTINS: dict[str, Builtin] = {
             (
                 "plugins:update",
                 "update",
-                "plugins:update NAME [--ref REF]",
+                "plugins:update NAME [--ref REF] [--force]",
                 "Fetch a plugin again from its recorded source",
                 ADMIN,
             ),

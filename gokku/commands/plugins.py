@@ -17,18 +17,24 @@ def add(ctx: Context, args: list[str]) -> int:
         args,
         usage_line("plugins:add"),
         values={"--name": "name", "--ref": "ref"},
+        flags={"--force": "force"},
         min_args=1,
         max_args=1,
     )
-    install.add(ctx, opts.positional[0], opts.get("name"), opts.get("ref"))
+    install.add(ctx, opts.positional[0], opts.get("name"), opts.get("ref"), opts.flag("force"))
     return 0
 
 
 def update(ctx: Context, args: list[str]) -> int:
     opts = parse(
-        args, usage_line("plugins:update"), values={"--ref": "ref"}, min_args=1, max_args=1
+        args,
+        usage_line("plugins:update"),
+        values={"--ref": "ref"},
+        flags={"--force": "force"},
+        min_args=1,
+        max_args=1,
     )
-    install.update(ctx, opts.positional[0], opts.get("ref"))
+    install.update(ctx, opts.positional[0], opts.get("ref"), opts.flag("force"))
     return 0
 
 

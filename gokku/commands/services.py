@@ -85,7 +85,8 @@ def list_(ctx: Context, args: list[str]) -> int:
         {
             "name": s.name,
             "plugin": s.plugin,
-            "version": s.data.get("version", ""),
+            # The record's version, else the one the plugin recorded (config.version).
+            "version": s.data.get("version") or str(s.config.get("version") or ""),
             "linked_apps": s.data.get("linked_apps", []),
             "created_at": s.data.get("created_at", ""),
         }
@@ -157,7 +158,8 @@ def _hook(ctx: Context, name: str, hook: str, app: str, env: str) -> None:
 def link(ctx: Context, args: list[str]) -> int:
     name, app, env = _link_args(ctx, "services:link", args)
     keys = services.link(ctx.root, name, app, env)
-    ctx.info(f"Linked {name} to {app} ({env}): {', '.join(keys)}")
+    written = ", ".join(keys) or "no variables written (its plugin exports none)"
+    ctx.info(f"Linked {name} to {app} ({env}): {written}")
     _hook(ctx, name, "post-link", app, env)
     return 0
 
@@ -165,7 +167,8 @@ def link(ctx: Context, args: list[str]) -> int:
 def unlink(ctx: Context, args: list[str]) -> int:
     name, app, env = _link_args(ctx, "services:unlink", args)
     keys = services.unlink(ctx.root, name, app, env)
-    ctx.info(f"Unlinked {name} from {app} ({env}): removed {', '.join(keys)}")
+    removed = ", ".join(keys) or "no variables"
+    ctx.info(f"Unlinked {name} from {app} ({env}): removed {removed}")
     _hook(ctx, name, "post-unlink", app, env)
     return 0
 
@@ -251,10 +254,14 @@ def _control_one(ctx: Context, name: str, command: str, skip_missing: bool) -> i
 
 def config_get(ctx: Context, args: list[str]) -> int:
     opts = parse(args, usage_line("services:config-get"), min_args=1, max_args=2)
-    service = services.load(ctx.root, check_name("service", opts.positional[0]))
+    name = check_name("service", opts.positional[0])
     if len(opts.positional) == 1:
-        ctx.out(json.dumps(service.data, indent=2, ensure_ascii=False))
+        # One compact line, as the original's cat of the file Go wrote: official plugins
+        # grep it ('"password":"[^"]*"'); {} for a service that does not exist.
+        data = services.load(ctx.root, name).data if services.exists(ctx.root, name) else {}
+        ctx.out(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
         return 0
+    service = services.load(ctx.root, name)
     key = opts.positional[1]
     if key not in service.config:
         raise NotFound(f"service {service.name!r} has no config key {key!r}")

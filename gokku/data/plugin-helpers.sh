@@ -4,7 +4,9 @@
 # without sourcing anything; sourcing this file again (official plugins do, by absolute
 # path) is harmless. Functions that change shared state call back into `gokku`, which
 # writes atomically under a lock: one implementation for the CLI and for plugins.
-# Logging goes to stderr so that a command's stdout (an export) carries only its data.
+# The functions of Gokku's original helpers keep its observable behaviour (what they
+# print, where, and their exit codes): its official plugins depend on it. Gokku's own
+# bundled plugins keep stdout for data and report progress with `say` (stderr).
 
 case $- in *x*) _gokku_helpers_trace=1; set +x ;; *) _gokku_helpers_trace= ;; esac
 
@@ -44,12 +46,14 @@ _gokku_valid_name() {
 
 # ---- Utilities -------------------------------------------------------------------------
 
+# log_message LEVEL MSG: "[YYYY-mm-dd HH:MM:SS] [LEVEL] MSG" on stdout, as the original;
+# log_info on stdout too, log_warning and log_error on stderr.
 log_message() {
-  printf '[%s] [%s] %s\n' "$(date '+%Y-%m-%d %H:%M:%S')" "$1" "$2" >&2
+  printf '[%s] [%s] %s\n' "$(date '+%Y-%m-%d %H:%M:%S')" "$1" "$2"
 }
 log_info() { log_message INFO "$*"; }
-log_warning() { log_message WARNING "$*"; }
-log_error() { log_message ERROR "$*"; }
+log_warning() { log_message WARNING "$*" >&2; }
+log_error() { log_message ERROR "$*" >&2; }
 
 command_exists() {
   command -v "$1" >/dev/null 2>&1
@@ -92,19 +96,23 @@ unset_app_env() {
   _gokku --quiet config:unset -a "$1" --env "$2" "$3"
 }
 
-# get_app_base_port APP [ENV]: the app's PORT variable, 3000 when unset.
+# get_app_base_port APP [ENV]: the app's PORT variable; nothing when it is unset.
 get_app_base_port() {
-  _gokku config:get -a "$1" --env "${2:-shared}" PORT 2>/dev/null || echo 3000
+  _gokku config:get -a "$1" --env "${2:-shared}" PORT 2>/dev/null || true
 }
 
 # ---- Service management ----------------------------------------------------------------
 
+# create_service_dir SVC: make the service's directory and print its path, for
+# SERVICE_DIR=$(create_service_dir "$1").
 create_service_dir() {
   _gokku_valid_name "$1" || return 2
-  mkdir -p "$GOKKU_SERVICES_DIR/$1"
+  mkdir -p "$GOKKU_SERVICES_DIR/$1" && printf '%s\n' "$GOKKU_SERVICES_DIR/$1"
 }
 
-# get_service_config SVC [KEY]: the whole config.json, or one key of its config map.
+# get_service_config SVC [KEY]: the whole config.json on one line (so that
+# grep -o '"password":"[^"]*"' finds a value; {} for a missing service), or one key of
+# its config map.
 get_service_config() {
   _gokku services:config-get "$@"
 }
@@ -120,22 +128,36 @@ set_service_env() {
   _gokku_set services:env-set "$1" -- "$2=$3"
 }
 
-# export_service_data SVC PATH / import_service_data SVC PATH: tar.gz of the service dir.
+# export_service_data SVC PATH / import_service_data SVC PATH: a tar.gz of the service's
+# directory, entries "./...", as the original writes them: backups move both ways.
+# Import takes regular files and directories only, none leading out of the service.
 export_service_data() {
   _gokku_valid_name "$1" || return 2
-  tar -czf "$2" -C "$GOKKU_SERVICES_DIR" "$1"
+  [ -d "$GOKKU_SERVICES_DIR/$1" ] || { log_error "service $1 has no data to export"; return 1; }
+  tar -czf "$2" -C "$GOKKU_SERVICES_DIR/$1" . || return 1
+  echo "Service data exported to: $2"
 }
 
 import_service_data() {
   _gokku_valid_name "$1" || return 2
+  [ -f "$2" ] || { log_error "import_service_data: no archive at $2"; return 1; }
   local entry
   while IFS= read -r entry; do
+    case "/$entry/" in
+      */../*) log_error "import_service_data: $2 holds '$entry', outside service $1"; return 1 ;;
+    esac
     case "$entry" in
-      "$1" | "$1"/* | ./"$1" | ./"$1"/*) ;;
+      . | ./*) ;;
       *) log_error "import_service_data: $2 holds '$entry', outside service $1"; return 1 ;;
     esac
-  done < <(tar -tzf "$2")
-  tar -xzf "$2" -C "$GOKKU_SERVICES_DIR" --no-same-owner
+  done < <(tar -tzf "$2" --quoting-style=escape) || return 1
+  if tar -tvzf "$2" | cut -c1 | grep -qv '^[-d]$'; then
+    log_error "import_service_data: $2 holds links or device files; only files and directories"
+    return 1
+  fi
+  mkdir -p "$GOKKU_SERVICES_DIR/$1" &&
+    tar -xzf "$2" -C "$GOKKU_SERVICES_DIR/$1" --no-same-owner || return 1
+  echo "Service data imported from: $2"
 }
 
 # ---- Containers (Docker) ---------------------------------------------------------------
@@ -148,8 +170,15 @@ container_is_running() {
   docker ps --format '{{.Names}}' | grep -Fqx -- "$1"
 }
 
+# _gokku_inspect FORMAT NAME: a docker inspect field, "unknown" (exit 0) when there is none.
+_gokku_inspect() {
+  local value
+  value=$(docker inspect -f "$1" "$2" 2>/dev/null) || value=""
+  printf '%s\n' "${value:-unknown}"
+}
+
 get_container_status() {
-  docker inspect -f '{{.State.Status}}' "$1" 2>/dev/null
+  _gokku_inspect '{{.State.Status}}' "$1"
 }
 
 get_container_port() {
@@ -160,18 +189,19 @@ get_container_port() {
 }
 
 get_container_started() {
-  docker inspect -f '{{.State.StartedAt}}' "$1" 2>/dev/null
+  _gokku_inspect '{{.State.StartedAt}}' "$1"
 }
 
-# get_container_uptime NAME: "Xd Yh Zm" since the container started.
+# get_container_uptime NAME: "1d 2h 5m", "2h 5m" or "5m" since the container started;
+# "unknown" when it is missing or the time is not positive.
 get_container_uptime() {
-  local started now seconds
-  started=$(get_container_started "$1") || return 1
-  started=$(date -d "$started" +%s 2>/dev/null) || return 1
-  now=$(date +%s)
-  seconds=$(( now - started ))
-  [ "$seconds" -ge 0 ] || seconds=0
-  printf '%dd %dh %dm\n' $(( seconds / 86400 )) $(( seconds % 86400 / 3600 )) $(( seconds % 3600 / 60 ))
+  local started
+  started=$(date -d "$(get_container_started "$1")" +%s 2>/dev/null) || started=""
+  if [ -z "$started" ] || [ "$(date +%s)" -le "$started" ]; then
+    echo unknown
+  else
+    uptime_text $(( $(date +%s) - started ))
+  fi
 }
 
 # wait_for_container NAME [MAX_ATTEMPTS]: wait (1 s per attempt, default 30) until running.
@@ -185,10 +215,10 @@ wait_for_container() {
   return 1
 }
 
-# cleanup_old_containers PATTERN [KEEP]: remove all but the KEEP (default 3) newest
+# cleanup_old_containers PATTERN [KEEP]: remove all but the KEEP (default 5) newest
 # containers whose name matches PATTERN (a grep -E expression).
 cleanup_old_containers() {
-  local keep="${2:-3}"
+  local keep="${2:-5}"
   docker ps -a --format '{{.Names}}' | grep -E -- "$1" | tail -n +"$(( keep + 1 ))" |
     while IFS= read -r name; do
       docker rm -f "$name" >/dev/null
@@ -335,9 +365,16 @@ log_since() {
   tail -c +"$(($2 + 1))" "$1" 2>/dev/null || true
 }
 
-# uptime_text SECONDS: "2d 3h 4m", the format of Gokku's get_container_uptime.
+# uptime_text SECONDS: "2d 3h 4m", "3h 4m" or "4m": the format of get_container_uptime.
 uptime_text() {
-  printf '%dd %dh %dm\n' $(($1 / 86400)) $(($1 % 86400 / 3600)) $(($1 % 3600 / 60))
+  local d=$(($1 / 86400)) h=$(($1 % 86400 / 3600)) m=$(($1 % 3600 / 60))
+  if [ "$d" -gt 0 ]; then
+    printf '%dd %dh %dm\n' "$d" "$h" "$m"
+  elif [ "$h" -gt 0 ]; then
+    printf '%dh %dm\n' "$h" "$m"
+  else
+    printf '%dm\n' "$m"
+  fi
 }
 
 # show_logs FILE ARGS...: the `logs` command: the last lines of FILE (--tail N, default

@@ -4,6 +4,7 @@ Gokku's official plugins keep install/uninstall in ``bin/``; the spec puts them 
 root. Either satisfies the contract.
 """
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from gokku.plugins.manifest import parse_commands
 
 REQUIRED_COMMANDS = ("help", "info", "logs")
 MANIFEST = "plugin.yml"
+SYSTEM_ROOT = "/opt/gokku"
+SCRIPT_DIRS = ("", "bin", "commands", "hooks", "lib")
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,31 @@ def validate(tree: Path) -> list[Finding]:
         manifest(tree)
     except GokkuError as exc:
         findings.append(Finding("error", exc.message))
+    hard = hard_coded_root(tree)
+    if hard:
+        findings.append(Finding("warning", hard_coded_message(hard)))
     return findings
+
+
+def hard_coded_root(tree: Path) -> list[str]:
+    """Scripts that name /opt/gokku themselves (Gokku's official plugins all do): under
+    another GOKKU_ROOT they would read and delete (rm -rf) another install's data."""
+    found = []
+    for folder in SCRIPT_DIRS:
+        base = tree / folder
+        for path in sorted(base.iterdir()) if base.is_dir() else []:
+            if path.is_file() and not path.is_symlink():
+                with contextlib.suppress(OSError):
+                    if SYSTEM_ROOT.encode() in path.read_bytes():
+                        found.append(str(path.relative_to(tree)))
+    return found
+
+
+def hard_coded_message(files: list[str]) -> str:
+    shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+    return (
+        f"{shown} hard-code {SYSTEM_ROOT}: whatever GOKKU_ROOT is, they read and remove files there"
+    )
 
 
 def namespace(tree: Path) -> str | None:

@@ -43,13 +43,20 @@ def _staging(ctx: Context, name: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _prepare(ctx: Context, name: str, source: sources.Source, staging: Path) -> Path:
+def _prepare(ctx: Context, name: str, source: sources.Source, staging: Path, force: bool) -> Path:
     """Fetch and validate into ``staging``; return the finished tree, record included."""
     ctx.info(f"Fetching {name} from {source.describe()}")
     fetched = sources.fetch(source, staging)
     findings = contract.validate(fetched.tree)
     if any(f.level == "error" for f in findings):
         raise GokkuError(contract.errors_line(name, findings))
+    hard = contract.hard_coded_root(fetched.tree)
+    if hard and str(ctx.root.path) != contract.SYSTEM_ROOT and not force:
+        raise GokkuError(
+            f"refusing {name}: {contract.hard_coded_message(hard)}, and this GOKKU_ROOT is "
+            f"{ctx.root.path}; use it with GOKKU_ROOT={contract.SYSTEM_ROOT}, or --force if "
+            "you know it does no harm here"
+        )
     for finding in findings:
         ctx.warn(f"{name}: {finding.message}")
     namespace = contract.namespace(fetched.tree)
@@ -102,7 +109,9 @@ def _make_executable(tree: Path) -> None:
             path.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
-def add(ctx: Context, text: str, name: str | None, ref: str | None) -> registry.Plugin:
+def add(
+    ctx: Context, text: str, name: str | None, ref: str | None, force: bool = False
+) -> registry.Plugin:
     source = sources.parse(text, ref, remote_only=ctx.request.identity.over_ssh)
     name = check_name("plugin", name or source.default_name())
     with lock(ctx.root.locks, f"plugin-{name}"):
@@ -118,7 +127,7 @@ def add(ctx: Context, text: str, name: str | None, ref: str | None) -> registry.
             )
         _check_namespace(ctx, name, None)
         with _staging(ctx, name) as staging:
-            tree = _prepare(ctx, name, source, staging)
+            tree = _prepare(ctx, name, source, staging, force)
             with _claiming(ctx, name, tree):
                 os.rename(tree, target)
                 fsync_dir(ctx.root.plugins)
@@ -130,7 +139,7 @@ def add(ctx: Context, text: str, name: str | None, ref: str | None) -> registry.
     return plugin
 
 
-def update(ctx: Context, name: str, ref: str | None) -> registry.Plugin:
+def update(ctx: Context, name: str, ref: str | None, force: bool = False) -> registry.Plugin:
     check_name("plugin", name)
     with lock(ctx.root.locks, f"plugin-{name}"):
         current = registry.load(ctx.root, name)
@@ -141,7 +150,7 @@ def update(ctx: Context, name: str, ref: str | None) -> registry.Plugin:
             recorded["kind"], recorded["location"], ref if ref is not None else recorded["ref"]
         )
         with _staging(ctx, name) as staging:
-            tree = _prepare(ctx, name, source, staging)
+            tree = _prepare(ctx, name, source, staging, force)
             old = staging / "previous"
             with _claiming(ctx, name, tree):
                 os.rename(current.path, old)
