@@ -51,8 +51,8 @@ def create(root: Root, app: str) -> None:
 
 def destroy(root: Root, app: str) -> None:
     """Remove the app's directory and repository (links are the caller's business)."""
-    require(root, app)
     with app_lock(root, app):
+        require(root, app)
         shutil.rmtree(root.app_dir(app))
         shutil.rmtree(root.repo(app), ignore_errors=True)
 
@@ -70,14 +70,18 @@ def _env_file(root: Root, app: str, env: str) -> envfile.EnvFile:
 def update_env(
     root: Root, app: str, env: str, change: Callable[[dict[str, str]], None]
 ) -> dict[str, str]:
-    """Read-modify-write the app's .env under its lock; ``change`` edits the dict in place.
-    The file keeps its comments and untouched lines (``envfile``)."""
-    require(root, app)
+    """Read-modify-write the app's .env under its lock; ``change`` edits the dict in place
+    (and may refuse: it runs under the lock, so what it checks stays true for the write).
+    The file keeps its comments and untouched lines (``envfile``). The app must exist when
+    the lock is held: a destroy that got there first is not undone."""
     with app_lock(root, app):
+        require(root, app)
         current = _env_file(root, app, env)
         values = current.values
         change(values)
         if values != current.values:
             text = current.render(values)
-            write_atomic(root.env_file(app, env), text.encode("utf-8"), 0o600)
+            path = root.env_file(app, env)
+            path.parent.mkdir(exist_ok=True)
+            write_atomic(path, text.encode("utf-8"), 0o600)
         return values

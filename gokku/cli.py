@@ -1,6 +1,7 @@
 """The ``gokku`` command on the server: the CLI door into the dispatcher."""
 
 import os
+import signal
 import stat
 import sys
 from pathlib import Path
@@ -60,6 +61,20 @@ def _reachable(path: Path, uid: int, groups: list[int]) -> bool:
     return True
 
 
+TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP)
+
+
+def ignore_terminal_signals() -> None:
+    """For a door's process: under a pty, a 0x03 (or 0x1c, 0x1a) byte in the client's data
+    is a signal to the terminal's foreground job, and while no script runs that job is the
+    door itself, which must live to write its audit line. While a script runs, the runner
+    catches these and forwards them to it (so the script starts with them at default).
+    The embedded server ignores them in the worker before it execs (``ssh.session``);
+    here, for sshd's forced command, it is as early as gokku's own code runs."""
+    for signum in TERMINAL_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def main(argv: list[str] | None = None) -> int:
     from gokku.context import Identity, Request
     from gokku.dispatcher import dispatch
@@ -72,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     # ssh-command is a door, not a caller: it runs as whoever sshd logged in, on the state
     # its --root names (GOKKU_ROOT is not even set under sshd).
     door = list(args[:1]) == ["ssh-command"]
+    if door:
+        ignore_terminal_signals()
     return dispatch(request, prepare=None if door else _become_state_owner)
 
 

@@ -114,6 +114,7 @@ def install_helpers(root: Root) -> None:
             return
     except FileNotFoundError:
         pass
+    root.scripts.mkdir(parents=True, exist_ok=True)
     write_atomic(root.helpers, wanted, mode=0o644)
 
 

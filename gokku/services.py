@@ -7,8 +7,10 @@ link wrote where, so unlink removes exactly those and a link can tell who owns a
 """
 
 import contextlib
+import os
 import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,9 +21,10 @@ from gokku import apps
 from gokku.errors import GokkuError, NotFound
 from gokku.names import check_name
 from gokku.paths import Root
-from gokku.storage import lock, read_json, write_json
+from gokku.storage import fsync_dir, lock, read_json, write_json
 
 RECORD = "config.json"
+CREATING = "creating"
 HELD_PORTS = ".held-ports.json"  # port -> until (epoch seconds)
 PORT_HOLD_SECONDS = 600
 MAX_PORT = 65535
@@ -59,6 +62,49 @@ def service_lock(root: Root, name: str) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def locked_with_its_apps(root: Root, name: str) -> Iterator[Service]:
+    """The service's lock, taken after the locks of every app it is linked to (the global
+    order: app, then service), and the service as it is under them. A link made to another
+    app while the app locks were being taken means trying again with that app too."""
+    while True:
+        wanted = sorted({x["app"] for x in load(root, name).links})
+        with contextlib.ExitStack() as stack:
+            for app in wanted:
+                stack.enter_context(apps.app_lock(root, app))
+            stack.enter_context(service_lock(root, name))
+            service = load(root, name)
+            if {x["app"] for x in service.links} <= set(wanted):
+                yield service
+                return
+
+
+def place(root: Root, name: str, record: dict[str, Any]) -> Service:
+    """Make the service's directory with its record in one step (built aside, renamed into
+    place): a create cut off at any point leaves no directory without a record."""
+    root.services.mkdir(parents=True, exist_ok=True)
+    for stale in root.services.glob(f".creating-{name}-*"):  # the caller holds the lock
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".creating-{name}-", dir=root.services))
+    try:
+        staging.chmod(0o755)  # a server running as another user walks through it
+        write_json(staging / RECORD, record, mode=0o600)
+        os.rename(staging, root.service_dir(name))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    fsync_dir(root.services)
+    return load(root, name)
+
+
+def settle(root: Root, name: str) -> None:
+    """Mark a service whose install finished as created (its record drops ``state``)."""
+    with service_lock(root, name):
+        service = load(root, name)
+        service.data.pop("state", None)
+        service.save()
+
+
 def exists(root: Root, name: str) -> bool:
     return (root.service_dir(name) / RECORD).is_file()
 
@@ -92,6 +138,7 @@ def new_record(name: str, plugin: str, version: str) -> dict[str, Any]:
         "running": False,
         "linked_apps": [],
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "state": CREATING,  # until install succeeded: a crash leaves it for the next command
         "config": {},
         "env": {},
         "links": [],
@@ -164,43 +211,56 @@ def owners(root: Root, app: str, env: str) -> dict[str, str]:
 
 
 def link(root: Root, name: str, app: str, env: str) -> list[str]:
-    """Write the service's variables into APP/ENV's .env; return the keys written."""
+    """Write the service's variables into APP/ENV's .env; return the keys written.
+
+    Locks in the global order (app, then service) before anything is read. The service's
+    record is written first, marked ``pending``, then the .env, then the mark is cleared:
+    a link cut off in between is still recorded with every key it may have written, so
+    linking again finishes it and unlinking undoes it.
+    """
     check_name("environment", env)
-    with service_lock(root, name):
+    with apps.app_lock(root, app), service_lock(root, name):
         service = load(root, name)
         apps.require(root, app)
         variables = exported_env(service)
         previous = service.link_for(app, env)
+        owned = owners(root, app, env)
+        current = apps.read_env(root, app, env)
+        for key in variables:
+            owner = owned.get(key)
+            if owner and owner != name:
+                raise GokkuError(
+                    f"{key} on app {app!r} belongs to service {owner!r}; unlink it first"
+                )
+            if not owner and key in current:
+                raise GokkuError(
+                    f"{key} is already set on app {app!r}; unset it first "
+                    f"(gokku config:unset -a {app} {key})"
+                )
         stale = set(previous["keys"]) - set(variables) if previous else set()
+        if previous:
+            service.links.remove(previous)
+        record = {"app": app, "env": env, "keys": sorted(set(variables) | stale), "pending": True}
+        service.links.append(record)
+        service.save()
 
         def write(values: dict[str, str]) -> None:
-            owned = owners(root, app, env)
-            for key in variables:
-                owner = owned.get(key)
-                if owner and owner != name:
-                    raise GokkuError(
-                        f"{key} on app {app!r} belongs to service {owner!r}; unlink it first"
-                    )
-                if not owner and key in values:
-                    raise GokkuError(
-                        f"{key} is already set on app {app!r}; unset it first "
-                        f"(gokku config:unset -a {app} {key})"
-                    )
             for key in stale:
                 values.pop(key, None)
             values.update(variables)
 
         apps.update_env(root, app, env, write)
-        if previous:
-            service.links.remove(previous)
-        service.links.append({"app": app, "env": env, "keys": sorted(variables)})
+        record["keys"] = sorted(variables)
+        del record["pending"]
         service.save()
         return sorted(variables)
 
 
 def unlink(root: Root, name: str, app: str, env: str) -> list[str]:
-    """Remove exactly the variables the link wrote; return them."""
-    with service_lock(root, name):
+    """Remove exactly the variables the link wrote (or, for a link that was cut off, may
+    have written); return them. The .env goes first, the record after: cut off in
+    between, the record is still there to unlink again."""
+    with apps.app_lock(root, app), service_lock(root, name):
         service = load(root, name)
         record = service.link_for(app, env)
         if record is None:
@@ -216,6 +276,12 @@ def unlink(root: Root, name: str, app: str, env: str) -> list[str]:
         service.links.remove(record)
         service.save()
         return keys
+
+
+def links_to(root: Root, app: str) -> list[tuple[str, str]]:
+    """(service, env) of every link to APP. Consistent while the app's lock is held:
+    links are made and undone under it."""
+    return [(s.name, x["env"]) for s in all_services(root) for x in s.links if x["app"] == app]
 
 
 def update(root: Root, name: str, section: str, values: dict[str, str]) -> None:
@@ -248,6 +314,7 @@ def hold_port(root: Root, start: int) -> int | None:
         for port in range(start, MAX_PORT + 1):
             if port not in taken and _listenable(port):
                 held[port] = time.time() + PORT_HOLD_SECONDS
+                root.services.mkdir(parents=True, exist_ok=True)
                 write_json(root.services / HELD_PORTS, {str(p): t for p, t in sorted(held.items())})
                 return port
     return None

@@ -29,8 +29,8 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` all at once (temp file, fsync, rename, fsync dir).
 
     Owner-only unless said otherwise: state holds passwords, keys and grants that other
-    local users have no business reading."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    local users have no business reading. The directory must exist: making it here would
+    bring back an app or service that a concurrent destroy just removed."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:

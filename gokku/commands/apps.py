@@ -39,20 +39,16 @@ def list_(ctx: Context, args: list[str]) -> int:
 
 def destroy(ctx: Context, args: list[str]) -> int:
     app, opts = _app_arg(ctx, "apps:destroy", args, **{"--force": "force", "-f": "force"})
-    apps.require(ctx.root, app)
-    linked = [
-        (s.name, link["env"])
-        for s in services.all_services(ctx.root)
-        for link in s.links
-        if link["app"] == app
-    ]
-    if linked and not opts.flag("force"):
-        names = ", ".join(sorted({name for name, _ in linked}))
-        raise GokkuError(f"app {app!r} is linked to {names}; unlink first or use --force")
-    for name, env in linked:
-        services.unlink(ctx.root, name, app, env)
-        ctx.info(f"Unlinked {name} from {app} ({env})")
-    apps.destroy(ctx.root, app)
+    with apps.app_lock(ctx.root, app):  # no link to it can come or go meanwhile
+        apps.require(ctx.root, app)
+        linked = services.links_to(ctx.root, app)
+        if linked and not opts.flag("force"):
+            names = ", ".join(sorted({name for name, _ in linked}))
+            raise GokkuError(f"app {app!r} is linked to {names}; unlink first or use --force")
+        for name, env in linked:
+            services.unlink(ctx.root, name, app, env)
+            ctx.info(f"Unlinked {name} from {app} ({env})")
+        apps.destroy(ctx.root, app)
     keys.drop_grants(ctx.root, load_config(ctx.root), access.target("app", app))
     ctx.info(f"Destroyed app {app}")
     return 0

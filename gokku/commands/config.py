@@ -45,8 +45,12 @@ def set_(ctx: Context, args: list[str]) -> int:
         ctx, "config:set", args, 0, access.WRITE, flags={"--stdin": "stdin"}
     )
     values = read_assignments(ctx, opts, opts.positional, usage, check_env_key)
-    _refuse_linked(ctx, app, env, list(values))
-    apps.update_env(ctx.root, app, env, lambda current: current.update(values))
+
+    def change(current: dict[str, str]) -> None:
+        _refuse_linked(ctx, app, env, list(values))  # under the app's lock, as links write
+        current.update(values)
+
+    apps.update_env(ctx.root, app, env, change)
     ctx.info(f"Set {', '.join(values)} on {app} ({env})")
     return 0
 
@@ -87,9 +91,9 @@ def list_(ctx: Context, args: list[str]) -> int:
 def unset(ctx: Context, args: list[str]) -> int:
     app, env, opts, _ = _opts(ctx, "config:unset", args, 1, access.WRITE)
     keys = [check_env_key(key) for key in opts.positional]
-    _refuse_linked(ctx, app, env, keys)
 
     def drop(current: dict[str, str]) -> None:
+        _refuse_linked(ctx, app, env, keys)  # under the app's lock, as links write
         for key in keys:
             current.pop(key, None)
 

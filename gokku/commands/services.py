@@ -2,6 +2,7 @@
 the hidden verbs the plugin helpers call back into (config-get, config-set, env-set,
 next-port)."""
 
+import contextlib
 import json
 
 from gokku import access, keys, services
@@ -52,6 +53,7 @@ def create(ctx: Context, args: list[str]) -> int:
     if plugin.script("install") is None:
         raise GokkuError(f"plugin {plugin.name!r} has no install script")
     with services.service_lock(ctx.root, name):
+        _undo_cut_off_create(ctx, name)
         if services.exists(ctx.root, name):
             raise GokkuError(f"service {name!r} already exists")
         if ctx.root.service_dir(name).exists():
@@ -59,11 +61,7 @@ def create(ctx: Context, args: list[str]) -> int:
                 f"{ctx.root.service_dir(name)} exists but is no service: it was left alone; "
                 "move it away or choose another name"
             )
-        service = services.Service(
-            name, ctx.root.service_dir(name), services.new_record(name, plugin.name, version)
-        )
-        service.path.mkdir(parents=True, exist_ok=True)
-        service.save()
+        service = services.place(ctx.root, name, services.new_record(name, plugin.name, version))
         ctx.info(f"Creating {plugin.name} service {name}")
         code = _run(ctx, plugin, "install", [name, version])
         if code != 0:
@@ -75,8 +73,25 @@ def create(ctx: Context, args: list[str]) -> int:
                 "nothing was kept",
                 code,
             )
+        services.settle(ctx.root, name)
     ctx.info(f"Service {name} created")
     return 0
+
+
+def _undo_cut_off_create(ctx: Context, name: str) -> None:
+    """A record still ``creating`` under the lock belongs to a create that died: undo it
+    (its uninstall, best effort, then the directory) before anything else uses the name."""
+    if not services.exists(ctx.root, name):
+        return
+    service = services.load(ctx.root, name)
+    if service.data.get("state") != services.CREATING:
+        return
+    ctx.warn(f"a create of service {name!r} was cut off: undoing it first")
+    with contextlib.suppress(GokkuError):
+        plugin = _plugin_of(ctx, service)
+        if plugin.script("uninstall") is not None:
+            _run(ctx, plugin, "uninstall", [name])
+    services.remove_dir(service)
 
 
 def list_(ctx: Context, args: list[str]) -> int:
@@ -177,8 +192,8 @@ def destroy(ctx: Context, args: list[str]) -> int:
     usage = usage_line("services:destroy")
     opts = parse(args, usage, flags={"--force": "force", "-f": "force"}, min_args=1, max_args=1)
     name = check_name("service", opts.positional[0])
-    with services.service_lock(ctx.root, name):
-        service = services.load(ctx.root, name)
+    with services.locked_with_its_apps(ctx.root, name) as service:
+        cut_off = service.data.get("state") == services.CREATING
         plugin = _plugin_of(ctx, service)
         if service.links and not opts.flag("force"):
             where = ", ".join(f"{x['app']} ({x['env']})" for x in service.links)
@@ -189,7 +204,9 @@ def destroy(ctx: Context, args: list[str]) -> int:
         ctx.info(f"Destroying service {name}")
         if plugin.script("uninstall") is not None:
             code = _run(ctx, plugin, "uninstall", [name])
-            if code != 0:
+            if code != 0 and cut_off:
+                ctx.warn(f"uninstall exited {code}; the service was never fully created")
+            elif code != 0:
                 raise ScriptFailed(
                     f"{plugin.name} uninstall of {name!r} exited {code}; the service is kept",
                     code,

@@ -342,7 +342,7 @@ server_pid() {
   [ -f "$1" ] || return 1
   read -r pid <"$1" || return 1
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  read -r comm <"/proc/$pid/comm" 2>/dev/null || return 1
+  { read -r comm <"/proc/$pid/comm"; } 2>/dev/null || return 1  # gone: say nothing
   [ "$comm" = "$2" ] || return 1
   printf '%s\n' "$pid"
 }

@@ -26,6 +26,7 @@ from collections.abc import Callable
 import asyncssh
 
 from gokku import keys
+from gokku.cli import ignore_terminal_signals
 from gokku.errors import GokkuError
 from gokku.paths import Root
 from gokku.ssh import gokku_argv, split_command
@@ -193,7 +194,10 @@ class Session(asyncssh.SSHServerProcess):
 
 
 def _take_terminal() -> None:
-    """In the worker, after setsid: make the pty slave (fd 0) the controlling terminal."""
+    """In the worker, after setsid: make the pty slave (fd 0) the controlling terminal,
+    ignoring what its keys signal from the very start (the interpreter keeps ignored
+    signals ignored; see ``ignore_terminal_signals``)."""
+    ignore_terminal_signals()
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
