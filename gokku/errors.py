@@ -41,3 +41,13 @@ class ScriptFailed(GokkuError):
 
 class AccessDenied(GokkuError):
     """The caller's key may not do this (exit 1); the audit line records the denial."""
+
+
+def os_reason(exc: OSError) -> str:
+    """What the system refused, lower-cased as our messages are: ``no space left on device``."""
+    return (exc.strerror or str(exc) or type(exc).__name__).lower()
+
+
+def system_error(exc: OSError) -> str:
+    """``os_reason`` and the file it concerned, when the error names one."""
+    return f"{os_reason(exc)}: {exc.filename}" if exc.filename else os_reason(exc)

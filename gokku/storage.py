@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gokku.errors import GokkuError
+from gokku.errors import GokkuError, os_reason
 
 HELD_LOCKS_VAR = "GOKKU_HELD_LOCKS"
 DEFAULT_LOCK_TIMEOUT = 120.0
@@ -29,9 +29,13 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` all at once (temp file, fsync, rename, fsync dir).
 
     Owner-only unless said otherwise: state holds passwords, keys and grants that other
-    local users have no business reading."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    local users have no business reading. When the system refuses (a full disk) the old
+    file stays, no temp file is left, and the error names the file it was writing."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise GokkuError(f"{os_reason(exc)} writing {path}") from exc
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -39,11 +43,13 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
             os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+        fsync_dir(path.parent)
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise GokkuError(f"{os_reason(exc)} writing {path}") from exc
         raise
-    fsync_dir(path.parent)
 
 
 def fsync_dir(path: Path) -> None:
@@ -107,7 +113,8 @@ def lock(locks_dir: Path, name: str, holder: str = "") -> Iterator[None]:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.1)
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} {holder}".strip().encode() + b"\n", 0)
+        with contextlib.suppress(OSError):  # only for the message of whoever waits (full disk)
+            os.pwrite(fd, f"pid {os.getpid()} {holder}".strip().encode() + b"\n", 0)
         previous = os.environ.get(HELD_LOCKS_VAR)
         os.environ[HELD_LOCKS_VAR] = " ".join(sorted(held_locks() | {name}))
         try:
