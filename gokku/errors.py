@@ -39,6 +39,10 @@ class ScriptFailed(GokkuError):
         self.exit_code = exit_code
 
 
+class AuditFailed(GokkuError):
+    """The audit line could not be written; the command it is about has already run."""
+
+
 class AccessDenied(GokkuError):
     """The caller's key may not do this (exit 1); the audit line records the denial."""
 
