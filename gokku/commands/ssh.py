@@ -35,8 +35,10 @@ def serve(ctx: Context, args: list[str]) -> int:
         overrides["port"] = int(port)
     import dataclasses
 
+    from gokku.commands.doctor import report_cheap
     from gokku.ssh import server
 
+    report_cheap(ctx)
     return server.serve(ctx, dataclasses.replace(config, **overrides))
 
 
