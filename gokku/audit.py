@@ -1,9 +1,11 @@
 """The audit log: one JSON line per command that came in over SSH (``log/audit.log``).
 
 Each line is written with a single ``write`` on an ``O_APPEND`` descriptor while holding
-an flock on the file, so concurrent sessions never interleave or lose lines.
+an flock on the file, so concurrent sessions never interleave or lose lines. A line that
+cannot be written (a full disk) never changes the command's result: the caller says so.
 """
 
+import contextlib
 import fcntl
 import json
 import os
@@ -11,9 +13,11 @@ import secrets
 import time
 from dataclasses import asdict, dataclass, field
 
+from gokku.errors import AuditFailed, system_error
 from gokku.paths import Root
 
 LOG_NAME = "audit.log"
+ATTEMPTS = 2  # a failed or short write is tried once more, then reported
 
 
 def new_id() -> str:
@@ -54,11 +58,40 @@ def redacted(argv: list[str]) -> list[str]:
 
 
 def write(root: Root, entry: Entry) -> None:
+    """Append ``entry`` as one line, trying twice; AuditFailed when both attempts failed.
+
+    The command the line is about has already run: its caller reports the failure and
+    keeps the command's own result."""
+    line = (json.dumps(asdict(entry), ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            _append(root, line)
+            return
+        except OSError as exc:
+            if attempt == ATTEMPTS:
+                why = system_error(exc)
+                raise AuditFailed(f"the audit line was not written ({why})") from exc
+
+
+def _append(root: Root, line: bytes) -> None:
+    """One ``write`` under the file's lock. A line cut short before (a full disk, a crash
+    mid-write) is ended first so that ours stands on its own; a short write of ours is
+    taken back, so that it leaves no partial line behind."""
     root.log.mkdir(mode=0o700, parents=True, exist_ok=True)
-    line = json.dumps(asdict(entry), ensure_ascii=False, separators=(",", ":")) + "\n"
-    fd = os.open(root.log / LOG_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    path = root.log / LOG_NAME
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)  # read: its last byte
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, line.encode("utf-8"))
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
+        try:
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(0, f"wrote {written} of {len(line)} bytes", str(path))
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
     finally:
         os.close(fd)

@@ -9,7 +9,7 @@ import difflib
 import importlib
 from collections.abc import Callable
 
-from gokku import access
+from gokku import access, crashlog
 from gokku.cmdline import parse
 from gokku.commands import BUILTINS
 from gokku.context import Context, Request
@@ -24,9 +24,11 @@ FORMATS = ("text", "json", "shell")
 def dispatch(
     request: Request, root: Root | None = None, prepare: Callable[[Root], None] | None = None
 ) -> int:
-    """Run the request to completion and return its exit code; never raises GokkuError.
+    """Run the request to completion and return its exit code; never raises.
 
     ``prepare`` runs first, inside the error handling (the CLI door changes user there).
+    Anything that is not a GokkuError is unexpected: a bug, or the system refusing (a
+    full disk). The user gets one line and exit 1; the traceback goes to the server log.
     """
     try:
         root = root or Root.from_env()
@@ -49,6 +51,9 @@ def dispatch(
         return 141
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        _report(request, crashlog.unexpected(root, request.argv, exc))
+        return 1
 
 
 def _report(request: Request, message: str) -> None:

@@ -39,5 +39,19 @@ class ScriptFailed(GokkuError):
         self.exit_code = exit_code
 
 
+class AuditFailed(GokkuError):
+    """The audit line could not be written; the command it is about has already run."""
+
+
 class AccessDenied(GokkuError):
     """The caller's key may not do this (exit 1); the audit line records the denial."""
+
+
+def os_reason(exc: OSError) -> str:
+    """What the system refused, lower-cased as our messages are: ``no space left on device``."""
+    return (exc.strerror or str(exc) or type(exc).__name__).lower()
+
+
+def system_error(exc: OSError) -> str:
+    """``os_reason`` and the file it concerned, when the error names one."""
+    return f"{os_reason(exc)}: {exc.filename}" if exc.filename else os_reason(exc)

@@ -152,10 +152,19 @@ def by_fingerprint(root: Root, fp: str) -> Key | None:
     return next((key for key in load(root) if key.fingerprint == fp), None)
 
 
+# What ``add`` did.
+ADDED = "added"
+PRESENT = "present"  # exactly this key under this name was there: nothing to do
+REPAIRED = "repaired"  # it was there, authorized_keys was not: the file was rewritten
+
+
 def add(
     root: Root, config: SSHConfig, name: str, text: str, role: str = "member"
-) -> tuple[Key, bool]:
-    """Register ``text`` under ``name``; (key, False) when exactly that is already there."""
+) -> tuple[Key, str]:
+    """Register ``text`` under ``name``; say whether it was ADDED, PRESENT or REPAIRED.
+
+    Adding the same key again is how an admin retries an add that was killed between
+    writing the registry and authorized_keys: it finishes the job."""
     check_name("key", name)
     if role not in ROLES:
         raise UsageError(f"unknown role {role!r}: use {' or '.join(ROLES)}")
@@ -165,7 +174,7 @@ def add(
         keys = load(root)
         for key in keys:
             if key.fingerprint == fp and key.name == name:
-                return key, False
+                return key, REPAIRED if _sync(root, config, keys) else PRESENT
             if key.fingerprint == fp:
                 raise GokkuError(f"key {fp} is already registered as {key.name!r}")
             if key.name == name:
@@ -176,7 +185,7 @@ def add(
         added = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         new = Key(name, key_type, data, fp, comment, added, role)
         _save(root, config, [*keys, new])
-    return new, True
+    return new, ADDED
 
 
 def remove(root: Root, config: SSHConfig, name: str | None, fp: str | None) -> Key:
@@ -228,8 +237,40 @@ def _save(root: Root, config: SSHConfig, keys: list[Key]) -> None:
     root.ssh.chmod(0o700)
     document = {"version": VERSION, "keys": [asdict(key) for key in keys]}
     write_json(registry_path(root), document, mode=0o600)
-    text = "".join(authorized_keys_line(root, config, key) + "\n" for key in keys)
-    write_atomic(authorized_keys_path(root), text.encode(), mode=0o600)
+    write_atomic(authorized_keys_path(root), authorized_keys_text(root, config, keys), 0o600)
+
+
+def authorized_keys_text(root: Root, config: SSHConfig, keys: list[Key]) -> bytes:
+    """The OpenSSH door's file as the registry says it must be."""
+    return "".join(authorized_keys_line(root, config, key) + "\n" for key in keys).encode()
+
+
+def authorized_keys_in_step(root: Root, config: SSHConfig) -> bool:
+    """Whether authorized_keys is what the registry makes of it (a run killed between the
+    two writes leaves it behind; ``doctor`` asks)."""
+    return _in_step(root, config, load(root))
+
+
+def _in_step(root: Root, config: SSHConfig, keys: list[Key]) -> bool:
+    try:
+        current = authorized_keys_path(root).read_bytes()
+    except FileNotFoundError:
+        current = None
+    return current == authorized_keys_text(root, config, keys) or (current is None and not keys)
+
+
+def sync_authorized_keys(root: Root, config: SSHConfig) -> bool:
+    """Rewrite authorized_keys from the registry when it is out of step; True if it was."""
+    with lock(root.locks, LOCK):
+        return _sync(root, config, load(root))
+
+
+def _sync(root: Root, config: SSHConfig, keys: list[Key]) -> bool:
+    """The caller holds the registry's lock."""
+    if _in_step(root, config, keys):
+        return False
+    write_atomic(authorized_keys_path(root), authorized_keys_text(root, config, keys), 0o600)
+    return True
 
 
 def authorized_keys_line(root: Root, config: SSHConfig, key: Key) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from gokku.context import Context
 from gokku.paths import Root
 from gokku.plugins.registry import Plugin
-from gokku.storage import write_atomic
+from gokku.storage import HELD_LOCKS_VAR, held_locks, write_atomic
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 GRACE_SECONDS = 1.5
@@ -50,9 +50,12 @@ def base_env(ctx: Context) -> dict[str, str]:
         "GOKKU_REMOTE_ADDR": ident.remote,
         "GOKKU_FORMAT": ctx.format,
     }
-    for name in ("USER", "LOGNAME", "LC_ALL", "TZ", "GOKKU_LOCK_TIMEOUT", "GOKKU_HELD_LOCKS"):
+    for name in ("USER", "LOGNAME", "LC_ALL", "TZ", "GOKKU_LOCK_TIMEOUT"):
         if os.environ.get(name):
             env[name] = os.environ[name]
+    held = held_locks()
+    if held:  # a call back into gokku passes through these instead of waiting on us
+        env[HELD_LOCKS_VAR] = " ".join(sorted(held))
     if ctx.request.term:
         env["TERM"] = ctx.request.term
     if ctx.app:

@@ -327,10 +327,39 @@ def port_available(root: Root, port: int) -> bool:
 
 def _held_ports(root: Root) -> dict[int, float]:
     """Ports still held (port -> until, epoch seconds); expired holds are dropped."""
-    path = root.services / HELD_PORTS
     now = time.time()
+    return {port: until for port, until in _stored_holds(root).items() if until > now}
+
+
+def _stored_holds(root: Root) -> dict[int, float]:
+    path = root.services / HELD_PORTS
     stored = read_json(path) if path.is_file() else {}
-    return {int(port): until for port, until in stored.items() if until > now}
+    return {int(port): float(until) for port, until in stored.items()}
+
+
+def useless_port_holds(root: Root) -> dict[int, str]:
+    """Holds kept in the file that hold nothing any more (port -> why): expired ones, and
+    those on a port a service now records (the record keeps it; the hold would only
+    outlive the service)."""
+    recorded = ports_in_use(root)
+    now = time.time()
+    useless = {}
+    for port, until in _stored_holds(root).items():
+        if until <= now:
+            useless[port] = "expired"
+        elif port in recorded:
+            useless[port] = "a service records it"
+    return useless
+
+
+def drop_useless_port_holds(root: Root) -> list[int]:
+    """Remove ``useless_port_holds`` from the file; return the ports."""
+    with lock(root.locks, "ports"):
+        useless = useless_port_holds(root)
+        if useless:
+            kept = {str(p): t for p, t in sorted(_stored_holds(root).items()) if p not in useless}
+            write_json(root.services / HELD_PORTS, kept)
+    return sorted(useless)
 
 
 def _listenable(port: int) -> bool:

@@ -5,8 +5,10 @@ target, so a crash leaves the old or the new file, never half of one. Read-modif
 shared state happens under ``lock()``, an flock on ``locks/<name>.lock``.
 
 Plugin scripts run while their caller holds locks and may call back into ``gokku`` (the
-helpers do); the names of held locks travel in GOKKU_HELD_LOCKS so that such a nested
-call does not wait on its own parent forever.
+helpers do). Such a nested call must not wait on its own parent forever: this process
+keeps the names of the locks it holds in a context variable, and the runner writes them
+into the environment it builds for a child (GOKKU_HELD_LOCKS), which the child reads as
+the locks it may pass through. This process's own environment is never changed.
 """
 
 import contextlib
@@ -16,10 +18,11 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from gokku.errors import GokkuError
+from gokku.errors import GokkuError, os_reason
 
 HELD_LOCKS_VAR = "GOKKU_HELD_LOCKS"
 DEFAULT_LOCK_TIMEOUT = 120.0
@@ -30,8 +33,13 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
 
     Owner-only unless said otherwise: state holds passwords, keys and grants that other
     local users have no business reading. The directory must exist: making it here would
-    bring back an app or service that a concurrent destroy just removed."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    bring back an app or service that a concurrent destroy just removed. When the system
+    refuses (a full disk) the old file stays, no temp file is left, and the error names the
+    file it was writing."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise GokkuError(f"{os_reason(exc)} writing {path}") from exc
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -39,11 +47,13 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
             os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+        fsync_dir(path.parent)
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise GokkuError(f"{os_reason(exc)} writing {path}") from exc
         raise
-    fsync_dir(path.parent)
 
 
 def fsync_dir(path: Path) -> None:
@@ -67,8 +77,14 @@ def write_json(path: Path, value: Any, mode: int = 0o600) -> None:
     write_atomic(path, text.encode("utf-8"), mode)
 
 
-def held_locks() -> set[str]:
-    return set(filter(None, os.environ.get(HELD_LOCKS_VAR, "").split()))
+# Locks this process holds (its own; those of a parent come from the environment).
+_held: ContextVar[frozenset[str]] = ContextVar("gokku_held_locks", default=frozenset())
+
+
+def held_locks() -> frozenset[str]:
+    """What a lock here passes through: ours, and our parent's when we are a plugin
+    script's call back into gokku. The runner hands this set on to children."""
+    return _held.get() | frozenset(os.environ.get(HELD_LOCKS_VAR, "").split())
 
 
 def lock_timeout() -> float:
@@ -83,9 +99,10 @@ def lock_timeout() -> float:
 def lock(locks_dir: Path, name: str, holder: str = "") -> Iterator[None]:
     """Hold the exclusive lock ``name`` (for example ``app-api``), waiting for it.
 
-    While held, the name is added to GOKKU_HELD_LOCKS so that child processes (plugin
-    scripts calling helpers) pass through instead of deadlocking. When the wait exceeds
-    GOKKU_LOCK_TIMEOUT seconds the error names the holder.
+    While held, the name is in ``held_locks()`` (until release, nested or not), so that
+    child processes (plugin scripts calling helpers) pass through instead of
+    deadlocking. When the wait exceeds GOKKU_LOCK_TIMEOUT seconds the error names the
+    holder.
     """
     if name in held_locks():
         yield
@@ -107,16 +124,13 @@ def lock(locks_dir: Path, name: str, holder: str = "") -> Iterator[None]:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.1)
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} {holder}".strip().encode() + b"\n", 0)
-        previous = os.environ.get(HELD_LOCKS_VAR)
-        os.environ[HELD_LOCKS_VAR] = " ".join(sorted(held_locks() | {name}))
+        with contextlib.suppress(OSError):  # only for the message of whoever waits (full disk)
+            os.pwrite(fd, f"pid {os.getpid()} {holder}".strip().encode() + b"\n", 0)
+        token = _held.set(_held.get() | {name})
         try:
             yield
         finally:
-            if previous is None:
-                os.environ.pop(HELD_LOCKS_VAR, None)
-            else:
-                os.environ[HELD_LOCKS_VAR] = previous
+            _held.reset(token)
             os.ftruncate(fd, 0)
     finally:
         os.close(fd)

@@ -40,6 +40,7 @@ ATTEMPTS = {
     "access:grant": "access:grant bob app:api",
     "access:revoke": "access:revoke bob app:api",
     "access:list": "access:list",
+    "doctor": "doctor --fix",
     "serve": "serve --host 0.0.0.0 --port 0",
     "ssh-command": "ssh-command --fingerprint SHA256:x",
 }

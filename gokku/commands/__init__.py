@@ -275,6 +275,18 @@ BUILTINS: dict[str, Builtin] = {
         ],
     ),
     **_table(
+        "doctor",
+        [
+            (
+                "doctor",
+                "doctor",
+                "doctor [--fix]",
+                "Check the state for what interrupted commands left; --fix repairs it",
+                ADMIN,
+            ),
+        ],
+    ),
+    **_table(
         "ssh",
         [
             ("whoami", "whoami", "whoami [--format json]", "Show who you are logged in as", ANY),

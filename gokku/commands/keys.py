@@ -30,9 +30,14 @@ def add(ctx: Context, args: list[str]) -> int:
     name, *path = opts.positional
     upgraded(ctx)
     text = _read_key(ctx, path[0] if path else None)
-    key, added = keys.add(ctx.root, load_config(ctx.root), name, text, opts.get("role", "member"))
-    if added:
+    key, done = keys.add(ctx.root, load_config(ctx.root), name, text, opts.get("role", "member"))
+    if done == keys.ADDED:
         ctx.info(f"Added key {name} ({key.type} {key.fingerprint}), role {key.role}")
+    elif done == keys.REPAIRED:
+        ctx.warn(
+            f"key {name} ({key.fingerprint}) was registered, but ssh/authorized_keys was out of "
+            "step with the registry (an add cut off halfway?): rewrote it"
+        )
     else:
         ctx.info(f"Key {name} ({key.fingerprint}) is already registered")
     return 0

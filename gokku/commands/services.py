@@ -8,6 +8,7 @@ import json
 from gokku import access, keys, services
 from gokku.cmdline import parse
 from gokku.commands import read_assignments, usage_line
+from gokku.commands.doctor import report_cheap
 from gokku.commands.plugin_exec import authorize
 from gokku.context import Context
 from gokku.errors import GokkuError, NotFound, ScriptFailed, UsageError
@@ -244,6 +245,8 @@ def _control(ctx: Context, args: list[str], command: str) -> int:
         access.require(ctx, "service", name, access.READ)  # before load: no existence probing
         return _control_one(ctx, name, command, False)
     access.require_admin(ctx, f"{command} every service")
+    if command == "start":  # at boot: where leftovers of a crash are worth a line
+        report_cheap(ctx)
     failed = []
     for service in services.all_services(ctx.root):
         try:

@@ -13,7 +13,7 @@ from gokku.cmdline import parse
 from gokku.commands import usage_line
 from gokku.commands.keys import grants_text
 from gokku.context import Context, Identity, Request
-from gokku.errors import GokkuError, UsageError
+from gokku.errors import AuditFailed, GokkuError, UsageError
 from gokku.paths import Root
 from gokku.ssh import split_command
 from gokku.ssh.config import load as load_config
@@ -35,8 +35,10 @@ def serve(ctx: Context, args: list[str]) -> int:
         overrides["port"] = int(port)
     import dataclasses
 
+    from gokku.commands.doctor import report_cheap
     from gokku.ssh import server
 
+    report_cheap(ctx)
     return server.serve(ctx, dataclasses.replace(config, **overrides))
 
 
@@ -93,7 +95,7 @@ def ssh_command(ctx: Context, args: list[str]) -> int:
         argv = split_command(command)
     except UsageError as exc:
         entry.argv, entry.exit, entry.duration = None, exc.exit_code, 0.0
-        audit.write(root, entry)
+        _audit(ctx, root, entry)
         raise
     entry.argv = audit.redacted(argv)
     code = HANGUP_EXIT
@@ -113,8 +115,18 @@ def ssh_command(ctx: Context, args: list[str]) -> int:
     entry.denied = request.denied if request is not None else None
     if counts is not None:
         entry.bytes_in, entry.bytes_out = counts.bytes_in, counts.bytes_out
-    audit.write(root, entry)
+    _audit(ctx, root, entry)
     return code
+
+
+def _audit(ctx: Context, root: Root, entry: audit.Entry) -> None:
+    """Write the audit line; when it cannot be written, say so and leave the command's
+    exit code alone (a read that succeeded must not fail because the log disk is full)."""
+    try:
+        audit.write(root, entry)
+    except AuditFailed as exc:
+        with contextlib.suppress(OSError, ValueError):  # the client may be gone
+            ctx.warn(exc.message)
 
 
 def whoami(ctx: Context, args: list[str]) -> int:

@@ -2,11 +2,14 @@
 
 Fetch, unpack and validate happen in ``plugins/.staging-*``; only a tree that passed is
 renamed into ``plugins/NAME``. An update renames the old tree aside first and puts it
-back if anything fails, so a plugin is always the old version or the new one, whole.
+back if anything fails, so a plugin is always the old version or the new one, whole. An
+update killed between its two renames leaves the old tree in staging: the next command
+on the plugin (or ``gokku doctor --fix``) puts it back.
 """
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -18,24 +21,67 @@ from gokku import services
 from gokku.commands import RESERVED_NAMESPACES
 from gokku.context import Context
 from gokku.errors import GokkuError
-from gokku.names import check_name
+from gokku.names import check_name, is_name
+from gokku.paths import Root
 from gokku.plugins import contract, registry, sources
 from gokku.storage import fsync_dir, lock, write_json
 
 EXECUTABLE_DIRS = ("bin", "commands", "hooks")
+STAGING_TOKEN_BYTES = 4
+STAGING = re.compile(rf"\.staging-(.+)-[0-9a-f]{{{2 * STAGING_TOKEN_BYTES}}}")
+PREVIOUS = "previous"  # an update's old tree, until the new one is in place
+
+
+def staging_dirs(root: Root, name: str | None = None) -> list[tuple[str, Path]]:
+    """(plugin name, path) of the staging directories there are, of plugin ``name`` only
+    when given: ``.staging-pg-`` must not find those of ``pg-admin``."""
+    if not root.plugins.is_dir():
+        return []
+    found = []
+    for path in sorted(root.plugins.iterdir()):
+        match = STAGING.fullmatch(path.name)
+        if match and is_name(match[1]) and path.is_dir() and name in (None, match[1]):
+            found.append((match[1], path))
+    return found
+
+
+def restore_interrupted(root: Root, name: str) -> Path | None:
+    """Put back the old copy of a plugin whose update was killed between its two renames
+    (the plugin gone, its old tree in ``.staging-NAME-*/previous``); return where it was.
+    The rest of that staging directory goes too. The caller holds the plugin's lock."""
+    if root.plugin_dir(name).exists():
+        return None
+    for _, staging in staging_dirs(root, name):
+        previous = staging / PREVIOUS
+        if previous.is_dir():
+            os.rename(previous, root.plugin_dir(name))
+            fsync_dir(root.plugins)
+            shutil.rmtree(staging, ignore_errors=True)
+            return previous
+    return None
+
+
+def _recover(ctx: Context, name: str) -> None:
+    """Before any change to a plugin: finish what a killed update left half-done."""
+    previous = restore_interrupted(ctx.root, name)
+    if previous is not None:
+        ctx.warn(
+            f"plugin {name} was missing after an update cut off halfway: "
+            f"put its previous copy back from {previous.relative_to(ctx.root.path)}"
+        )
 
 
 @contextlib.contextmanager
 def _staging(ctx: Context, name: str) -> Iterator[Path]:
     """A scratch directory beside the plugins (same filesystem, so renames are atomic).
 
-    Callers hold the plugin's lock, so any other staging dir of this name is the remains
-    of a killed run: it goes first.
+    Callers hold the plugin's lock (and ran ``_recover``), so any other staging dir of
+    this name is the remains of a killed run: it goes first.
     """
     ctx.root.plugins.mkdir(parents=True, exist_ok=True)
-    for stale in ctx.root.plugins.glob(f".staging-{name}-*"):
+    for _, stale in staging_dirs(ctx.root, name):
         shutil.rmtree(stale, ignore_errors=True)
-    path = ctx.root.plugins / f".staging-{name}-{secrets.token_hex(4)}"
+    path = ctx.root.plugins / f".staging-{name}-{secrets.token_hex(STAGING_TOKEN_BYTES)}"
     path.mkdir()
     try:
         yield path
@@ -115,6 +161,7 @@ def add(
     source = sources.parse(text, ref, remote_only=ctx.request.identity.over_ssh)
     name = check_name("plugin", name or source.default_name())
     with lock(ctx.root.locks, f"plugin-{name}"):
+        _recover(ctx, name)
         target = ctx.root.plugin_dir(name)
         if target.exists():
             current = registry.load(ctx.root, name)
@@ -142,6 +189,7 @@ def add(
 def update(ctx: Context, name: str, ref: str | None, force: bool = False) -> registry.Plugin:
     check_name("plugin", name)
     with lock(ctx.root.locks, f"plugin-{name}"):
+        _recover(ctx, name)
         current = registry.load(ctx.root, name)
         recorded = current.record.get("source")
         if not isinstance(recorded, dict) or "kind" not in recorded:
@@ -151,7 +199,7 @@ def update(ctx: Context, name: str, ref: str | None, force: bool = False) -> reg
         )
         with _staging(ctx, name) as staging:
             tree = _prepare(ctx, name, source, staging, force)
-            old = staging / "previous"
+            old = staging / PREVIOUS
             with _claiming(ctx, name, tree):
                 os.rename(current.path, old)
                 try:
@@ -168,6 +216,7 @@ def update(ctx: Context, name: str, ref: str | None, force: bool = False) -> reg
 def remove(ctx: Context, name: str, force: bool) -> None:
     check_name("plugin", name)
     with lock(ctx.root.locks, f"plugin-{name}"):
+        _recover(ctx, name)
         plugin = registry.load(ctx.root, name)
         users = [s.name for s in services.all_services(ctx.root) if s.plugin == name]
         if users and not force:

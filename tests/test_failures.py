@@ -1,0 +1,88 @@
+"""Unexpected failures: a bug or a full disk is one line on stderr and exit 1, never a
+traceback; the traceback goes to ``log/gokku.log``; a failed write leaves the old file."""
+
+import re
+import stat
+
+import pytest
+from conftest import Gokku
+from diskfull import fill, temp_files, tmpfs
+
+INTERNAL = re.compile(r" !     internal error: TypeError: .+; details in log/gokku\.log\n")
+
+
+@pytest.fixture
+def broken_registry(gokku: Gokku) -> None:
+    """A key registry whose entry lacks every field: reading it is a bug's path
+    (the code trusts its own file), not an error it reports."""
+    (gokku.root / "ssh").mkdir(parents=True)
+    (gokku.root / "ssh" / "keys.json").write_text('{"version": 2, "keys": [{}]}')
+
+
+def test_an_unexpected_exception_is_one_line_and_its_traceback_is_logged(
+    gokku: Gokku, broken_registry: None
+) -> None:
+    first = gokku("ssh-keys:list")
+    second = gokku("ssh-keys:list", "--format", "json")
+    for result in (first, second):
+        assert result.code == 1 and result.out == b""
+        assert INTERNAL.fullmatch(result.stderr), result.stderr
+    log = gokku.root / "log" / "gokku.log"
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    text = log.read_text()
+    assert text.count("Traceback (most recent call last)") == 2  # appended, not replaced
+    assert "argv ['ssh-keys:list', '--format', 'json']" in text
+    assert "TypeError" in text
+
+
+def test_the_line_says_so_when_the_traceback_cannot_be_logged(
+    gokku: Gokku, broken_registry: None
+) -> None:
+    (gokku.root / "log" / "gokku.log").mkdir(parents=True)  # unwritable: a directory
+    result = gokku("ssh-keys:list")
+    assert result.code == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(" !     internal error: TypeError: ")
+    log = gokku.root / "log" / "gokku.log"
+    assert line.endswith(f"; its details could not be logged (is a directory: {log})")
+
+
+def test_config_set_on_a_full_disk_is_one_line_and_keeps_the_old_env(gokku: Gokku) -> None:
+    with tmpfs(gokku.root / "apps") as apps:
+        gokku.ok("apps:create", "api")
+        gokku.ok("config:set", "-a", "api", "OLD=kept")
+        env = apps / "api" / "shared" / ".env"
+        before = env.read_bytes()
+        fill(apps)
+        result = gokku("config:set", "-a", "api", "NEW=" + "x" * 20000)
+        assert result.code == 1 and result.out == b""
+        assert result.stderr == f" !     no space left on device writing {env}\n"
+        assert env.read_bytes() == before
+        assert temp_files(apps) == []
+
+
+def test_a_full_disk_under_the_whole_state_is_one_line_too(gokku: Gokku) -> None:
+    """The locks are on the full disk too: the holder line a lock writes (for the message
+    of whoever waits) is not worth failing for; the write that matters is."""
+    with tmpfs(gokku.root) as root:
+        gokku.ok("apps:create", "api")
+        gokku.ok("config:set", "-a", "api", "OLD=kept")
+        env = root / "apps" / "api" / "shared" / ".env"
+        before = env.read_bytes()
+        fill(root)
+        result = gokku("config:set", "-a", "api", "NEW=" + "x" * 20000)
+        assert result.code == 1 and result.out == b""
+        assert result.stderr == f" !     no space left on device writing {env}\n"
+        assert env.read_bytes() == before
+        assert temp_files(root) == []
+
+
+def test_a_system_error_is_one_line_naming_the_file(gokku: Gokku) -> None:
+    gokku.ok("apps:create", "api")
+    lock = gokku.root / "locks" / "app-api.lock"
+    lock.unlink()
+    lock.mkdir()
+    result = gokku("config:set", "-a", "api", "A=1")
+    assert result.code == 1
+    assert result.stderr == f" !     is a directory: {lock}; details in log/gokku.log\n"
+    assert "IsADirectoryError" in (gokku.root / "log" / "gokku.log").read_text()
