@@ -8,14 +8,18 @@ did-you-mean. This is also the one place where errors become a message and an ex
 import difflib
 import importlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from gokku import access
 from gokku.cmdline import parse
-from gokku.commands import BUILTINS
+from gokku.commands import BUILTINS, PLUGIN_FORMS, Builtin
 from gokku.context import Context, Request
 from gokku.errors import AccessDenied, GokkuError, UnknownCommand, UsageError
 from gokku.paths import Root
 from gokku.plugins.manifest import CommandIO
+
+if TYPE_CHECKING:
+    from gokku.plugins.registry import Plugin
 
 GLOBAL_USAGE = "gokku [--quiet] [--trace] [--format text|json] [-a APP] COMMAND [ARGS...]"
 FORMATS = ("text", "json", "shell")
@@ -101,21 +105,37 @@ def _global_flags(request: Request, root: Root) -> tuple[Context, str, list[str]
     return ctx, rest[0], rest[1:]
 
 
+def _function(builtin: Builtin) -> Callable[..., int]:
+    return getattr(importlib.import_module(builtin.module), builtin.function)
+
+
 def route(ctx: Context, verb: str, args: list[str]) -> int:
     builtin = BUILTINS.get(verb)
     if builtin is not None:
         access.check_verb(ctx, verb, builtin.access)
-        function = getattr(importlib.import_module(builtin.module), builtin.function)
-        return function(ctx, args)
+        return _function(builtin)(ctx, args)
     from gokku.plugins import registry
 
     namespace, _, command = verb.partition(":")
     plugin = registry.find(ctx.root, namespace)
     if plugin is not None:
-        from gokku.commands.plugin_exec import run_plugin_command
-
-        return run_plugin_command(ctx, plugin, namespace, command or "help", args)
+        return _plugin_command(ctx, plugin, namespace, command or "help", args)
     raise UnknownCommand(f"unknown command {verb!r}{did_you_mean(ctx, verb)}")
+
+
+def _plugin_command(
+    ctx: Context, plugin: "Plugin", namespace: str, command: str, args: list[str]
+) -> int:
+    """The plugin's own script of that name wins; else Dokku's form of a services verb
+    (``pg:link db api`` is ``services:link db -a api``), with that verb's access."""
+    form = PLUGIN_FORMS.get(command)
+    if form is not None and plugin.script(command) is None:
+        verb = f"{namespace}:{command}"
+        access.check_verb(ctx, verb, form.access)
+        return _function(form)(ctx, plugin, verb, args)
+    from gokku.commands.plugin_exec import run_plugin_command
+
+    return run_plugin_command(ctx, plugin, namespace, command, args)
 
 
 def command_io(argv: list[str], root: Root | None = None) -> CommandIO:

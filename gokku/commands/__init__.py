@@ -318,6 +318,51 @@ BUILTINS: dict[str, Builtin] = {
     ),
 }
 
+# Dokku's service-plugin forms, for every installed plugin that has no script of that name
+# (a plugin's own ``commands/destroy`` still runs as ``PLUGIN:destroy``): each is the
+# services verb it names, through the same function, with that verb's access.
+# ``PLUGIN:info SVC`` needs no form: the plugin contract requires ``commands/info``.
+PLUGIN_FORMS: dict[str, Builtin] = _table(
+    "services",
+    [
+        (
+            "create",
+            "create_form",
+            "PLUGIN:create SVC [VERSION]",
+            "Create a service (services:create PLUGIN[:VERSION] --name SVC)",
+            ADMIN,
+        ),
+        (
+            "destroy",
+            "destroy_form",
+            "PLUGIN:destroy SVC [--force]",
+            "Destroy a service and its data (services:destroy)",
+            ADMIN,
+        ),
+        (
+            "link",
+            "link_form",
+            "PLUGIN:link SVC APP [--env ENV]",
+            "Write a service's variables into an app's .env (services:link)",
+            GRANTED,
+        ),
+        (
+            "unlink",
+            "unlink_form",
+            "PLUGIN:unlink SVC APP [--env ENV]",
+            "Remove a service's variables from an app's .env (services:unlink)",
+            GRANTED,
+        ),
+        (
+            "list",
+            "list_form",
+            "PLUGIN:list [--format json]",
+            "List the plugin's services (services:list)",
+            ANY,
+        ),
+    ],
+)
+
 # Namespaces a plugin may not take: every built-in verb's prefix, and a few reserved ones.
 RESERVED_NAMESPACES = {verb.split(":")[0] for verb in BUILTINS} | {
     "plugin",
@@ -338,6 +383,12 @@ RESERVED_NAMESPACES = {verb.split(":")[0] for verb in BUILTINS} | {
 def usage_line(verb: str) -> str:
     """The usage line a built-in's errors end with: ``gokku VERB ARGS...``."""
     return "gokku " + BUILTINS[verb].usage
+
+
+def form_usage(verb: str) -> str:
+    """The usage line of a Dokku form as typed: ``gokku pg:link SVC APP [--env ENV]``."""
+    namespace, _, command = verb.partition(":")
+    return "gokku " + PLUGIN_FORMS[command].usage.replace("PLUGIN", namespace, 1)
 
 
 def read_assignments(ctx, opts, words: list[str], usage: str, check) -> dict[str, str]:
