@@ -28,7 +28,13 @@ BUILTINS: dict[str, Builtin] = {
     **_table(
         "help",
         [
-            ("help", "help", "help [PLUGIN]", "Show commands, or one plugin's help", ANY),
+            (
+                "help",
+                "help",
+                "help [TOPIC]",
+                "Show commands; with a namespace (config), a plugin or a command, its help",
+                ANY,
+            ),
             ("version", "version", "version", "Print Gokku's version", ANY),
         ],
     ),
@@ -378,6 +384,26 @@ RESERVED_NAMESPACES = {verb.split(":")[0] for verb in BUILTINS} | {
     "whoami",
     "gokku",
 }
+
+
+# The built-in namespaces (``config`` of ``config:set``...): each has ``help NAMESPACE``.
+NAMESPACES = sorted({verb.split(":")[0] for verb, b in BUILTINS.items() if ":" in verb})
+
+
+def namespace_verbs(namespace: str) -> list[str]:
+    """The visible built-in verbs of ``namespace``, in table order."""
+    return [v for v, b in BUILTINS.items() if v.startswith(namespace + ":") and not b.hidden]
+
+
+def plugin_commands(plugin) -> list[str]:
+    """What ``PLUGIN:CMD`` can name: the plugin's scripts and Dokku's forms."""
+    return sorted({*plugin.commands(), *PLUGIN_FORMS})
+
+
+def asks_help(args: list[str]) -> bool:
+    """``--help``/``-h`` among a built-in's options (not after ``--``)."""
+    options = args[: args.index("--")] if "--" in args else args
+    return "--help" in options or "-h" in options
 
 
 def usage_line(verb: str) -> str:
