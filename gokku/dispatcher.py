@@ -1,6 +1,7 @@
 """One entry point for every door: argv + identity + streams in, exit code out.
 
-Routing: a built-in verb (``services:create``), else ``PLUGIN:CMD`` / ``PLUGIN`` for an
+Routing: a built-in verb (``services:create``; with ``--help`` its usage), a built-in
+namespace's help (``config:help``, ``config``), else ``PLUGIN:CMD`` / ``PLUGIN`` for an
 installed plugin (by name or its ``commands/name`` alias), else exit 127 with a
 did-you-mean. This is also the one place where errors become a message and an exit code.
 """
@@ -8,14 +9,29 @@ did-you-mean. This is also the one place where errors become a message and an ex
 import difflib
 import importlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from gokku import access, crashlog
 from gokku.cmdline import parse
-from gokku.commands import BUILTINS
+from gokku.commands import (
+    BUILTINS,
+    NAMESPACES,
+    PLUGIN_FORMS,
+    Builtin,
+    asks_help,
+    form_usage,
+    namespace_verbs,
+    plugin_commands,
+    usage_line,
+)
+from gokku.commands import help as help_
 from gokku.context import Context, Request
 from gokku.errors import AccessDenied, GokkuError, UnknownCommand, UsageError
 from gokku.paths import Root
 from gokku.plugins.manifest import CommandIO
+
+if TYPE_CHECKING:
+    from gokku.plugins.registry import Plugin
 
 GLOBAL_USAGE = "gokku [--quiet] [--trace] [--format text|json] [-a APP] COMMAND [ARGS...]"
 FORMATS = ("text", "json", "shell")
@@ -106,21 +122,43 @@ def _global_flags(request: Request, root: Root) -> tuple[Context, str, list[str]
     return ctx, rest[0], rest[1:]
 
 
+def _function(builtin: Builtin) -> Callable[..., int]:
+    return getattr(importlib.import_module(builtin.module), builtin.function)
+
+
 def route(ctx: Context, verb: str, args: list[str]) -> int:
     builtin = BUILTINS.get(verb)
     if builtin is not None:
         access.check_verb(ctx, verb, builtin.access)
-        function = getattr(importlib.import_module(builtin.module), builtin.function)
-        return function(ctx, args)
+        if asks_help(args):
+            return help_.usage(ctx, usage_line(verb), builtin.summary)
+        return _function(builtin)(ctx, args)
     from gokku.plugins import registry
 
     namespace, _, command = verb.partition(":")
+    if namespace in NAMESPACES and command in ("", "help"):
+        return help_.namespace_help(ctx, namespace, args)
     plugin = registry.find(ctx.root, namespace)
     if plugin is not None:
-        from gokku.commands.plugin_exec import run_plugin_command
-
-        return run_plugin_command(ctx, plugin, namespace, command or "help", args)
+        return _plugin_command(ctx, plugin, namespace, command or "help", args)
     raise UnknownCommand(f"unknown command {verb!r}{did_you_mean(ctx, verb)}")
+
+
+def _plugin_command(
+    ctx: Context, plugin: "Plugin", namespace: str, command: str, args: list[str]
+) -> int:
+    """The plugin's own script of that name wins; else Dokku's form of a services verb
+    (``pg:link db api`` is ``services:link db -a api``), with that verb's access."""
+    form = PLUGIN_FORMS.get(command)
+    if form is not None and plugin.script(command) is None:
+        verb = f"{namespace}:{command}"
+        access.check_verb(ctx, verb, form.access)
+        if asks_help(args):
+            return help_.usage(ctx, form_usage(verb), form.summary)
+        return _function(form)(ctx, plugin, verb, args)
+    from gokku.commands.plugin_exec import run_plugin_command
+
+    return run_plugin_command(ctx, plugin, namespace, command, args)
 
 
 def command_io(argv: list[str], root: Root | None = None) -> CommandIO:
@@ -143,12 +181,51 @@ def command_io(argv: list[str], root: Root | None = None) -> CommandIO:
 
 
 def did_you_mean(ctx: Context, verb: str) -> str:
+    """``; did you mean 'X'?`` when X is plausible, and where to look.
+
+    ``NS:CMD`` is compared with the commands of NS only (of the closest namespace when NS
+    is none): a hint from another namespace (``apps:info`` -> ``pg:info``) misleads. A
+    bare word is compared with the bare verbs and the namespaces.
+    """
+    namespace, colon, command = verb.partition(":")
+    if colon:
+        close, where = _close_command(ctx, namespace, command)
+    else:
+        bare = [v for v, b in BUILTINS.items() if ":" not in v and not b.hidden]
+        match = difflib.get_close_matches(verb, bare + _namespaces(ctx), n=1, cutoff=0.6)
+        close, where = (match[0] if match else None), "gokku help"
+    hint = f"; did you mean {close!r}?" if close else ""
+    return f"{hint} (see: {where})"
+
+
+def _close_command(ctx: Context, namespace: str, command: str) -> tuple[str | None, str]:
+    """The closest ``NS:CMD`` within the namespace typed, else within the closest one;
+    and the help that lists them."""
+    commands = _namespace_commands(ctx, namespace)
+    if commands is not None:
+        where = f"gokku help {namespace}"
+    else:
+        near = difflib.get_close_matches(namespace, _namespaces(ctx), n=1, cutoff=0.6)
+        namespace = near[0] if near else namespace
+        commands, where = _namespace_commands(ctx, namespace) or [], "gokku help"
+    match = difflib.get_close_matches(command, commands, n=1, cutoff=0.6)
+    return (f"{namespace}:{match[0]}" if match else None), where
+
+
+def _namespaces(ctx: Context) -> list[str]:
     from gokku.plugins import registry
 
-    known = [name for name, b in BUILTINS.items() if not b.hidden]
+    names = list(NAMESPACES)
     for plugin in registry.installed(ctx.root):
-        prefixes = [plugin.name] + ([plugin.namespace] if plugin.namespace else [])
-        known += [f"{p}:{c}" for p in prefixes for c in plugin.commands()] + prefixes
-    close = difflib.get_close_matches(verb, known, n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"{hint} (see: gokku help)"
+        names += [plugin.name] + ([plugin.namespace] if plugin.namespace else [])
+    return names
+
+
+def _namespace_commands(ctx: Context, namespace: str) -> list[str] | None:
+    """The commands ``NAMESPACE:`` can be followed by; None for no such namespace."""
+    from gokku.plugins import registry
+
+    if namespace in NAMESPACES:
+        return [verb.partition(":")[2] for verb in namespace_verbs(namespace)] + ["help"]
+    plugin = registry.find(ctx.root, namespace)
+    return plugin_commands(plugin) if plugin is not None else None

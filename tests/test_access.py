@@ -16,7 +16,7 @@ from conftest import Gokku
 from sshkit import *  # noqa: F403 - fixtures
 from sshkit import Door, KeyPair, make_key, running_server, wait_until
 
-from gokku.commands import BUILTINS
+from gokku.commands import BUILTINS, PLUGIN_FORMS
 
 # A real attempt at each verb a member may not run: the refusal must come from access,
 # not from a usage error that happened to stop it first.
@@ -45,6 +45,9 @@ ATTEMPTS = {
     "ssh-command": "ssh-command --fingerprint SHA256:x",
 }
 
+# Dokku's forms of admin verbs, through the test plugin (it has no scripts of those names).
+FORM_ATTEMPTS = {"create": "t:create evil", "destroy": "t:destroy db --force"}
+
 
 @pytest.fixture
 def bob(gokku: Gokku, keydir: Path) -> KeyPair:
@@ -67,6 +70,77 @@ def test_every_verb_a_member_may_not_run_is_in_the_attempts() -> None:
     """A verb added to the table as ADMIN or LOCAL must be tried by the test below."""
     guarded = {verb for verb, b in BUILTINS.items() if b.access in ("admin", "local")}
     assert guarded == set(ATTEMPTS)
+
+
+def test_every_admin_form_is_in_the_form_attempts() -> None:
+    guarded = {command for command, f in PLUGIN_FORMS.items() if f.access in ("admin", "local")}
+    assert guarded == set(FORM_ATTEMPTS)
+
+
+def test_member_is_refused_the_dokku_forms_of_admin_verbs(
+    door: Door, gokku: Gokku, bob: KeyPair, estate: None
+) -> None:
+    before = gokku.snapshot()
+    for command, attempt in FORM_ATTEMPTS.items():
+        result = door.ssh(attempt, key=bob.path)
+        assert (result.code, result.stderr) == (
+            1,
+            f" !     bob may not run t:{command} (admins only): ask an admin\n",
+        )
+    changed = {k for k, v in gokku.snapshot().items() if before.get(k) != v}
+    assert changed == {"log/audit.log"}
+
+
+def test_dokku_forms_need_the_grants_of_their_verbs(
+    door: Door, gokku: Gokku, bob: KeyPair, estate: None
+) -> None:
+    def as_bob(command: str, input: bytes = b"K=w\n") -> tuple[int, str, str]:
+        result = door.ssh(command, key=bob.path, input=input)
+        return result.code, result.stdout, result.stderr
+
+    writes = (
+        "config:set api K=w",
+        "config:set --encoded api K=dw==",
+        "config:unset api K",
+        "config:import api",
+    )
+    reads = ("config:get api K", "config:show api", "config:export api")
+    gokku.ok("config:set", "-a", "api", "K=v")
+    before = gokku.snapshot()
+    for command in (*writes, *reads, "t:link db api", "t:unlink db api"):
+        code, _, err = as_bob(command)
+        assert code == 1 and err.count("\n") == 1, command
+        assert err.startswith(" !     bob may not ") and "app 'api'" in err, command
+    assert as_bob("t:list")[1] == "No t services\n"
+    changed = {k for k, v in gokku.snapshot().items() if before.get(k) != v}
+    assert changed == {"log/audit.log"}
+
+    gokku.ok("access:grant", "bob", "app:api", "--read")
+    assert [as_bob(command)[1] for command in reads] == ["v\n", "K=v\n", "export K=v\n"]
+    for command in writes:
+        code, _, err = as_bob(command)
+        assert (code, err) == (
+            1,
+            " !     bob may not write app 'api': ask an admin for access:grant bob app:api\n",
+        )
+    gokku.ok("access:grant", "bob", "app:api")
+    assert as_bob("config:import api", input=b"K=w\nL='a b'\n")[0] == 0
+    assert as_bob("config:set --encoded api M=eA==")[0] == 0
+    assert json.loads(gokku.ok("config:list", "api", "--format", "json").stdout) == {
+        "K": "w",
+        "L": "a b",
+        "M": "x",
+    }
+    # Linking needs write on the service too; a read grant shows it in t:list.
+    code, _, err = as_bob("t:link db api")
+    assert code == 1 and "bob may not write service 'db'" in err
+    gokku.ok("access:grant", "bob", "service:db", "--read")
+    assert [line.split()[0] for line in as_bob("t:list")[1].splitlines()[1:]] == ["db"]
+    assert "bob may not write service 'db'" in as_bob("t:link db api")[2]
+    gokku.ok("access:grant", "bob", "service:db")
+    assert "bob may not write app 'web'" in as_bob("t:link db web")[2]
+    code, _, err = as_bob("t:link db api")  # past access: the test plugin exports nothing
+    assert code == 1 and "exports no variables" in err
 
 
 def test_member_is_refused_every_admin_and_internal_verb(
@@ -268,7 +342,10 @@ def test_the_audit_log_keeps_no_config_values(door: Door, gokku: Gokku, estate: 
         "TOKEN=<redacted>",
         "B=<redacted>",
     ]
-    assert b"hunter2" not in (gokku.root / "log" / "audit.log").read_bytes()
+    assert door.ssh("config:set --encoded api TOKEN=aHVudGVyMg==").code == 0
+    assert door.audit()[-1]["argv"] == ["config:set", "--encoded", "api", "TOKEN=<redacted>"]
+    log = (gokku.root / "log" / "audit.log").read_bytes()
+    assert b"hunter2" not in log and b"aHVudGVyMg" not in log
 
 
 def test_helpers_pass_secrets_on_stdin_never_in_argv(gokku: Gokku, tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """Apps and their variables: exact round trips, Bash-compatible .env, refusals, concurrency."""
 
+import base64
 import json
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -90,6 +91,21 @@ def test_missing_key_fails_without_output(gokku, app):
         (["config:list", "-a", "api", "--format", "xml"], 2, "unknown format 'xml'"),
         (["config:set", "-a", "api", "--bogus", "K=v"], 2, "unknown option --bogus"),
         (["config:set", "-a"], 2, "option -a needs a value"),
+        (["config:set", "api"], 2, "missing argument (KEY=VALUE)"),
+        (["config:set", "K=v", "api"], 2, "missing -a APP"),
+        (["config:set", "ghost", "K=v"], 1, "app 'ghost' does not exist"),
+        (["config:get", "api"], 2, "missing argument"),
+        (["config:get", "api", "A", "B"], 2, "one KEY"),
+        (["config:unset", "api"], 2, "missing argument"),
+        (["config:show", "ghost"], 1, "app 'ghost' does not exist"),
+        (["config:show", "api", "extra"], 2, "unexpected argument 'extra'"),
+        (["config:export", "api", "--format", "json"], 2, "unknown option --format"),
+        (["config:export"], 2, "missing -a APP"),
+        (["config:set", "--encoded", "api", "A=eA==", "K=%%"], 2, "value of K is not base64"),
+        (["config:set", "--encoded", "api", "K=/w=="], 2, "value of K is not base64 of UTF-8"),
+        (["config:import", "api"], 2, "stdin holds no KEY=VALUE line"),
+        (["config:import", "api", "extra"], 2, "unexpected argument 'extra'"),
+        (["config:import", "Bad"], 2, "invalid app name 'Bad'"),
         (["apps:create", "Bad_Name"], 2, "invalid app name 'Bad_Name'"),
         (["apps:create", "api"], 1, "app 'api' already exists"),
         (["apps:destroy", "ghost"], 1, "app 'ghost' does not exist"),
@@ -164,3 +180,78 @@ def test_empty_lists_say_so(gokku):
     assert gokku.ok("apps:list").stdout == "No apps\n"
     assert gokku.ok("services:list").stdout == "No services\n"
     assert json.loads(gokku.ok("services:list", "--format", "json").stdout) == []
+
+
+def test_dokku_forms_take_the_app_first(gokku, app):
+    gokku.ok("config:set", app, "MSG=a b", "N=1")
+    gokku.ok("config:set", "K=v", "-a", app)  # a first word with "=" is a variable
+    assert gokku.ok("config:get", app, "MSG").stdout == "a b\n"
+    listed = gokku.ok("config:list", "-a", app).stdout
+    assert listed == "MSG='a b'\nN=1\nK=v\n"
+    assert gokku.ok("config:show", app).stdout == listed
+    assert gokku.ok("-a", app, "config:show").stdout == listed
+    shell = gokku.ok("config:list", app, "--format", "shell").stdout
+    assert (
+        gokku.ok("config:export", app).stdout
+        == shell
+        == ("export MSG='a b'\nexport N=1\nexport K=v\n")
+    )
+    out = subprocess.run(["bash", "-c", shell + 'printf %s "$MSG"'], capture_output=True)
+    assert out.stdout == b"a b"
+    gokku.ok("config:unset", app, "N", "K")
+    assert json.loads(gokku.ok("config:show", app, "--format", "json").stdout) == {"MSG": "a b"}
+
+
+def test_encoded_values_are_base64_as_in_dokku(gokku, app):
+    encoded = {
+        key: base64.b64encode(value.encode()).decode() for key, value in HOSTILE_VALUES.items()
+    }
+    gokku.ok("config:set", "--encoded", app, *(f"{k}={v}" for k, v in encoded.items()))
+    assert json.loads(gokku.ok("config:list", app, "--format", "json").stdout) == HOSTILE_VALUES
+    long = "x" * 200
+    wrapped = subprocess.run(["base64"], input=long.encode(), capture_output=True).stdout.decode()
+    assert "\n" in wrapped.strip()  # base64 breaks lines at 76 columns: still one value
+    gokku.ok("config:set", app, "--encoded", f"LONG={wrapped}")
+    assert gokku.ok("config:get", app, "LONG").stdout == long + "\n"
+
+
+def test_import_sets_every_variable_of_an_env_file(gokku, app):
+    gokku.ok("config:set", app, "KEEP=me", "A=old")
+    text = (
+        "# exported by another tool\n"
+        'export A="new \\"quoted\\""\n'
+        "B='multi\nline'\n"
+        "\n"
+        "C=plain words\n"
+    )
+    result = gokku.ok("config:import", app, input=text.encode())
+    assert result.stderr == "-----> Set A, B, C on api (shared)\n"
+    values = json.loads(gokku.ok("config:list", app, "--format", "json").stdout)
+    assert values == {"KEEP": "me", "A": 'new "quoted"', "B": "multi\nline", "C": "plain words"}
+
+
+def test_import_reads_back_what_list_prints(gokku, app):
+    gokku.ok("apps:create", "web")
+    gokku.ok("config:set", app, *(f"{k}={v}" for k, v in HOSTILE_VALUES.items()))
+    dotenv = gokku.ok("config:list", app).out
+    gokku.ok("config:import", "web", input=dotenv)
+    assert json.loads(gokku.ok("config:list", "web", "--format", "json").stdout) == HOSTILE_VALUES
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"A=1\nB 2\n", "stdin: line 2 is not KEY=VALUE; nothing was changed"),
+        (b"A=1\n\nB='open\nstill open\n", "stdin: unterminated quote on line 3"),
+        (b"1A=x\n", "stdin: line 1 is not KEY=VALUE"),
+        (b"A=\xff\n", "stdin: a .env file must be UTF-8 text"),
+        (b"# nothing but a comment\n", "stdin holds no KEY=VALUE line"),
+    ],
+)
+def test_import_refuses_a_bad_file_whole(gokku, app, data, message):
+    gokku.ok("config:set", app, "KEEP=me")
+    before = gokku.snapshot()
+    result = gokku("config:import", app, input=data)
+    assert result.code == 2
+    assert result.stderr.startswith(f" !     {message}") and result.stderr.count("\n") == 1
+    assert gokku.snapshot() == before

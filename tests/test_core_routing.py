@@ -124,7 +124,7 @@ def test_unknown_command_exits_127_with_did_you_mean(gokku, probe):
 def test_help_lists_builtins_and_plugins_with_descriptions(gokku, probe):
     out = gokku.ok("help").stdout
     assert "services:create PLUGIN[:VERSION] --name SVC" in out
-    assert "config:set KEY=VALUE...|--stdin -a APP [--env ENV]" in out
+    assert "config:set [-a] APP KEY=VALUE...|--stdin [--encoded] [--env ENV]" in out
     assert "probe (pr): A probe for tests" in out
     assert "services:config-set" not in out  # helpers' callbacks stay hidden
 

@@ -133,11 +133,14 @@ def test_config_cannot_touch_linked_variables(gokku, service):
     gokku.ok("services:link", service, "-a", "api")
     for args in (
         ["config:set", "-a", "api", "CACHE_URL=x"],
+        ["config:set", "api", "CACHE_URL=x"],
         ["config:unset", "-a", "api", "CACHE_URL"],
+        ["config:import", "api"],
     ):
-        result = gokku(*args)
+        result = gokku(*args, input=b"OTHER=1\nCACHE_URL=x\n")
         assert result.code == 1
         assert "belongs to service 'c1'" in result.stderr
+    assert "OTHER" not in env_of(gokku, "api")
     assert env_of(gokku, "api")["CACHE_URL"] == "cache://c1:19400"
 
 
@@ -267,6 +270,18 @@ def test_app_destroy_refuses_while_linked_and_force_unlinks(gokku, service):
         (["services:destroy", "ghost"], 1, "service 'ghost' does not exist"),
         (["services:destroy"], 2, "missing argument"),
         (["services:next-port", "70000"], 2, "invalid port '70000'"),
+        (["cache:create"], 2, "missing argument; usage: gokku cache:create SVC [VERSION]"),
+        (["cache:create", "Bad"], 2, "invalid service name 'Bad'"),
+        (["cache:create", "c1"], 1, "service 'c1' already exists"),
+        (["cache:create", "x", "1", "2"], 2, "unexpected argument '2'"),
+        (["cache:link", "c1"], 2, "missing APP; usage: gokku cache:link SVC APP [--env ENV]"),
+        (["cache:link", "c1", "ghost"], 1, "app 'ghost' does not exist"),
+        (["cache:link", "ghost", "api"], 1, "service 'ghost' does not exist"),
+        (["cache:link", "c1", "api", "-a", "BLUE"], 2, "unknown option -a"),
+        (["cache:unlink", "c1", "api"], 1, "service 'c1' is not linked to app 'api'"),
+        (["cache:destroy", "ghost"], 1, "service 'ghost' does not exist"),
+        (["cache:destroy"], 2, "missing argument; usage: gokku cache:destroy SVC [--force]"),
+        (["cache:list", "extra"], 2, "unexpected argument 'extra'"),
     ],
 )
 def test_bad_input_is_one_line_error_and_changes_nothing(gokku, service, args, code, message):
@@ -284,6 +299,58 @@ def test_plugin_command_refuses_another_plugins_service(gokku, service, tmp_path
         "plugins:add",
         str(write_plugin(tmp_path / "other", commands={"commands/peek": "echo peek\n"})),
     )
-    result = gokku("other:peek", service)
-    assert result.code == 1
-    assert "service 'c1' belongs to plugin 'cache', not 'other'" in result.stderr
+    gokku.ok("apps:create", "api")
+    before = gokku.snapshot()
+    for args in (
+        ["other:peek", service],
+        ["other:info", service],  # its own script
+        ["other:destroy", service, "--force"],  # Dokku's forms
+        ["other:link", service, "api"],
+        ["other:unlink", service, "api"],
+    ):
+        result = gokku(*args)
+        assert result.code == 1, args
+        assert result.stderr == " !     service 'c1' belongs to plugin 'cache', not 'other'\n"
+    assert gokku.snapshot() == before
+    assert gokku.ok("other:list").stdout == "No other services\n"
+
+
+def test_dokku_forms_are_the_services_verbs(gokku, cache_plugin, tmp_path):
+    gokku.ok("plugins:add", str(write_plugin(tmp_path / "quiet")))
+    gokku.ok("services:create", "quiet", "--name", "q1")
+    created = gokku.ok("cache:create", "c1", "7.2")
+    assert "installing c1 version=[7.2] SERVICE_NAME=c1" in created.stdout
+    gokku.ok("cache:create", "c2")
+    assert (record(gokku, "c1")["version"], record(gokku, "c2")["version"]) == ("7.2", "")
+    listed = json.loads(gokku.ok("cache:list", "--format", "json").stdout)
+    assert [(s["name"], s["plugin"]) for s in listed] == [("c1", "cache"), ("c2", "cache")]
+    assert gokku.ok("quiet:list").stdout.splitlines()[1].split()[:2] == ["q1", "quiet"]
+    gokku.ok("apps:create", "api")
+    gokku.ok("cache:link", "c1", "api")
+    assert env_of(gokku, "api")["CACHE_URL"] == "cache://c1:19400"
+    gokku.ok("-a", "api", "cache:unlink", "c1")  # the app from the global flag
+    assert env_of(gokku, "api") == {}
+    gokku.ok("cache:link", "c1", "api", "--env", "production")
+    assert set(env_of(gokku, "api", "production")) == {"CACHE_URL", "CACHE_NOTE"}
+    refused = gokku("cache:destroy", "c1")
+    assert refused.code == 1 and "linked to api (production)" in refused.stderr
+    gokku.ok("cache:destroy", "c1", "--force")
+    assert not (gokku.root / "services" / "c1").exists()
+    assert env_of(gokku, "api", "production") == {}
+    assert (gokku.root / "uninstalled").read_text() == "c1\n"
+    hooks = (gokku.root / "hooks.log").read_text().splitlines()
+    assert hooks == [
+        "post-link c1 api shared",
+        "post-unlink c1 api shared",
+        "post-link c1 api production",
+    ]
+
+
+def test_a_plugins_own_script_of_that_name_wins(gokku, tmp_path):
+    scripts = {"commands/destroy": 'echo "own destroy $*"\n', "commands/list": "echo own list\n"}
+    gokku.ok("plugins:add", str(write_plugin(tmp_path / "own", commands=scripts)))
+    gokku.ok("services:create", "own", "--name", "o1")
+    assert gokku.ok("own:destroy", "o1").stdout == "own destroy o1\n"
+    assert (gokku.root / "services" / "o1" / "config.json").is_file()
+    assert gokku.ok("own:list").stdout == "own list\n"
+    assert gokku.ok("own:info", "o1").stdout == "info o1\n"

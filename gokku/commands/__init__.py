@@ -28,7 +28,13 @@ BUILTINS: dict[str, Builtin] = {
     **_table(
         "help",
         [
-            ("help", "help", "help [PLUGIN]", "Show commands, or one plugin's help", ANY),
+            (
+                "help",
+                "help",
+                "help [TOPIC]",
+                "Show commands; with a namespace (config), a plugin or a command, its help",
+                ANY,
+            ),
             ("version", "version", "version", "Print Gokku's version", ANY),
         ],
     ),
@@ -180,28 +186,49 @@ BUILTINS: dict[str, Builtin] = {
             (
                 "config:set",
                 "set_",
-                "config:set KEY=VALUE...|--stdin -a APP [--env ENV]",
-                "Set app variables",
+                "config:set [-a] APP KEY=VALUE...|--stdin [--encoded] [--env ENV]",
+                "Set app variables (--encoded: values in base64)",
                 GRANTED,
             ),
             (
                 "config:get",
                 "get",
-                "config:get KEY -a APP [--env ENV]",
+                "config:get [-a] APP KEY [--env ENV]",
                 "Print one variable",
                 GRANTED,
             ),
             (
                 "config:list",
                 "list_",
-                "config:list -a APP [--env ENV] [--format json|shell]",
+                "config:list [-a] APP [--env ENV] [--format json|shell]",
                 "List app variables",
+                GRANTED,
+            ),
+            (
+                "config:show",
+                "show",
+                "config:show [-a] APP [--env ENV] [--format json|shell]",
+                "List app variables (config:list)",
+                GRANTED,
+            ),
+            (
+                "config:export",
+                "export",
+                "config:export [-a] APP [--env ENV]",
+                "Print app variables as shell export lines",
+                GRANTED,
+            ),
+            (
+                "config:import",
+                "import_",
+                "config:import [-a] APP [--env ENV] < .env",
+                "Set every variable of a .env file read from stdin",
                 GRANTED,
             ),
             (
                 "config:unset",
                 "unset",
-                "config:unset KEY... -a APP [--env ENV]",
+                "config:unset [-a] APP KEY... [--env ENV]",
                 "Remove app variables",
                 GRANTED,
             ),
@@ -309,6 +336,51 @@ BUILTINS: dict[str, Builtin] = {
     ),
 }
 
+# Dokku's service-plugin forms, for every installed plugin that has no script of that name
+# (a plugin's own ``commands/destroy`` still runs as ``PLUGIN:destroy``): each is the
+# services verb it names, through the same function, with that verb's access.
+# ``PLUGIN:info SVC`` needs no form: the plugin contract requires ``commands/info``.
+PLUGIN_FORMS: dict[str, Builtin] = _table(
+    "services",
+    [
+        (
+            "create",
+            "create_form",
+            "PLUGIN:create SVC [VERSION]",
+            "Create a service (services:create PLUGIN[:VERSION] --name SVC)",
+            ADMIN,
+        ),
+        (
+            "destroy",
+            "destroy_form",
+            "PLUGIN:destroy SVC [--force]",
+            "Destroy a service and its data (services:destroy)",
+            ADMIN,
+        ),
+        (
+            "link",
+            "link_form",
+            "PLUGIN:link SVC APP [--env ENV]",
+            "Write a service's variables into an app's .env (services:link)",
+            GRANTED,
+        ),
+        (
+            "unlink",
+            "unlink_form",
+            "PLUGIN:unlink SVC APP [--env ENV]",
+            "Remove a service's variables from an app's .env (services:unlink)",
+            GRANTED,
+        ),
+        (
+            "list",
+            "list_form",
+            "PLUGIN:list [--format json]",
+            "List the plugin's services (services:list)",
+            ANY,
+        ),
+    ],
+)
+
 # Namespaces a plugin may not take: every built-in verb's prefix, and a few reserved ones.
 RESERVED_NAMESPACES = {verb.split(":")[0] for verb in BUILTINS} | {
     "plugin",
@@ -326,9 +398,35 @@ RESERVED_NAMESPACES = {verb.split(":")[0] for verb in BUILTINS} | {
 }
 
 
+# The built-in namespaces (``config`` of ``config:set``...): each has ``help NAMESPACE``.
+NAMESPACES = sorted({verb.split(":")[0] for verb, b in BUILTINS.items() if ":" in verb})
+
+
+def namespace_verbs(namespace: str) -> list[str]:
+    """The visible built-in verbs of ``namespace``, in table order."""
+    return [v for v, b in BUILTINS.items() if v.startswith(namespace + ":") and not b.hidden]
+
+
+def plugin_commands(plugin) -> list[str]:
+    """What ``PLUGIN:CMD`` can name: the plugin's scripts and Dokku's forms."""
+    return sorted({*plugin.commands(), *PLUGIN_FORMS})
+
+
+def asks_help(args: list[str]) -> bool:
+    """``--help``/``-h`` among a built-in's options (not after ``--``)."""
+    options = args[: args.index("--")] if "--" in args else args
+    return "--help" in options or "-h" in options
+
+
 def usage_line(verb: str) -> str:
     """The usage line a built-in's errors end with: ``gokku VERB ARGS...``."""
     return "gokku " + BUILTINS[verb].usage
+
+
+def form_usage(verb: str) -> str:
+    """The usage line of a Dokku form as typed: ``gokku pg:link SVC APP [--env ENV]``."""
+    namespace, _, command = verb.partition(":")
+    return "gokku " + PLUGIN_FORMS[command].usage.replace("PLUGIN", namespace, 1)
 
 
 def read_assignments(ctx, opts, words: list[str], usage: str, check) -> dict[str, str]:

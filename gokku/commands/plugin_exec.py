@@ -4,6 +4,7 @@ import difflib
 import os
 
 from gokku import access, services
+from gokku.commands import plugin_commands
 from gokku.context import Context
 from gokku.errors import AccessDenied, GokkuError, UnknownCommand, UsageError
 from gokku.names import is_name
@@ -17,7 +18,7 @@ def run_plugin_command(
     """Run ``NAMESPACE:COMMAND``; ``namespace`` is what the user typed (name or alias)."""
     script = None if command in LIFECYCLE else plugin.script(command)
     if script is None:
-        close = difflib.get_close_matches(command, plugin.commands(), n=1, cutoff=0.6)
+        close = difflib.get_close_matches(command, plugin_commands(plugin), n=1, cutoff=0.6)
         hint = f"; did you mean '{namespace}:{close[0]}'?" if close else ""
         raise UnknownCommand(
             f"plugin {plugin.name!r} has no command {command!r}{hint} (see: gokku {namespace}:help)"

@@ -1,13 +1,18 @@
 """``services:*`` verbs: create, list, info, logs, link, unlink, destroy, start, stop, and
 the hidden verbs the plugin helpers call back into (config-get, config-set, env-set,
-next-port)."""
+next-port).
+
+Dokku's forms of the same verbs (``PLUGIN:create SVC``, ``PLUGIN:link SVC APP``...; the
+``*_form`` functions, routed by ``PLUGIN_FORMS``) only parse their own arguments and call
+the same implementation, which refuses a service of another plugin.
+"""
 
 import contextlib
 import json
 
-from gokku import access, keys, services
+from gokku import access, apps, keys, services
 from gokku.cmdline import parse
-from gokku.commands import read_assignments, usage_line
+from gokku.commands import form_usage, read_assignments, usage_line
 from gokku.commands.doctor import report_cheap
 from gokku.commands.plugin_exec import authorize
 from gokku.context import Context
@@ -17,8 +22,18 @@ from gokku.plugins import registry
 from gokku.runner import run_script
 from gokku.ssh.config import load as load_config
 
+FORCE = {"--force": "force", "-f": "force"}
+ENV = {"--env": "env", "-e": "env"}
 
-def _plugin_of(ctx: Context, service: services.Service) -> registry.Plugin:
+
+def _plugin_of(
+    ctx: Context, service: services.Service, expect: registry.Plugin | None = None
+) -> registry.Plugin:
+    """The service's plugin; ``expect`` is the plugin a Dokku form was called through."""
+    if expect is not None and service.plugin != expect.name:
+        raise GokkuError(
+            f"service {service.name!r} belongs to plugin {service.plugin!r}, not {expect.name!r}"
+        )
     try:
         return registry.load(ctx.root, service.plugin)
     except NotFound:
@@ -51,6 +66,17 @@ def create(ctx: Context, args: list[str]) -> int:
     plugin = registry.find(ctx.root, check_name("plugin", plugin_name))
     if plugin is None:
         raise NotFound(f"plugin {plugin_name!r} is not installed (see: gokku plugins:list)")
+    return _create(ctx, plugin, name, version)
+
+
+def create_form(ctx: Context, plugin: registry.Plugin, verb: str, args: list[str]) -> int:
+    """``PLUGIN:create SVC [VERSION]``."""
+    opts = parse(args, form_usage(verb), min_args=1, max_args=2)
+    version = opts.positional[1] if len(opts.positional) == 2 else ""
+    return _create(ctx, plugin, check_name("service", opts.positional[0]), version)
+
+
+def _create(ctx: Context, plugin: registry.Plugin, name: str, version: str) -> int:
     if plugin.script("install") is None:
         raise GokkuError(f"plugin {plugin.name!r} has no install script")
     with services.service_lock(ctx.root, name):
@@ -97,6 +123,17 @@ def _undo_cut_off_create(ctx: Context, name: str) -> None:
 
 def list_(ctx: Context, args: list[str]) -> int:
     opts = parse(args, usage_line("services:list"), values={"--format": "format"}, max_args=0)
+    return _list(ctx, opts.get("format", ctx.format), None)
+
+
+def list_form(ctx: Context, plugin: registry.Plugin, verb: str, args: list[str]) -> int:
+    """``PLUGIN:list``: services:list narrowed to the plugin's services."""
+    opts = parse(args, form_usage(verb), values={"--format": "format"}, max_args=0)
+    return _list(ctx, opts.get("format", ctx.format), plugin)
+
+
+def _list(ctx: Context, fmt: str, plugin: registry.Plugin | None) -> int:
+    """The services the caller may read (of ``plugin`` only, when given)."""
     records = [
         {
             "name": s.name,
@@ -108,11 +145,12 @@ def list_(ctx: Context, args: list[str]) -> int:
         }
         for s in services.all_services(ctx.root)
         if access.allows(ctx.request.identity, "service", s.name, access.READ)
+        and (plugin is None or s.plugin == plugin.name)
     ]
     ctx.listing(
-        opts.get("format", ctx.format),
+        fmt,
         records,
-        "No services",
+        f"No {plugin.name} services" if plugin else "No services",
         ["NAME", "PLUGIN", "VERSION", "LINKED APPS", "CREATED"],
         lambda r: [
             r["name"],
@@ -144,22 +182,33 @@ def logs(ctx: Context, args: list[str]) -> int:
 
 
 def _link_args(ctx: Context, verb: str, args: list[str]) -> tuple[str, str, str]:
+    """``SVC -a APP [--env ENV]``."""
     usage = usage_line(verb)
-    opts = parse(
-        args,
-        usage,
-        values={"-a": "app", "--app": "app", "--env": "env", "-e": "env"},
-        min_args=1,
-        max_args=1,
-    )
+    values = {"-a": "app", "--app": "app", **ENV}
+    opts = parse(args, usage, values=values, min_args=1, max_args=1)
     app = opts.get("app", ctx.app)
     if not app:
         raise UsageError(f"missing -a APP; usage: {usage}")
-    name = check_name("service", opts.positional[0])
+    return _link_target(ctx, opts.positional[0], app, opts.get("env"))
+
+
+def _form_link_args(ctx: Context, verb: str, args: list[str]) -> tuple[str, str, str]:
+    """Dokku's ``SVC APP [--env ENV]`` (the app from the global -a when not given)."""
+    usage = form_usage(verb)
+    opts = parse(args, usage, values=ENV, min_args=1, max_args=2)
+    app = opts.positional[1] if len(opts.positional) == 2 else ctx.app
+    if not app:
+        raise UsageError(f"missing APP; usage: {usage}")
+    return _link_target(ctx, opts.positional[0], app, opts.get("env"))
+
+
+def _link_target(ctx: Context, name: str, app: str, env: str | None) -> tuple[str, str, str]:
+    """Checked names, and write access to both sides of the link."""
+    check_name("service", name)
     check_name("app", app)
     access.require(ctx, "app", app, access.WRITE)
     access.require(ctx, "service", name, access.WRITE)
-    return name, app, check_name("environment", opts.get("env", "shared"))
+    return name, app, check_name("environment", env or apps.DEFAULT_ENV)
 
 
 def _hook(ctx: Context, name: str, hook: str, app: str, env: str) -> None:
@@ -172,7 +221,19 @@ def _hook(ctx: Context, name: str, hook: str, app: str, env: str) -> None:
 
 
 def link(ctx: Context, args: list[str]) -> int:
-    name, app, env = _link_args(ctx, "services:link", args)
+    return _link(ctx, *_link_args(ctx, "services:link", args))
+
+
+def link_form(ctx: Context, plugin: registry.Plugin, verb: str, args: list[str]) -> int:
+    """``PLUGIN:link SVC APP``."""
+    return _link(ctx, *_form_link_args(ctx, verb, args), plugin)
+
+
+def _link(
+    ctx: Context, name: str, app: str, env: str, expect: registry.Plugin | None = None
+) -> int:
+    if expect is not None:
+        _plugin_of(ctx, services.load(ctx.root, name), expect)
     keys = services.link(ctx.root, name, app, env)
     written = ", ".join(keys) or "no variables written (its plugin exports none)"
     ctx.info(f"Linked {name} to {app} ({env}): {written}")
@@ -181,7 +242,19 @@ def link(ctx: Context, args: list[str]) -> int:
 
 
 def unlink(ctx: Context, args: list[str]) -> int:
-    name, app, env = _link_args(ctx, "services:unlink", args)
+    return _unlink(ctx, *_link_args(ctx, "services:unlink", args))
+
+
+def unlink_form(ctx: Context, plugin: registry.Plugin, verb: str, args: list[str]) -> int:
+    """``PLUGIN:unlink SVC APP``."""
+    return _unlink(ctx, *_form_link_args(ctx, verb, args), plugin)
+
+
+def _unlink(
+    ctx: Context, name: str, app: str, env: str, expect: registry.Plugin | None = None
+) -> int:
+    if expect is not None:
+        _plugin_of(ctx, services.load(ctx.root, name), expect)
     keys = services.unlink(ctx.root, name, app, env)
     removed = ", ".join(keys) or "no variables"
     ctx.info(f"Unlinked {name} from {app} ({env}): removed {removed}")
@@ -190,13 +263,21 @@ def unlink(ctx: Context, args: list[str]) -> int:
 
 
 def destroy(ctx: Context, args: list[str]) -> int:
-    usage = usage_line("services:destroy")
-    opts = parse(args, usage, flags={"--force": "force", "-f": "force"}, min_args=1, max_args=1)
-    name = check_name("service", opts.positional[0])
+    opts = parse(args, usage_line("services:destroy"), flags=FORCE, min_args=1, max_args=1)
+    return _destroy(ctx, check_name("service", opts.positional[0]), opts.flag("force"))
+
+
+def destroy_form(ctx: Context, plugin: registry.Plugin, verb: str, args: list[str]) -> int:
+    """``PLUGIN:destroy SVC [--force]`` of a plugin without a destroy script of its own."""
+    opts = parse(args, form_usage(verb), flags=FORCE, min_args=1, max_args=1)
+    return _destroy(ctx, check_name("service", opts.positional[0]), opts.flag("force"), plugin)
+
+
+def _destroy(ctx: Context, name: str, force: bool, expect: registry.Plugin | None = None) -> int:
     with services.locked_with_its_apps(ctx.root, name) as service:
         cut_off = service.data.get("state") == services.CREATING
-        plugin = _plugin_of(ctx, service)
-        if service.links and not opts.flag("force"):
+        plugin = _plugin_of(ctx, service, expect)
+        if service.links and not force:
             where = ", ".join(f"{x['app']} ({x['env']})" for x in service.links)
             raise GokkuError(f"service {name!r} is linked to {where}; unlink first or use --force")
         for record in list(service.links):
