@@ -9,7 +9,7 @@ ssh:
   keepalive_interval: 15 # seconds between keepalives; 0 turns them off
   keepalive_count_max: 4 # unanswered keepalives before the connection is dropped
   max_auth_tries: 6      # refused keys per connection before it is dropped
-  max_startups: "32:30:256"  # unauthenticated connections per worker: OpenSSH's
+  max_startups: "64:30:256"  # unauthenticated connections per worker: OpenSSH's
                              # start:rate:full (quote it: YAML reads 10:30:100 as a number)
   max_startups_per_address: 64  # unauthenticated connections per worker from one address
   max_connections: 256   # logged-in connections; these two count across all workers
@@ -51,7 +51,7 @@ class SSHConfig:
     keepalive_interval: float = 15.0
     keepalive_count_max: int = 4
     max_auth_tries: int = 6
-    max_startups: str = "32:30:256"
+    max_startups: str = "64:30:256"
     max_startups_per_address: int = 64
     max_connections: int = 256
     max_connections_per_address: int = 64
@@ -66,7 +66,7 @@ class SSHConfig:
         if len(parts) == 1:
             parts = [parts[0], "100", parts[0]]
         if len(parts) != 3 or not all(part.isdigit() for part in parts):
-            raise GokkuError("ssh.max_startups must be START:RATE:FULL, e.g. 32:30:256 (or FULL)")
+            raise GokkuError("ssh.max_startups must be START:RATE:FULL, e.g. 64:30:256 (or FULL)")
         start, rate, full = (int(part) for part in parts)
         if not 0 < start <= full or rate > 100:
             raise GokkuError("ssh.max_startups: need 0 < START <= FULL and RATE <= 100")
