@@ -21,6 +21,7 @@ from pathlib import Path
 
 from gokku.context import Context
 from gokku.paths import Root
+from gokku.plugins.manifest import CommandIO
 from gokku.plugins.registry import Plugin
 from gokku.storage import HELD_LOCKS_VAR, held_locks, write_atomic
 
@@ -136,22 +137,24 @@ def run_script(
     script: Path,
     args: list[str],
     extra_env: dict[str, str] | None = None,
-    raw_terminal: bool = False,
+    io: CommandIO | None = None,
 ) -> int:
     """Run a plugin's ``script`` with ``args`` (see ``run``)."""
     install_helpers(ctx.root)
     command = ["bash", str(script), *args]  # --trace: the helpers turn on set -x
-    return run(ctx, command, script_cwd(ctx), script_env(ctx, plugin, extra_env), raw_terminal)
+    return run(ctx, command, script_cwd(ctx), script_env(ctx, plugin, extra_env), io)
 
 
 def run(
-    ctx: Context, command: list[str], cwd: Path, env: dict[str, str], raw_terminal: bool = False
+    ctx: Context, command: list[str], cwd: Path, env: dict[str, str], io: CommandIO | None = None
 ) -> int:
     """Run ``command`` to completion with the request's streams; return its exit code.
 
-    ``raw_terminal`` is for commands that write bytes (an export): when a door already
-    put a terminal on the streams, its line discipline is switched off for the run so
-    that ``\n`` is not turned into ``\r\n``.
+    ``io`` says how the command uses its streams (plugin.yml). One that may not have a
+    terminal (bytes out, data in) gets the door's terminal, if there is one, in raw mode
+    for the run, so that no byte is rewritten (``\n`` into ``\r\n``, or echoed). For a
+    command that does not read data, Ctrl-C still interrupts it: the terminal keeps
+    turning it into SIGINT.
     """
     request = ctx.request
     for stream in (request.stdout, request.stderr):
@@ -162,7 +165,9 @@ def run(
     # spawn is kept and forwarded, and signals we catch start out default in the child
     # (exec resets them), even where we were started with SIGINT ignored. No preexec_fn:
     # the SSH door runs copy threads, and a fork with Python code in the child is unsafe.
-    with _raw_terminals(fds if raw_terminal else ()), _Forwarder() as forwarder:
+    raw = fds if io is not None and not io.pty_allowed else ()
+    keep_signals = io is not None and io.stdin != "data"
+    with _raw_terminals(raw, keep_signals), _Forwarder() as forwarder:
         proc = subprocess.Popen(
             command,
             stdin=fds[0],
@@ -189,7 +194,7 @@ def run(
 
 
 @contextlib.contextmanager
-def _raw_terminals(fds: tuple[int, ...]) -> Iterator[None]:
+def _raw_terminals(fds: tuple[int, ...], keep_signals: bool) -> Iterator[None]:
     import termios
     import tty
 
@@ -199,6 +204,10 @@ def _raw_terminals(fds: tuple[int, ...]) -> Iterator[None]:
             if os.isatty(fd) and os.ttyname(fd) not in saved:
                 saved[os.ttyname(fd)] = (fd, termios.tcgetattr(fd))
                 tty.setraw(fd, termios.TCSANOW)
+                if keep_signals:
+                    attrs = termios.tcgetattr(fd)
+                    attrs[3] |= termios.ISIG
+                    termios.tcsetattr(fd, termios.TCSANOW, attrs)
     try:
         yield
     finally:

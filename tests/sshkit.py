@@ -37,6 +37,7 @@ COMMANDS = {
     "bytes": "printf '\\000\\001\\n\\r\\n\\377'\n",
     "whoami": 'echo "$GOKKU_KEY_NAME $GOKKU_KEY_FINGERPRINT"\n',
     "where": "pwd\n",
+    "spin": "echo ready\nwhile :; do sleep 0.1; done\n",
     # The server process the session's worker was started by (the worker is our parent).
     "server": "cut -d' ' -f4 /proc/$PPID/stat\n",
     "forwarded": 'echo "agent=${SSH_AUTH_SOCK:-none} display=${DISPLAY:-none}"\n',
@@ -72,7 +73,7 @@ COMMANDS = {
     ),
 }
 MANIFEST = (
-    "commands:\n  bytes: {stdout: binary}\n  sink: {stdin: data}\n"
+    "commands:\n  bytes: {stdout: binary}\n  sink: {stdin: data}\n  spin: {stdout: binary}\n"
     "  whoami: {access: any}\n  logs: {access: admin}\n"
 )
 

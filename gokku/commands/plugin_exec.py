@@ -26,6 +26,9 @@ def run_plugin_command(
     service = _service_of(ctx, plugin, args)
     authorize(ctx, plugin, f"{namespace}:{command}", command, service)
     io = plugin.io(command)
+    # A terminal on stdin: nothing was piped in, or (sshd's pty, ssh -tt ... < dump) the
+    # data would come through a terminal, which ends it at no EOF. The embedded server
+    # gives such a command no pty, so there the data arrives as it was sent.
     if io.stdin == "data" and os.isatty(ctx.request.stdin.fileno()):
         raise UsageError(
             f"{namespace}:{command} reads data from standard input: pipe it in, "
@@ -35,7 +38,7 @@ def run_plugin_command(
     if service is not None:
         extra["SERVICE_NAME"] = service
         extra["GOKKU_SERVICE_DIR"] = str(ctx.root.service_dir(service))
-    return run_script(ctx, plugin, script, args, extra, raw_terminal=not io.pty_allowed)
+    return run_script(ctx, plugin, script, args, extra, io)
 
 
 def _service_of(ctx: Context, plugin: Plugin, args: list[str]) -> str | None:

@@ -38,8 +38,10 @@ class CommandIO:
 
     @property
     def pty_allowed(self) -> bool:
-        """Binary output and declared no-tty commands never run under a terminal."""
-        return self.tty != "never" and self.stdout != "binary"
+        """Binary output, data input and declared no-tty commands never run under a
+        terminal: its line discipline would rewrite bytes, echo them, and take 0x03 for
+        Ctrl-C."""
+        return self.tty != "never" and self.stdout != "binary" and self.stdin != "data"
 
 
 def parse_commands(manifest: dict[str, Any]) -> dict[str, dict[str, str]]:

@@ -29,6 +29,7 @@ from gokku import keys
 from gokku.cli import ignore_terminal_signals
 from gokku.errors import GokkuError
 from gokku.paths import Root
+from gokku.plugins.manifest import CommandIO
 from gokku.ssh import gokku_argv, split_command
 from gokku.ssh.relay import pipe
 
@@ -36,6 +37,7 @@ log = logging.getLogger("gokku.serve")
 
 CHUNK = 256 << 10
 DRAIN_SECONDS = 5.0  # after the worker exits: output still queued, or held by a grandchild
+KEYS = {b"\x03": "INT", b"\x1c": "QUIT"}
 SIGNALS = {
     name: getattr(signal, "SIG" + name) for name in ("INT", "QUIT", "TERM", "HUP", "USR1", "USR2")
 }
@@ -51,6 +53,7 @@ class Session(asyncssh.SSHServerProcess):
         self._master: int | None = None
         self._done: list[Callable[[], None]] = []
         self._started = False
+        self._keys_signal = False
 
     def add_done_callback(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once the session is over: its worker gone, or never started."""
@@ -97,7 +100,12 @@ class Session(asyncssh.SSHServerProcess):
         if self.subsystem is not None:
             await self._refuse(f"subsystem {self.subsystem!r} is not available; run commands")
             return 1
-        use_pty = self.term_type is not None and self._pty_allowed()
+        io = self._io()
+        use_pty = self.term_type is not None and io.pty_allowed
+        # A client that asked for a terminal has its own in raw mode: Ctrl-C arrives as a
+        # byte. Without the pty that would have made it a signal, do that here (unless the
+        # command reads data, where 0x03 is just a byte).
+        self._keys_signal = self.term_type is not None and not use_pty and io.stdin != "data"
         if use_pty:
             master, slave = pty.openpty()
             self._master = os.dup(master)  # for window changes; the pumps own theirs
@@ -139,15 +147,15 @@ class Session(asyncssh.SSHServerProcess):
                 self._master = None
         return 128 - status if status < 0 else status
 
-    def _pty_allowed(self) -> bool:
-        """A pty only for commands that may have one (never for binary output)."""
+    def _io(self) -> CommandIO:
+        """How the command uses its streams: a pty only for those that may have one."""
         from gokku.dispatcher import command_io
 
         try:
             argv = split_command(self.command or "")
         except GokkuError:
-            return True  # the worker reports the error
-        return command_io(argv, self._root).pty_allowed
+            return CommandIO()  # the worker reports the error
+        return command_io(argv, self._root)
 
     async def _start(self, fds: tuple[int, int, int], use_pty: bool) -> asyncio.subprocess.Process:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SSH_", "TERM"))}
@@ -180,11 +188,22 @@ class Session(asyncssh.SSHServerProcess):
         """Client → worker; closing the pipe at the end delivers EOF."""
         try:
             while data := await self.stdin.read(CHUNK):
+                if self._keys_signal:
+                    data = self._signal_keys(data)
                 await _write_all(fd, data)
         except (OSError, asyncssh.Error):
             pass  # the worker closed its stdin or the channel broke: nothing to deliver
         finally:
             os.close(fd)
+
+    def _signal_keys(self, data: bytes) -> bytes:
+        """Ctrl-C and Ctrl-\\ typed at the client's raw terminal, as its pty would: the
+        signals go to the worker (which passes them to the script), the bytes nowhere."""
+        for key, name in KEYS.items():
+            if key in data:
+                self.signal_received(name)
+                data = data.replace(key, b"")
+        return data
 
     async def _hang_up_when_closed(self, worker: asyncio.subprocess.Process) -> None:
         await self.channel.wait_closed()
