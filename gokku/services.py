@@ -352,6 +352,14 @@ def useless_port_holds(root: Root) -> dict[int, str]:
     return useless
 
 
+def release_port(root: Root, port: object) -> None:
+    """Forget the hold on a destroyed service's port: it is free now, not in ten minutes."""
+    with contextlib.suppress(TypeError, ValueError), lock(root.locks, "ports"):
+        held = _stored_holds(root)
+        if held.pop(int(str(port)), None) is not None:
+            write_json(root.services / HELD_PORTS, {str(p): t for p, t in sorted(held.items())})
+
+
 def drop_useless_port_holds(root: Root) -> list[int]:
     """Remove ``useless_port_holds`` from the file; return the ports."""
     with lock(root.locks, "ports"):

@@ -160,3 +160,41 @@ def test_nothing_brings_back_a_destroyed_app(exporter: Gokku) -> None:
     ):
         assert gokku(*args).code == 1
     assert not (gokku.root / "apps" / "api").exists()
+
+
+def test_an_update_whose_last_rename_fails_puts_the_old_version_back(
+    gokku: Gokku, tmp_path: Path
+) -> None:
+    """The rollback branch of plugins:update: the new tree cannot be renamed into place
+    (strace makes that one rename fail), so the old one goes back, whole and working."""
+    tree = write_plugin(tmp_path / "src" / "u", commands={"commands/v": "echo one\n"})
+    gokku.ok("plugins:add", str(tree))
+    (tree / "commands" / "v").write_text("#!/bin/bash\necho two\n")
+    trace = tmp_path / "trace"
+    subprocess.run(
+        ["strace", "-f", "-qq", "-o", str(trace), "-e", f"trace={RENAMES}",
+         sys.executable, "-m", "gokku", "plugins:update", "u"],
+        env=gokku.env, cwd=REPO, check=True, capture_output=True,
+    )  # fmt: skip
+    renames = [line for line in trace.read_text().splitlines() if "rename" in line]
+    into_place = 1 + next(
+        i
+        for i, line in enumerate(renames)
+        if line.rstrip().endswith(f'"{gokku.root}/plugins/u") = 0')
+        and ".staging-" in line
+        and "previous" not in line
+    )
+    (tree / "commands" / "v").write_text("#!/bin/bash\necho three\n")
+    failed = subprocess.run(
+        ["strace", "-f", "-qq", "-o", "/dev/null", "-e", f"trace={RENAMES}",
+         "-e", f"inject={RENAMES}:error=EACCES:when={into_place}",
+         sys.executable, "-m", "gokku", "plugins:update", "u"],
+        env=gokku.env, cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert failed.returncode == 1, failed.stderr
+    assert failed.stderr.splitlines()[-1].startswith(" !     permission denied")
+    assert gokku.ok("u:v").stdout == "two\n"
+    assert [p["name"] for p in json.loads(gokku.ok("plugins:list", "--format", "json").stdout)] == [
+        "u"
+    ]
+    assert not list((gokku.root / "plugins").glob(".staging-*"))

@@ -308,3 +308,14 @@ def test_spec_postgres_example_end_to_end(gokku, spec_postgres, docker_standin):
     assert gokku.ok("services:list").stdout == "No services\n"
     gone = gokku("services:info", "postgres-api")
     assert gone.code == 1 and "service 'postgres-api' does not exist" in gone.stderr
+
+
+def test_destroying_a_service_frees_its_port_at_once(gokku, helpers):
+    """Its hold would otherwise keep the port from the next service for ten minutes."""
+    gokku.ok("services:create", "t", "--name", "s1")  # install: get_next_port 19600
+    port = json.loads((gokku.root / "services/s1/config.json").read_text())["config"]["port"]
+    assert helpers("port_available", port).code == 1
+    gokku.ok("services:destroy", "s1")
+    assert helpers("port_available", port).code == 0
+    held = json.loads((gokku.root / "services" / ".held-ports.json").read_text())
+    assert port not in held

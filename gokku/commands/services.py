@@ -294,6 +294,7 @@ def _destroy(ctx: Context, name: str, force: bool, expect: registry.Plugin | Non
                     code,
                 )
         services.remove_dir(service)
+        services.release_port(ctx.root, service.config.get("port"))
         keys.drop_grants(ctx.root, load_config(ctx.root), access.target("service", name))
     ctx.info(f"Service {name} destroyed")
     return 0
