@@ -57,6 +57,16 @@ def destroy(root: Root, app: str) -> None:
         shutil.rmtree(root.repo(app), ignore_errors=True)
 
 
+def losses(root: Root, app: str) -> list[str]:
+    """What destroying the app deletes, in words (for the question before it)."""
+    path = require(root, app)
+    count = sum(len(read_env(root, app, env.name)) for env in path.iterdir() if env.is_dir())
+    lost = [f"its variables ({count} in {len(list(path.iterdir()))} environment(s))"]
+    if root.repo(app).is_dir():
+        lost.append(f"the code pushed to it ({root.repo(app).name})")
+    return lost
+
+
 def read_env(root: Root, app: str, env: str = DEFAULT_ENV) -> dict[str, str]:
     return _env_file(root, app, env).values
 

@@ -141,7 +141,7 @@ def test_round_trip_create_link_write_export_destroy_create_import(gk: Gokku) ->
     assert "Imported" in imported.stderr
     assert sql(gk, "trip", DIGEST) == digest
     assert sql(gk, "trip", "select note from notes order by id limit 2") == "it's\nnaïve"
-    gk.ok("pg:destroy", "trip")
+    gk.ok("pg:destroy", "trip", "--force")
 
 
 def test_export_is_byte_exact_when_stdout_is_a_terminal(gk: Gokku, db: str) -> None:
@@ -299,7 +299,7 @@ def test_a_port_in_use_at_create_time_is_skipped(gk: Gokku) -> None:
         assert sql(gk, "busy", "show port") == str(port)
         with socket.create_connection(("127.0.0.1", taken)):
             pass  # the squatter still has its port
-    gk.ok("pg:destroy", "busy")
+    gk.ok("pg:destroy", "busy", "--force")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the server runs as the caller when not root")

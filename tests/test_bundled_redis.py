@@ -124,7 +124,7 @@ def test_round_trip_create_link_write_export_destroy_create_import(
     assert cli(gk, "trip", "DBSIZE") == str(BIG_KEYS + 1)
     assert gk.ok("redis:connect", "trip", input=reads).stdout.split("\n")[:-1] == values
     assert cli(gk, "trip", "GET", "with space") == "a b"
-    gk.ok("redis:destroy", "trip")
+    gk.ok("redis:destroy", "trip", "--force")
 
 
 def test_export_is_byte_exact_when_stdout_is_a_terminal(gk: Gokku, cache: str) -> None:
@@ -226,7 +226,7 @@ def test_a_port_in_use_at_create_time_is_skipped(gk: Gokku) -> None:
         assert cli(gk, "busy", "CONFIG", "GET", "port").split() == ["port", str(port)]
         with socket.create_connection(("127.0.0.1", taken)):
             pass  # the squatter still has its port
-    gk.ok("redis:destroy", "busy")
+    gk.ok("redis:destroy", "busy", "--force")
 
 
 def test_help(gk: Gokku) -> None:

@@ -167,7 +167,7 @@ def test_official_style_plugin_lifecycle_under_the_default_root(
     assert "./redis.conf" in names and all(n == "." or n.startswith("./") for n in names)
 
     gk.ok("services:unlink", "cache", "-a", "api")
-    gk.ok("services:destroy", "cache")
+    gk.ok("services:destroy", "cache", "--force")
     assert not (docker_standin / "redis-cache").exists()
     assert inside(private_opt, "test", "-e", "/opt/gokku/services/cache").returncode == 1
     assert gk.ok("services:list").stdout == "No services\n"

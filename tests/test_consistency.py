@@ -96,14 +96,14 @@ def test_a_create_killed_at_any_write_is_undone_by_the_next(exporter: Gokku) -> 
         record = json.loads((gokku.root / "services" / "db" / "config.json").read_text())
         assert "state" not in record and record["env"] == {"URL": "x://db"}
         assert not list((gokku.root / "services").glob(".creating-*"))
-        assert killed_at_write(gokku, n, "services:destroy", "db") in (-9, 0)
-        gone = gokku("services:destroy", "db")
+        assert killed_at_write(gokku, n, "services:destroy", "db", "--force") in (-9, 0)
+        gone = gokku("services:destroy", "db", "--force")
         assert gone.code in (0, 1)
         assert not (gokku.root / "services" / "db").exists()
         assert killed_at_write(gokku, n, "services:create", "x", "--name", "db") == -9
         # The cut-off create is destroyable too, whatever state it was left in.
         if (gokku.root / "services" / "db" / "config.json").exists():
-            gokku.ok("services:destroy", "db")
+            gokku.ok("services:destroy", "db", "--force")
         assert not (gokku.root / "services" / "db").exists()
 
 
@@ -153,7 +153,7 @@ def test_config_set_and_link_of_the_same_variable_never_both_win(exporter: Gokku
 
 def test_nothing_brings_back_a_destroyed_app(exporter: Gokku) -> None:
     gokku = exporter
-    gokku.ok("apps:destroy", "api")
+    gokku.ok("apps:destroy", "api", "--force")
     for args in (
         ("config:set", "-a", "api", "K=v"),
         ("config:set", "-a", "api", "--env", "prod", "K=v"),

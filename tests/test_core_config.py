@@ -171,7 +171,7 @@ def test_apps_list_and_destroy(gokku, app):
     gokku.ok("apps:create", "web")
     assert gokku.ok("apps:list").stdout == "api\nweb\n"
     assert json.loads(gokku.ok("apps:list", "--format", "json").stdout) == ["api", "web"]
-    gokku.ok("apps:destroy", "web")
+    gokku.ok("apps:destroy", "web", "--force")
     assert gokku.ok("apps:list").stdout == "api\n"
     assert not (gokku.root / "apps" / "web").exists()
 

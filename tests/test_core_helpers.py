@@ -303,7 +303,7 @@ def test_spec_postgres_example_end_to_end(gokku, spec_postgres, docker_standin):
     assert result.code == 1
     assert "its config lacks user, password, port, database" in result.stderr
 
-    gokku.ok("services:destroy", "postgres-api")
+    gokku.ok("services:destroy", "postgres-api", "--force")
     assert not (docker_standin / "postgres-api").exists()
     assert gokku.ok("services:list").stdout == "No services\n"
     gone = gokku("services:info", "postgres-api")
@@ -315,7 +315,7 @@ def test_destroying_a_service_frees_its_port_at_once(gokku, helpers):
     gokku.ok("services:create", "t", "--name", "s1")  # install: get_next_port 19600
     port = json.loads((gokku.root / "services/s1/config.json").read_text())["config"]["port"]
     assert helpers("port_available", port).code == 1
-    gokku.ok("services:destroy", "s1")
+    gokku.ok("services:destroy", "s1", "--force")
     assert helpers("port_available", port).code == 0
     held = json.loads((gokku.root / "services" / ".held-ports.json").read_text())
     assert port not in held

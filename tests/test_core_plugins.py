@@ -518,7 +518,10 @@ def test_remove_refuses_while_services_exist_unless_forced(gokku, tmp_path):
     result = gokku("plugins:remove", "db")
 
     assert result.code == 1
-    assert "plugin 'db' still has services: db-one, db-two" in error_line(result)
+    assert error_line(result) == (
+        " !     destroying plugin 'db' deletes the plugin its services db-one, db-two need "
+        "(they stay, without it): confirm on a terminal (ssh -t) or add --force"
+    )
     assert gokku.snapshot() == before
 
     result = gokku.ok("plugins:remove", "db", "--force")

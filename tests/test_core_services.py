@@ -236,7 +236,7 @@ def test_destroy_keeps_service_when_uninstall_fails(gokku, tmp_path):
     tree = write_plugin(tmp_path / "sticky", uninstall="echo cannot >&2; exit 3\n")
     gokku.ok("plugins:add", str(tree))
     gokku.ok("services:create", "sticky", "--name", "s1")
-    result = gokku("services:destroy", "s1")
+    result = gokku("services:destroy", "s1", "--force")
     assert result.code == 3
     assert "uninstall of 's1' exited 3; the service is kept" in result.stderr
     assert (gokku.root / "services" / "s1" / "config.json").is_file()

@@ -211,3 +211,28 @@ def test_killed_client_leaves_no_process(door: Door, direction: str) -> None:
         client.wait()
     assert wait_until(lambda: not group_alive(pgid), 5), "script group outlived the client"
     assert wait_until(lambda: not processes_under(door.root), 5), processes_under(door.root)
+
+
+@pytest.mark.parametrize(
+    ("command", "what"),
+    [("apps:destroy api", "app"), ("services:destroy s1", "service"), ("t:destroy s1", "service")],
+)
+def test_destroying_asks_for_the_name_on_a_terminal(door: Door, gokku, command, what) -> None:
+    """As Dokku: on a terminal the name is typed back; without one, --force or nothing."""
+    gokku.ok("apps:create", "api")
+    gokku.ok("services:create", "t", "--name", "s1")
+    name = command.split()[-1]
+    before = gokku.snapshot()
+    for options, typed in (((), b""), (("-tt",), b"wrong\n")):
+        refused = door.ssh(command, *options, input=typed)
+        assert refused.code == 1, refused.stderr
+        said = (refused.err + refused.out).decode()
+        assert f"Destroying {what} {name!r} deletes" in said or "confirm on a terminal" in said
+        assert "nothing was destroyed" in said or "or add --force" in said
+    changed = {k for k, v in gokku.snapshot().items() if before.get(k) != v}
+    assert changed == {"log/audit.log"}
+    confirmed = door.ssh(command, "-tt", input=name.encode() + b"\n")
+    assert confirmed.code == 0, confirmed.out
+    assert f'To proceed, type "{name}"' in confirmed.stdout  # one stream under a pty
+    gone = gokku.root / ("apps" if what == "app" else "services") / name
+    assert not gone.exists()

@@ -1,6 +1,6 @@
 """``apps:*`` verbs."""
 
-from gokku import access, apps, keys, services
+from gokku import access, apps, confirm, keys, services
 from gokku.cmdline import parse
 from gokku.commands import usage_line
 from gokku.context import Context
@@ -15,6 +15,16 @@ def _app_arg(ctx: Context, verb: str, args: list[str], **flags: str) -> tuple[st
     if not app:
         raise GokkuError(f"missing app name; usage: {usage_line(verb)}")
     return check_name("app", app), opts
+
+
+def _refuse_linked(ctx: Context, app: str, force: bool) -> list[tuple[str, str]]:
+    """The app's links (service, env), refused unless ``force``."""
+    apps.require(ctx.root, app)
+    linked = services.links_to(ctx.root, app)
+    if linked and not force:
+        names = ", ".join(sorted({name for name, _ in linked}))
+        raise GokkuError(f"app {app!r} is linked to {names}; unlink first or use --force")
+    return linked
 
 
 def create(ctx: Context, args: list[str]) -> int:
@@ -39,12 +49,10 @@ def list_(ctx: Context, args: list[str]) -> int:
 
 def destroy(ctx: Context, args: list[str]) -> int:
     app, opts = _app_arg(ctx, "apps:destroy", args, **{"--force": "force", "-f": "force"})
+    _refuse_linked(ctx, app, opts.flag("force"))  # before asking: no point in the question
+    confirm.destroy(ctx, "app", app, apps.losses(ctx.root, app), opts.flag("force"))
     with apps.app_lock(ctx.root, app):  # no link to it can come or go meanwhile
-        apps.require(ctx.root, app)
-        linked = services.links_to(ctx.root, app)
-        if linked and not opts.flag("force"):
-            names = ", ".join(sorted({name for name, _ in linked}))
-            raise GokkuError(f"app {app!r} is linked to {names}; unlink first or use --force")
+        linked = _refuse_linked(ctx, app, opts.flag("force"))
         for name, env in linked:
             services.unlink(ctx.root, name, app, env)
             ctx.info(f"Unlinked {name} from {app} ({env})")

@@ -2,12 +2,12 @@
 
 from pathlib import Path
 
-from gokku import services
+from gokku import confirm, services
 from gokku.cmdline import parse
 from gokku.commands import usage_line
 from gokku.context import Context
 from gokku.errors import GokkuError, UsageError
-from gokku.names import is_name
+from gokku.names import check_name, is_name
 from gokku.plugins import contract, install, registry
 from gokku.plugins.sources import looks_like_path
 
@@ -46,7 +46,14 @@ def remove(ctx: Context, args: list[str]) -> int:
         min_args=1,
         max_args=1,
     )
-    install.remove(ctx, opts.positional[0], opts.flag("force"))
+    name = check_name("plugin", opts.positional[0])
+    users = [s.name for s in services.all_services(ctx.root) if s.plugin == name]
+    force = opts.flag("force")
+    if users and not force:
+        lost = [f"the plugin its services {', '.join(users)} need (they stay, without it)"]
+        confirm.destroy(ctx, "plugin", name, lost, force)
+        force = True
+    install.remove(ctx, name, force)
     return 0
 
 

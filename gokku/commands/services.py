@@ -10,7 +10,7 @@ the same implementation, which refuses a service of another plugin.
 import contextlib
 import json
 
-from gokku import access, apps, keys, services
+from gokku import access, apps, confirm, keys, services
 from gokku.cmdline import parse
 from gokku.commands import form_usage, read_assignments, usage_line
 from gokku.commands.doctor import report_cheap
@@ -273,13 +273,22 @@ def destroy_form(ctx: Context, plugin: registry.Plugin, verb: str, args: list[st
     return _destroy(ctx, check_name("service", opts.positional[0]), opts.flag("force"), plugin)
 
 
+def _unless_linked(service: services.Service, force: bool) -> services.Service:
+    if service.links and not force:
+        where = ", ".join(f"{x['app']} ({x['env']})" for x in service.links)
+        raise GokkuError(
+            f"service {service.name!r} is linked to {where}; unlink first or use --force"
+        )
+    return service
+
+
 def _destroy(ctx: Context, name: str, force: bool, expect: registry.Plugin | None = None) -> int:
+    service = _unless_linked(services.load(ctx.root, name), force)  # before asking
+    lost = [f"the {service.plugin} service and all its data ({service.path})"]
+    confirm.destroy(ctx, "service", name, lost, force)
     with services.locked_with_its_apps(ctx.root, name) as service:
         cut_off = service.data.get("state") == services.CREATING
-        plugin = _plugin_of(ctx, service, expect)
-        if service.links and not force:
-            where = ", ".join(f"{x['app']} ({x['env']})" for x in service.links)
-            raise GokkuError(f"service {name!r} is linked to {where}; unlink first or use --force")
+        plugin = _plugin_of(ctx, _unless_linked(service, force), expect)
         for record in list(service.links):
             services.unlink(ctx.root, name, record["app"], record["env"])
             ctx.info(f"Unlinked {name} from {record['app']} ({record['env']})")
