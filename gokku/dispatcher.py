@@ -76,8 +76,8 @@ def _report(request: Request, message: str) -> None:
     try:
         request.stderr.write(f" !     {message}\n".encode())
         request.stderr.flush()
-    except (BrokenPipeError, ValueError):
-        pass
+    except (OSError, ValueError):
+        pass  # the client is gone (EPIPE, or EIO from its pty): nobody left to tell
 
 
 def _global_flags(request: Request, root: Root) -> tuple[Context, str, list[str]]:

@@ -200,7 +200,7 @@ def _raw_terminals(fds: tuple[int, ...], keep_signals: bool) -> Iterator[None]:
 
     saved: dict[str, tuple[int, list]] = {}
     for fd in fds:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, termios.error):
             if os.isatty(fd) and os.ttyname(fd) not in saved:
                 saved[os.ttyname(fd)] = (fd, termios.tcgetattr(fd))
                 tty.setraw(fd, termios.TCSANOW)
@@ -212,7 +212,7 @@ def _raw_terminals(fds: tuple[int, ...], keep_signals: bool) -> Iterator[None]:
         yield
     finally:
         for fd, attrs in saved.values():
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, termios.error):
                 termios.tcsetattr(fd, termios.TCSADRAIN, attrs)
 
 
