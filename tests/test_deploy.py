@@ -67,7 +67,8 @@ def work(tmp_path: Path) -> Path:
 @pytest.fixture
 def api(gokku: Gokku, builder: str) -> str:
     gokku.ok("apps:create", "api")
-    gokku.ok("config:set", "api", "GREETING=hello 'world'")
+    # The build reads GREETING; a PATH of the app's must not take the build's tools away.
+    gokku.ok("config:set", "api", "GREETING=hello 'world'", "PATH=/nowhere")
     return "api"
 
 
