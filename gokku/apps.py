@@ -19,8 +19,15 @@ DEFAULT_ENV = "shared"
 
 
 @contextmanager
-def app_lock(root: Root, app: str) -> Iterator[None]:
-    with lock(root.locks, f"app-{check_name('app', app)}"):
+def app_lock(
+    root: Root,
+    app: str,
+    holder: str = "",
+    timeout: float | None = None,
+    waiting: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """The app's one lock: its files, its links and its deploys (see ``storage.lock``)."""
+    with lock(root.locks, f"app-{check_name('app', app)}", holder, timeout, waiting):
         yield
 
 

@@ -3,6 +3,11 @@
 The first push to an app creates it, as with Dokku. The bare repository is made under the
 app's lock in a staging directory and renamed into place, so two first pushes at once
 create it once and a failed creation leaves nothing behind.
+
+Its ``pre-receive`` and ``post-receive`` hooks call back into gokku (``git-hook``), which
+runs the plugins' deploy triggers (``gokku.deploys``): git runs pre-receive before any ref
+moves and rejects the push when it fails, which is Dokku's semantics for a failed deploy.
+The hooks are rewritten at every push, so repositories made by an older gokku get them.
 """
 
 import os
@@ -15,9 +20,24 @@ from gokku import apps
 from gokku.errors import GokkuError, NotFound
 from gokku.names import check_name
 from gokku.paths import Root
+from gokku.storage import write_atomic
 
 # Branches a clone should check out, in order of preference, once something is pushed.
 PREFERRED_HEADS = ("main", "master")
+HOOKS = ("pre-receive", "post-receive")
+# The same script for both hooks. It finds gokku through the environment that gokku's
+# own git-receive-pack gives git (``runner.callback_env``): a push that did not come
+# through gokku (git push straight into the directory) would deploy without the app's
+# lock, so it is refused.
+HOOK_SCRIPT = b"""#!/bin/sh
+# Written by gokku at every push: runs the plugins' deploy triggers (gokku git-hook).
+if [ -z "${GOKKU_PYTHON:-}" ] || [ -z "${GOKKU_APP:-}" ]; then
+  echo " !     push through gokku (git push gokku@HOST:APP), not into this directory" >&2
+  exit 1
+fi
+exec env PYTHONPATH="$GOKKU_PYTHONPATH" "$GOKKU_PYTHON" -P -m gokku git-hook \\
+  "$(basename "$0")" "$GOKKU_APP"
+"""
 
 
 def app_of(remote_path: str) -> str:
@@ -36,7 +56,8 @@ def require(root: Root, app: str) -> Path:
 
 
 def ensure(root: Root, app: str) -> bool:
-    """Make sure the app and its repository exist; True when the app was created."""
+    """Make sure the app and its repository exist, with gokku's hooks in it; True when the
+    app was created."""
     with apps.app_lock(root, app):
         created = not apps.exists(root, app)
         if created:
@@ -44,6 +65,11 @@ def ensure(root: Root, app: str) -> bool:
         repo = root.repo(app)
         if not repo.is_dir():
             _init_bare(repo)
+        for name in HOOKS:
+            path = repo / "hooks" / name
+            if not path.is_file() or path.read_bytes() != HOOK_SCRIPT:
+                path.parent.mkdir(exist_ok=True)
+                write_atomic(path, HOOK_SCRIPT, 0o755)
     return created
 
 
@@ -69,10 +95,14 @@ def point_head(repo: Path) -> None:
         git("symbolic-ref", "HEAD", f"refs/heads/{chosen}", cwd=repo)
 
 
-def git(*args: str, cwd: Path | None = None, check: bool = True) -> str:
-    """Run a git plumbing command; its stdout, or "" when it failed and ``check`` is off."""
+def git(
+    *args: str, cwd: Path | None = None, check: bool = True, env: dict[str, str] | None = None
+) -> str:
+    """Run a git plumbing command; its stdout, or "" when it failed and ``check`` is off.
+    ``env`` is added to ours (inside a hook, ours holds git's view of the pushed objects)."""
+    full_env = {**os.environ, **env} if env else None
     try:
-        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env=full_env)
     except FileNotFoundError:
         raise GokkuError("git is not installed on this server") from None
     if done.returncode != 0:

@@ -68,6 +68,15 @@ def base_env(ctx: Context) -> dict[str, str]:
     return env
 
 
+def callback_env() -> dict[str, str]:
+    """How a child calls back into this very gokku (same interpreter, same package): the
+    helpers do, and so do the git hooks a push runs."""
+    return {
+        "GOKKU_PYTHON": sys.executable,
+        "GOKKU_PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }
+
+
 def script_env(ctx: Context, plugin: Plugin, extra: dict[str, str] | None = None) -> dict[str, str]:
     """A plugin script's environment: the base, its plugin, the helpers and a way back in."""
     return {
@@ -76,8 +85,7 @@ def script_env(ctx: Context, plugin: Plugin, extra: dict[str, str] | None = None
         "BASH_ENV": str(ctx.root.helpers),
         "GOKKU_PLUGIN_DIR": str(plugin.path),
         "GOKKU_PLUGIN_NAME": plugin.name,
-        "GOKKU_PYTHON": sys.executable,
-        "GOKKU_PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        **callback_env(),
         **(extra or {}),
     }
 
@@ -138,15 +146,29 @@ def run_script(
     args: list[str],
     extra_env: dict[str, str] | None = None,
     io: CommandIO | None = None,
+    cwd: Path | None = None,
+    own_group: bool = True,
+    underneath: dict[str, str] | None = None,
 ) -> int:
-    """Run a plugin's ``script`` with ``args`` (see ``run``)."""
+    """Run a plugin's ``script`` with ``args`` (see ``run``), in ``cwd`` when given.
+
+    ``underneath`` are variables the script's own environment wins over: an app's
+    ``.env`` for its build may not replace PATH, HOME or a GOKKU_ variable.
+    """
     install_helpers(ctx.root)
     command = ["bash", str(script), *args]  # --trace: the helpers turn on set -x
-    return run(ctx, command, script_cwd(ctx), script_env(ctx, plugin, extra_env), io)
+    env = {**(underneath or {}), **script_env(ctx, plugin, extra_env)}
+    where = script_cwd(ctx) if cwd is None else cwd
+    return run(ctx, command, where, env, io, own_group)
 
 
 def run(
-    ctx: Context, command: list[str], cwd: Path, env: dict[str, str], io: CommandIO | None = None
+    ctx: Context,
+    command: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    io: CommandIO | None = None,
+    own_group: bool = True,
 ) -> int:
     """Run ``command`` to completion with the request's streams; return its exit code.
 
@@ -155,11 +177,22 @@ def run(
     for the run, so that no byte is rewritten (``\n`` into ``\r\n``, or echoed). For a
     command that does not read data, Ctrl-C still interrupts it: the terminal keeps
     turning it into SIGINT.
+
+    ``own_group=False`` is for a process that is itself part of a command's group, as a
+    git hook is of the ``git receive-pack`` a door runs: its children must stay in that
+    group, which is what the door hangs up (HUP, TERM, KILL) when the client goes away.
+    A group of their own would outlive the hook that the hang-up kills. Signals sent to
+    the group reach them directly, so nothing is forwarded.
     """
     request = ctx.request
     for stream in (request.stdout, request.stderr):
         stream.flush()
     fds = (request.stdin.fileno(), request.stdout.fileno(), request.stderr.fileno())
+    if not own_group:
+        code = subprocess.call(
+            command, stdin=fds[0], stdout=fds[1], stderr=fds[2], cwd=cwd, env=env, close_fds=True
+        )
+        return _exit_code(code)
     tty = _foreground_tty(fds)
     # The handlers are in place before the child exists: a hang-up that arrives during the
     # spawn is kept and forwarded, and signals we catch start out default in the child
@@ -190,6 +223,11 @@ def run(
             # change them (SIGTTOU stops it, or EIO when its group is orphaned).
             if tty is not None:
                 _hand_terminal(tty, os.getpgrp())
+    return _exit_code(code)
+
+
+def _exit_code(code: int) -> int:
+    """A child's status as a shell reports it: 128+N when it died of signal N."""
     return 128 - code if code < 0 else code
 
 

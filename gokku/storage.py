@@ -17,7 +17,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -96,13 +96,20 @@ def lock_timeout() -> float:
 
 
 @contextlib.contextmanager
-def lock(locks_dir: Path, name: str, holder: str = "") -> Iterator[None]:
+def lock(
+    locks_dir: Path,
+    name: str,
+    holder: str = "",
+    timeout: float | None = None,
+    waiting: Callable[[str], None] | None = None,
+) -> Iterator[None]:
     """Hold the exclusive lock ``name`` (for example ``app-api``), waiting for it.
 
     While held, the name is in ``held_locks()`` (until release, nested or not), so that
     child processes (plugin scripts calling helpers) pass through instead of
-    deadlocking. When the wait exceeds GOKKU_LOCK_TIMEOUT seconds the error names the
-    holder.
+    deadlocking. When the wait exceeds ``timeout`` seconds (GOKKU_LOCK_TIMEOUT unless
+    given) the error names the holder. ``waiting`` is told the holder once, when the lock
+    is found busy: a long wait (a deploy behind another) should say what it waits for.
     """
     if name in held_locks():
         yield
@@ -111,16 +118,19 @@ def lock(locks_dir: Path, name: str, holder: str = "") -> Iterator[None]:
     path = locks_dir / f"{name}.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        deadline = time.monotonic() + lock_timeout()
+        deadline = time.monotonic() + (lock_timeout() if timeout is None else timeout)
         delay = 0.005
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if waiting is not None:
+                    waiting(_holder(fd))
+                    waiting = None
                 if time.monotonic() >= deadline:
-                    who = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "unknown"
-                    raise GokkuError(f"{name} is locked by {who}; try again later") from None
+                    busy = f"{name} is locked by {_holder(fd)}; try again later"
+                    raise GokkuError(busy) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.1)
         os.ftruncate(fd, 0)
@@ -134,3 +144,8 @@ def lock(locks_dir: Path, name: str, holder: str = "") -> Iterator[None]:
             os.ftruncate(fd, 0)
     finally:
         os.close(fd)
+
+
+def _holder(fd: int) -> str:
+    """What the holder of a lock wrote into it: its pid and what it is doing."""
+    return os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "unknown"

@@ -43,6 +43,7 @@ ATTEMPTS = {
     "doctor": "doctor --fix",
     "serve": "serve --host 0.0.0.0 --port 0",
     "ssh-command": "ssh-command --fingerprint SHA256:x",
+    "git-hook": "git-hook pre-receive api",
 }
 
 # Dokku's forms of admin verbs, through the test plugin (it has no scripts of those names).
@@ -164,7 +165,7 @@ def test_member_is_refused_every_admin_and_internal_verb(
 
 def test_admins_too_cannot_reach_door_and_helper_verbs(door: Door, estate: None) -> None:
     """alice is an admin: still no server of her own, no passwords through the helpers."""
-    for verb in ("serve", "ssh-command", "services:config-get", "services:next-port"):
+    for verb in ("serve", "ssh-command", "git-hook", "services:config-get", "services:next-port"):
         result = door.ssh(ATTEMPTS[verb])
         assert (result.code, result.stderr) == (1, f" !     {verb} is not available over SSH\n")
     nested = door.ssh("ssh-command --key x")

@@ -178,6 +178,34 @@ BUILTINS: dict[str, Builtin] = {
             ("apps:create", "create", "apps:create APP", "Create an app", ADMIN),
             ("apps:list", "list_", "apps:list [--format json]", "List apps", ANY),
             ("apps:destroy", "destroy", "apps:destroy APP [--force]", "Destroy an app", ADMIN),
+            (
+                "apps:deploy",
+                "deploy",
+                "apps:deploy APP [REV]",
+                "Deploy the deploy branch again, or REV (then the branch points at it)",
+                GRANTED,
+            ),
+            (
+                "apps:deploys",
+                "deploys_",
+                "apps:deploys APP [--format json]",
+                "List the app's last deploys: revision, key, start, duration, result",
+                GRANTED,
+            ),
+            (
+                "apps:deploy-log",
+                "deploy_log",
+                "apps:deploy-log APP [N]",
+                "Show the output of the last deploy (or of deploy N)",
+                GRANTED,
+            ),
+            (
+                "apps:deploy-set",
+                "deploy_set",
+                "apps:deploy-set APP branch|wait [VALUE]",
+                "Set the branch that deploys, or how long a deploy waits for the one before",
+                GRANTED,
+            ),
         ],
     ),
     **_table(
@@ -243,6 +271,14 @@ BUILTINS: dict[str, Builtin] = {
                 "git-receive-pack APP",
                 "Receive a git push (git push gokku@HOST:APP BRANCH)",
                 GRANTED,
+                True,
+            ),
+            (
+                "git-hook",
+                "hook",
+                "git-hook pre-receive|post-receive APP",
+                "Run an app's deploy triggers from its repository's git hooks",
+                LOCAL,
                 True,
             ),
             (
@@ -393,6 +429,7 @@ RESERVED_NAMESPACES = {verb.split(":")[0] for verb in BUILTINS} | {
     "git",
     "git-receive-pack",
     "git-upload-pack",
+    "git-hook",
     "whoami",
     "gokku",
 }

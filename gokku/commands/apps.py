@@ -1,10 +1,10 @@
 """``apps:*`` verbs."""
 
-from gokku import access, apps, confirm, keys, services
+from gokku import access, apps, confirm, deploylog, deploys, keys, repos, services
 from gokku.cmdline import parse
 from gokku.commands import usage_line
 from gokku.context import Context
-from gokku.errors import GokkuError
+from gokku.errors import GokkuError, UsageError
 from gokku.names import check_name
 from gokku.ssh.config import load as load_config
 
@@ -59,4 +59,65 @@ def destroy(ctx: Context, args: list[str]) -> int:
         apps.destroy(ctx.root, app)
     keys.drop_grants(ctx.root, load_config(ctx.root), access.target("app", app))
     ctx.info(f"Destroyed app {app}")
+    return 0
+
+
+def deploy(ctx: Context, args: list[str]) -> int:
+    """``apps:deploy APP [REV]``: Dokku's ps:rebuild, and a rollback with REV."""
+    opts = parse(args, usage_line("apps:deploy"), min_args=1, max_args=2)
+    app = check_name("app", opts.positional[0])
+    access.require(ctx, "app", app, access.WRITE)
+    repos.require(ctx.root, app)
+    with deploys.locked(ctx, app, "apps:deploy"):
+        deploys.redeploy(ctx, app, opts.positional[1] if len(opts.positional) == 2 else None)
+    return 0
+
+
+def deploys_(ctx: Context, args: list[str]) -> int:
+    usage = usage_line("apps:deploys")
+    opts = parse(args, usage, values={"--format": "format"}, min_args=1, max_args=1)
+    app = check_name("app", opts.positional[0])
+    access.require(ctx, "app", app, access.READ)
+    apps.require(ctx.root, app)
+    ctx.listing(
+        opts.get("format", ctx.format),
+        deploylog.records(ctx.root, app),
+        f"No deploys of {app} yet",
+        ["#", "REVISION", "BRANCH", "KEY", "STARTED", "SECONDS", "RESULT"],
+        lambda r: [
+            str(r["number"]),
+            r["rev"][:12],
+            r["branch"],
+            r["key"],
+            r["started"],
+            "-" if r["duration"] is None else f"{r['duration']:g}",
+            f"{r['result']}: {r['reason']}" if r["reason"] else r["result"],
+        ],
+    )
+    return 0
+
+
+def deploy_log(ctx: Context, args: list[str]) -> int:
+    usage = usage_line("apps:deploy-log")
+    opts = parse(args, usage, min_args=1, max_args=2)
+    app = check_name("app", opts.positional[0])
+    access.require(ctx, "app", app, access.READ)
+    apps.require(ctx.root, app)
+    number = opts.positional[1] if len(opts.positional) == 2 else None
+    if number is not None and not number.isdigit():
+        raise UsageError(f"N must be a deploy's number (see: gokku apps:deploys {app})")
+    path = deploylog.log_path(ctx.root, app, None if number is None else int(number))
+    ctx.request.stdout.write(path.read_bytes())
+    ctx.request.stdout.flush()
+    return 0
+
+
+def deploy_set(ctx: Context, args: list[str]) -> int:
+    """``apps:deploy-set APP branch|wait [VALUE]``: without VALUE, back to the default."""
+    opts = parse(args, usage_line("apps:deploy-set"), min_args=2, max_args=3)
+    app = check_name("app", opts.positional[0])
+    access.require(ctx, "app", app, access.WRITE)
+    key, value = opts.positional[1], (opts.positional[2:] or [None])[0]
+    stored = deploys.set_setting(ctx, app, key, value)
+    ctx.info(f"{key} of {app}: {'the default' if stored is None else stored}")
     return 0

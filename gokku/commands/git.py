@@ -1,13 +1,21 @@
 """``git-receive-pack`` and ``git-upload-pack``: what ``git push``, ``git fetch`` and
 ``git clone gokku@host:APP`` run over SSH. git itself speaks the protocol on the
-request's streams, so stdout carries nothing else; Gokku's own lines go to stderr."""
+request's streams, so stdout carries nothing else; Gokku's own lines go to stderr.
 
+A push deploys (``gokku.deploys``): the app's lock is taken before git advertises the
+refs and held until receive-pack is done, and the repository's hooks call back into
+``git-hook`` (a local verb) with the pusher's identity in their environment."""
+
+import dataclasses
+import os
 from pathlib import Path
 
-from gokku import access, apps, repos, runner
+from gokku import access, apps, deploys, repos, runner
 from gokku.cmdline import parse
 from gokku.commands import usage_line
-from gokku.context import Context
+from gokku.context import Context, Identity
+from gokku.errors import UsageError
+from gokku.names import check_name
 
 
 def receive_pack(ctx: Context, args: list[str]) -> int:
@@ -16,19 +24,53 @@ def receive_pack(ctx: Context, args: list[str]) -> int:
         # The first push creates the app: that is an admin's to do.
         access.require_admin(ctx, f"create app {app!r} by pushing to it")
     access.require(ctx, "app", app, access.WRITE)
-    if repos.ensure(ctx.root, app):
-        ctx.info(f"Created app {app}")
-    repo = ctx.root.repo(app)
-    code = _git(ctx, "receive-pack", repo)
-    if code == 0:
-        repos.point_head(repo)
+    with deploys.locked(ctx, app, "git push"):
+        if repos.ensure(ctx.root, app):
+            ctx.info(f"Created app {app}")
+        repo = ctx.root.repo(app)
+        env = {**runner.base_env(ctx), **runner.callback_env(), "GOKKU_APP": app}
+        code = _git(ctx, "receive-pack", repo, env)
+        if code == 0:
+            repos.point_head(repo)
     return code
 
 
 def upload_pack(ctx: Context, args: list[str]) -> int:
     app = _app(args, "git-upload-pack")
     access.require(ctx, "app", app, access.READ)
-    return _git(ctx, "upload-pack", repos.require(ctx.root, app))
+    repo = repos.require(ctx.root, app)
+    return _git(ctx, "upload-pack", repo, runner.base_env(ctx))
+
+
+def hook(ctx: Context, args: list[str]) -> int:
+    """``git-hook pre-receive|post-receive APP``: what the repository's hooks run, with
+    git's OLD NEW REF lines on stdin. Local only (the command table): the caller is the
+    state's owner, so the identity it passes on (the pusher's key, which gokku's
+    git-receive-pack put in the environment) is believed; triggers and records show it."""
+    usage = usage_line("git-hook")
+    opts = parse(args, usage, min_args=2, max_args=2)
+    which, app = opts.positional[0], check_name("app", opts.positional[1])
+    handlers = {"pre-receive": deploys.receive, "post-receive": deploys.received}
+    if which not in handlers:
+        raise UsageError(f"unknown hook {which!r}; usage: {usage}")
+    updates = [
+        deploys.Update(*line.split())
+        for line in ctx.request.stdin.read().decode().splitlines()
+        if len(line.split()) == 3
+    ]
+    handlers[which](_as_pusher(ctx), app, updates)
+    return 0
+
+
+def _as_pusher(ctx: Context) -> Context:
+    ours = ctx.request.identity
+    pusher = Identity(
+        name=os.environ.get("GOKKU_KEY_NAME") or ours.name,
+        fingerprint=os.environ.get("GOKKU_KEY_FINGERPRINT", ours.fingerprint),
+        role=os.environ.get("GOKKU_ROLE") or ours.role,
+        remote=os.environ.get("GOKKU_REMOTE_ADDR", ours.remote),
+    )
+    return dataclasses.replace(ctx, request=dataclasses.replace(ctx.request, identity=pusher))
 
 
 def _app(args: list[str], verb: str) -> str:
@@ -36,5 +78,5 @@ def _app(args: list[str], verb: str) -> str:
     return repos.app_of(opts.positional[0])
 
 
-def _git(ctx: Context, program: str, repo: Path) -> int:
-    return runner.run(ctx, ["git", program, str(repo)], repo, runner.base_env(ctx))
+def _git(ctx: Context, program: str, repo: Path, env: dict[str, str]) -> int:
+    return runner.run(ctx, ["git", program, str(repo)], repo, env)
