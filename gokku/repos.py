@@ -13,18 +13,10 @@ from pathlib import Path
 
 from gokku import apps
 from gokku.errors import GokkuError, NotFound
-from gokku.names import check_name
 from gokku.paths import Root
 
 # Branches a clone should check out, in order of preference, once something is pushed.
 PREFERRED_HEADS = ("main", "master")
-
-
-def app_of(remote_path: str) -> str:
-    """The app a remote path names. git sends ``api`` for ``gokku@host:api`` and ``/api``
-    for ``ssh://gokku@host/api``; ``.git`` and a trailing ``/`` are optional."""
-    name = remote_path.strip("/").removesuffix(".git")
-    return check_name("app", name)
 
 
 def require(root: Root, app: str) -> Path:

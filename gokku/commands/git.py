@@ -8,6 +8,7 @@ from gokku import access, apps, repos, runner
 from gokku.cmdline import parse
 from gokku.commands import usage_line
 from gokku.context import Context
+from gokku.names import app_of
 
 
 def receive_pack(ctx: Context, args: list[str]) -> int:
@@ -33,7 +34,7 @@ def upload_pack(ctx: Context, args: list[str]) -> int:
 
 def _app(args: list[str], verb: str) -> str:
     opts = parse(args, usage_line(verb), min_args=1, max_args=1)
-    return repos.app_of(opts.positional[0])
+    return app_of(opts.positional[0])
 
 
 def _git(ctx: Context, program: str, repo: Path) -> int:
