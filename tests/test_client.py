@@ -265,3 +265,19 @@ def test_every_builtin_that_takes_an_app_is_known_to_the_client() -> None:
         if not builtin.hidden and re.search(r"(?<![:\w])APP\b", builtin.usage)
     }
     assert takes_app == set(client.APP_NAMED)
+
+
+def test_the_client_starts_no_server_code(repo: Workstation) -> None:
+    """Only what the client needs is imported before ssh takes over: no asyncssh, no
+    dispatcher (``-X importtime`` lists every import on stderr)."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "gokku", "--remote", "gokku", "help"],
+        cwd=repo.repo,
+        env={**repo.cli.env, "GOKKU_SSH": "true"},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    assert "gokku.client" in imported
+    assert not {"asyncssh", "gokku.dispatcher", "gokku.plugins"} & imported
