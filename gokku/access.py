@@ -50,13 +50,21 @@ def require_admin(ctx: Context, what: str) -> None:
         raise AccessDenied(f"{identity.name} may not {what} (admins only): ask an admin")
 
 
+def verb_allowed(identity: Identity, need: str) -> bool:
+    """Whether the caller may run a verb that needs ``need`` at all (a GRANTED one still
+    checks the app or service it acts on)."""
+    if need == LOCAL:
+        return not identity.over_ssh
+    return need != ADMIN or identity.role == ADMIN
+
+
 def check_verb(ctx: Context, verb: str, need: str) -> None:
     """The dispatcher's check, before a built-in runs."""
-    identity = ctx.request.identity
-    if need == LOCAL and identity.over_ssh:
+    if verb_allowed(ctx.request.identity, need):
+        return
+    if need == LOCAL:
         raise AccessDenied(f"{verb} is not available over SSH")
-    if need == ADMIN:
-        require_admin(ctx, f"run {verb}")
+    require_admin(ctx, f"run {verb}")
 
 
 def visible(identity: Identity, kind: str, names: list[str]) -> list[str]:

@@ -76,17 +76,23 @@ def ignore_terminal_signals() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    # ssh-command is a door, not a caller: it runs as whoever sshd logged in, on the state
+    # its --root names (GOKKU_ROOT is not even set under sshd).
+    door = list(args[:1]) == ["ssh-command"]
+    if not door:
+        from gokku import client
+
+        code = client.main(list(args))
+        if code is not None:  # a client whose ssh could not start, or a bad remote
+            return code
     from gokku.context import Identity, Request
     from gokku.dispatcher import dispatch
 
-    args = sys.argv[1:] if argv is None else argv
     # A caller at a terminal has, in SSH terms, been granted a pty: scripts get its TERM
     # (psql and redis-cli need it to drive the terminal).
     term = os.environ.get("TERM") if any(os.isatty(fd) for fd in (0, 1, 2)) else None
     request = Request(argv=list(args), identity=Identity.local(), term=term)
-    # ssh-command is a door, not a caller: it runs as whoever sshd logged in, on the state
-    # its --root names (GOKKU_ROOT is not even set under sshd).
-    door = list(args[:1]) == ["ssh-command"]
     if door:
         ignore_terminal_signals()
     return dispatch(request, prepare=None if door else _become_state_owner)

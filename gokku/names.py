@@ -31,6 +31,14 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+def app_of(remote_path: str) -> str:
+    """The app a git remote's path names. git sends ``api`` for ``gokku@host:api`` and
+    ``/api`` for ``ssh://gokku@host/api``; ``.git`` and a trailing ``/`` are optional.
+    Here, not in ``repos``, because the workstation's client reads it too, cheaply."""
+    name = remote_path.strip("/").removesuffix(".git")
+    return check_name("app", name)
+
+
 def check_env_key(key: str) -> str:
     """Return ``key`` when it can be a shell variable name, else raise."""
     if _ENV_KEY.fullmatch(key) is None:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from gokku import apps
 from gokku.errors import GokkuError, NotFound
-from gokku.names import check_name
 from gokku.paths import Root
 from gokku.storage import write_atomic
 
@@ -38,13 +37,6 @@ fi
 exec env PYTHONPATH="$GOKKU_PYTHONPATH" "$GOKKU_PYTHON" -P -m gokku git-hook \\
   "$(basename "$0")" "$GOKKU_APP"
 """
-
-
-def app_of(remote_path: str) -> str:
-    """The app a remote path names. git sends ``api`` for ``gokku@host:api`` and ``/api``
-    for ``ssh://gokku@host/api``; ``.git`` and a trailing ``/`` are optional."""
-    name = remote_path.strip("/").removesuffix(".git")
-    return check_name("app", name)
 
 
 def require(root: Root, app: str) -> Path:

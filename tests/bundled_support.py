@@ -107,8 +107,9 @@ def run_in_pty(
     stdin_tty: bool,
     stdout_tty: bool,
     dialogue: tuple[tuple[bytes, bytes], ...] = (),
+    cwd: Path = REPO,
 ) -> Result:
-    """Run the CLI with a real terminal (its controlling one) on stdin and/or stdout.
+    """Run the CLI (in ``cwd``) with a real terminal (its controlling one) on stdin and/or stdout.
 
     ``dialogue``: (pattern, keystrokes) pairs; the keystrokes are typed once the output
     since the previous keystrokes matches the pattern (a regular expression), that is
@@ -129,7 +130,7 @@ def run_in_pty(
         stdout=slave if stdout_tty else subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**gokku.env, "TERM": "xterm"},
-        cwd=REPO,
+        cwd=cwd,
         preexec_fn=take_terminal,
     )
     os.close(slave)

@@ -1,7 +1,7 @@
 """The files an operator copies into place by hand: the sshd snippet must pass the real
 ``sshd -t`` (a configuration sshd refuses locks the admin out at the next restart) and
 act on the gokku user only, and ``authorized_keys_template`` must show exactly the line
-Gokku writes."""
+Gokku writes. And what ``ops/install`` says last: how to connect from elsewhere."""
 
 import base64
 import os
@@ -16,10 +16,11 @@ from sshlab import REPO, SSHD, make_key
 from gokku import keys
 from gokku.paths import Root
 from gokku.ssh import gokku_argv
-from gokku.ssh.config import SSHConfig
+from gokku.ssh.config import SSHConfig, load
 
 SNIPPET = REPO / "ops" / "sshd-gokku.conf"
 TEMPLATE = REPO / "authorized_keys_template"
+INSTALL = REPO / "ops" / "install"
 
 
 def debian_config(folder: Path, snippet: Path) -> Path:
@@ -106,3 +107,23 @@ def test_the_template_shows_the_line_gokku_writes(tmp_path: Path) -> None:
         line for line in TEMPLATE.read_text().splitlines() if line and not line.startswith("#")
     ]
     assert examples == [shape]
+
+
+def test_install_ends_with_how_to_connect_from_another_machine(tmp_path: Path) -> None:
+    """ops/install sourced defines its functions and installs nothing; its last words
+    name the connect command and a gokku.yml line that Gokku reads as all interfaces."""
+    said = subprocess.run(
+        ["bash", "-c", 'source "$1" && connect_help "$2"', "bash", str(INSTALL), str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert (said.returncode, said.stderr) == (0, "")
+    host = subprocess.run(["hostname", "-f"], capture_output=True, text=True).stdout.strip()
+    lines = [line.strip() for line in said.stdout.splitlines()]
+    assert lines[0] == "-----> Connect from another machine"
+    assert f"ssh -p 2222 gokku@{host} help" in lines
+    assert f"in {tmp_path}/gokku.yml and restart it" in said.stdout
+    (tmp_path / "gokku.yml").write_text(next(line for line in lines if line.startswith("ssh:")))
+    assert load(Root(tmp_path)).host == "0.0.0.0"
+    # Each way install ends (user install, systemd, foreground server) says it.
+    assert INSTALL.read_text().count("\n  connect_help ") == 3

@@ -39,6 +39,18 @@ BUILTINS: dict[str, Builtin] = {
         ],
     ),
     **_table(
+        "completion",
+        [
+            (
+                "completion",
+                "completion",
+                "completion bash|zsh|--words",
+                "Print a shell completion script; --words: the commands it completes",
+                ANY,
+            ),
+        ],
+    ),
+    **_table(
         "plugins",
         [
             (

@@ -15,7 +15,7 @@ from gokku.cmdline import parse
 from gokku.commands import usage_line
 from gokku.context import Context, Identity
 from gokku.errors import UsageError
-from gokku.names import check_name
+from gokku.names import app_of, check_name
 
 
 def receive_pack(ctx: Context, args: list[str]) -> int:
@@ -75,7 +75,7 @@ def _as_pusher(ctx: Context) -> Context:
 
 def _app(args: list[str], verb: str) -> str:
     opts = parse(args, usage_line(verb), min_args=1, max_args=1)
-    return repos.app_of(opts.positional[0])
+    return app_of(opts.positional[0])
 
 
 def _git(ctx: Context, program: str, repo: Path, env: dict[str, str]) -> int:

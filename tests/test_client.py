@@ -1,0 +1,283 @@
+"""The workstation client (``gokku`` with a git remote): a real git repository whose
+remotes name the test server, the real OpenSSH client (``GOKKU_SSH`` gives it the test's
+key), through both doors. Arguments arrive exactly, exit codes and bytes pass through, the
+app and the port come from the remote, and a bad remote runs nothing."""
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from bundled_support import run_in_pty
+from conftest import Gokku, Result
+from sshkit import *  # noqa: F403 - fixtures
+from sshkit import Door, ssh_argv
+
+from gokku import client
+from gokku.commands import BUILTINS
+from gokku.paths import default_root
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+
+
+@dataclass
+class Workstation:
+    """The CLI with no state of its own, run in a git repository (``repo``)."""
+
+    cli: Gokku
+    repo: Path
+
+    def __call__(self, *args: str, **kwargs) -> Result:
+        return self.cli(*args, cwd=self.repo, **kwargs)
+
+
+def ssh_command(door: Door, with_port: bool = False) -> str:
+    """The test's ssh (its key, throwaway known hosts) for GOKKU_SSH, without the
+    destination; without ``-p`` unless asked: the remote's URL gives the port."""
+    argv = ssh_argv(door.port, door.user, door.key.path)[:-1]
+    if not with_port:
+        at = argv.index("-p")
+        del argv[at : at + 2]
+    return shlex.join(argv)
+
+
+def workstation_for(door: Door, folder: Path, base_env: dict[str, str]) -> Workstation:
+    """A repository whose remote ``gokku`` is the server's app ``api`` (the port in the
+    URL) and ``other`` its app ``web`` (scp form, no port: GOKKU_SSH must give it)."""
+    repo = folder / "project"
+    repo.mkdir(parents=True)
+    git(repo, "init", "-q")
+    git(repo, "remote", "add", "gokku", f"ssh://{door.user}@127.0.0.1:{door.port}/api")
+    git(repo, "remote", "add", "other", f"{door.user}@127.0.0.1:web.git")
+    env = {key: value for key, value in base_env.items() if key != "GOKKU_ROOT"}
+    env.update(GOKKU_REMOTE="gokku", GOKKU_SSH=ssh_command(door))
+    return Workstation(Gokku(folder / "no-state", env), repo)
+
+
+@pytest.fixture
+def workstation(door: Door, tmp_path: Path, base_env: dict[str, str]) -> Workstation:
+    return workstation_for(door, tmp_path / "workstation", base_env)
+
+
+def test_arguments_arrive_exactly(workstation: Workstation, gokku: Gokku) -> None:
+    gokku.ok("apps:create", "api")
+    words = ["a b", '"c"', "it's", "$HOME", "`id`", "x\ny", "", "*", "back\\slash", "-a"]
+    shown = workstation("t:args", *words)
+    assert shown.code == 0, shown.stderr
+    assert shown.stdout == "".join(f"[{word}]\n" for word in words)
+
+    assert workstation("config:set", "-a", "api", 'MSG=a b "c"').code == 0
+    assert workstation("config:set", "api", "TWO=$x\nline 2").code == 0  # Dokku's form
+    assert gokku.ok("config:get", "api", "MSG").stdout == 'a b "c"\n'
+    assert gokku.ok("config:get", "api", "TWO").stdout == "$x\nline 2\n"
+
+
+def test_the_plain_ssh_forms_the_readme_shows(door: Door, gokku: Gokku) -> None:
+    """Without the client: the quoting done by hand, ``--`` before a global flag."""
+    gokku.ok("apps:create", "api")
+    quoted = "config:set -a api 'MSG=a b \"c\"'"
+    by_hand = subprocess.run([*door.ssh_argv(), quoted], capture_output=True)
+    assert by_hand.returncode == 0, by_hand.stderr
+    assert gokku.ok("config:get", "api", "MSG").stdout == 'a b "c"\n'
+    flag = subprocess.run([*door.ssh_argv(), "--", "--quiet", "apps:list"], capture_output=True)
+    assert (flag.returncode, flag.stdout, flag.stderr) == (0, b"api\n", b"")
+
+
+def test_the_app_comes_from_the_remote_and_global_flags_pass(
+    workstation: Workstation, door: Door, gokku: Gokku
+) -> None:
+    gokku.ok("apps:create", "api")
+    gokku.ok("apps:create", "web")
+    quiet = workstation("--quiet", "config:set", "K=from api's remote")
+    assert (quiet.code, quiet.stderr) == (0, "")
+    assert workstation("config:get", "K").stdout == "from api's remote\n"
+    assert workstation("config:get", "api", "K").stdout == "from api's remote\n"
+    assert workstation("config:show").stdout == "K='from api'\\''s remote'\n"
+    unset = workstation("config:unset", "K")
+    assert unset.code == 0, unset.stderr
+    assert "K" not in gokku.ok("config:list", "api").stdout
+
+    # --remote other: another remote, whose URL has no port (GOKKU_SSH gives it).
+    env = {"GOKKU_SSH": ssh_command(door, with_port=True)}
+    moved = workstation("--remote", "other", "config:set", "K=web", env=env)
+    assert moved.code == 0, moved.stderr
+    assert gokku.ok("config:get", "web", "K").stdout == "web\n"
+    listed = workstation("--remote=other", "--format", "json", "apps:list", env=env)
+    assert json.loads(listed.stdout) == ["api", "web"]
+
+
+def test_exit_codes_and_bytes_pass_through(workstation: Workstation) -> None:
+    for code in (0, 1, 42):
+        assert workstation("t:exit", str(code)).code == code
+    unknown = workstation("nosuch:command")
+    assert unknown.code == 127 and unknown.stderr.startswith(" !     unknown command")
+    assert workstation("config:get").code == 2  # the server's usage error: no KEY
+    data = os.urandom(3 << 20)
+    sunk = workstation("t:sink", input=data)
+    assert (sunk.code, sunk.stdout.strip()) == (0, hashlib.sha256(data).hexdigest())
+    assert workstation("t:bytes").out == b"\000\001\n\r\n\377"
+
+
+def test_a_pty_exactly_when_stdin_and_stdout_are_terminals(workstation: Workstation) -> None:
+    assert workstation("t:tty").stdout == "no tty\n"
+    at = {"cwd": workstation.repo}
+    both = run_in_pty(workstation.cli, "t:tty", stdin_tty=True, stdout_tty=True, **at)
+    assert both.code == 0 and both.out.startswith(b"tty TERM=xterm"), both
+    half = run_in_pty(workstation.cli, "t:tty", stdin_tty=True, stdout_tty=False, **at)
+    assert half.out == b"no tty\n", half
+
+
+# Choosing the client, and refusals: no server needed, and none may be reached.
+
+
+@pytest.fixture
+def repo(tmp_path: Path, base_env: dict[str, str]) -> Workstation:
+    """A repository with remotes of every kind; GOKKU_SSH records that it ran."""
+    project = tmp_path / "project"
+    project.mkdir()
+    git(project, "init", "-q")
+    for name, url in REMOTES.items():
+        git(project, "remote", "add", name, url)
+    marker = tmp_path / "ssh-ran"
+    env = {key: value for key, value in base_env.items() if key != "GOKKU_ROOT"}
+    env["GOKKU_SSH"] = shlex.join([sys.executable, "-c", f"open({str(marker)!r}, 'w')"])
+    return Workstation(Gokku(tmp_path / "no-state", env), project)
+
+
+REMOTES = {
+    "gokku": "ssh://gokku@127.0.0.1:2222/api",
+    "https": "https://example.com/api.git",
+    "local": "/srv/git/api.git",
+    "file": "file:///srv/git/api.git",
+    "port": "ssh://gokku@127.0.0.1:22x/api",
+    "badapp": "gokku@127.0.0.1:Bad_App",
+    "dashhost": "ssh://-oProxyCommand=id/api",
+}
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--remote", "nope", "apps:list"], {}, "no git remote 'nope' here"),
+        (["apps:list"], {"GOKKU_REMOTE": "nope"}, "no git remote 'nope' here"),
+        (["--remote"], {}, "--remote needs the name of a git remote"),
+        (["--remote", "https", "apps:list"], {}, "git remote 'https' (https://example.com/"),
+        (["--remote", "local", "apps:list"], {}, "git remote 'local' (/srv/git/api.git)"),
+        (["--remote", "file", "apps:list"], {}, "is not an SSH URL"),
+        (["--remote", "port", "apps:list"], {}, "is not an SSH URL"),
+        (["--remote", "dashhost", "apps:list"], {}, "is not an SSH URL"),
+        (["--remote", "badapp", "apps:list"], {}, "git remote 'badapp': invalid app name"),
+        (["--remote", "gokku"], {}, "no command given"),
+        (["--remote", "gokku", "help"], {"GOKKU_SSH": "ssh 'x"}, "GOKKU_SSH: No closing"),
+        (["--remote", "gokku", "help"], {"GOKKU_SSH": " "}, "GOKKU_SSH is blank"),
+    ],
+)
+def test_a_bad_remote_is_one_line_and_runs_nothing(repo: Workstation, args, env, message) -> None:
+    result = repo(*args, env=env)
+    assert result.code == 2, result
+    assert result.stderr.startswith(" !     ") and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
+    assert result.stdout == ""
+    assert not (repo.cli.root.parent / "ssh-ran").exists()
+
+
+def test_an_ssh_that_cannot_run_is_one_line(repo: Workstation) -> None:
+    result = repo("--remote", "gokku", "help", env={"GOKKU_SSH": "/nonexistent/ssh -v"})
+    assert (result.code, result.stderr) == (
+        2,
+        " !     cannot run /nonexistent/ssh: No such file or directory (see GOKKU_SSH)\n",
+    )
+
+
+def test_the_ssh_command_line(repo: Workstation, tmp_path: Path) -> None:
+    """What the client hands to ssh: -T without a terminal, the port and user from the
+    URL, ``--`` before the destination, one quoted command with -a after the flags."""
+    show = tmp_path / "show"
+    show.write_text('#!/bin/sh\nprintf "[%s]" "$@"\n')
+    show.chmod(0o755)
+    env = {"GOKKU_SSH": f"{show} -v", "GOKKU_REMOTE": "gokku"}
+    result = repo("--quiet", "config:set", "X=a b", env=env)
+    assert result.stdout == (
+        "[-v][-T][-p][2222][--][gokku@127.0.0.1][--quiet -a api config:set 'X=a b']"
+    )
+
+
+def test_a_gokku_remote_makes_a_client_only_where_no_state_is(repo: Workstation, gokku) -> None:
+    ran = repo.cli.root.parent / "ssh-ran"
+    # A server's CLI (GOKKU_ROOT, or the door sshd runs) stays local, whatever the remotes.
+    local = repo("apps:list", env={"GOKKU_ROOT": str(gokku.root)})
+    assert (local.code, local.stdout, ran.exists()) == (0, "No apps\n", False)
+    door = repo("ssh-command", "--fingerprint", "SHA256:x", env={"GOKKU_REMOTE": "gokku"})
+    assert door.code != 0 and not ran.exists()
+    if default_root().exists():
+        pytest.skip(f"this machine has Gokku state in {default_root()}: the CLI stays local")
+    outside = repo.cli("version", cwd=repo.repo.parent)  # no repository: no remote
+    assert outside.code == 0 and not ran.exists()
+    assert repo("apps:list").code == 0 and ran.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "sent"),
+    [
+        (["config:set", "K=V"], "-a api config:set K=V"),
+        (["config:set", "api", "K=V"], "config:set api K=V"),
+        (["config:set", "web", "--stdin"], "config:set web --stdin"),
+        (["config:set", "--stdin"], "-a api config:set --stdin"),
+        (["config:get", "K"], "-a api config:get K"),
+        (["config:get", "--env", "prod", "web", "K"], "config:get --env prod web K"),
+        (["config:unset", "K"], "-a api config:unset K"),
+        (["config:unset", "web", "K", "L"], "config:unset web K L"),
+        (["config:show"], "-a api config:show"),
+        (["config:import", "--env=prod"], "-a api config:import --env=prod"),
+        (["config:export", "web"], "config:export web"),
+        (["--app", "web", "config:list"], "--app web config:list"),
+        (["config:list", "-a", "web"], "config:list -a web"),
+        (["services:link", "db"], "-a api services:link db"),
+        (["apps:destroy", "--force"], "-a api apps:destroy --force"),
+        (["apps:create", "web"], "apps:create web"),
+        (["--quiet", "pg:export", "db"], "--quiet -a api pg:export db"),
+        (["pg:link", "db", "web"], "-a api pg:link db web"),
+        (["help"], "help"),
+        (["--format", "json", "apps:list"], "--format json apps:list"),
+        (["plugins:add", "postgres"], "plugins:add postgres"),
+        (["--version"], "--version"),
+    ],
+)
+def test_the_app_is_added_only_where_the_server_would_find_none(argv, sent) -> None:
+    remote = client.Remote("gokku", "host", app="api")
+    assert client.remote_command(remote, argv) == sent
+
+
+def test_every_builtin_that_takes_an_app_is_known_to_the_client() -> None:
+    """The client's table cannot fall behind the command table: a built-in whose usage
+    names an APP argument is in it, and nothing else is."""
+    takes_app = {
+        verb
+        for verb, builtin in BUILTINS.items()
+        if not builtin.hidden and re.search(r"(?<![:\w])APP\b", builtin.usage)
+    }
+    assert takes_app == set(client.APP_NAMED)
+
+
+def test_the_client_starts_no_server_code(repo: Workstation) -> None:
+    """Only what the client needs is imported before ssh takes over: no asyncssh, no
+    dispatcher (``-X importtime`` lists every import on stderr)."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "gokku", "--remote", "gokku", "help"],
+        cwd=repo.repo,
+        env={**repo.cli.env, "GOKKU_SSH": "true"},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    assert "gokku.client" in imported
+    assert not {"asyncssh", "gokku.dispatcher", "gokku.plugins"} & imported
