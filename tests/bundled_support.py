@@ -13,6 +13,7 @@ Two things make these tests different from the rest of the suite:
 
 import contextlib
 import fcntl
+import json
 import os
 import pty
 import re
@@ -93,6 +94,12 @@ def listening(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(2)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def statuses(gokku: Gokku) -> dict[str, str]:
+    """Each service's STATUS as ``services:list`` shows it (from the plugin's status)."""
+    listed = json.loads(gokku.ok("services:list", "--format", "json").stdout)
+    return {service["name"]: service["status"] for service in listed}
 
 
 def read_env(gokku: Gokku, app: str) -> dict[str, str]:

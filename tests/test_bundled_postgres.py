@@ -22,6 +22,7 @@ from bundled_support import (
     read_env,
     run_in_pty,
     server_pid,
+    statuses,
     wait_gone,
 )
 from conftest import Gokku
@@ -235,6 +236,8 @@ def test_stop_start_restart_and_services_start_all(gk: Gokku, db: str) -> None:
     gk.ok("pg:stop", db)
     assert wait_gone(first) and server_pid(service_dir) is None
     assert "Status:       stopped" in gk.ok("pg:info", db).stdout
+    assert gk.ok("pg:status", db).stdout == "stopped\n"
+    assert statuses(gk)[db] == "stopped"
     for command in ("export", "connect"):
         refused = gk(f"pg:{command}", db)
         assert refused.code == 1
@@ -243,6 +246,8 @@ def test_stop_start_restart_and_services_start_all(gk: Gokku, db: str) -> None:
         )
     gk.ok("services:start", "--all")  # what the boot unit runs
     assert sql(gk, db, "select count(*) from t") == "500"
+    assert gk.ok("pg:status", db).stdout == "running\n"
+    assert statuses(gk)[db] == "running"
     second = server_pid(service_dir)
     gk.ok("pg:restart", db)
     assert wait_gone(second) and server_pid(service_dir) not in (None, second)

@@ -19,6 +19,7 @@ from bundled_support import (
     read_env,
     run_in_pty,
     server_pid,
+    statuses,
     wait_gone,
 )
 from conftest import Gokku
@@ -180,12 +181,15 @@ def test_stop_keeps_the_data_and_start_all_brings_it_back(gk: Gokku, cache: str)
     gk.ok("redis:stop", cache)
     assert wait_gone(pid)
     assert "Status:       stopped" in gk.ok("redis:info", cache).stdout
+    assert gk.ok("redis:status", cache).stdout == "stopped\n"
+    assert statuses(gk)[cache] == "stopped"
     for command in ("export", "connect", "import"):
         refused = gk(f"redis:{command}", cache, input=b"x")
         assert refused.code == 1
         assert f"service '{cache}' is stopped" in refused.stderr
     gk.ok("services:start", "--all")
     assert cli(gk, cache, "GET", "written-before-stop") == "yes"
+    assert statuses(gk)[cache] == "running"
     gk.ok("redis:restart", cache)
     assert cli(gk, cache, "GET", "written-before-stop") == "yes"
     gk.ok("redis:connect", cache, "DEL", "written-before-stop")

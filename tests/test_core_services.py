@@ -1,9 +1,13 @@
 """Services: create, list, info, logs, link, unlink, destroy — and every refusal."""
 
 import json
+import time
 
 import pytest
+from bundled_support import wait_gone
 from conftest import write_plugin
+
+from gokku.commands.services import STATUS_SECONDS
 
 INSTALL = """
 echo "installing $1 version=[$2] SERVICE_NAME=$SERVICE_NAME"
@@ -68,12 +72,43 @@ def test_list_table_and_json(gokku, service):
     gokku.ok("apps:create", "api")
     gokku.ok("services:link", service, "-a", "api")
     table = gokku.ok("services:list").stdout.splitlines()
-    assert table[0].split() == ["NAME", "PLUGIN", "VERSION", "LINKED", "APPS", "CREATED"]
-    assert table[1].split()[:4] == ["c1", "cache", "7.2", "api"]
+    assert table[0].split() == ["NAME", "PLUGIN", "VERSION", "STATUS", "LINKED", "APPS", "CREATED"]
+    assert table[1].split()[:5] == ["c1", "cache", "7.2", "-", "api"]  # no status command
     listed = json.loads(gokku.ok("services:list", "--format", "json").stdout)
-    assert [(s["name"], s["plugin"], s["linked_apps"]) for s in listed] == [
-        ("c1", "cache", ["api"])
+    assert [(s["name"], s["plugin"], s["status"], s["linked_apps"]) for s in listed] == [
+        ("c1", "cache", "-", ["api"])
     ]
+
+
+STATUS_SCRIPTS = {
+    "up": "echo running\n",
+    "down": "echo progress >&2; echo stopped\n",
+    "odd": "echo 'running fast'\n",
+    "failing": "echo running; exit 1\n",
+    # Hangs, and leaves a child holding the pipe: both must go.
+    "hangs": 'sleep 60 & echo "$$ $!" > "$GOKKU_ROOT/hangs.pids"; wait\n',
+}
+
+
+def test_list_asks_each_plugin_for_the_status_and_waits_only_so_long(gokku, tmp_path):
+    for name, body in STATUS_SCRIPTS.items():
+        tree = write_plugin(tmp_path / name, commands={"commands/status": body})
+        gokku.ok("plugins:add", str(tree))
+        gokku.ok("services:create", name, "--name", f"{name}-1")
+    started = time.monotonic()
+    listed = json.loads(gokku.ok("services:list", "--format", "json").stdout)
+    assert time.monotonic() - started < STATUS_SECONDS + 2
+    assert {s["name"]: s["status"] for s in listed} == {
+        "up-1": "running",
+        "down-1": "stopped",
+        "odd-1": "unknown",
+        "failing-1": "unknown",
+        "hangs-1": "unknown",
+    }
+    pids = [int(p) for p in (gokku.root / "hangs.pids").read_text().split()]
+    assert all(wait_gone(pid) for pid in pids), "the hanging status command was left running"
+    rows = [line.split() for line in gokku.ok("up:list").stdout.splitlines()]
+    assert rows[1][:4] == ["up-1", "up", "-", "running"]
 
 
 def test_info_and_logs_pass_arguments_through(gokku, service):

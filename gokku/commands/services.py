@@ -9,6 +9,10 @@ the same implementation, which refuses a service of another plugin.
 
 import contextlib
 import json
+import os
+import signal
+import subprocess
+import time
 
 from gokku import access, apps, keys, services
 from gokku.cmdline import parse
@@ -19,7 +23,7 @@ from gokku.context import Context
 from gokku.errors import GokkuError, NotFound, ScriptFailed, UsageError
 from gokku.names import check_env_key, check_name
 from gokku.plugins import registry
-from gokku.runner import run_script
+from gokku.runner import forward_to_group, run_script, spawn_captured
 from gokku.ssh.config import load as load_config
 
 FORCE = {"--force": "force", "-f": "force"}
@@ -134,33 +138,100 @@ def list_form(ctx: Context, plugin: registry.Plugin, verb: str, args: list[str])
 
 def _list(ctx: Context, fmt: str, plugin: registry.Plugin | None) -> int:
     """The services the caller may read (of ``plugin`` only, when given)."""
+    shown = [
+        s
+        for s in services.all_services(ctx.root)
+        if access.allows(ctx.request.identity, "service", s.name, access.READ)
+        and (plugin is None or s.plugin == plugin.name)
+    ]
+    statuses = _statuses(ctx, shown)
     records = [
         {
             "name": s.name,
             "plugin": s.plugin,
             # The record's version, else the one the plugin recorded (config.version).
             "version": s.data.get("version") or str(s.config.get("version") or ""),
+            "status": statuses[s.name],
             "linked_apps": s.data.get("linked_apps", []),
             "created_at": s.data.get("created_at", ""),
         }
-        for s in services.all_services(ctx.root)
-        if access.allows(ctx.request.identity, "service", s.name, access.READ)
-        and (plugin is None or s.plugin == plugin.name)
+        for s in shown
     ]
     ctx.listing(
         fmt,
         records,
         f"No {plugin.name} services" if plugin else "No services",
-        ["NAME", "PLUGIN", "VERSION", "LINKED APPS", "CREATED"],
+        ["NAME", "PLUGIN", "VERSION", "STATUS", "LINKED APPS", "CREATED"],
         lambda r: [
             r["name"],
             r["plugin"],
             r["version"] or "-",
+            r["status"],
             ",".join(r["linked_apps"]) or "-",
             r["created_at"],
         ],
     )
     return 0
+
+
+# services:list asks each plugin's ``status`` command, all at once, and waits this long
+# in all: a listing stays quick, and a plugin that hangs shows ``unknown``, not a hang.
+STATUS_SECONDS = 2.0
+STATUSES = ("running", "stopped")
+UNKNOWN = "unknown"
+NO_STATUS = "-"  # the plugin has no status command (or is no longer installed)
+
+
+def _statuses(ctx: Context, shown: list[services.Service]) -> dict[str, str]:
+    """Each service's status: ``running``/``stopped`` as its plugin says, ``unknown``
+    when the plugin fails, answers something else or is too slow, ``-`` without one."""
+    started = {s.name: _start_status(ctx, s) for s in shown}
+    _await_all([p for p in started.values() if p is not None], time.monotonic() + STATUS_SECONDS)
+    return {name: NO_STATUS if proc is None else _answer(proc) for name, proc in started.items()}
+
+
+def _start_status(ctx: Context, service: services.Service) -> subprocess.Popen | None:
+    try:
+        plugin = registry.load(ctx.root, service.plugin)
+    except NotFound:
+        return None
+    script = plugin.script("status")
+    if script is None:
+        return None
+    return spawn_captured(ctx, plugin, script, [service.name], _service_env(ctx, service.name))
+
+
+def _await_all(procs: list[subprocess.Popen], deadline: float) -> None:
+    """Wait until every status command has exited or the deadline has passed, then kill
+    each one's group: what still runs, and what a finished one left behind holding its
+    pipe. Each is reaped only after that, so its pid still names its group when killed."""
+    pending = list(procs)
+    while pending and time.monotonic() < deadline:
+        pending = [p for p in pending if not _exited(p)]
+        if pending:
+            time.sleep(0.01)
+    for proc in procs:
+        forward_to_group(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _exited(proc: subprocess.Popen) -> bool:
+    """Whether it has exited, without reaping it."""
+    return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def _answer(proc: subprocess.Popen) -> str:
+    """What a reaped status command wrote (its pipe holds all of it: nothing that could
+    write is left), when it exited 0 with one of STATUSES."""
+    fd = proc.stdout.fileno()
+    os.set_blocking(fd, False)
+    try:
+        out = os.read(fd, 4096)
+    except BlockingIOError:
+        out = b""
+    proc.stdout.close()
+    answer = out.decode("utf-8", "replace").strip()
+    return answer if proc.returncode == 0 and answer in STATUSES else UNKNOWN
 
 
 def _passthrough(ctx: Context, args: list[str], command: str) -> int:
