@@ -15,13 +15,13 @@ import subprocess
 import time
 
 from gokku import access, apps, keys, services
-from gokku.cmdline import parse
+from gokku.cmdline import Parsed, parse
 from gokku.commands import form_usage, read_assignments, usage_line
 from gokku.commands.doctor import report_cheap
 from gokku.commands.plugin_exec import authorize
 from gokku.context import Context
 from gokku.errors import GokkuError, NotFound, ScriptFailed, UsageError
-from gokku.names import check_env_key, check_name
+from gokku.names import check_alias, check_env_key, check_name
 from gokku.plugins import registry
 from gokku.runner import forward_to_group, run_script, spawn_captured
 from gokku.ssh.config import load as load_config
@@ -252,25 +252,32 @@ def logs(ctx: Context, args: list[str]) -> int:
     return _passthrough(ctx, args, "logs")
 
 
-def _link_args(ctx: Context, verb: str, args: list[str]) -> tuple[str, str, str]:
-    """``SVC -a APP [--env ENV]``."""
+ALIAS = {"--alias": "alias"}
+
+
+def _link_args(
+    ctx: Context, verb: str, args: list[str], more: dict[str, str] | None = None
+) -> tuple[str, str, str, Parsed]:
+    """``SVC -a APP [--env ENV]`` and the options ``more`` names (``--alias``)."""
     usage = usage_line(verb)
-    values = {"-a": "app", "--app": "app", **ENV}
+    values = {"-a": "app", "--app": "app", **ENV, **(more or {})}
     opts = parse(args, usage, values=values, min_args=1, max_args=1)
     app = opts.get("app", ctx.app)
     if not app:
         raise UsageError(f"missing -a APP; usage: {usage}")
-    return _link_target(ctx, opts.positional[0], app, opts.get("env"))
+    return (*_link_target(ctx, opts.positional[0], app, opts.get("env")), opts)
 
 
-def _form_link_args(ctx: Context, verb: str, args: list[str]) -> tuple[str, str, str]:
+def _form_link_args(
+    ctx: Context, verb: str, args: list[str], more: dict[str, str] | None = None
+) -> tuple[str, str, str, Parsed]:
     """Dokku's ``SVC APP [--env ENV]`` (the app from the global -a when not given)."""
     usage = form_usage(verb)
-    opts = parse(args, usage, values=ENV, min_args=1, max_args=2)
+    opts = parse(args, usage, values={**ENV, **(more or {})}, min_args=1, max_args=2)
     app = opts.positional[1] if len(opts.positional) == 2 else ctx.app
     if not app:
         raise UsageError(f"missing APP; usage: {usage}")
-    return _link_target(ctx, opts.positional[0], app, opts.get("env"))
+    return (*_link_target(ctx, opts.positional[0], app, opts.get("env")), opts)
 
 
 def _link_target(ctx: Context, name: str, app: str, env: str | None) -> tuple[str, str, str]:
@@ -280,6 +287,11 @@ def _link_target(ctx: Context, name: str, app: str, env: str | None) -> tuple[st
     access.require(ctx, "app", app, access.WRITE)
     access.require(ctx, "service", name, access.WRITE)
     return name, app, check_name("environment", env or apps.DEFAULT_ENV)
+
+
+def _alias(opts: Parsed) -> str | None:
+    alias = opts.get("alias")
+    return None if alias is None else check_alias(alias)
 
 
 def _hook(ctx: Context, name: str, hook: str, app: str, env: str) -> None:
@@ -292,44 +304,75 @@ def _hook(ctx: Context, name: str, hook: str, app: str, env: str) -> None:
 
 
 def link(ctx: Context, args: list[str]) -> int:
-    return _link(ctx, *_link_args(ctx, "services:link", args))
+    name, app, env, opts = _link_args(ctx, "services:link", args, ALIAS)
+    return _link(ctx, name, app, env, _alias(opts))
 
 
 def link_form(ctx: Context, plugin: registry.Plugin, verb: str, args: list[str]) -> int:
-    """``PLUGIN:link SVC APP``."""
-    return _link(ctx, *_form_link_args(ctx, verb, args), plugin)
+    """``PLUGIN:link SVC APP [--alias NAME]``."""
+    name, app, env, opts = _form_link_args(ctx, verb, args, ALIAS)
+    return _link(ctx, name, app, env, _alias(opts), plugin)
 
 
 def _link(
-    ctx: Context, name: str, app: str, env: str, expect: registry.Plugin | None = None
+    ctx: Context,
+    name: str,
+    app: str,
+    env: str,
+    alias: str | None,
+    expect: registry.Plugin | None = None,
 ) -> int:
-    if expect is not None:
-        _plugin_of(ctx, services.load(ctx.root, name), expect)
-    keys = services.link(ctx.root, name, app, env)
+    _expect_plugin(ctx, name, expect)
+    keys = services.link(ctx.root, name, app, env, alias)
     written = ", ".join(keys) or "no variables written (its plugin exports none)"
     ctx.info(f"Linked {name} to {app} ({env}): {written}")
     _hook(ctx, name, "post-link", app, env)
     return 0
 
 
+def _expect_plugin(ctx: Context, name: str, expect: registry.Plugin | None) -> None:
+    """A Dokku form acts only on its own plugin's services."""
+    if expect is not None:
+        _plugin_of(ctx, services.load(ctx.root, name), expect)
+
+
 def unlink(ctx: Context, args: list[str]) -> int:
-    return _unlink(ctx, *_link_args(ctx, "services:unlink", args))
+    return _unlink(ctx, *_link_args(ctx, "services:unlink", args)[:3])
 
 
 def unlink_form(ctx: Context, plugin: registry.Plugin, verb: str, args: list[str]) -> int:
     """``PLUGIN:unlink SVC APP``."""
-    return _unlink(ctx, *_form_link_args(ctx, verb, args), plugin)
+    return _unlink(ctx, *_form_link_args(ctx, verb, args)[:3], plugin)
 
 
 def _unlink(
     ctx: Context, name: str, app: str, env: str, expect: registry.Plugin | None = None
 ) -> int:
-    if expect is not None:
-        _plugin_of(ctx, services.load(ctx.root, name), expect)
+    _expect_plugin(ctx, name, expect)
     keys = services.unlink(ctx.root, name, app, env)
     removed = ", ".join(keys) or "no variables"
     ctx.info(f"Unlinked {name} from {app} ({env}): removed {removed}")
     _hook(ctx, name, "post-unlink", app, env)
+    return 0
+
+
+def promote(ctx: Context, args: list[str]) -> int:
+    return _promote(ctx, *_link_args(ctx, "services:promote", args)[:3])
+
+
+def promote_form(ctx: Context, plugin: registry.Plugin, verb: str, args: list[str]) -> int:
+    """``PLUGIN:promote SVC APP``."""
+    return _promote(ctx, *_form_link_args(ctx, verb, args)[:3], plugin)
+
+
+def _promote(
+    ctx: Context, name: str, app: str, env: str, expect: registry.Plugin | None = None
+) -> int:
+    _expect_plugin(ctx, name, expect)
+    done = services.promote(ctx.root, name, app, env)
+    ctx.info(f"Promoted {name} on {app} ({env}): {', '.join(done.keys)}")
+    for other, alias in done.kept.items():
+        ctx.info(f"{other} is kept under its alias {alias} ({alias}_*)")
     return 0
 
 
