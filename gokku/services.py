@@ -252,7 +252,7 @@ def _check_free(root: Root, app: str, env: str, keys: Iterable[str], ours: set[s
             )
 
 
-def _begin(service: Service, app: str, env: str, variables: dict[str, str], **how: Any) -> set:
+def _begin(service: Service, app: str, env: str, variables: dict[str, str], **how: Any) -> set[str]:
     """Record the link of SERVICE to APP/ENV as it is to be (``how``: alias, promoted),
     ``pending`` with every key it may write or leave, before the .env is touched: a
     change cut off in between is still recorded, so doing it again finishes it and
@@ -276,7 +276,9 @@ def _finish(service: Service, app: str, env: str, variables: dict[str, str]) -> 
     service.save()
 
 
-def _write(root: Root, app: str, env: str, drop: set, values: dict[str, str]) -> None:
+def _write(root: Root, app: str, env: str, drop: set[str], values: dict[str, str]) -> None:
+    """Drop DROP from APP/ENV's .env and set VALUES, in one locked write."""
+
     def change(current: dict[str, str]) -> None:
         for key in drop:
             current.pop(key, None)
@@ -336,7 +338,7 @@ def promote(root: Root, name: str, app: str, env: str) -> Promotion:
         plans.append((promoted, link["alias"], True))
         writes = [(s, link_variables(s, alias, primary=primary)) for s, alias, primary in plans]
         _check_free(root, app, env, _claims(writes), names)
-        stale: set = set()
+        stale: set[str] = set()
         for (service, alias, primary), (_, variables) in zip(plans, writes, strict=True):
             stale |= _begin(service, app, env, variables, alias=alias, promoted=primary)
         _write(root, app, env, stale, {k: v for _, vs in writes for k, v in vs.items()})
