@@ -12,8 +12,10 @@ from gokku.errors import UsageError
 
 NAME_PATTERN = "[a-z0-9][a-z0-9-]{0,62}"
 ENV_KEY_PATTERN = "[A-Za-z_][A-Za-z0-9_]*"
+ALIAS_PATTERN = "[A-Z][A-Z0-9_]*"
 _NAME = re.compile(NAME_PATTERN)
 _ENV_KEY = re.compile(ENV_KEY_PATTERN)
+_ALIAS = re.compile(ALIAS_PATTERN)
 
 
 def is_name(text: str) -> bool:
@@ -47,6 +49,22 @@ def check_env_key(key: str) -> str:
             "not starting with a digit"
         )
     return key
+
+
+def is_alias(text: str) -> bool:
+    """Whether ``text`` can prefix a link's variables (``REPORTS`` of ``REPORTS_URL``):
+    an uppercase variable name, without the ``_URL`` that the alias gives the URL."""
+    return _ALIAS.fullmatch(text) is not None and not text.endswith("_URL")
+
+
+def check_alias(alias: str) -> str:
+    """Return ``alias`` when ``is_alias``, else raise."""
+    if not is_alias(alias):
+        raise UsageError(
+            f"invalid alias {_shown(alias)}: use uppercase letters, digits and '_', starting "
+            "with a letter, without _URL (--alias REPORTS writes REPORTS_URL)"
+        )
+    return alias
 
 
 def _shown(text: str) -> str:

@@ -162,6 +162,29 @@ def run_script(
     return run(ctx, command, where, env, io, own_group)
 
 
+def spawn_captured(
+    ctx: Context,
+    plugin: Plugin,
+    script: Path,
+    args: list[str],
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.Popen:
+    """Start a plugin's ``script`` whose output Gokku reads itself (a service's status
+    for a listing): stdout a pipe, no stdin, stderr dropped (its progress lines are not
+    the answer), in its own process group so that the caller can kill all of it."""
+    install_helpers(ctx.root)
+    return subprocess.Popen(
+        ["bash", str(script), *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=script_cwd(ctx),
+        env=script_env(ctx, plugin, extra_env),
+        process_group=0,
+        close_fds=True,
+    )
+
+
 def run(
     ctx: Context,
     command: list[str],

@@ -3,7 +3,8 @@
 The record keeps Gokku's fields (name, plugin, container_id, running, linked_apps,
 created_at, config) and adds ``env`` (the variables the service gives to linked apps, set
 by its plugin through the ``set_service_env`` helper) and ``links`` (which variables each
-link wrote where, so unlink removes exactly those and a link can tell who owns a key).
+link wrote where, so unlink removes exactly those and a link can tell who owns a key; with
+the ``alias`` it was made under, and ``promoted`` when ``promote`` made it the primary one).
 """
 
 import contextlib
@@ -12,14 +13,14 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gokku import apps
 from gokku.errors import GokkuError, NotFound
-from gokku.names import check_name
+from gokku.names import check_name, is_alias
 from gokku.paths import Root
 from gokku.storage import fsync_dir, lock, read_json, write_json
 
@@ -197,6 +198,31 @@ def _redis_env(service: Service) -> dict[str, str]:
 _GOKKU_DERIVATIONS = {"postgres": _postgres_env, "redis": _redis_env}
 
 
+def aliased(variables: dict[str, str], alias: str) -> dict[str, str]:
+    """The variables under ALIAS, Dokku's ``--alias``: a name's first word is replaced
+    by the alias (``DATABASE_URL`` -> ``REPORTS_URL``, ``POSTGRES_HOST`` ->
+    ``REPORTS_HOST``; a name without ``_`` is prefixed: ``PORT`` -> ``REPORTS_PORT``),
+    so everything about that service on the app starts with the alias."""
+    result: dict[str, str] = {}
+    for key, value in variables.items():
+        new = f"{alias}_{key.partition('_')[2] or key}"
+        if new in result:
+            raise GokkuError(
+                f"alias {alias} would write two of the service's variables as {new}: "
+                "link it without an alias"
+            )
+        result[new] = value
+    return result
+
+
+def link_variables(service: Service, alias: str | None, primary: bool) -> dict[str, str]:
+    """What a link writes: the service's variables under their own names when it is the
+    app's primary one of them, under ALIAS when it has one (a promoted link: both)."""
+    variables = exported_env(service)
+    result = aliased(variables, alias) if alias else {}
+    return {**result, **variables} if primary else result
+
+
 def owners(root: Root, app: str, env: str) -> dict[str, str]:
     """Which service's link wrote each linked variable of APP/ENV (key -> service).
 
@@ -210,50 +236,169 @@ def owners(root: Root, app: str, env: str) -> dict[str, str]:
     return result
 
 
-def link(root: Root, name: str, app: str, env: str) -> list[str]:
-    """Write the service's variables into APP/ENV's .env; return the keys written.
+def _check_free(root: Root, app: str, env: str, keys: Iterable[str], ours: set[str]) -> None:
+    """Refuse unless each variable is unset, or written by a link of one of the services
+    ``ours`` (those whose links are being rewritten). Called under the app's lock."""
+    owned = owners(root, app, env)
+    current = apps.read_env(root, app, env)
+    for key in keys:
+        owner = owned.get(key)
+        if owner and owner not in ours:
+            raise GokkuError(f"{key} on app {app!r} belongs to service {owner!r}; unlink it first")
+        if not owner and key in current:
+            raise GokkuError(
+                f"{key} is already set on app {app!r}; unset it first "
+                f"(gokku config:unset -a {app} {key})"
+            )
 
-    Locks in the global order (app, then service) before anything is read. The service's
-    record is written first, marked ``pending``, then the .env, then the mark is cleared:
-    a link cut off in between is still recorded with every key it may have written, so
-    linking again finishes it and unlinking undoes it.
+
+def _begin(service: Service, app: str, env: str, variables: dict[str, str], **how: Any) -> set[str]:
+    """Record the link of SERVICE to APP/ENV as it is to be (``how``: alias, promoted),
+    ``pending`` with every key it may write or leave, before the .env is touched: a
+    change cut off in between is still recorded, so doing it again finishes it and
+    unlinking undoes it. Returns the keys the link had and no longer writes."""
+    previous = service.link_for(app, env)
+    stale = set(previous["keys"]) - set(variables) if previous else set()
+    if previous:
+        service.links.remove(previous)
+    record = {"app": app, "env": env, "keys": sorted(set(variables) | stale)}
+    record.update({k: v for k, v in how.items() if v})
+    service.links.append({**record, "pending": True})
+    service.save()
+    return stale
+
+
+def _finish(service: Service, app: str, env: str, variables: dict[str, str]) -> None:
+    """The .env is written: the link records exactly its keys, and is no longer pending."""
+    record = service.link_for(app, env)
+    record["keys"] = sorted(variables)
+    del record["pending"]
+    service.save()
+
+
+def _write(root: Root, app: str, env: str, drop: set[str], values: dict[str, str]) -> None:
+    """Drop DROP from APP/ENV's .env and set VALUES, in one locked write."""
+
+    def change(current: dict[str, str]) -> None:
+        for key in drop:
+            current.pop(key, None)
+        current.update(values)
+
+    apps.update_env(root, app, env, change)
+
+
+def link(root: Root, name: str, app: str, env: str, alias: str | None = None) -> list[str]:
+    """Write the service's variables into APP/ENV's .env, under ALIAS when given (the
+    app's primary link otherwise); return the keys written.
+
+    Locks in the global order (app, then service) before anything is read; the link is
+    recorded (``_begin``) before the .env is written.
     """
     check_name("environment", env)
     with apps.app_lock(root, app), service_lock(root, name):
         service = load(root, name)
         apps.require(root, app)
-        variables = exported_env(service)
-        previous = service.link_for(app, env)
-        owned = owners(root, app, env)
-        current = apps.read_env(root, app, env)
-        for key in variables:
-            owner = owned.get(key)
-            if owner and owner != name:
-                raise GokkuError(
-                    f"{key} on app {app!r} belongs to service {owner!r}; unlink it first"
-                )
-            if not owner and key in current:
-                raise GokkuError(
-                    f"{key} is already set on app {app!r}; unset it first "
-                    f"(gokku config:unset -a {app} {key})"
-                )
-        stale = set(previous["keys"]) - set(variables) if previous else set()
-        if previous:
-            service.links.remove(previous)
-        record = {"app": app, "env": env, "keys": sorted(set(variables) | stale), "pending": True}
-        service.links.append(record)
-        service.save()
-
-        def write(values: dict[str, str]) -> None:
-            for key in stale:
-                values.pop(key, None)
-            values.update(variables)
-
-        apps.update_env(root, app, env, write)
-        record["keys"] = sorted(variables)
-        del record["pending"]
-        service.save()
+        variables = link_variables(service, alias, primary=alias is None)
+        _check_free(root, app, env, variables, {name})
+        stale = _begin(service, app, env, variables, alias=alias)
+        _write(root, app, env, stale, variables)
+        _finish(service, app, env, variables)
         return sorted(variables)
+
+
+@dataclass
+class Promotion:
+    """What ``promote`` did: the keys the promoted link writes now, and the alias each
+    former primary service's variables are kept under."""
+
+    keys: list[str]
+    kept: dict[str, str]
+
+
+def promote(root: Root, name: str, app: str, env: str) -> Promotion:
+    """Make the service linked to APP/ENV under an alias the primary one, as Dokku's
+    ``postgres:promote``: its variables are also written under their own names
+    (``DATABASE_URL``...), and each service whose link wrote those names keeps its
+    variables under its own alias only (its service name in capitals when it had none).
+
+    Locks the app, then (under it no link to the app can change) every service
+    concerned, in name order; all their links are recorded before the .env is written.
+    """
+    check_name("environment", env)
+    with apps.app_lock(root, app), contextlib.ExitStack() as stack:
+        apps.require(root, app)
+        service = load(root, name)
+        link = _aliased_link(service, app, env)
+        names = {name, *_writers(root, app, env, set(exported_env(service)))}
+        for each in sorted(names):
+            stack.enter_context(service_lock(root, each))
+        promoted = load(root, name)
+        demoted = [load(root, each) for each in sorted(names - {name})]
+        plans = [(s, _kept_alias(s, app, env), False) for s in demoted]
+        plans.append((promoted, link["alias"], True))
+        writes = [(s, link_variables(s, alias, primary=primary)) for s, alias, primary in plans]
+        _check_free(root, app, env, _claims(writes), names)
+        stale: set[str] = set()
+        for (service, alias, primary), (_, variables) in zip(plans, writes, strict=True):
+            stale |= _begin(service, app, env, variables, alias=alias, promoted=primary)
+        _write(root, app, env, stale, {k: v for _, vs in writes for k, v in vs.items()})
+        for service, variables in writes:
+            _finish(service, app, env, variables)
+        kept = {s.name: alias for s, alias, _ in plans[:-1]}
+        return Promotion(sorted(writes[-1][1]), kept)
+
+
+def _writers(root: Root, app: str, env: str, keys: set[str]) -> list[str]:
+    """The services whose links to APP/ENV write (or, cut off, may write) any of KEYS."""
+    return [
+        s.name
+        for s in all_services(root)
+        if (link := s.link_for(app, env)) is not None and keys & set(link["keys"])
+    ]
+
+
+def _aliased_link(service: Service, app: str, env: str) -> dict[str, Any]:
+    """The service's link to APP/ENV, which must have an alias and not be promoted (but
+    a promotion that was cut off may be done again)."""
+    link = service.link_for(app, env)
+    if link is None:
+        raise GokkuError(f"service {service.name!r} is not linked to app {app!r} ({env})")
+    if not link.get("alias"):
+        raise GokkuError(
+            f"service {service.name!r} is linked to app {app!r} without an alias: "
+            "it is the primary one already"
+        )
+    if link.get("promoted") and not link.get("pending"):
+        raise GokkuError(f"service {service.name!r} is promoted on app {app!r} already")
+    return link
+
+
+def _kept_alias(service: Service, app: str, env: str) -> str:
+    """The alias a demoted service keeps its variables under: its link's, else its name
+    in capitals (``main-db`` -> ``MAIN_DB``)."""
+    alias = service.link_for(app, env).get("alias")
+    if alias:
+        return alias
+    derived = service.name.upper().replace("-", "_")
+    if not is_alias(derived):
+        raise GokkuError(
+            f"service {service.name!r} has no alias to keep its variables under on app "
+            f"{app!r}: link it again with --alias NAME first"
+        )
+    return derived
+
+
+def _claims(writes: list[tuple[Service, dict[str, str]]]) -> dict[str, str]:
+    """key -> the service that is to write it; two services may not claim one key."""
+    claims: dict[str, str] = {}
+    for service, variables in writes:
+        for key in variables:
+            if claims.setdefault(key, service.name) != service.name:
+                raise GokkuError(
+                    f"{key} would be written by both {claims[key]!r} and {service.name!r}: "
+                    f"link {claims[key]!r} again with another --alias first"
+                )
+    return claims
 
 
 def unlink(root: Root, name: str, app: str, env: str) -> list[str]:
@@ -267,12 +412,7 @@ def unlink(root: Root, name: str, app: str, env: str) -> list[str]:
             raise GokkuError(f"service {name!r} is not linked to app {app!r} ({env})")
         keys = list(record["keys"])
         if apps.exists(root, app):
-
-            def drop(values: dict[str, str]) -> None:
-                for key in keys:
-                    values.pop(key, None)
-
-            apps.update_env(root, app, env, drop)
+            _write(root, app, env, set(keys), {})
         service.links.remove(record)
         service.save()
         return keys

@@ -13,6 +13,7 @@ Two things make these tests different from the rest of the suite:
 
 import contextlib
 import fcntl
+import json
 import os
 import pty
 import re
@@ -95,6 +96,23 @@ def listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def human_bytes(count: int) -> str:
+    """A byte count as the helpers' meter writes it: binary units, one decimal, rounded."""
+    if count < 1024:
+        return f"{count} B"
+    unit, div = 0, 1
+    while unit < 4 and count >= div * 1024:
+        unit, div = unit + 1, div * 1024
+    tenths = (count * 10 + div // 2) // div
+    return f"{tenths // 10}.{tenths % 10} {('B', 'KiB', 'MiB', 'GiB', 'TiB')[unit]}"
+
+
+def statuses(gokku: Gokku) -> dict[str, str]:
+    """Each service's STATUS as ``services:list`` shows it (from the plugin's status)."""
+    listed = json.loads(gokku.ok("services:list", "--format", "json").stdout)
+    return {service["name"]: service["status"] for service in listed}
+
+
 def read_env(gokku: Gokku, app: str) -> dict[str, str]:
     """The variables in an app's .env (``KEY=VALUE`` lines)."""
     text = (gokku.root / "apps" / app / "shared" / ".env").read_text()
@@ -106,38 +124,54 @@ def run_in_pty(
     *args: str,
     stdin_tty: bool,
     stdout_tty: bool,
+    stderr_tty: bool = False,
     dialogue: tuple[tuple[bytes, bytes], ...] = (),
     cwd: Path = REPO,
+    out_rate: int = 0,
 ) -> Result:
-    """Run the CLI (in ``cwd``) with a real terminal (its controlling one) on stdin and/or stdout.
+    """Run the CLI (in ``cwd``) with a real terminal (its controlling one) on stdin,
+    stdout and/or stderr; what the terminal showed is the result's output of the streams
+    on it.
 
     ``dialogue``: (pattern, keystrokes) pairs; the keystrokes are typed once the output
     since the previous keystrokes matches the pattern (a regular expression), that is
     once the program prompts: programs that switch the terminal to raw mode discard what
-    was typed before. stderr stays a pipe, so what a command writes there cannot be
-    mistaken for its output. The command is killed if it is still there after a minute.
+    was typed before. stderr stays a pipe unless ``stderr_tty``, so what a command writes
+    there cannot be mistaken for its output. ``out_rate``: read a piped stdout at about
+    that many bytes per second, as a slow disk or network would. The command is killed if
+    it is still there after a minute.
     """
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    on_tty = (stdin_tty, stdout_tty, stderr_tty)
 
     def take_terminal() -> None:
         os.setsid()
-        fcntl.ioctl(0 if stdin_tty else 1, termios.TIOCSCTTY, 0)
+        fcntl.ioctl(on_tty.index(True), termios.TIOCSCTTY, 0)
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "gokku", *args],
         stdin=slave if stdin_tty else subprocess.DEVNULL,
         stdout=slave if stdout_tty else subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=slave if stderr_tty else subprocess.PIPE,
         env={**gokku.env, "TERM": "xterm"},
         cwd=cwd,
         preexec_fn=take_terminal,
     )
     os.close(slave)
     piped: dict[str, bytes] = {}
-    streams = {"err": proc.stderr} | ({} if stdout_tty else {"out": proc.stdout})
+    streams = {
+        key: stream
+        for key, stream, tty in (("out", proc.stdout, stdout_tty), ("err", proc.stderr, stderr_tty))
+        if not tty
+    }
     readers = [
-        threading.Thread(target=lambda k=key, s=stream: piped.update({k: s.read()}), daemon=True)
+        threading.Thread(
+            target=lambda k=key, s=stream: piped.update(
+                {k: _drain(s, out_rate if k == "out" else 0)}
+            ),
+            daemon=True,
+        )
         for key, stream in streams.items()
     ]
     for reader in readers:
@@ -169,7 +203,18 @@ def run_in_pty(
         os.close(master)
     for reader in readers:
         reader.join(timeout=10)
-    return Result(code, out if stdout_tty else piped["out"], piped["err"])
+    return Result(code, out if stdout_tty else piped["out"], out if stderr_tty else piped["err"])
+
+
+def _drain(stream, rate: int) -> bytes:
+    """Everything from ``stream``; at about ``rate`` bytes per second when given."""
+    if not rate:
+        return stream.read()
+    data = bytearray()
+    while chunk := stream.read1(16384):
+        data += chunk
+        time.sleep(len(chunk) / rate)
+    return bytes(data)
 
 
 def pg_dump_without_creation_time(dump: bytes) -> bytes:

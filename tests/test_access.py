@@ -144,6 +144,34 @@ def test_dokku_forms_need_the_grants_of_their_verbs(
     assert code == 0 and "no variables written" in err
 
 
+def test_alias_links_and_promote_need_write_on_the_app_and_on_the_service(
+    door: Door, gokku: Gokku, bob: KeyPair, estate: None
+) -> None:
+    commands = (
+        "services:link db -a api --alias X",
+        "t:link db api --alias X",
+        "services:promote db -a api",
+        "t:promote db api",
+    )
+
+    def refusals() -> list[str]:
+        before = gokku.snapshot()
+        results = [door.ssh(command, key=bob.path) for command in commands]
+        assert all(r.code == 1 and r.stderr.count("\n") == 1 for r in results)
+        changed = {k for k, v in gokku.snapshot().items() if before.get(k) != v}
+        assert changed == {"log/audit.log"}
+        return [r.stderr for r in results]
+
+    assert all("bob may not write app 'api'" in err for err in refusals())
+    gokku.ok("access:grant", "bob", "app:api")
+    gokku.ok("access:grant", "bob", "service:db", "--read")
+    assert all("bob may not write service 'db'" in err for err in refusals())
+    gokku.ok("access:grant", "bob", "service:db")
+    promoted = door.ssh("services:promote db -a api", key=bob.path)
+    assert promoted.stderr == " !     service 'db' is not linked to app 'api' (shared)\n"
+    assert door.ssh("services:link db -a api --alias X", key=bob.path).code == 0
+
+
 def test_member_is_refused_every_admin_and_internal_verb(
     door: Door, gokku: Gokku, bob: KeyPair, estate: None
 ) -> None:

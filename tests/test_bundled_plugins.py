@@ -25,6 +25,7 @@ def test_plugin_follows_the_contract_and_declares_its_streams(gokku, name: str) 
     record = json.loads((gokku.root / "plugins" / name / "config.json").read_text())
     assert record["commands_io"] == {
         "export": {"stdout": "binary", "access": "read"},
+        "status": {"access": "read"},
         "import": {"stdin": "data"},
         "connect": {"tty": "prefer"},
         "destroy": {"access": "admin"},

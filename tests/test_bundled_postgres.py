@@ -4,6 +4,7 @@ import glob
 import gzip
 import hashlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from bundled_support import (
     children,
+    human_bytes,
     listening,
     next_available_port,
     pg_dump_without_creation_time,
@@ -22,6 +24,7 @@ from bundled_support import (
     read_env,
     run_in_pty,
     server_pid,
+    statuses,
     wait_gone,
 )
 from conftest import Gokku
@@ -116,7 +119,7 @@ def test_round_trip_create_link_write_export_destroy_create_import(gk: Gokku) ->
     dump = exported.out
     assert len(dump) >= 10 * 1024 * 1024
     assert dump.startswith(b"PGDMP")
-    assert f"{len(dump)} bytes" in exported.stderr
+    assert f"-----> trip: {human_bytes(len(dump))} in " in exported.stderr
     # Byte for byte what pg_dump writes, but for the start time pg_dump puts in the header.
     direct = pg_dump_directly(env)
     assert dump[:16] == direct[:16] and len(dump) == len(direct)
@@ -152,7 +155,7 @@ def test_export_is_byte_exact_when_stdout_is_a_terminal(gk: Gokku, db: str) -> N
     assert pg_dump_without_creation_time(through_tty.out) == pg_dump_without_creation_time(
         through_pipe
     )
-    assert b"bytes in" in through_tty.err
+    assert re.search(rb"-----> db: \d+\.\d KiB in \d+\.\d s \(", through_tty.err)
     # 2>&1: progress written to stderr would land in the dump, so there is none.
     merged = subprocess.run(
         [sys.executable, "-m", "gokku", "pg:export", db],
@@ -164,6 +167,43 @@ def test_export_is_byte_exact_when_stdout_is_a_terminal(gk: Gokku, db: str) -> N
     assert pg_dump_without_creation_time(merged.stdout) == pg_dump_without_creation_time(
         through_pipe
     )
+
+
+# 768 rows of 4 KiB random bytes: 3 MiB that a custom-format dump cannot shrink.
+FILLER = """
+create table filler (id int primary key, body bytea not null);
+insert into filler
+  select g, decode(string_agg(md5(random()::text || g || i), ''), 'hex')
+  from generate_series(1, 768) g, generate_series(1, 256) i group by g;
+"""
+
+
+def test_export_shows_its_progress_every_second_on_a_terminal(gk: Gokku, db: str) -> None:
+    gk.ok("pg:connect", db, input=FILLER.encode())
+    try:  # stderr on a terminal, the dump going to a disk that takes 1 MiB a second
+        shown = run_in_pty(
+            gk, "pg:export", db, stdin_tty=False, stdout_tty=False, stderr_tty=True,
+            out_rate=1 << 20,
+        )  # fmt: skip
+        plain = gk.ok("pg:export", db)
+        quiet = gk.ok("--quiet", "pg:export", db)
+    finally:
+        gk.ok("pg:connect", db, input=b"drop table filler;")
+    assert shown.code == 0, shown.err
+    assert pg_dump_without_creation_time(shown.out) == pg_dump_without_creation_time(plain.out)
+    updates = re.findall(
+        rb"\r-----> db: (\d+\.\d MiB), [\d.]+ [KM]iB/s, [\d.]+ s\x1b\[K", shown.err
+    )
+    assert len(updates) >= 2 and updates == sorted(updates), shown.err
+    size = human_bytes(len(shown.out)).encode()
+    assert len(shown.out) > 3 << 20 and size.endswith(b" MiB")
+    assert re.search(
+        rb"\r\x1b\[K-----> db: " + size + rb" in [\d.]+ s \([\d.]+ [KM]iB/s\)\n$", shown.err
+    )
+    # Without a terminal, only how it went; with --quiet, nothing.
+    assert "\r" not in plain.stderr
+    assert plain.stderr.splitlines()[-1].startswith(f"-----> db: {size.decode()} in ")
+    assert quiet.err == b""
 
 
 def test_import_with_a_terminal_on_stdin_is_refused(gk: Gokku, db: str) -> None:
@@ -235,6 +275,8 @@ def test_stop_start_restart_and_services_start_all(gk: Gokku, db: str) -> None:
     gk.ok("pg:stop", db)
     assert wait_gone(first) and server_pid(service_dir) is None
     assert "Status:       stopped" in gk.ok("pg:info", db).stdout
+    assert gk.ok("pg:status", db).stdout == "stopped\n"
+    assert statuses(gk)[db] == "stopped"
     for command in ("export", "connect"):
         refused = gk(f"pg:{command}", db)
         assert refused.code == 1
@@ -243,6 +285,8 @@ def test_stop_start_restart_and_services_start_all(gk: Gokku, db: str) -> None:
         )
     gk.ok("services:start", "--all")  # what the boot unit runs
     assert sql(gk, db, "select count(*) from t") == "500"
+    assert gk.ok("pg:status", db).stdout == "running\n"
+    assert statuses(gk)[db] == "running"
     second = server_pid(service_dir)
     gk.ok("pg:restart", db)
     assert wait_gone(second) and server_pid(service_dir) not in (None, second)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from bundled_support import (
+    human_bytes,
     listening,
     next_available_port,
     rdb_without_aux,
@@ -19,6 +20,7 @@ from bundled_support import (
     read_env,
     run_in_pty,
     server_pid,
+    statuses,
     wait_gone,
 )
 from conftest import Gokku
@@ -99,7 +101,7 @@ def test_round_trip_create_link_write_export_destroy_create_import(
     exported = gk.ok("redis:export", "trip")
     rdb = exported.out
     assert len(rdb) >= 10 * 1024 * 1024
-    assert f"{len(rdb)} bytes" in exported.stderr
+    assert f"-----> trip: {human_bytes(len(rdb))} in " in exported.stderr
     assert rdb_is_sound(rdb, tmp_path)
     # The same data as redis-cli --rdb run by hand; only the AUX fields (creation time,
     # memory, replication offset) and the checksum over them differ between snapshots.
@@ -180,12 +182,15 @@ def test_stop_keeps_the_data_and_start_all_brings_it_back(gk: Gokku, cache: str)
     gk.ok("redis:stop", cache)
     assert wait_gone(pid)
     assert "Status:       stopped" in gk.ok("redis:info", cache).stdout
+    assert gk.ok("redis:status", cache).stdout == "stopped\n"
+    assert statuses(gk)[cache] == "stopped"
     for command in ("export", "connect", "import"):
         refused = gk(f"redis:{command}", cache, input=b"x")
         assert refused.code == 1
         assert f"service '{cache}' is stopped" in refused.stderr
     gk.ok("services:start", "--all")
     assert cli(gk, cache, "GET", "written-before-stop") == "yes"
+    assert statuses(gk)[cache] == "running"
     gk.ok("redis:restart", cache)
     assert cli(gk, cache, "GET", "written-before-stop") == "yes"
     gk.ok("redis:connect", cache, "DEL", "written-before-stop")

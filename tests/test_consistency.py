@@ -84,6 +84,33 @@ def test_a_link_killed_at_any_write_is_finished_or_undone(exporter: Gokku) -> No
         assert "URL" not in env_of(gokku)
 
 
+def test_a_promote_killed_at_any_write_is_finished_by_promoting_again(exporter: Gokku) -> None:
+    gokku = exporter
+    for name in ("old", "new"):
+        gokku.ok("services:create", "x", "--name", name)
+
+    def linked_again() -> None:
+        for name in ("old", "new"):
+            gokku("services:unlink", name, "-a", "api")
+        gokku.ok("services:link", "old", "-a", "api")
+        gokku.ok("services:link", "new", "-a", "api", "--alias", "NEW")
+
+    linked_again()
+    points = writes_of(gokku, "services:promote", "new", "-a", "api")
+    assert points == 5  # both records (pending), the .env, both records (done)
+    for n in range(1, points + 1):
+        linked_again()
+        assert killed_at_write(gokku, n, "services:promote", "new", "-a", "api") == -9
+        gokku.ok("services:promote", "new", "-a", "api")
+        assert env_of(gokku) == {"URL": "x://new", "NEW_URL": "x://new", "OLD_URL": "x://old"}
+        assert [(x["keys"], "pending" in x) for x in links_of(gokku, "old")] == [
+            (["OLD_URL"], False)
+        ]
+        assert [(x["keys"], "pending" in x) for x in links_of(gokku, "new")] == [
+            (["NEW_URL", "URL"], False)
+        ]
+
+
 def test_a_create_killed_at_any_write_is_undone_by_the_next(exporter: Gokku) -> None:
     gokku = exporter
     gokku.ok("services:create", "x", "--name", "first")  # installs the helpers' file

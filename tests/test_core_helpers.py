@@ -8,13 +8,15 @@ import json
 import re
 import socket
 import subprocess
+import sys
 import tarfile
 import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import write_plugin
+from bundled_support import run_in_pty
+from conftest import REPO, write_plugin
 
 
 @pytest.fixture
@@ -319,3 +321,48 @@ def test_destroying_a_service_frees_its_port_at_once(gokku, helpers):
     assert helpers("port_available", port).code == 0
     held = json.loads((gokku.root / "services" / ".held-ports.json").read_text())
     assert port not in held
+
+
+# 2.5 MiB in three bursts 1.2 s apart: a transfer long enough for two progress lines.
+SLOW = """
+{ head -c 1048576 /dev/zero; sleep 1.2; head -c 1048576 /dev/zero; sleep 1.2
+  head -c 524288 /dev/zero; } | meter slow "${1:-}" | wc -c
+"""
+SUMMARY = rb"-----> slow: 2\.5 MiB in 2\.\d s \(\d+\.\d [KM]iB/s\)\r?\n"  # \r: a terminal's
+
+
+@pytest.fixture
+def slow(gokku, tmp_path):
+    gokku.ok("plugins:add", str(write_plugin(tmp_path / "slow", commands={"commands/run": SLOW})))
+    return "slow:run"
+
+
+def test_meter_reports_every_second_on_a_terminal_with_the_total_when_known(gokku, slow):
+    known = run_in_pty(gokku, slow, "2621440", stdin_tty=False, stdout_tty=False, stderr_tty=True)
+    assert known.code == 0 and known.out == b"2621440\n"
+    updates = re.findall(rb"\r-----> slow: ([^\r\x1b]*)\x1b\[K", known.err)
+    assert len(updates) >= 2, known.err
+    assert re.fullmatch(rb"1\.0 MiB of 2\.5 MiB \(40%\), \d+\.\d [KM]iB/s, 1\.\d s", updates[0])
+    assert re.search(rb"\r\x1b\[K" + SUMMARY + rb"$", known.err), known.err
+    unknown = run_in_pty(gokku, slow, stdin_tty=False, stdout_tty=False, stderr_tty=True)
+    assert re.search(rb"\r-----> slow: 1\.0 MiB, \d+\.\d [KM]iB/s, 1\.\d s\x1b\[K", unknown.err)
+    quiet = run_in_pty(gokku, "--quiet", slow, stdin_tty=False, stdout_tty=False, stderr_tty=True)
+    assert (quiet.code, quiet.out, quiet.err) == (0, b"2621440\n", b"")
+
+
+def test_meter_without_a_terminal_says_only_how_it_went(gokku, slow):
+    result = gokku.ok(slow, "2621440")
+    assert result.out == b"2621440\n"
+    assert re.fullmatch(SUMMARY, result.err), result.err
+
+
+def test_input_size_is_the_size_of_a_file_on_stdin_and_nothing_for_a_pipe(gokku, helpers, tmp_path):
+    data = tmp_path / "data"
+    data.write_bytes(b"x" * 5000)
+    with open(data, "rb") as stdin:
+        as_file = subprocess.run(
+            [sys.executable, "-m", "gokku", "t:call", "input_size"],
+            stdin=stdin, capture_output=True, env=gokku.env, cwd=REPO, check=True,
+        )  # fmt: skip
+    assert as_file.stdout == b"5000\n"
+    assert helpers("input_size", input=b"x" * 5000).stdout == ""

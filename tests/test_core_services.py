@@ -1,9 +1,13 @@
 """Services: create, list, info, logs, link, unlink, destroy — and every refusal."""
 
 import json
+import time
 
 import pytest
+from bundled_support import wait_gone
 from conftest import write_plugin
+
+from gokku.commands.services import STATUS_SECONDS
 
 INSTALL = """
 echo "installing $1 version=[$2] SERVICE_NAME=$SERVICE_NAME"
@@ -68,12 +72,43 @@ def test_list_table_and_json(gokku, service):
     gokku.ok("apps:create", "api")
     gokku.ok("services:link", service, "-a", "api")
     table = gokku.ok("services:list").stdout.splitlines()
-    assert table[0].split() == ["NAME", "PLUGIN", "VERSION", "LINKED", "APPS", "CREATED"]
-    assert table[1].split()[:4] == ["c1", "cache", "7.2", "api"]
+    assert table[0].split() == ["NAME", "PLUGIN", "VERSION", "STATUS", "LINKED", "APPS", "CREATED"]
+    assert table[1].split()[:5] == ["c1", "cache", "7.2", "-", "api"]  # no status command
     listed = json.loads(gokku.ok("services:list", "--format", "json").stdout)
-    assert [(s["name"], s["plugin"], s["linked_apps"]) for s in listed] == [
-        ("c1", "cache", ["api"])
+    assert [(s["name"], s["plugin"], s["status"], s["linked_apps"]) for s in listed] == [
+        ("c1", "cache", "-", ["api"])
     ]
+
+
+STATUS_SCRIPTS = {
+    "up": "echo running\n",
+    "down": "echo progress >&2; echo stopped\n",
+    "odd": "echo 'running fast'\n",
+    "failing": "echo running; exit 1\n",
+    # Hangs, and leaves a child holding the pipe: both must go.
+    "hangs": 'sleep 60 & echo "$$ $!" > "$GOKKU_ROOT/hangs.pids"; wait\n',
+}
+
+
+def test_list_asks_each_plugin_for_the_status_and_waits_only_so_long(gokku, tmp_path):
+    for name, body in STATUS_SCRIPTS.items():
+        tree = write_plugin(tmp_path / name, commands={"commands/status": body})
+        gokku.ok("plugins:add", str(tree))
+        gokku.ok("services:create", name, "--name", f"{name}-1")
+    started = time.monotonic()
+    listed = json.loads(gokku.ok("services:list", "--format", "json").stdout)
+    assert time.monotonic() - started < STATUS_SECONDS + 2
+    assert {s["name"]: s["status"] for s in listed} == {
+        "up-1": "running",
+        "down-1": "stopped",
+        "odd-1": "unknown",
+        "failing-1": "unknown",
+        "hangs-1": "unknown",
+    }
+    pids = [int(p) for p in (gokku.root / "hangs.pids").read_text().split()]
+    assert all(wait_gone(pid) for pid in pids), "the hanging status command was left running"
+    rows = [line.split() for line in gokku.ok("up:list").stdout.splitlines()]
+    assert rows[1][:4] == ["up-1", "up", "-", "running"]
 
 
 def test_info_and_logs_pass_arguments_through(gokku, service):
@@ -274,7 +309,17 @@ def test_app_destroy_refuses_while_linked_and_force_unlinks(gokku, service):
         (["cache:create", "Bad"], 2, "invalid service name 'Bad'"),
         (["cache:create", "c1"], 1, "service 'c1' already exists"),
         (["cache:create", "x", "1", "2"], 2, "unexpected argument '2'"),
-        (["cache:link", "c1"], 2, "missing APP; usage: gokku cache:link SVC APP [--env ENV]"),
+        (["cache:link", "c1"], 2, "missing APP; usage: gokku cache:link SVC APP [--alias NAME]"),
+        (["services:link", "c1", "-a", "api", "--alias", "reports"], 2, "invalid alias 'reports'"),
+        (["services:link", "c1", "-a", "api", "--alias", "REPORTS_URL"], 2, "invalid alias"),
+        (["services:link", "c1", "-a", "api", "--alias", "1X"], 2, "invalid alias '1X'"),
+        (["services:link", "c1", "-a", "api", "--alias"], 2, "option --alias needs a value"),
+        (["cache:link", "c1", "api", "--alias", "A B"], 2, "invalid alias 'A B'"),
+        (["services:promote", "c1"], 2, "missing -a APP"),
+        (["services:promote", "c1", "-a", "api"], 1, "service 'c1' is not linked to app 'api'"),
+        (["services:promote", "c1", "-a", "api", "--alias", "X"], 2, "unknown option --alias"),
+        (["cache:promote", "c1"], 2, "missing APP; usage: gokku cache:promote SVC APP"),
+        (["cache:promote", "ghost", "api"], 1, "service 'ghost' does not exist"),
         (["cache:link", "c1", "ghost"], 1, "app 'ghost' does not exist"),
         (["cache:link", "ghost", "api"], 1, "service 'ghost' does not exist"),
         (["cache:link", "c1", "api", "-a", "BLUE"], 2, "unknown option -a"),
@@ -354,3 +399,129 @@ def test_a_plugins_own_script_of_that_name_wins(gokku, tmp_path):
     assert (gokku.root / "services" / "o1" / "config.json").is_file()
     assert gokku.ok("own:list").stdout == "own list\n"
     assert gokku.ok("own:info", "o1").stdout == "info o1\n"
+
+
+# A Gokku-style postgres plugin: Gokku derives DATABASE_URL and POSTGRES_* from its config.
+PG_INSTALL = """
+update_service_config "$1" user "u-$1"
+update_service_config "$1" password "p-$1"
+update_service_config "$1" port "$(get_next_port 19500)"
+update_service_config "$1" database "$1"
+"""
+
+
+@pytest.fixture
+def databases(gokku, tmp_path):
+    """Two databases, main (linked to api the usual way) and reports, and their URLs."""
+    gokku.ok("plugins:add", str(write_plugin(tmp_path / "gokku-postgres", install=PG_INSTALL)))
+    gokku.ok("apps:create", "api")
+    urls = {}
+    for port, name in enumerate(("main", "reports"), start=19500):
+        gokku.ok("services:create", "postgres", "--name", name)
+        urls[name] = f"postgres://u-{name}:p-{name}@localhost:{port}/{name}"
+    gokku.ok("config:set", "-a", "api", "OTHER=kept")
+    gokku.ok("services:link", "main", "-a", "api")
+    return urls
+
+
+def test_a_link_under_an_alias_writes_its_variables_under_it(gokku, databases):
+    result = gokku.ok("services:link", "reports", "-a", "api", "--alias", "REPORTS")
+    assert "REPORTS_URL" in result.stderr
+    env = env_of(gokku, "api")
+    assert env["DATABASE_URL"] == databases["main"]
+    assert {k: v for k, v in env.items() if k.startswith("REPORTS_")} == {
+        "REPORTS_URL": databases["reports"],
+        "REPORTS_HOST": "localhost",
+        "REPORTS_PORT": "19501",
+        "REPORTS_USER": "u-reports",
+        "REPORTS_PASSWORD": "p-reports",
+        "REPORTS_DB": "reports",
+    }
+    assert record(gokku, "reports")["links"] == [
+        {
+            "app": "api",
+            "env": "shared",
+            "alias": "REPORTS",
+            "keys": [k for k in sorted(env) if k.startswith("REPORTS_")],
+        }
+    ]
+    gokku.ok("services:unlink", "reports", "-a", "api")
+    assert set(env_of(gokku, "api")) == {"OTHER", "DATABASE_URL", *(f"POSTGRES_{k}" for k in (
+        "HOST", "PORT", "USER", "PASSWORD", "DB"))}  # fmt: skip
+    gokku.ok("postgres:link", "reports", "api", "--alias", "BLUE_DATABASE")  # Dokku's form
+    assert env_of(gokku, "api")["BLUE_DATABASE_URL"] == databases["reports"]
+
+
+def test_promote_makes_an_aliased_link_the_primary_and_keeps_the_former_under_an_alias(
+    gokku, databases
+):
+    gokku.ok("services:link", "reports", "-a", "api", "--alias", "REPORTS")
+    result = gokku.ok("services:promote", "reports", "-a", "api")
+    assert "main is kept under its alias MAIN (MAIN_*)" in result.stderr
+    env = env_of(gokku, "api")
+    assert env["DATABASE_URL"] == env["REPORTS_URL"] == databases["reports"]
+    assert env["POSTGRES_DB"] == env["REPORTS_DB"] == "reports"
+    assert env["MAIN_URL"] == databases["main"] and env["MAIN_PASSWORD"] == "p-main"
+    assert env["OTHER"] == "kept" and len(env) == 1 + 6 + 6 + 6
+    before = gokku.snapshot()
+    again = gokku("services:promote", "reports", "-a", "api")
+    assert (again.code, again.stderr) == (
+        1,
+        " !     service 'reports' is promoted on app 'api' already\n",
+    )
+    assert gokku.snapshot() == before
+    # Back the other way, through Dokku's form: reports keeps only its REPORTS_*.
+    gokku.ok("postgres:promote", "main", "api")
+    env = env_of(gokku, "api")
+    assert env["DATABASE_URL"] == env["MAIN_URL"] == databases["main"]
+    assert env["REPORTS_URL"] == databases["reports"] and len(env) == 1 + 6 + 6 + 6
+    # Each unlink takes exactly its own variables.
+    gokku.ok("services:unlink", "main", "-a", "api")
+    assert set(env_of(gokku, "api")) == {"OTHER", *(k for k in env if k.startswith("REPORTS_"))}
+    gokku.ok("services:unlink", "reports", "-a", "api")
+    assert env_of(gokku, "api") == {"OTHER": "kept"}
+
+
+def test_alias_and_promote_refusals_change_nothing(gokku, databases, tmp_path):
+    gokku.ok("services:create", "postgres", "--name", "9db")
+    gokku.ok("config:set", "-a", "api", "TAKEN_URL=mine")
+    two_urls = 'set_service_env "$1" A_URL a; set_service_env "$1" B_URL b\n'
+    gokku.ok("plugins:add", str(write_plugin(tmp_path / "twice", install=two_urls)))
+    gokku.ok("services:create", "twice", "--name", "t1")
+    attempts = [
+        (["services:link", "reports", "-a", "api", "--alias", "TAKEN"], "TAKEN_URL is already set"),
+        (["services:link", "reports", "-a", "api", "--alias", "MAIN"], None),  # then refused:
+        (["services:link", "9db", "-a", "api", "--alias", "MAIN"], "MAIN_URL on app 'api' belongs"),
+        (["services:promote", "main", "-a", "api"], "without an alias: it is the primary one"),
+        (
+            ["services:promote", "reports", "-a", "api"],
+            "MAIN_URL would be written by both 'main' and 'reports'",
+        ),
+        (["services:link", "t1", "-a", "api", "--alias", "X"], "would write two of the"),
+    ]
+    for args, message in attempts:
+        if message is None:
+            gokku.ok(*args)
+            continue
+        before = gokku.snapshot()
+        result = gokku(*args)
+        assert result.code == 1 and message in result.stderr, (args, result.stderr)
+        assert result.stderr.count("\n") == 1
+        assert gokku.snapshot() == before
+    # A former primary whose name makes no variable name needs an alias of its own first.
+    gokku.ok("services:unlink", "main", "-a", "api")
+    gokku.ok("services:unlink", "reports", "-a", "api")
+    gokku.ok("services:link", "9db", "-a", "api")
+    gokku.ok("services:link", "reports", "-a", "api", "--alias", "REPORTS")
+    before = gokku.snapshot()
+    result = gokku("services:promote", "reports", "-a", "api")
+    assert result.code == 1 and "service '9db' has no alias to keep its variables" in result.stderr
+    assert gokku.snapshot() == before
+    # Nor may the alias a former primary is kept under overwrite a variable you set.
+    gokku.ok("services:unlink", "9db", "-a", "api")
+    gokku.ok("services:link", "main", "-a", "api")
+    gokku.ok("config:set", "-a", "api", "MAIN_HOST=mine")
+    before = gokku.snapshot()
+    result = gokku("services:promote", "reports", "-a", "api")
+    assert result.code == 1 and "MAIN_HOST is already set on app 'api'" in result.stderr
+    assert gokku.snapshot() == before

@@ -87,7 +87,7 @@ def test_dokku_forms_print_their_usage_as_typed(gokku: Gokku, bundled: None) -> 
     assert result.stdout.startswith("Usage: gokku pg:create SVC [VERSION]\n")
     assert not (gokku.root / "services" / "db").exists()
     assert gokku.ok("redis:link", "-h").stdout.startswith(
-        "Usage: gokku redis:link SVC APP [--env ENV]\n"
+        "Usage: gokku redis:link SVC APP [--alias NAME] [--env ENV]\n"
     )
 
 

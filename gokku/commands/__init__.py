@@ -118,8 +118,15 @@ BUILTINS: dict[str, Builtin] = {
             (
                 "services:link",
                 "link",
-                "services:link SVC -a APP [--env ENV]",
-                "Write a service's variables into an app's .env",
+                "services:link SVC -a APP [--alias NAME] [--env ENV]",
+                "Write a service's variables into an app's .env (under NAME_*: --alias)",
+                GRANTED,
+            ),
+            (
+                "services:promote",
+                "promote",
+                "services:promote SVC -a APP [--env ENV]",
+                "Make a service linked under an alias the app's primary one (DATABASE_URL...)",
                 GRANTED,
             ),
             (
@@ -408,8 +415,15 @@ PLUGIN_FORMS: dict[str, Builtin] = _table(
         (
             "link",
             "link_form",
-            "PLUGIN:link SVC APP [--env ENV]",
+            "PLUGIN:link SVC APP [--alias NAME] [--env ENV]",
             "Write a service's variables into an app's .env (services:link)",
+            GRANTED,
+        ),
+        (
+            "promote",
+            "promote_form",
+            "PLUGIN:promote SVC APP [--env ENV]",
+            "Make a service linked under an alias the app's primary one (services:promote)",
             GRANTED,
         ),
         (

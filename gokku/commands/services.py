@@ -9,17 +9,21 @@ the same implementation, which refuses a service of another plugin.
 
 import contextlib
 import json
+import os
+import signal
+import subprocess
+import time
 
 from gokku import access, apps, confirm, keys, services
-from gokku.cmdline import parse
+from gokku.cmdline import Parsed, parse
 from gokku.commands import form_usage, read_assignments, usage_line
 from gokku.commands.doctor import report_cheap
 from gokku.commands.plugin_exec import authorize
 from gokku.context import Context
 from gokku.errors import GokkuError, NotFound, ScriptFailed, UsageError
-from gokku.names import check_env_key, check_name
+from gokku.names import check_alias, check_env_key, check_name
 from gokku.plugins import registry
-from gokku.runner import run_script
+from gokku.runner import forward_to_group, run_script, spawn_captured
 from gokku.ssh.config import load as load_config
 
 FORCE = {"--force": "force", "-f": "force"}
@@ -134,33 +138,100 @@ def list_form(ctx: Context, plugin: registry.Plugin, verb: str, args: list[str])
 
 def _list(ctx: Context, fmt: str, plugin: registry.Plugin | None) -> int:
     """The services the caller may read (of ``plugin`` only, when given)."""
+    shown = [
+        s
+        for s in services.all_services(ctx.root)
+        if access.allows(ctx.request.identity, "service", s.name, access.READ)
+        and (plugin is None or s.plugin == plugin.name)
+    ]
+    statuses = _statuses(ctx, shown)
     records = [
         {
             "name": s.name,
             "plugin": s.plugin,
             # The record's version, else the one the plugin recorded (config.version).
             "version": s.data.get("version") or str(s.config.get("version") or ""),
+            "status": statuses[s.name],
             "linked_apps": s.data.get("linked_apps", []),
             "created_at": s.data.get("created_at", ""),
         }
-        for s in services.all_services(ctx.root)
-        if access.allows(ctx.request.identity, "service", s.name, access.READ)
-        and (plugin is None or s.plugin == plugin.name)
+        for s in shown
     ]
     ctx.listing(
         fmt,
         records,
         f"No {plugin.name} services" if plugin else "No services",
-        ["NAME", "PLUGIN", "VERSION", "LINKED APPS", "CREATED"],
+        ["NAME", "PLUGIN", "VERSION", "STATUS", "LINKED APPS", "CREATED"],
         lambda r: [
             r["name"],
             r["plugin"],
             r["version"] or "-",
+            r["status"],
             ",".join(r["linked_apps"]) or "-",
             r["created_at"],
         ],
     )
     return 0
+
+
+# services:list asks each plugin's ``status`` command, all at once, and waits this long
+# in all: a listing stays quick, and a plugin that hangs shows ``unknown``, not a hang.
+STATUS_SECONDS = 2.0
+STATUSES = ("running", "stopped")
+UNKNOWN = "unknown"
+NO_STATUS = "-"  # the plugin has no status command (or is no longer installed)
+
+
+def _statuses(ctx: Context, shown: list[services.Service]) -> dict[str, str]:
+    """Each service's status: ``running``/``stopped`` as its plugin says, ``unknown``
+    when the plugin fails, answers something else or is too slow, ``-`` without one."""
+    started = {s.name: _start_status(ctx, s) for s in shown}
+    _await_all([p for p in started.values() if p is not None], time.monotonic() + STATUS_SECONDS)
+    return {name: NO_STATUS if proc is None else _answer(proc) for name, proc in started.items()}
+
+
+def _start_status(ctx: Context, service: services.Service) -> subprocess.Popen | None:
+    try:
+        plugin = registry.load(ctx.root, service.plugin)
+    except NotFound:
+        return None
+    script = plugin.script("status")
+    if script is None:
+        return None
+    return spawn_captured(ctx, plugin, script, [service.name], _service_env(ctx, service.name))
+
+
+def _await_all(procs: list[subprocess.Popen], deadline: float) -> None:
+    """Wait until every status command has exited or the deadline has passed, then kill
+    each one's group: what still runs, and what a finished one left behind holding its
+    pipe. Each is reaped only after that, so its pid still names its group when killed."""
+    pending = list(procs)
+    while pending and time.monotonic() < deadline:
+        pending = [p for p in pending if not _exited(p)]
+        if pending:
+            time.sleep(0.01)
+    for proc in procs:
+        forward_to_group(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _exited(proc: subprocess.Popen) -> bool:
+    """Whether it has exited, without reaping it."""
+    return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def _answer(proc: subprocess.Popen) -> str:
+    """What a reaped status command wrote (its pipe holds all of it: nothing that could
+    write is left), when it exited 0 with one of STATUSES."""
+    fd = proc.stdout.fileno()
+    os.set_blocking(fd, False)
+    try:
+        out = os.read(fd, 4096)
+    except BlockingIOError:
+        out = b""
+    proc.stdout.close()
+    answer = out.decode("utf-8", "replace").strip()
+    return answer if proc.returncode == 0 and answer in STATUSES else UNKNOWN
 
 
 def _passthrough(ctx: Context, args: list[str], command: str) -> int:
@@ -181,25 +252,32 @@ def logs(ctx: Context, args: list[str]) -> int:
     return _passthrough(ctx, args, "logs")
 
 
-def _link_args(ctx: Context, verb: str, args: list[str]) -> tuple[str, str, str]:
-    """``SVC -a APP [--env ENV]``."""
+ALIAS = {"--alias": "alias"}
+
+
+def _link_args(
+    ctx: Context, verb: str, args: list[str], more: dict[str, str] | None = None
+) -> tuple[str, str, str, Parsed]:
+    """``SVC -a APP [--env ENV]`` and the options ``more`` names (``--alias``)."""
     usage = usage_line(verb)
-    values = {"-a": "app", "--app": "app", **ENV}
+    values = {"-a": "app", "--app": "app", **ENV, **(more or {})}
     opts = parse(args, usage, values=values, min_args=1, max_args=1)
     app = opts.get("app", ctx.app)
     if not app:
         raise UsageError(f"missing -a APP; usage: {usage}")
-    return _link_target(ctx, opts.positional[0], app, opts.get("env"))
+    return (*_link_target(ctx, opts.positional[0], app, opts.get("env")), opts)
 
 
-def _form_link_args(ctx: Context, verb: str, args: list[str]) -> tuple[str, str, str]:
+def _form_link_args(
+    ctx: Context, verb: str, args: list[str], more: dict[str, str] | None = None
+) -> tuple[str, str, str, Parsed]:
     """Dokku's ``SVC APP [--env ENV]`` (the app from the global -a when not given)."""
     usage = form_usage(verb)
-    opts = parse(args, usage, values=ENV, min_args=1, max_args=2)
+    opts = parse(args, usage, values={**ENV, **(more or {})}, min_args=1, max_args=2)
     app = opts.positional[1] if len(opts.positional) == 2 else ctx.app
     if not app:
         raise UsageError(f"missing APP; usage: {usage}")
-    return _link_target(ctx, opts.positional[0], app, opts.get("env"))
+    return (*_link_target(ctx, opts.positional[0], app, opts.get("env")), opts)
 
 
 def _link_target(ctx: Context, name: str, app: str, env: str | None) -> tuple[str, str, str]:
@@ -209,6 +287,11 @@ def _link_target(ctx: Context, name: str, app: str, env: str | None) -> tuple[st
     access.require(ctx, "app", app, access.WRITE)
     access.require(ctx, "service", name, access.WRITE)
     return name, app, check_name("environment", env or apps.DEFAULT_ENV)
+
+
+def _alias(opts: Parsed) -> str | None:
+    alias = opts.get("alias")
+    return None if alias is None else check_alias(alias)
 
 
 def _hook(ctx: Context, name: str, hook: str, app: str, env: str) -> None:
@@ -221,44 +304,75 @@ def _hook(ctx: Context, name: str, hook: str, app: str, env: str) -> None:
 
 
 def link(ctx: Context, args: list[str]) -> int:
-    return _link(ctx, *_link_args(ctx, "services:link", args))
+    name, app, env, opts = _link_args(ctx, "services:link", args, ALIAS)
+    return _link(ctx, name, app, env, _alias(opts))
 
 
 def link_form(ctx: Context, plugin: registry.Plugin, verb: str, args: list[str]) -> int:
-    """``PLUGIN:link SVC APP``."""
-    return _link(ctx, *_form_link_args(ctx, verb, args), plugin)
+    """``PLUGIN:link SVC APP [--alias NAME]``."""
+    name, app, env, opts = _form_link_args(ctx, verb, args, ALIAS)
+    return _link(ctx, name, app, env, _alias(opts), plugin)
 
 
 def _link(
-    ctx: Context, name: str, app: str, env: str, expect: registry.Plugin | None = None
+    ctx: Context,
+    name: str,
+    app: str,
+    env: str,
+    alias: str | None,
+    expect: registry.Plugin | None = None,
 ) -> int:
-    if expect is not None:
-        _plugin_of(ctx, services.load(ctx.root, name), expect)
-    keys = services.link(ctx.root, name, app, env)
+    _expect_plugin(ctx, name, expect)
+    keys = services.link(ctx.root, name, app, env, alias)
     written = ", ".join(keys) or "no variables written (its plugin exports none)"
     ctx.info(f"Linked {name} to {app} ({env}): {written}")
     _hook(ctx, name, "post-link", app, env)
     return 0
 
 
+def _expect_plugin(ctx: Context, name: str, expect: registry.Plugin | None) -> None:
+    """A Dokku form acts only on its own plugin's services."""
+    if expect is not None:
+        _plugin_of(ctx, services.load(ctx.root, name), expect)
+
+
 def unlink(ctx: Context, args: list[str]) -> int:
-    return _unlink(ctx, *_link_args(ctx, "services:unlink", args))
+    return _unlink(ctx, *_link_args(ctx, "services:unlink", args)[:3])
 
 
 def unlink_form(ctx: Context, plugin: registry.Plugin, verb: str, args: list[str]) -> int:
     """``PLUGIN:unlink SVC APP``."""
-    return _unlink(ctx, *_form_link_args(ctx, verb, args), plugin)
+    return _unlink(ctx, *_form_link_args(ctx, verb, args)[:3], plugin)
 
 
 def _unlink(
     ctx: Context, name: str, app: str, env: str, expect: registry.Plugin | None = None
 ) -> int:
-    if expect is not None:
-        _plugin_of(ctx, services.load(ctx.root, name), expect)
+    _expect_plugin(ctx, name, expect)
     keys = services.unlink(ctx.root, name, app, env)
     removed = ", ".join(keys) or "no variables"
     ctx.info(f"Unlinked {name} from {app} ({env}): removed {removed}")
     _hook(ctx, name, "post-unlink", app, env)
+    return 0
+
+
+def promote(ctx: Context, args: list[str]) -> int:
+    return _promote(ctx, *_link_args(ctx, "services:promote", args)[:3])
+
+
+def promote_form(ctx: Context, plugin: registry.Plugin, verb: str, args: list[str]) -> int:
+    """``PLUGIN:promote SVC APP``."""
+    return _promote(ctx, *_form_link_args(ctx, verb, args)[:3], plugin)
+
+
+def _promote(
+    ctx: Context, name: str, app: str, env: str, expect: registry.Plugin | None = None
+) -> int:
+    _expect_plugin(ctx, name, expect)
+    done = services.promote(ctx.root, name, app, env)
+    ctx.info(f"Promoted {name} on {app} ({env}): {', '.join(done.keys)}")
+    for other, alias in done.kept.items():
+        ctx.info(f"{other} is kept under its alias {alias} ({alias}_*)")
     return 0
 
 

@@ -412,38 +412,105 @@ keep_stdout_clean() {
   fi
 }
 
-# meter WHAT: copy stdin to stdout byte for byte, and say on stderr how it goes: a line
-# every 10 seconds and the total at the end. Long transfers over SSH otherwise look hung.
+# meter WHAT [TOTAL]: copy stdin to stdout byte for byte, and say on stderr how it goes.
+# Long transfers over SSH otherwise look hung. On a terminal, a line rewritten every
+# second: bytes so far, rate, elapsed time, and "of TOTAL (NN%)" when the caller knows how
+# many bytes to expect (TOTAL, e.g. from input_size). At the end one line always, in
+# human units ("db: 12.3 MiB in 4.0 s (3.1 MiB/s)"); nothing under --quiet.
 # dd copies exactly what it reads (it pads only when asked to) and, on SIGUSR1, reports
 # how many bytes went through.
 meter() {
-  local what="$1" stats started dd_pid tick finished status=0
+  local what="$1" total="${2:-}" stats dd_pid tick finished status=0 started
+  [[ "$total" =~ ^[1-9][0-9]*$ ]] || total=""
   stats=$(mktemp)
-  started=$SECONDS
+  started=${EPOCHREALTIME//[!0-9]/}
   dd bs=1M <&0 2>"$stats" &
   dd_pid=$!
-  while :; do
-    sleep 10 &
-    tick=$!
-    wait -n -p finished "$dd_pid" "$tick" || status=$?
-    [ "$finished" = "$dd_pid" ] && break
-    status=0
-    kill -USR1 "$dd_pid" 2>/dev/null || true
-    sleep 0.1
-    say "$what: $(_meter_bytes "$stats") bytes so far ($((SECONDS - started)) s)"
-  done
-  kill "$tick" 2>/dev/null || true
+  if [ -t 2 ] && [ -z "${GOKKU_QUIET:-}" ]; then
+    while :; do
+      sleep 1 &
+      tick=$!
+      wait -n -p finished "$dd_pid" "$tick" || status=$?
+      [ "$finished" = "$dd_pid" ] && break
+      status=0
+      kill -USR1 "$dd_pid" 2>/dev/null || true
+      sleep 0.05 # dd writes its report when it gets to it
+      printf '\r-----> %s: %s\033[K' "$what" \
+        "$(_meter_progress "$(_meter_bytes "$stats")" "$total" "$started")" >&2
+    done
+    kill "$tick" 2>/dev/null || true
+  else
+    wait "$dd_pid" || status=$?
+  fi
   if [ "$status" -ne 0 ]; then
     grep "^dd:" "$stats" >&2 || true
     rm -f "$stats"
     return "$status"
   fi
-  say "$what: $(_meter_bytes "$stats") bytes in $((SECONDS - started)) s"
+  # On a terminal the line starts at the left edge, over the last progress line (an
+  # export's terminal is raw: a newline before it did not return the carriage).
+  [ ! -t 2 ] || [ -n "${GOKKU_QUIET:-}" ] || printf '\r\033[K' >&2
+  say "$what: $(_meter_summary "$(_meter_bytes "$stats")" "$started")"
   rm -f "$stats"
 }
 
+# input_size: the size in bytes of this script's stdin when it is a file (gokku
+# pg:import db < db.dump on the server), for meter's TOTAL; nothing for a pipe.
+input_size() {
+  if [ -f /dev/stdin ]; then
+    stat -L -c %s /dev/stdin
+  fi
+}
+
 _meter_bytes() {
-  sed -n 's/^\([0-9][0-9]*\) bytes.*/\1/p' "$1" | tail -n 1
+  local bytes
+  bytes=$(sed -n 's/^\([0-9][0-9]*\) bytes.*/\1/p' "$1" | tail -n 1)
+  printf '%s\n' "${bytes:-0}"
+}
+
+# _meter_progress BYTES TOTAL START_US: "45.2 MiB of 120.0 MiB (37%), 11.3 MiB/s, 4.0 s".
+_meter_progress() {
+  local elapsed=$((${EPOCHREALTIME//[!0-9]/} - $3)) of=""
+  [ -z "$2" ] || of=" of $(_meter_human "$2") ($(($1 * 100 / $2))%)"
+  printf '%s%s, %s/s, %s\n' "$(_meter_human "$1")" "$of" \
+    "$(_meter_human "$(_meter_rate "$1" "$elapsed")")" "$(_meter_seconds "$elapsed")"
+}
+
+# _meter_summary BYTES START_US: "12.3 MiB in 4.0 s (3.1 MiB/s)".
+_meter_summary() {
+  local elapsed=$((${EPOCHREALTIME//[!0-9]/} - $2))
+  printf '%s in %s (%s/s)\n' "$(_meter_human "$1")" "$(_meter_seconds "$elapsed")" \
+    "$(_meter_human "$(_meter_rate "$1" "$elapsed")")"
+}
+
+# _meter_rate BYTES MICROSECONDS: bytes per second.
+_meter_rate() {
+  printf '%d\n' $(($1 * 1000000 / ($2 > 0 ? $2 : 1)))
+}
+
+# _meter_human BYTES: "512 B", "12.3 MiB" (binary units, one decimal, rounded).
+_meter_human() {
+  local bytes=$1 unit=0 div=1 tenths
+  local -a units=(B KiB MiB GiB TiB)
+  while ((unit < 4 && bytes >= div * 1024)); do
+    ((div *= 1024, unit++))
+  done
+  if ((unit == 0)); then
+    printf '%d B\n' "$bytes"
+    return
+  fi
+  tenths=$(((bytes * 10 + div / 2) / div))
+  printf '%d.%d %s\n' $((tenths / 10)) $((tenths % 10)) "${units[unit]}"
+}
+
+# _meter_seconds MICROSECONDS: "0.4 s", "12.0 s", "754 s" (tenths below 100 s).
+_meter_seconds() {
+  local tenths=$((($1 + 50000) / 100000))
+  if ((tenths < 1000)); then
+    printf '%d.%d s\n' $((tenths / 10)) $((tenths % 10))
+  else
+    printf '%d s\n' $((tenths / 10))
+  fi
 }
 
 fi
