@@ -231,6 +231,12 @@ APP_NAMED: dict[str, Callable[[list[str]], bool]] = {
     "config:import": _more_than(0),
     "services:link": lambda words: False,  # SVC -a APP
     "services:unlink": lambda words: False,
+    "services:promote": lambda words: False,
+    # The deploy verbs take the app as their first word, always: nothing to add.
+    "apps:deploy": lambda words: True,
+    "apps:deploys": lambda words: True,
+    "apps:deploy-log": lambda words: True,
+    "apps:deploy-set": lambda words: True,
 }
 
 

@@ -1,4 +1,4 @@
-"""Where Gokku keeps its state (GOKKU_ROOT) and the layout under it (DESIGN.md)."""
+"""Where Gokku keeps its state (GOKKU_ROOT) and the layout under it (ARCHITECTURE.md)."""
 
 import os
 from dataclasses import dataclass

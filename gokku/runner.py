@@ -1,4 +1,4 @@
-"""Running a plugin script (or git, for a push) the way DESIGN.md binds it.
+"""Running a plugin script (or git, for a push) the way ARCHITECTURE.md binds it.
 
 ``bash SCRIPT ARGS...`` (so neither the run bit nor a shebang is required), an environment
 built from scratch, cwd = the caller's directory on the local CLI (as the original, so

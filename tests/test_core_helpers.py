@@ -366,3 +366,11 @@ def test_input_size_is_the_size_of_a_file_on_stdin_and_nothing_for_a_pipe(gokku,
         )  # fmt: skip
     assert as_file.stdout == b"5000\n"
     assert helpers("input_size", input=b"x" * 5000).stdout == ""
+
+
+def test_server_pid_of_a_gone_process_says_nothing(helpers, tmp_path):
+    """A pid file left by a server that is gone (after a reboot, say) is no error to print."""
+    pidfile = tmp_path / "server.pid"
+    pidfile.write_text("4194304\n")  # above the largest pid_max Linux allows: never alive
+    result = helpers("server_pid", str(pidfile), "postgres")
+    assert (result.code, result.out, result.err) == (1, b"", b"")
