@@ -40,7 +40,9 @@ def require(ctx: Context, kind: str, name: str, level: str) -> None:
         flag = " --read" if level == READ else ""
         raise AccessDenied(
             f"{identity.name} may not {level} {kind} {name!r}: ask an admin for "
-            f"access:grant {identity.name} {target(kind, name)}{flag}"
+            f"access:grant {identity.name} {target(kind, name)}{flag}",
+            kind,
+            name,
         )
 
 

@@ -38,7 +38,9 @@ def exists(root: Root, app: str) -> bool:
 def require(root: Root, app: str) -> Path:
     path = root.app_dir(app)
     if not path.is_dir():
-        raise NotFound(f"app {app!r} does not exist (create it with: gokku apps:create {app})")
+        raise NotFound(
+            f"app {app!r} does not exist (create it with: gokku apps:create {app})", "app", app
+        )
     return path
 
 

@@ -26,7 +26,7 @@ from gokku.commands import (
 )
 from gokku.commands import help as help_
 from gokku.context import Context, Request
-from gokku.errors import AccessDenied, GokkuError, UnknownCommand, UsageError
+from gokku.errors import AccessDenied, GokkuError, NotFound, UnknownCommand, UsageError
 from gokku.paths import Root
 from gokku.plugins.manifest import CommandIO
 
@@ -56,9 +56,10 @@ def dispatch(
         code = route(ctx, verb, args)
         # A bare ``gokku`` (or an SSH session with no command) is a usage error.
         return 2 if not request.argv and code == 0 else code
-    except AccessDenied as exc:
-        request.denied = exc.message
-        _report(request, exc.message)
+    except NotFound as exc:
+        if isinstance(exc, AccessDenied):
+            request.denied = exc.message
+        _report(request, exc.message + _similar(request, root, exc))
         return exc.exit_code
     except GokkuError as exc:
         _report(request, exc.message)
@@ -70,6 +71,19 @@ def dispatch(
     except Exception as exc:
         _report(request, crashlog.unexpected(root, request.argv, exc))
         return 1
+
+
+def _similar(request: Request, root: Root | None, exc: NotFound) -> str:
+    """``; did you mean 'api'?`` for an unknown app or service: the closest name the
+    caller may read (a member learns no name it could not list)."""
+    if root is None or exc.kind not in access.KINDS:
+        return ""
+    from gokku import apps, services
+
+    every = apps.names(root) if exc.kind == "app" else [s.name for s in services.all_services(root)]
+    names = [n for n in access.visible(request.identity, exc.kind, every) if n != exc.name]
+    close = difflib.get_close_matches(exc.name, names, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _report(request: Request, message: str) -> None:

@@ -28,7 +28,15 @@ class UnknownCommand(GokkuError):
 
 
 class NotFound(GokkuError):
-    """An app, service or plugin named by the user does not exist (exit 1)."""
+    """An app, service or plugin named by the user does not exist (exit 1).
+
+    ``kind`` and ``name`` (an app or a service) let the dispatcher add a did-you-mean
+    from the names the caller may see, and only those."""
+
+    def __init__(self, message: str, kind: str = "", name: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.name = name
 
 
 class ScriptFailed(GokkuError):
@@ -43,8 +51,11 @@ class AuditFailed(GokkuError):
     """The audit line could not be written; the command it is about has already run."""
 
 
-class AccessDenied(GokkuError):
-    """The caller's key may not do this (exit 1); the audit line records the denial."""
+class AccessDenied(NotFound):
+    """The caller's key may not do this (exit 1); the audit line records the denial.
+
+    A NotFound to the caller: for a member, an app it may not read and one that does
+    not exist are the same, and the same did-you-mean (from what it may see) applies."""
 
 
 def os_reason(exc: OSError) -> str:

@@ -113,7 +113,9 @@ def exists(root: Root, name: str) -> bool:
 def load(root: Root, name: str) -> Service:
     path = root.service_dir(name)
     if not (path / RECORD).is_file():
-        raise NotFound(f"service {name!r} does not exist (see: gokku services:list)")
+        raise NotFound(
+            f"service {name!r} does not exist (see: gokku services:list)", "service", name
+        )
     data = read_json(path / RECORD)
     if not isinstance(data, dict):
         raise GokkuError(f"{path / RECORD} is not a JSON object")

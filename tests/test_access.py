@@ -537,3 +537,15 @@ def _closed(sock: socket.socket) -> bool:
         return False
     except OSError:
         return True
+
+
+def test_unknown_names_hint_only_at_what_the_caller_may_see(
+    door: Door, gokku: Gokku, bob: KeyPair, estate: None
+) -> None:
+    """A typo gets a did-you-mean, from the names the caller could list anyway."""
+    assert "did you mean 'api'?" in door.ssh("config:list -a apu").stderr
+    assert "did you mean 'cache'?" in door.ssh("services:info cahce").stderr
+    gokku.ok("access:grant", "bob", "app:web", "--read")
+    assert "did you mean 'web'?" in door.ssh("config:list -a wen", key=bob.path).stderr
+    hidden = door.ssh("services:link dbb -a web", key=bob.path)
+    assert "did you mean" not in hidden.stderr  # db exists, but bob may not see it
