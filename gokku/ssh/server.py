@@ -6,7 +6,8 @@ not used because a ``command=`` option there replaces the client's command. What
 does not enforce is done here: a cap on refused keys per connection (MaxAuthTries), on
 connections in total and per address, and on sessions per connection. Several server
 processes share the listening socket (``gokku.ssh.workers``); every session runs
-``gokku ssh-command`` in a process of its own (``gokku.ssh.session``).
+``gokku ssh-command`` in a process of its own (``gokku.ssh.session``), forked by the
+worker's zygote (``gokku.ssh.spawn``).
 """
 
 import asyncio
@@ -28,6 +29,7 @@ from gokku.paths import Root
 from gokku.ssh import sendpath
 from gokku.ssh.config import SSHConfig
 from gokku.ssh.session import Session
+from gokku.ssh.spawn import Spawner
 from gokku.ssh.workers import SharedCounts, Tally, supervise
 from gokku.storage import write_atomic
 
@@ -118,10 +120,11 @@ class Limits:
 class Connection(asyncssh.SSHServer):
     """One client connection: who it is, how often it failed, how many sessions it has."""
 
-    def __init__(self, root: Root, config: SSHConfig, limits: Limits) -> None:
+    def __init__(self, root: Root, config: SSHConfig, limits: Limits, spawner: Spawner) -> None:
         self.root = root
         self.config = config
         self.limits = limits
+        self.spawner = spawner
         self.address = ""
         self.key: keys.Key | None = None
         self.sessions = 0
@@ -174,7 +177,7 @@ class Connection(asyncssh.SSHServer):
         if keys.by_fingerprint(self.root, self.key.fingerprint) is None:
             log.info("key %s was removed: no new session on its connection", self.key.name)
             return False
-        session = Session(self.root, self.key, self.address)
+        session = Session(self.root, self.key, self.address, self.spawner)
         self.sessions += 1
         self.limits.running.add(session)
         session.add_done_callback(lambda: self._session_done(session))
@@ -265,8 +268,10 @@ async def _serve(
     _reap_with_pidfds()
     sendpath.install()
     limits = Limits(config, tally)
+    spawner = Spawner(root)
+    await spawner.start()
     options = await asyncssh.SSHServerConnectionOptions.construct(
-        server_factory=lambda: Connection(root, config, limits),
+        server_factory=lambda: Connection(root, config, limits, spawner),
         server_host_keys=[key],
         server_version="Gokku",
         encoding=None,
@@ -295,6 +300,7 @@ async def _serve(
     deadline = loop.time() + SHUTDOWN_SECONDS
     while limits.running and loop.time() < deadline:
         await asyncio.sleep(0.05)
+    await spawner.close()
     return 0
 
 
