@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import random
+import resource
 import signal
 import socket
 import sys
@@ -199,6 +200,7 @@ def serve(ctx: Context, config: SSHConfig) -> int:
     logging.basicConfig(format="%(asctime)s gokku-serve %(message)s", level=logging.INFO)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     config.startups()  # a bad max_startups is refused before anything listens
+    _raise_fd_limit()
     key = host_key(ctx.root)
     offer = ciphers(config)
     sock = _listen(config)
@@ -214,6 +216,16 @@ def serve(ctx: Context, config: SSHConfig) -> int:
         return asyncio.run(_serve(ctx.root, config, key, offer, sock, tally))
 
     return run(0) if count == 1 else supervise(count, run)
+
+
+def _raise_fd_limit() -> None:
+    """Every connection takes a socket and every session up to five pipe ends and a
+    pidfd: the 1024 descriptors a login shell starts with are 150 sessions. The hard
+    limit is what the administrator allows; take all of it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.info("file descriptors: raised the limit from %d to %d", soft, hard)
 
 
 def _listen(config: SSHConfig) -> socket.socket:
