@@ -219,9 +219,9 @@ def serve(ctx: Context, config: SSHConfig) -> int:
 
 
 def _raise_fd_limit() -> None:
-    """Every connection takes a socket and every session up to five pipe ends and a
-    pidfd: the 1024 descriptors a login shell starts with are 150 sessions. The hard
-    limit is what the administrator allows; take all of it."""
+    """Every connection takes a socket and every session four descriptors more (its
+    pipe ends or pty, a pidfd): the 1024 a login shell starts with are about 200
+    sessions. The hard limit is what the administrator allows; take all of it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
