@@ -37,7 +37,10 @@ PLUGIN = {
     **{f"commands/{name}": "true\n" for name in ("help", "info", "logs")},
     **{name: "true\n" for name in ("install", "uninstall")},  # the plugin contract
 }
-MANIFEST = "commands:\n  sink: {stdin: data}\n  source: {stdout: binary}\n"
+# ``access: any``: the bench key is a member, and these commands name no service.
+MANIFEST = (
+    "commands:\n  sink: {stdin: data, access: any}\n  source: {stdout: binary, access: any}\n"
+)
 # Wide enough that only the machine limits a concurrency run, not the server's caps.
 # As generous as the baseline sshd's MaxStartups 1000: bursts of clients all log in.
 SETTINGS = {
