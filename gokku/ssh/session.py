@@ -56,6 +56,7 @@ class Session(asyncssh.SSHServerProcess):
         self._done: list[Callable[[], None]] = []
         self._started = False
         self._keys_signal = False
+        self._early_signals: list[int] = []
 
     def add_done_callback(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once the session is over: its worker gone, or never started."""
@@ -68,8 +69,13 @@ class Session(asyncssh.SSHServerProcess):
     # Channel requests arriving while the command runs.
 
     def signal_received(self, name: str) -> None:
+        """To the worker; one that arrives while it is being started, once it is."""
         signum = SIGNALS.get(name)
-        if signum and self._worker and self._worker.returncode is None:
+        if not signum:
+            return
+        if self._worker is None:
+            self._early_signals.append(signum)
+        elif self._worker.returncode is None:
             self._worker.send_signal(signum)
 
     def terminal_size_changed(self, width: int, height: int, pixw: int, pixh: int) -> None:
@@ -132,6 +138,8 @@ class Session(asyncssh.SSHServerProcess):
             for fd in set(child):
                 os.close(fd)
         self._worker = worker
+        for signum in self._early_signals:
+            worker.send_signal(signum)
         outputs = [asyncio.create_task(_pump_out(ours["out"], self.stdout))]
         if "err" in ours:
             outputs.append(asyncio.create_task(_pump_out(ours["err"], self.stderr)))
