@@ -37,7 +37,10 @@ PLUGIN = {
     **{f"commands/{name}": "true\n" for name in ("help", "info", "logs")},
     **{name: "true\n" for name in ("install", "uninstall")},  # the plugin contract
 }
-MANIFEST = "commands:\n  sink: {stdin: data}\n  source: {stdout: binary}\n"
+# ``access: any``: the bench key is a member, and these commands name no service.
+MANIFEST = (
+    "commands:\n  sink: {stdin: data, access: any}\n  source: {stdout: binary, access: any}\n"
+)
 # Wide enough that only the machine limits a concurrency run, not the server's caps.
 # As generous as the baseline sshd's MaxStartups 1000: bursts of clients all log in.
 SETTINGS = {
@@ -113,10 +116,11 @@ def lab(settings: dict | None = None) -> Iterator[Lab]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def tree_rss(pid: int) -> int:
-    """Resident memory (bytes) of ``pid`` and all its descendants."""
+def _tree(pid: int) -> list[list[str]]:
+    """The /proc/PID/stat fields after the command name (state first) of ``pid`` and of
+    all its descendants."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
+    stats: dict[int, list[str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -125,13 +129,31 @@ def tree_rss(pid: int) -> int:
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(entry.name))
-        rss[int(entry.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-    total, todo = 0, [pid]
+        stats[int(entry.name)] = fields
+    found, todo = [], [pid]
     while todo:
         current = todo.pop()
-        total += rss.get(current, 0)
+        if current in stats:
+            found.append(stats[current])
         todo += children.get(current, [])
-    return total
+    return found
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory (bytes) of ``pid`` and all its descendants."""
+    return sum(int(fields[21]) for fields in _tree(pid)) * os.sysconf("SC_PAGE_SIZE")
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) spent by ``pid`` and its descendants, those still
+    running and those already reaped (their time is in the reaper's cutime/cstime)."""
+    ticks = sum(sum(int(f) for f in fields[11:15]) for fields in _tree(pid))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def tree_size(pid: int) -> int:
+    """How many processes ``pid`` and its descendants are."""
+    return len(_tree(pid))
 
 
 def timed(argv: Sequence[str], **kwargs) -> tuple[float, int]:

@@ -6,6 +6,11 @@ Single stream targets at least 0.9x OpenSSH each way; several streams at least 1
 data is random (nothing compresses it) and made once; the download lands in a file.
 The median of RUNS runs is reported; every run is in the JSON.
 
+With the rate, the CPU the server spent per GB moved: user + system time of the
+listening process and every process under it (workers, zygotes, sessions, the command
+itself: ``cat`` on both sides), reaped ones included, read from /proc before and after
+each run. Target: at or below sshd's (1.0x). The clients' CPU is not counted.
+
     sudo python bench/throughput.py [--size-mib 1024] [--runs 5] [--streams 4]
 """
 
@@ -16,7 +21,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from sshbench import Target, lab, median, report, table
+from sshbench import Target, lab, median, report, table, tree_cpu, tree_size
+
+SETTLE_SECONDS = 5.0  # for the server to reap what a run started
 
 
 def make_payload(path: Path, size: int) -> None:
@@ -36,18 +43,28 @@ def transfer(target: Target, command: str, stdin: Path | None, stdout: Path | No
         raise SystemExit(f"{target.name} {command!r} exited {code}")
 
 
-def rate(jobs: list[tuple[Target, str, Path | None, Path | None]], size: int) -> float:
-    """Aggregate MB/s of running ``jobs`` at once.
+def rate(
+    jobs: list[tuple[Target, str, Path | None, Path | None]], size: int
+) -> tuple[float, float]:
+    """Aggregate MB/s of running ``jobs`` at once (all on one server), and the server's
+    CPU seconds per GB.
 
     Dirty pages left by the previous run (up to 4 GiB of downloads) are written back first:
     otherwise whichever target runs next pays for that writeback (~10% of a 4-stream run).
     """
     os.sync()
+    server = jobs[0][0].pid
+    processes, cpu = tree_size(server), tree_cpu(server)
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
         for future in [pool.submit(transfer, *job) for job in jobs]:
             future.result()
-    return size * len(jobs) / (time.perf_counter() - started) / 1e6
+    seconds = time.perf_counter() - started
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while tree_size(server) > processes and time.monotonic() < deadline:
+        time.sleep(0.02)
+    moved = size * len(jobs)
+    return moved / seconds / 1e6, (tree_cpu(server) - cpu) / (moved / 1e9)
 
 
 def main() -> None:
@@ -72,6 +89,7 @@ def main() -> None:
             },
         }
         rates: dict[str, list[float]] = {}
+        cpus: dict[str, list[float]] = {}
         for _ in range(args.runs):
             for streams in sorted({1, args.streams}):
                 for way, targets in ways.items():
@@ -81,19 +99,29 @@ def main() -> None:
                             for i in range(streams)
                         ]
                         key = f"{way} x{streams} {name}"
-                        rates.setdefault(key, []).append(rate(jobs, size))
-                        print(f"{key}: {rates[key][-1]:.0f} MB/s", flush=True)
+                        mb_s, cpu_s = rate(jobs, size)
+                        rates.setdefault(key, []).append(mb_s)
+                        cpus.setdefault(key, []).append(cpu_s)
+                        print(f"{key}: {mb_s:.0f} MB/s, {cpu_s:.2f} CPU s/GB", flush=True)
     rows, results = [], {}
     for streams in sorted({1, args.streams}):
         for way in ways:
-            ours = median(rates[f"{way} x{streams} {bed.embedded.name}"])
-            theirs = median(rates[f"{way} x{streams} {bed.plain.name}"])
-            rows.append([way, streams, round(ours), round(theirs), ours / theirs])
+            ours, theirs = (f"{way} x{streams} {t.name}" for t in (bed.embedded, bed.plain))
+            speed = median(rates[ours]), median(rates[theirs])
+            cpu = median(cpus[ours]), median(cpus[theirs])
+            rows.append(
+                [way, streams, round(speed[0]), round(speed[1]), speed[0] / speed[1]]
+                + [cpu[0], cpu[1], cpu[0] / cpu[1]]
+            )
             results[f"{way} x{streams}"] = {
-                "embedded_mb_s": rates[f"{way} x{streams} {bed.embedded.name}"],
-                "openssh_mb_s": rates[f"{way} x{streams} {bed.plain.name}"],
+                "embedded_mb_s": rates[ours],
+                "openssh_mb_s": rates[theirs],
+                "embedded_cpu_s_per_gb": cpus[ours],
+                "openssh_cpu_s_per_gb": cpus[theirs],
             }
-    text = table(["way", "streams", "embedded MB/s", "openssh MB/s", "x openssh"], rows)
+    header = ["way", "streams", "embedded MB/s", "openssh MB/s", "x openssh"]
+    header += ["embedded CPU s/GB", "openssh CPU s/GB", "CPU x openssh"]
+    text = table(header, rows)
     report(
         "throughput",
         text,

@@ -38,8 +38,26 @@ COMMANDS = {
     "whoami": 'echo "$GOKKU_KEY_NAME $GOKKU_KEY_FINGERPRINT"\n',
     "where": "pwd\n",
     "spin": "echo ready\nwhile :; do sleep 0.1; done\n",
-    # The server process the session's worker was started by (the worker is our parent).
-    "server": "cut -d' ' -f4 /proc/$PPID/stat\n",
+    # The server process that serves the session: the first ancestor of the worker (our
+    # parent) running ``serve`` (its parent, or the parent of the zygote that forked it).
+    "server": textwrap.dedent(
+        """\
+        pid=$PPID
+        until [ "$pid" -le 1 ] || tr '\\0' ' ' < /proc/$pid/cmdline | grep -q ' serve '; do
+          pid=$(cut -d' ' -f4 /proc/$pid/stat)
+        done
+        echo $pid
+        """
+    ),
+    # The session's process (our parent): pid, name, its parent and that one's name, and
+    # the command line it runs under.
+    "worker": textwrap.dedent(
+        """\
+        up=$(cut -d' ' -f4 /proc/$PPID/stat)
+        echo "$PPID $(cat /proc/$PPID/comm) $up $(cat /proc/$up/comm)"
+        tr '\\0' ' ' < /proc/$PPID/cmdline
+        """
+    ),
     "forwarded": 'echo "agent=${SSH_AUTH_SOCK:-none} display=${DISPLAY:-none}"\n',
     "tty": textwrap.dedent(
         """\
@@ -182,7 +200,9 @@ def door(request: pytest.FixtureRequest, gokku: Gokku, alice: KeyPair, test_plug
 
 
 def _processes() -> Iterator[tuple[int, int, bytes]]:
-    """(pid, process group, command line) of every live (non-zombie) process."""
+    """(pid, process group, command line) of every live (non-zombie) process but the
+    servers' zygotes, which live as long as their server (their sessions share their
+    command line)."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
@@ -191,8 +211,17 @@ def _processes() -> Iterator[tuple[int, int, bytes]]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if fields[0] != "Z":
+        if fields[0] != "Z" and not _is_zygote(entry):
             yield int(entry.name), int(fields[2]), cmdline
+
+
+def _is_zygote(entry: Path) -> bool:
+    from gokku.ssh.zygote import ZYGOTE_NAME
+
+    try:
+        return (entry / "comm").read_text().strip() == ZYGOTE_NAME
+    except OSError:
+        return False
 
 
 def processes_under(root: Path, running: bytes = b"") -> list[int]:

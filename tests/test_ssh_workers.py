@@ -6,7 +6,9 @@ import asyncio
 import collections
 import contextlib
 import os
+import resource
 import signal
+from pathlib import Path
 
 import asyncssh
 import pytest
@@ -103,3 +105,28 @@ def test_a_dead_worker_is_replaced_and_a_stop_ends_all(
         assert proc.wait(15) == 0
     for pid in workers:
         assert not os.path.exists(f"/proc/{pid}")
+
+
+def _open_files_limit(pid: int) -> tuple[int, int]:
+    """(soft, hard) from /proc/PID/limits."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no open files limit")
+
+
+def test_the_server_raises_its_descriptor_limit_to_the_hard_one(base_env, ssh_config) -> None:
+    """Started from a shell's 1024 (here: 256), it takes all the administrator allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard <= 256:
+        pytest.skip("the hard limit is too low to see a raise")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        with running_server(base_env) as (proc, _):
+            assert _open_files_limit(proc.pid) == (hard, hard)
+            assert wait_until(lambda: _children(proc.pid), 10)
+            for worker in _children(proc.pid):
+                assert _open_files_limit(worker) == (hard, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -11,11 +11,11 @@ import sys
 from gokku.errors import UsageError
 
 
-def gokku_argv() -> list[str]:
-    """This gokku, as a command: the same interpreter and package. ``-P`` keeps the
-    working directory off ``sys.path``: ``python -m`` would otherwise run whatever
-    ``gokku/`` package sits in the directory the server was started from."""
-    return [sys.executable, "-P", "-m", "gokku"]
+def gokku_argv(module: str = "gokku") -> list[str]:
+    """This gokku (or one of its modules), as a command: the same interpreter and package.
+    ``-P`` keeps the working directory off ``sys.path``: ``python -m`` would otherwise run
+    whatever ``gokku/`` package sits in the directory the server was started from."""
+    return [sys.executable, "-P", "-m", module]
 
 
 def split_command(command: str) -> list[str]:
@@ -26,3 +26,9 @@ def split_command(command: str) -> list[str]:
         raise UsageError(
             f"cannot split the command ({exc}): balance your quotes, e.g. KEY='a b'"
         ) from None
+
+
+def door_argv(root: str, fingerprint: str) -> list[str]:
+    """A session's ``gokku`` arguments: the door, for the state served and the key that
+    logged in (the exec'd worker and the zygote's child run the same)."""
+    return ["ssh-command", "--root", root, "--fingerprint", fingerprint]

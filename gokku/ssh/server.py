@@ -6,7 +6,8 @@ not used because a ``command=`` option there replaces the client's command. What
 does not enforce is done here: a cap on refused keys per connection (MaxAuthTries), on
 connections in total and per address, and on sessions per connection. Several server
 processes share the listening socket (``gokku.ssh.workers``); every session runs
-``gokku ssh-command`` in a process of its own (``gokku.ssh.session``).
+``gokku ssh-command`` in a process of its own (``gokku.ssh.session``), forked by the
+worker's zygote (``gokku.ssh.spawn``).
 """
 
 import asyncio
@@ -14,6 +15,7 @@ import contextlib
 import logging
 import os
 import random
+import resource
 import signal
 import socket
 import sys
@@ -28,6 +30,7 @@ from gokku.paths import Root
 from gokku.ssh import sendpath
 from gokku.ssh.config import SSHConfig
 from gokku.ssh.session import Session
+from gokku.ssh.spawn import Spawner
 from gokku.ssh.workers import SharedCounts, Tally, supervise
 from gokku.storage import write_atomic
 
@@ -118,10 +121,11 @@ class Limits:
 class Connection(asyncssh.SSHServer):
     """One client connection: who it is, how often it failed, how many sessions it has."""
 
-    def __init__(self, root: Root, config: SSHConfig, limits: Limits) -> None:
+    def __init__(self, root: Root, config: SSHConfig, limits: Limits, spawner: Spawner) -> None:
         self.root = root
         self.config = config
         self.limits = limits
+        self.spawner = spawner
         self.address = ""
         self.key: keys.Key | None = None
         self.sessions = 0
@@ -174,7 +178,7 @@ class Connection(asyncssh.SSHServer):
         if keys.by_fingerprint(self.root, self.key.fingerprint) is None:
             log.info("key %s was removed: no new session on its connection", self.key.name)
             return False
-        session = Session(self.root, self.key, self.address)
+        session = Session(self.root, self.key, self.address, self.spawner)
         self.sessions += 1
         self.limits.running.add(session)
         session.add_done_callback(lambda: self._session_done(session))
@@ -196,6 +200,7 @@ def serve(ctx: Context, config: SSHConfig) -> int:
     logging.basicConfig(format="%(asctime)s gokku-serve %(message)s", level=logging.INFO)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     config.startups()  # a bad max_startups is refused before anything listens
+    _raise_fd_limit()
     key = host_key(ctx.root)
     offer = ciphers(config)
     sock = _listen(config)
@@ -211,6 +216,16 @@ def serve(ctx: Context, config: SSHConfig) -> int:
         return asyncio.run(_serve(ctx.root, config, key, offer, sock, tally))
 
     return run(0) if count == 1 else supervise(count, run)
+
+
+def _raise_fd_limit() -> None:
+    """Every connection takes a socket and every session four descriptors more (its
+    pipe ends or pty, a pidfd): the 1024 a login shell starts with are about 200
+    sessions. The hard limit is what the administrator allows; take all of it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.info("file descriptors: raised the limit from %d to %d", soft, hard)
 
 
 def _listen(config: SSHConfig) -> socket.socket:
@@ -265,8 +280,10 @@ async def _serve(
     _reap_with_pidfds()
     sendpath.install()
     limits = Limits(config, tally)
+    spawner = Spawner(root)
+    await spawner.start()
     options = await asyncssh.SSHServerConnectionOptions.construct(
-        server_factory=lambda: Connection(root, config, limits),
+        server_factory=lambda: Connection(root, config, limits, spawner),
         server_host_keys=[key],
         server_version="Gokku",
         encoding=None,
@@ -295,6 +312,7 @@ async def _serve(
     deadline = loop.time() + SHUTDOWN_SECONDS
     while limits.running and loop.time() < deadline:
         await asyncio.sleep(0.05)
+    await spawner.close()
     return 0
 
 

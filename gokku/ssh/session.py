@@ -1,8 +1,9 @@
 """One SSH session of the embedded server, wired to a worker process.
 
-The worker is ``gokku ssh-command``, run exactly as sshd would run the forced command
-(same ``SSH_ORIGINAL_COMMAND``, ``SSH_CONNECTION``, ``TERM``), so both doors share one
-path from command string to dispatcher and audit line.
+The worker is ``gokku ssh-command``, run as sshd would run the forced command (same
+``SSH_ORIGINAL_COMMAND``, ``SSH_CONNECTION``, ``TERM``), so both doors share one path
+from command string to dispatcher and audit line; it is forked by the server worker's
+zygote, or started as a new interpreter when there is none (``gokku.ssh.spawn``).
 
 The wiring avoids the asyncssh calls that lose data or hang (notes/asyncssh.md): stdin is
 copied by our own coroutine and closed for EOF; stdout and stderr are read from raw pipe
@@ -26,12 +27,12 @@ from collections.abc import Callable
 import asyncssh
 
 from gokku import keys
-from gokku.cli import ignore_terminal_signals
 from gokku.errors import GokkuError
 from gokku.paths import Root
 from gokku.plugins.manifest import CommandIO
-from gokku.ssh import gokku_argv, split_command
+from gokku.ssh import split_command
 from gokku.ssh.relay import pipe
+from gokku.ssh.spawn import Spawner, Worker
 
 log = logging.getLogger("gokku.serve")
 
@@ -44,16 +45,18 @@ SIGNALS = {
 
 
 class Session(asyncssh.SSHServerProcess):
-    def __init__(self, root: Root, key: keys.Key, address: str):
+    def __init__(self, root: Root, key: keys.Key, address: str, spawner: Spawner):
         super().__init__(self._main, None, 0, False)
         self._root = root
         self._key = key
         self._address = address
-        self._worker: asyncio.subprocess.Process | None = None
+        self._spawner = spawner
+        self._worker: Worker | None = None
         self._master: int | None = None
         self._done: list[Callable[[], None]] = []
         self._started = False
         self._keys_signal = False
+        self._early_signals: list[int] = []
 
     def add_done_callback(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once the session is over: its worker gone, or never started."""
@@ -66,8 +69,13 @@ class Session(asyncssh.SSHServerProcess):
     # Channel requests arriving while the command runs.
 
     def signal_received(self, name: str) -> None:
+        """To the worker; one that arrives while it is being started, once it is."""
         signum = SIGNALS.get(name)
-        if signum and self._worker and self._worker.returncode is None:
+        if not signum:
+            return
+        if self._worker is None:
+            self._early_signals.append(signum)
+        elif self._worker.returncode is None:
             self._worker.send_signal(signum)
 
     def terminal_size_changed(self, width: int, height: int, pixw: int, pixh: int) -> None:
@@ -130,6 +138,8 @@ class Session(asyncssh.SSHServerProcess):
             for fd in set(child):
                 os.close(fd)
         self._worker = worker
+        for signum in self._early_signals:
+            worker.send_signal(signum)
         outputs = [asyncio.create_task(_pump_out(ours["out"], self.stdout))]
         if "err" in ours:
             outputs.append(asyncio.create_task(_pump_out(ours["err"], self.stderr)))
@@ -157,28 +167,16 @@ class Session(asyncssh.SSHServerProcess):
             return CommandIO()  # the worker reports the error
         return command_io(argv, self._root)
 
-    async def _start(self, fds: tuple[int, int, int], use_pty: bool) -> asyncio.subprocess.Process:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SSH_", "TERM"))}
+    async def _start(self, fds: tuple[int, int, int], use_pty: bool) -> Worker:
+        """The worker, with the variables sshd would set for this session."""
         sock = self.get_extra_info("sockname") or ("", 0)
         peer = self.get_extra_info("peername") or ("", 0)
-        env["SSH_CONNECTION"] = f"{peer[0]} {peer[1]} {sock[0]} {sock[1]}"
+        env = {"SSH_CONNECTION": f"{peer[0]} {peer[1]} {sock[0]} {sock[1]}"}
         if self.command is not None:
             env["SSH_ORIGINAL_COMMAND"] = self.command
         if use_pty:
             env["TERM"] = self.term_type or "xterm"
-        argv = ["ssh-command", "--root", str(self._root.path)]
-        return await asyncio.create_subprocess_exec(
-            *gokku_argv(),
-            *argv,
-            "--fingerprint",
-            self._key.fingerprint,
-            stdin=fds[0],
-            stdout=fds[1],
-            stderr=fds[2],
-            env=env,
-            start_new_session=True,
-            preexec_fn=_take_terminal if use_pty else None,
-        )
+        return await self._spawner.spawn(self._key.fingerprint, env, fds, use_pty)
 
     async def _refuse(self, message: str) -> None:
         self.stderr.write(f" !     {message}\n".encode())
@@ -205,19 +203,11 @@ class Session(asyncssh.SSHServerProcess):
                 data = data.replace(key, b"")
         return data
 
-    async def _hang_up_when_closed(self, worker: asyncio.subprocess.Process) -> None:
+    async def _hang_up_when_closed(self, worker: Worker) -> None:
         await self.channel.wait_closed()
         if worker.returncode is None:
             log.info("client of %s gone: hanging up pid %s", self._key.name, worker.pid)
             worker.send_signal(signal.SIGHUP)
-
-
-def _take_terminal() -> None:
-    """In the worker, after setsid: make the pty slave (fd 0) the controlling terminal,
-    ignoring what its keys signal from the very start (the interpreter keeps ignored
-    signals ignored; see ``ignore_terminal_signals``)."""
-    ignore_terminal_signals()
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 def _set_size(fd: int, cols: int, rows: int, pixw: int = 0, pixh: int = 0) -> None:

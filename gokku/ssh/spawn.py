@@ -1,0 +1,238 @@
+"""How a server worker starts a session's process: forked by its zygote
+(``gokku.ssh.zygote``), else as a new interpreter, as sshd runs the forced command.
+
+The zygote is started with the worker and again whenever it dies (after RESPAWN_SECONDS);
+while there is none, sessions take the slower way, so a session never depends on it.
+Both ways give the session the same process: ``gokku ssh-command`` in a session and
+process group of its own, with the same arguments, environment and terminal. The session
+handles either through ``Worker``: its pid, signals, its exit code (negative for a
+signal, as ``asyncio.subprocess``).
+
+A forked process is signalled through a pidfd the zygote passes along, so a signal
+never reaches a recycled pid. Its exit code comes from the zygote, its parent; if the
+zygote dies first the code is lost: the session ends, once the process has, with
+LOST_STATUS (the process still wrote its audit line).
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from typing import Protocol
+
+from gokku.paths import Root
+from gokku.ssh import door_argv, gokku_argv, zygote
+
+log = logging.getLogger("gokku.serve")
+
+READY_SECONDS = 10.0  # the first sessions wait this long for a starting zygote
+RESPAWN_SECONDS = 1.0
+STOP_SECONDS = 5.0
+LOST_STATUS = 1
+
+
+class Worker(Protocol):
+    pid: int
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def send_signal(self, signum: int) -> None: ...
+
+    async def wait(self) -> int: ...
+
+
+class ZygoteLost(Exception):
+    """The zygote died with a request in flight: whether it forked is unknown, so the
+    session is not started again another way (its command could run twice)."""
+
+
+def clean_env() -> dict[str, str]:
+    """The server's environment without what sshd would set per session."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("SSH_", "TERM"))}
+
+
+class Forked:
+    """A session's process forked by the zygote."""
+
+    def __init__(self, pid: int, pidfd: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._pidfd = pidfd
+        self._exited = asyncio.get_running_loop().create_future()
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self._pidfd, signum)
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exited)
+
+    def exited(self, code: int) -> None:
+        if self.returncode is None:
+            self.returncode = code
+            self._exited.set_result(code)
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+
+    def orphaned(self) -> None:
+        """The zygote is gone: end with LOST_STATUS once the process has ended."""
+        if self.returncode is None:
+            loop = asyncio.get_running_loop()
+            loop.add_reader(self._pidfd, self.exited, LOST_STATUS)
+
+
+class Spawner:
+    """This worker's way to start sessions, and its zygote."""
+
+    def __init__(self, root: Root) -> None:
+        self._root = str(root.path)
+        self._loop = asyncio.get_running_loop()
+        self._process: asyncio.subprocess.Process | None = None
+        self._sock: socket.socket | None = None
+        self._ready = False  # the zygote said it takes requests
+        self._settled: asyncio.Future[None] | None = None  # ready, or gone already
+        self._requests: dict[int, asyncio.Future] = {}
+        self._running: dict[int, Forked] = {}
+        self._next_id = 0
+        self._closing = False
+        self._starting: asyncio.Future | None = None
+
+    async def start(self) -> None:
+        """Start the zygote and wait (a little) until it takes requests."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                *gokku_argv(zygote.__name__),
+                self._root,
+                str(theirs.fileno()),
+                pass_fds=[theirs.fileno()],
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                env=clean_env(),
+                start_new_session=True,  # a Ctrl-C at the server's terminal is not for it
+            )
+        except OSError:
+            ours.close()
+            log.exception("cannot start the session runner: sessions start interpreters")
+            self._respawn_later()
+            return
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        self._settled = self._loop.create_future()
+        self._loop.add_reader(ours, self._readable)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._settled), READY_SECONDS)
+
+    async def spawn(
+        self, fingerprint: str, env: dict[str, str], fds: tuple[int, int, int], pty: bool
+    ) -> Worker:
+        """Start ``gokku ssh-command`` for the key on ``fds`` with ``env`` added."""
+        if self._sock is not None and self._ready:
+            self._next_id += 1
+            request = {"id": self._next_id, "fingerprint": fingerprint, "env": env, "pty": pty}
+            answer = self._loop.create_future()
+            self._requests[self._next_id] = answer
+            try:
+                zygote.send(self._sock, request, list(fds))
+            except OSError as exc:  # it is gone (or the request too large): nothing forked
+                self._requests.pop(self._next_id)
+                log.warning("session runner refused a request (%s): starting an interpreter", exc)
+            else:
+                worker = await answer
+                if worker is not None:
+                    return worker
+        return await self._exec(fingerprint, env, fds, pty)
+
+    async def _exec(
+        self, fingerprint: str, env: dict[str, str], fds: tuple[int, int, int], pty: bool
+    ) -> Worker:
+        return await asyncio.create_subprocess_exec(
+            *gokku_argv(),
+            *door_argv(self._root, fingerprint),
+            stdin=fds[0],
+            stdout=fds[1],
+            stderr=fds[2],
+            env=clean_env() | env,
+            start_new_session=True,
+            preexec_fn=zygote.take_terminal if pty else None,
+        )
+
+    def _readable(self) -> None:
+        assert self._sock is not None
+        while True:
+            try:
+                message, fds = zygote.receive(self._sock, 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except (OSError, ValueError):
+                message, fds = None, []
+            if message is None:
+                self._lost()
+                return
+            self._handle(message, fds)
+
+    def _handle(self, message: dict, fds: list[int]) -> None:
+        if zygote.READY in message:
+            self._ready = True
+            self._settle()
+        elif "status" in message:
+            worker = self._running.pop(message["pid"], None)
+            if worker is not None:
+                worker.exited(message["status"])
+        else:
+            answer = self._requests.pop(message["id"])
+            if "pid" in message:
+                worker = Forked(message["pid"], fds[0])
+                self._running[worker.pid] = worker
+                answer.set_result(worker)
+            else:
+                log.warning("session runner could not fork (%s)", message.get("error"))
+                answer.set_result(None)
+
+    def _lost(self) -> None:
+        """The zygote is gone: fail what it was asked, watch what it started, replace it."""
+        if self._sock is not None:
+            self._loop.remove_reader(self._sock)
+            self._sock.close()
+            self._sock = None
+        self._ready = False
+        self._settle()
+        for answer in self._requests.values():
+            answer.set_exception(ZygoteLost("the session runner died while starting it"))
+        self._requests.clear()
+        for worker in self._running.values():
+            worker.orphaned()
+        self._running.clear()
+        if not self._closing:
+            log.warning("the session runner died: starting another")
+            self._respawn_later()
+
+    def _settle(self) -> None:
+        if self._settled is not None and not self._settled.done():
+            self._settled.set_result(None)
+
+    def _respawn_later(self) -> None:
+        if not self._closing:
+            self._loop.call_later(RESPAWN_SECONDS, self._respawn)
+
+    def _respawn(self) -> None:
+        if not self._closing and self._sock is None:
+            self._starting = asyncio.ensure_future(self.start())  # kept: a task is weakly held
+
+    async def close(self) -> None:
+        """Stop the zygote: it exits when its socket closes."""
+        self._closing = True
+        process = self._process
+        self._lost()
+        if process is not None:
+            try:
+                await asyncio.wait_for(process.wait(), STOP_SECONDS)
+            except TimeoutError:
+                process.kill()
+                await process.wait()

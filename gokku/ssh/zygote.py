@@ -1,0 +1,179 @@
+"""The session runner ("zygote"): one per server worker, it has imported the dispatch
+path once and forks a fresh child for every session, instead of a new interpreter.
+
+The server worker starts it as a new interpreter (``python -P -m gokku.ssh.zygote ROOT
+FD``), so it holds nothing of the server (no host key, no listening socket, no asyncssh)
+and nothing of any session: after its imports it only waits for requests on a unix
+socket. A request is the session's three descriptors (SCM_RIGHTS) and a JSON message:
+the fingerprint that logged in, the variables sshd would set (``SSH_ORIGINAL_COMMAND``,
+``SSH_CONNECTION``, ``TERM``) and whether fd 0 is a pty. The zygote forks; the child
+becomes what ``python -P -m gokku ssh-command --root ROOT --fingerprint FP`` started by
+the server was: its own session (setsid), the pty as controlling terminal with the
+terminal's signals ignored, fds 0-2 and nothing else, the zygote's clean environment plus
+those variables, then ``gokku.cli.main`` and its exit code. The door's argv is built here
+from ROOT: a request cannot make the zygote run anything else. Each child is a fresh
+fork of a process that never ran a session, so nothing of one session reaches the next.
+Signal dispositions are left as the interpreter set them, so the child starts with those
+of a new interpreter.
+
+The zygote answers each request with the child's pid and a pidfd (the server signals
+through it: never a recycled pid), and once the child has exited, with its exit code
+(negative for a signal, as ``subprocess``). It exits when the server's end closes.
+"""
+
+import contextlib
+import fcntl
+import gc
+import importlib
+import json
+import os
+import selectors
+import socket
+import sys
+import termios
+import traceback
+from typing import NoReturn
+
+from gokku.ssh import door_argv
+
+READY = "ready"
+ZYGOTE_NAME, SESSION_NAME = "gokku-zygote", "gokku-session"
+MAX_MESSAGE = 1 << 18  # a request: an SSH command string and a few variables
+# Imported before the first fork: what every session runs (door, dispatcher, audit,
+# relays, runner, plugin registry) and every built-in command's module.
+PRELOAD = (
+    "gokku.cli",
+    "gokku.commands.ssh",
+    "gokku.dispatcher",
+    "gokku.ssh.relay",
+    "gokku.runner",
+    "gokku.plugins.registry",
+)
+
+
+def send(sock: socket.socket, message: dict, fds: list[int] | None = None) -> None:
+    """One message (one datagram of a SOCK_SEQPACKET pair), with descriptors if any."""
+    socket.send_fds(sock, [json.dumps(message).encode()], fds or [])
+
+
+def receive(sock: socket.socket, max_fds: int) -> tuple[dict | None, list[int]]:
+    """The next message and its descriptors; None at end (the other side is gone)."""
+    data, fds, flags, _ = socket.recv_fds(sock, MAX_MESSAGE, max_fds, socket.MSG_CMSG_CLOEXEC)
+    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        for fd in fds:
+            os.close(fd)
+        raise ValueError("message or descriptors cut short")
+    return (json.loads(data) if data else None), fds
+
+
+def take_terminal() -> None:
+    """In a session's process, after setsid: make the pty slave (fd 0) the controlling
+    terminal, ignoring what its keys signal from the very start (see
+    ``gokku.cli.ignore_terminal_signals``). Shared with the server's fallback, which
+    runs it before exec."""
+    from gokku.cli import ignore_terminal_signals
+
+    ignore_terminal_signals()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def preload() -> None:
+    """Import what sessions run, then keep it out of the collector's way: pages the
+    children never write stay shared with the zygote."""
+    from gokku.commands import BUILTINS
+
+    for name in (*PRELOAD, *sorted({b.module for b in BUILTINS.values()})):
+        importlib.import_module(name)
+    gc.freeze()
+
+
+def serve(sock: socket.socket, root: str) -> None:
+    """Fork a child per request, report its pid and its exit, until the socket closes."""
+    base_env = dict(os.environ)
+    selector = selectors.DefaultSelector()
+    selector.register(sock, selectors.EVENT_READ)
+    children: dict[int, int] = {}  # pidfd → pid
+    send(sock, {READY: os.getpid()})
+    while True:
+        for key, _ in selector.select():
+            if key.fileobj is sock:
+                message, fds = receive(sock, 3)
+                if message is None:
+                    return
+                try:
+                    pid = os.fork()
+                    if pid == 0:
+                        argv = door_argv(root, message["fingerprint"])
+                        _session(argv, message, fds, base_env, (selector, sock))
+                except OSError as exc:  # no fork (memory, process limit): the server says so
+                    send(sock, {"id": message["id"], "error": str(exc)})
+                    continue
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+                pidfd = os.pidfd_open(pid)
+                children[pidfd] = pid
+                selector.register(pidfd, selectors.EVENT_READ)
+                send(sock, {"id": message["id"], "pid": pid}, [pidfd])
+            else:
+                pid = children.pop(key.fd)
+                selector.unregister(key.fd)
+                os.close(key.fd)
+                _, status = os.waitpid(pid, 0)
+                send(sock, {"pid": pid, "status": os.waitstatus_to_exitcode(status)})
+
+
+def _session(
+    argv: list[str], request: dict, fds: list[int], base_env: dict[str, str], inherited: tuple
+) -> NoReturn:
+    """The child: become the session's process, run the door's command, exit with its code."""
+    code = 1
+    try:
+        for owned in inherited:  # closed as objects, so none closes a reused fd later
+            owned.close()
+        _name(SESSION_NAME)
+        os.setsid()
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # received fds, other sessions' pidfds
+        if request["pty"]:
+            take_terminal()
+        os.environ.clear()
+        os.environ.update(base_env)
+        os.environ.update(request["env"])
+        sys.stdout.reconfigure(line_buffering=os.isatty(1))  # as a new interpreter would
+        sys.argv = [sys.argv[0], *argv]
+        from gokku.cli import main
+
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code)
+
+
+def _name(name: str) -> None:
+    """The process name ``ps -o comm`` and ``top`` show: the zygote and its sessions share
+    one command line."""
+    with open("/proc/self/comm", "w") as comm:
+        comm.write(name)
+
+
+def main() -> None:
+    """``python -m gokku.ssh.zygote ROOT FD``: ROOT is the state the server serves, FD
+    this end of its socketpair."""
+    root, fd = sys.argv[1], int(sys.argv[2])
+    _name(ZYGOTE_NAME)
+    sock = socket.socket(fileno=fd)
+    preload()
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        serve(sock, root)  # they mean the server went away while we answered
+
+
+if __name__ == "__main__":
+    main()

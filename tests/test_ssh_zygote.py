@@ -1,0 +1,127 @@
+"""Sessions of the embedded server are forked by its zygote, a process that imported the
+dispatch path once: no new interpreter per session, nothing kept from one session to the
+next, and a zygote that dies is replaced while sessions go on."""
+
+import asyncio
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncssh
+import pytest
+from sshkit import *  # noqa: F403 - fixtures
+from sshkit import Door, KeyPair, group_alive, running_server, wait_until
+
+from gokku.ssh.spawn import LOST_STATUS
+from gokku.ssh.zygote import SESSION_NAME, ZYGOTE_NAME
+
+pytestmark = pytest.mark.parametrize("ssh_settings", [{"workers": 1}])
+
+
+def _worker(door: Door) -> tuple[int, str, int, str, str]:
+    """The session's process: pid, name, parent, parent's name, command line."""
+    result = door.ssh("t:worker")
+    assert result.code == 0, result.stderr
+    first, cmdline = result.stdout.splitlines()
+    pid, name, parent, parent_name = first.split()
+    return int(pid), name, int(parent), parent_name, cmdline
+
+
+def _zygote(server: int) -> int | None:
+    with open(f"/proc/{server}/task/{server}/children") as listing:
+        children = [int(pid) for pid in listing.read().split()]
+    named = [
+        pid for pid in children if Path(f"/proc/{pid}/comm").read_text().strip() == ZYGOTE_NAME
+    ]
+    return named[0] if named else None
+
+
+def _fds(pid: int) -> dict[str, str]:
+    return {link.name: os.readlink(link) for link in Path(f"/proc/{pid}/fd").iterdir()}
+
+
+class Embedded(Door):
+    server: int  # the server's pid
+
+
+@pytest.fixture
+def embedded(gokku, base_env, ssh_config, alice: KeyPair, test_plugin) -> Iterator[Embedded]:
+    with running_server(base_env) as (proc, port):
+        door = Embedded("embedded", port, "gokku", alice, gokku.root)
+        door.server = proc.pid
+        # It listens at once; it takes connections once its zygote is ready.
+        assert wait_until(lambda: _zygote(proc.pid), 10)
+        yield door
+
+
+def test_sessions_are_forks_of_the_zygote_not_new_interpreters(embedded: Embedded) -> None:
+    zygote = _zygote(embedded.server)
+    assert zygote is not None
+    seen = set()
+    for _ in range(3):
+        pid, name, parent, parent_name, cmdline = _worker(embedded)
+        assert (name, parent, parent_name) == (SESSION_NAME, zygote, ZYGOTE_NAME)
+        assert "gokku.ssh.zygote" in cmdline and "ssh-command" not in cmdline
+        seen.add(pid)
+    assert len(seen) == 3  # a fresh process each time
+
+
+def test_the_zygote_keeps_nothing_of_a_session(embedded: Embedded) -> None:
+    """Its descriptors are the same after sessions as before (every session's were
+    closed), and a session without a command does not find the previous one's."""
+    zygote = _zygote(embedded.server)
+    assert embedded.ssh("version").code == 0  # it takes requests: it is all set up
+    before = _fds(zygote)
+    assert embedded.ssh("t:args leaked", "-tt").stdout.strip() == "[leaked]"
+    bare = embedded.ssh(None, "-T")
+    assert bare.code == 2 and "leaked" not in bare.stdout + bare.stderr
+    assert embedded.ssh("t:sink", input=b"x" * 100000).code == 0
+    assert _fds(zygote) == before
+
+
+def test_a_killed_zygote_is_replaced_and_sessions_go_on(embedded: Embedded) -> None:
+    first = _zygote(embedded.server)
+    os.kill(first, signal.SIGKILL)
+    assert wait_until(lambda: not os.path.exists(f"/proc/{first}/comm"), 5)
+    _, _, parent, _, _ = _worker(embedded)  # meanwhile: a new interpreter, or the new zygote
+    assert parent in (embedded.server, _zygote(embedded.server))
+    assert wait_until(lambda: _zygote(embedded.server) not in (None, first), 10)
+    _, _, parent, _, _ = _worker(embedded)
+    assert parent == _zygote(embedded.server) != first
+
+
+def test_a_session_outlives_its_zygote(embedded: Embedded) -> None:
+    """Signals still reach the session's process (through its pidfd) and the session
+    ends; its exit code died with the zygote."""
+
+    async def scenario() -> asyncssh.SSHCompletedProcess:
+        async with asyncssh.connect(
+            "127.0.0.1",
+            embedded.port,
+            username="gokku",
+            client_keys=[str(embedded.key.path)],
+            known_hosts=None,
+        ) as conn:
+            process = await conn.create_process("t:trap TERM")
+            assert await process.stdout.readline() == "ready\n"
+            os.kill(_zygote(embedded.server), signal.SIGKILL)
+            await asyncio.sleep(0.3)
+            process.send_signal("TERM")
+            return await asyncio.wait_for(process.wait(), 15)
+
+    result = asyncio.run(scenario())
+    assert "got TERM" in result.stdout
+    assert result.exit_status == LOST_STATUS
+
+
+def test_a_hung_up_session_outlives_its_zygote(embedded: Embedded) -> None:
+    client = subprocess.Popen(embedded.ssh_argv() + ["t:hold idle"], stdout=subprocess.PIPE)
+    assert client.stdout.readline() == b"ready\n"
+    pgid = int((embedded.root.parent / "held-idle").read_text())
+    os.kill(_zygote(embedded.server), signal.SIGKILL)
+    client.kill()
+    client.wait()
+    client.stdout.close()
+    assert wait_until(lambda: not group_alive(pgid), 5)
