@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Gokku
+from conftest import Gokku, write_plugin
 
 OFFICIAL_STYLE = {
     "bin/install": """\
@@ -80,6 +80,11 @@ docker exec -i "redis-$1" sh -c 'echo "PING as $REDIS_PASSWORD"'
 echo "linked $1 to $2 ($3)" > "$(create_service_dir "$1")/linked"
 """,
 }
+
+
+def add_plugin(gokku: Gokku, tmp_path: Path, name: str, **scripts: str) -> None:
+    """Install a small plugin called ``name`` (write_plugin's scripts)."""
+    gokku.ok("plugins:add", str(write_plugin(tmp_path / "src" / name, **scripts)))
 
 
 def official_style_plugin(folder: Path) -> Path:
@@ -196,16 +201,11 @@ def test_a_hard_coded_root_is_refused_elsewhere_unless_forced(
 def test_backups_move_both_ways_and_hostile_archives_are_refused(
     gokku: Gokku, tmp_path: Path
 ) -> None:
-    from conftest import write_plugin
-
-    tree = write_plugin(
-        tmp_path / "src" / "b",
-        commands={
-            "commands/backup": 'export_service_data "$1" "$2"\n',
-            "commands/restore": 'import_service_data "$1" "$2"\n',
-        },
-    )
-    gokku.ok("plugins:add", str(tree))
+    backup = {
+        "commands/backup": 'export_service_data "$1" "$2"\n',
+        "commands/restore": 'import_service_data "$1" "$2"\n',
+    }
+    add_plugin(gokku, tmp_path, "b", commands=backup)
     gokku.ok("services:create", "b", "--name", "s1")
     # As the original makes it: tar -czf PATH -C services/SVC .
     made = tmp_path / "made"
@@ -248,16 +248,8 @@ def test_backups_move_both_ways_and_hostile_archives_are_refused(
 def test_helpers_print_what_the_original_prints(
     gokku: Gokku, docker_standin: Path, tmp_path: Path
 ) -> None:
-    from conftest import write_plugin
-
-    tree = write_plugin(
-        tmp_path / "src" / "h",
-        commands={
-            "commands/call": '"$@"\n',
-            "commands/env": 'env | grep -E "^GOKKU_(DIR|SCRIPTS_DIR|BIN_DIR|OS|ARCH)=" | sort\n',
-        },
-    )
-    gokku.ok("plugins:add", str(tree))
+    exports = 'env | grep -E "^GOKKU_(DIR|SCRIPTS_DIR|BIN_DIR|OS|ARCH)=" | sort\n'
+    add_plugin(gokku, tmp_path, "h", commands={"commands/call": '"$@"\n', "commands/env": exports})
 
     def call(*args: str):
         return gokku("h:call", *args)
@@ -305,10 +297,7 @@ def test_helpers_print_what_the_original_prints(
 
 
 def test_misused_helpers_write_nothing_outside_the_root(gokku: Gokku, tmp_path: Path) -> None:
-    from conftest import write_plugin
-
-    gokku.ok("plugins:add", str(write_plugin(tmp_path / "src" / "m", commands={
-        "commands/call": '"$@"\n'})))  # fmt: skip
+    add_plugin(gokku, tmp_path, "m", commands={"commands/call": '"$@"\n'})
     # The filesystem's root and the test's own directory (the root's parent): /tmp as a
     # whole belongs to whatever else runs on the machine.
     around = {p: sorted(os.listdir(p)) for p in (Path("/"), tmp_path)}
@@ -331,10 +320,7 @@ def test_misused_helpers_write_nothing_outside_the_root(gokku: Gokku, tmp_path: 
 
 
 def test_services_list_shows_the_version_the_plugin_recorded(gokku: Gokku, tmp_path) -> None:
-    from conftest import write_plugin
-
-    install = 'update_service_config "$1" version "7.2"\n'
-    gokku.ok("plugins:add", str(write_plugin(tmp_path / "src" / "v", install=install)))
+    add_plugin(gokku, tmp_path, "v", install='update_service_config "$1" version "7.2"\n')
     gokku.ok("services:create", "v", "--name", "s1")
     gokku.ok("services:create", "v:6", "--name", "s2")
     listed = {s["name"]: s["version"] for s in json.loads(
@@ -346,10 +332,7 @@ def test_scripts_start_where_the_caller_is(gokku: Gokku, tmp_path: Path) -> None
     """On the server's CLI a relative path means the caller's directory, as in the
     original (postgres:restore db backup.sql); over SSH scripts start in GOKKU_ROOT
     (tests/test_ssh_doors.py)."""
-    from conftest import write_plugin
-
-    gokku.ok("plugins:add", str(write_plugin(tmp_path / "src" / "r", commands={
-        "commands/read": 'cat "$1"\n'})))  # fmt: skip
+    add_plugin(gokku, tmp_path, "r", commands={"commands/read": 'cat "$1"\n'})
     here = tmp_path / "here"
     here.mkdir()
     (here / "backup.sql").write_text("select 1;\n")
