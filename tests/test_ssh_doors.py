@@ -10,7 +10,7 @@ import time
 
 import pytest
 from sshkit import *  # noqa: F403 - fixtures
-from sshkit import Door, free_port, group_alive, processes_under, wait_until
+from sshkit import Door, KeyPair, free_port, group_alive, processes_under, wait_until
 
 
 def test_argv_survives_quoting(door: Door) -> None:
@@ -19,7 +19,14 @@ def test_argv_survives_quoting(door: Door) -> None:
     assert result.stdout == '[a b]\n[c"d]\n[]\n[$HOME]\n[*]\n[;]\n[x=1]\n'
 
 
-def test_terminal_keys_in_the_data_do_not_kill_the_door(door: Door) -> None:
+@pytest.fixture
+def embedded(server: int, alice: KeyPair, gokku, test_plugin: str) -> Door:
+    """The embedded server alone: for what only it can promise (sshd starts the forced
+    command under the client's pty itself, before gokku runs)."""
+    return Door("embedded", server, "gokku", alice, gokku.root)
+
+
+def test_terminal_keys_in_the_data_do_not_kill_the_door(embedded: Door) -> None:
     """Under a pty, bytes 0x03/0x1c/0x1a in the client's data signal the foreground job;
     when no script runs, that is the door, which still writes its audit line.
 
@@ -27,21 +34,18 @@ def test_terminal_keys_in_the_data_do_not_kill_the_door(door: Door) -> None:
     command itself, under the pty already, and bytes that arrive first reach its shell
     before gokku runs: that door cannot promise this (use the embedded server, or no -t
     for data)."""
-    if door.kind == "openssh":
-        pytest.skip("sshd's own start-up is out of gokku's reach (see the docstring)")
-    result = door.ssh("t:args x", "-tt", input=b"\x03\x1c\x1a" * 2000)
+    result = embedded.ssh("t:args x", "-tt", input=b"\x03\x1c\x1a" * 2000)
     assert result.code == 0, result.stderr
-    assert door.audit()[-1]["argv"] == ["t:args", "x"] and door.audit()[-1]["exit"] == 0
+    last = embedded.audit()[-1]
+    assert last["argv"] == ["t:args", "x"] and last["exit"] == 0
 
 
-def test_data_through_a_forced_terminal_arrives_exactly(door: Door) -> None:
+def test_data_through_a_forced_terminal_arrives_exactly(embedded: Door) -> None:
     """``ssh -tt HOST import < dump``: a command that reads data gets no pty, so no byte is
     echoed, rewritten or taken for Ctrl-C. sshd grants the pty itself before the command
     runs (gokku makes it raw only once it starts), so the OpenSSH door cannot promise it."""
-    if door.kind == "openssh":
-        pytest.skip("sshd allocates the pty before gokku runs")
     data = bytes(range(256)) * 512
-    result = door.ssh("t:sink", "-tt", input=data)
+    result = embedded.ssh("t:sink", "-tt", input=data)
     assert result.code == 0, result.stderr
     assert result.stdout.strip() == hashlib.sha256(data).hexdigest()
 
