@@ -47,34 +47,24 @@ def test_the_line_says_so_when_the_traceback_cannot_be_logged(
     assert line.endswith(f"; its details could not be logged (is a directory: {log})")
 
 
-def test_config_set_on_a_full_disk_is_one_line_and_keeps_the_old_env(gokku: Gokku) -> None:
-    with tmpfs(gokku.root / "apps") as apps:
+@pytest.mark.parametrize("full", ["apps", "."], ids=["apps", "whole-state"])
+def test_config_set_on_a_full_disk_is_one_line_and_keeps_the_old_env(
+    gokku: Gokku, full: str
+) -> None:
+    """With the whole state on the full disk the locks are there too: the holder line a
+    lock writes (for the message of whoever waits) is not worth failing for; the write
+    that matters is."""
+    with tmpfs(gokku.root / full) as disk:
         gokku.ok("apps:create", "api")
         gokku.ok("config:set", "-a", "api", "OLD=kept")
-        env = apps / "api" / "shared" / ".env"
+        env = gokku.root / "apps" / "api" / "shared" / ".env"
         before = env.read_bytes()
-        fill(apps)
+        fill(disk)
         result = gokku("config:set", "-a", "api", "NEW=" + "x" * 20000)
         assert result.code == 1 and result.out == b""
         assert result.stderr == f" !     no space left on device writing {env}\n"
         assert env.read_bytes() == before
-        assert temp_files(apps) == []
-
-
-def test_a_full_disk_under_the_whole_state_is_one_line_too(gokku: Gokku) -> None:
-    """The locks are on the full disk too: the holder line a lock writes (for the message
-    of whoever waits) is not worth failing for; the write that matters is."""
-    with tmpfs(gokku.root) as root:
-        gokku.ok("apps:create", "api")
-        gokku.ok("config:set", "-a", "api", "OLD=kept")
-        env = root / "apps" / "api" / "shared" / ".env"
-        before = env.read_bytes()
-        fill(root)
-        result = gokku("config:set", "-a", "api", "NEW=" + "x" * 20000)
-        assert result.code == 1 and result.out == b""
-        assert result.stderr == f" !     no space left on device writing {env}\n"
-        assert env.read_bytes() == before
-        assert temp_files(root) == []
+        assert temp_files(disk) == []
 
 
 def test_a_system_error_is_one_line_naming_the_file(gokku: Gokku) -> None:
