@@ -1,7 +1,8 @@
 """The loopback lab every SSH benchmark runs in, and how they report.
 
 One throwaway state root with a ``bench`` plugin (``bench:sink`` reads stdin to the end,
-``bench:source FILE`` writes FILE), one registered client key, a ``gokku serve`` and one
+``bench:source FILE`` writes FILE, ``bench:hold`` says ``ready`` and waits for the end of
+its input), one registered client key, a ``gokku serve`` and one
 OpenSSH sshd. The sshd has two doors: the registry's forced-command lines (the Gokku
 door) and a second key allowed to run anything as root (plain OpenSSH, the baseline).
 All three are measured in the same run, so ratios compare like with like.
@@ -34,12 +35,14 @@ RESULTS = REPO / "bench" / "results"
 PLUGIN = {
     "commands/sink": "cat > /dev/null\n",
     "commands/source": 'cat "$1"\n',
+    "commands/hold": "echo ready\ncat > /dev/null\n",
     **{f"commands/{name}": "true\n" for name in ("help", "info", "logs")},
     **{name: "true\n" for name in ("install", "uninstall")},  # the plugin contract
 }
 # ``access: any``: the bench key is a member, and these commands name no service.
 MANIFEST = (
     "commands:\n  sink: {stdin: data, access: any}\n  source: {stdout: binary, access: any}\n"
+    "  hold: {stdin: data, access: any}\n"
 )
 # Wide enough that only the machine limits a concurrency run, not the server's caps.
 # As generous as the baseline sshd's MaxStartups 1000: bursts of clients all log in.
@@ -53,11 +56,15 @@ SETTINGS = {
 
 @dataclass
 class Target:
-    """One way in: a name for the table and the ssh argv up to (not including) the command."""
+    """One way in: a name for the table and the ssh argv up to (not including) the command
+    (and the same as parts, for clients other than OpenSSH's)."""
 
     name: str
     argv: list[str]
     pid: int  # the listening server process, for memory readings
+    port: int
+    user: str
+    key: Path
 
     def run(self, command: str, **kwargs) -> subprocess.CompletedProcess:
         return subprocess.run([*self.argv, command], **kwargs)
@@ -106,19 +113,23 @@ def lab(settings: dict | None = None) -> Iterator[Lab]:
                 folder / "sshd", authorized, plain_keys, root_login="prohibit-password"
             ) as (sshd, sshd_port),
         ):
+
+            def target(name: str, pid: int, port: int, user: str, key: Path) -> Target:
+                return Target(name, ssh_argv(port, user, key), pid, port, user, key)
+
             yield Lab(
-                embedded=Target("embedded", ssh_argv(port, "gokku", member.path), server.pid),
-                forced=Target("openssh-door", ssh_argv(sshd_port, user, member.path), sshd.pid),
-                plain=Target("openssh", ssh_argv(sshd_port, user, admin.path), sshd.pid),
+                embedded=target("embedded", server.pid, port, "gokku", member.path),
+                forced=target("openssh-door", sshd.pid, sshd_port, user, member.path),
+                plain=target("openssh", sshd.pid, sshd_port, user, admin.path),
                 folder=folder,
             )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _tree(pid: int) -> list[list[str]]:
+def _tree(pid: int) -> dict[int, list[str]]:
     """The /proc/PID/stat fields after the command name (state first) of ``pid`` and of
-    all its descendants."""
+    all its descendants, by pid."""
     children: dict[int, list[int]] = {}
     stats: dict[int, list[str]] = {}
     for entry in Path("/proc").iterdir():
@@ -130,24 +141,38 @@ def _tree(pid: int) -> list[list[str]]:
             continue
         children.setdefault(int(fields[1]), []).append(int(entry.name))
         stats[int(entry.name)] = fields
-    found, todo = [], [pid]
+    found, todo = {}, [pid]
     while todo:
         current = todo.pop()
         if current in stats:
-            found.append(stats[current])
+            found[current] = stats[current]
         todo += children.get(current, [])
     return found
 
 
 def tree_rss(pid: int) -> int:
     """Resident memory (bytes) of ``pid`` and all its descendants."""
-    return sum(int(fields[21]) for fields in _tree(pid)) * os.sysconf("SC_PAGE_SIZE")
+    return sum(int(fields[21]) for fields in _tree(pid).values()) * os.sysconf("SC_PAGE_SIZE")
+
+
+def tree_pss(pid: int) -> int:
+    """Proportional memory (bytes) of ``pid`` and all its descendants: each shared page
+    counted once over all the processes sharing it (forks of one zygote share most)."""
+    total = 0
+    for child in _tree(pid):
+        try:
+            rollup = Path(f"/proc/{child}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        pss = next(line for line in rollup.splitlines() if line.startswith("Pss:"))
+        total += int(pss.split()[1])
+    return total * 1024
 
 
 def tree_cpu(pid: int) -> float:
     """CPU seconds (user + system) spent by ``pid`` and its descendants, those still
     running and those already reaped (their time is in the reaper's cutime/cstime)."""
-    ticks = sum(sum(int(f) for f in fields[11:15]) for fields in _tree(pid))
+    ticks = sum(sum(int(f) for f in fields[11:15]) for fields in _tree(pid).values())
     return ticks / os.sysconf("SC_CLK_TCK")
 
 

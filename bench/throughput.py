@@ -11,14 +11,21 @@ listening process and every process under it (workers, zygotes, sessions, the co
 itself: ``cat`` on both sides), reaped ones included, read from /proc before and after
 each run. Target: at or below sshd's (1.0x). The clients' CPU is not counted.
 
-    sudo python bench/throughput.py [--size-mib 1024] [--runs 5] [--streams 4]
+With ``--burners N`` the benchmark first starts N processes that spin on the CPU for the
+whole run (a shared host's other tenants): the contention is part of the measurement, the
+same for both servers, and the results go to ``throughput-burnersN.json``.
+
+    sudo python bench/throughput.py [--size-mib 1024] [--runs 5] [--streams 4] [--burners 1]
 """
 
 import argparse
 import concurrent.futures
+import contextlib
 import os
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from sshbench import Target, lab, median, report, table, tree_cpu, tree_size
@@ -67,14 +74,28 @@ def rate(
     return moved / seconds / 1e6, (tree_cpu(server) - cpu) / (moved / 1e9)
 
 
+@contextlib.contextmanager
+def burning(count: int) -> Iterator[None]:
+    """``count`` processes spinning on the CPU until the block ends."""
+    spin = [sys.executable, "-c", "while True: pass"]
+    burners = [subprocess.Popen(spin) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--streams", type=int, default=4)
+    parser.add_argument("--burners", type=int, default=0, help="CPU-bound processes alongside")
     args = parser.parse_args()
     size = args.size_mib << 20
-    with lab() as bed:
+    with lab() as bed, burning(args.burners):
         payload = bed.folder / "payload"
         make_payload(payload, size)
         received = [bed.folder / f"received-{i}" for i in range(args.streams)]
@@ -123,9 +144,15 @@ def main() -> None:
     header += ["embedded CPU s/GB", "openssh CPU s/GB", "CPU x openssh"]
     text = table(header, rows)
     report(
-        "throughput",
+        f"throughput-burners{args.burners}" if args.burners else "throughput",
         text,
-        {"size_bytes": size, "runs": args.runs, "streams": args.streams, "results": results},
+        {
+            "size_bytes": size,
+            "runs": args.runs,
+            "streams": args.streams,
+            "burners": args.burners,
+            "results": results,
+        },
     )
 
 

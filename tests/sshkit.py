@@ -37,6 +37,7 @@ COMMANDS = {
     "bytes": "printf '\\000\\001\\n\\r\\n\\377'\n",
     "whoami": 'echo "$GOKKU_KEY_NAME $GOKKU_KEY_FINGERPRINT"\n',
     "where": "pwd\n",
+    "nofile": "ulimit -Sn\n",
     "spin": "echo ready\nwhile :; do sleep 0.1; done\n",
     # The server process that serves the session: the first ancestor of the worker (our
     # parent) running ``serve`` (its parent, or the parent of the zygote that forked it).

@@ -202,6 +202,20 @@ def test_dokku_forms_take_the_app_first(gokku, app):
     assert json.loads(gokku.ok("config:show", app, "--format", "json").stdout) == {"MSG": "a b"}
 
 
+def test_a_global_app_and_dokkus_app_first_word_agree(gokku, app):
+    """``gokku -a api config:set api K=V`` (what the client sends from a checkout whose
+    git remote names the app) is the Dokku form, not a variable called ``api``."""
+    gokku.ok("-a", app, "config:set", app, "K=v")
+    assert gokku.ok("-a", app, "config:get", app, "K").stdout == "v\n"
+    assert gokku.ok("config:get", "-a", app, app, "K").stdout == "v\n"
+    assert gokku.ok("-a", app, "config:show", app).stdout == "K=v\n"
+    gokku.ok("-a", app, "config:unset", app, "K")
+    assert gokku.ok("config:show", app).stdout == ""
+    other = gokku("-a", app, "config:set", "web", "K=v")  # "web" is no variable
+    assert other.code != 0 and "web" in other.stderr and other.stderr.count("\n") == 1
+    assert gokku.ok("config:show", app).stdout == ""
+
+
 def test_encoded_values_are_base64_as_in_dokku(gokku, app):
     encoded = {
         key: base64.b64encode(value.encode()).decode() for key, value in HOSTILE_VALUES.items()

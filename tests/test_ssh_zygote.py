@@ -3,9 +3,12 @@ dispatch path once: no new interpreter per session, nothing kept from one sessio
 next, and a zygote that dies is replaced while sessions go on."""
 
 import asyncio
+import contextlib
 import os
+import resource
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import pytest
 from sshkit import *  # noqa: F403 - fixtures
 from sshkit import Door, KeyPair, group_alive, running_server, wait_until
 
-from gokku.ssh.spawn import LOST_STATUS
+from gokku.ssh.spawn import LOST_STATUS, SILENT_SECONDS
 from gokku.ssh.zygote import SESSION_NAME, ZYGOTE_NAME
 
 pytestmark = pytest.mark.parametrize("ssh_settings", [{"workers": 1}])
@@ -125,3 +128,60 @@ def test_a_hung_up_session_outlives_its_zygote(embedded: Embedded) -> None:
     client.wait()
     client.stdout.close()
     assert wait_until(lambda: not group_alive(pgid), 5)
+
+
+def test_a_stopped_zygote_is_replaced_and_the_waiting_session_told(embedded: Embedded) -> None:
+    """A zygote that takes a request and never answers (here: stopped) would hold every
+    new session: after SILENT_SECONDS it is killed, the waiting session fails with a
+    message (it may have been forked: it is not started twice), and the next one runs."""
+    assert embedded.ssh("version").code == 0  # it takes requests
+    stuck = _zygote(embedded.server)
+    os.kill(stuck, signal.SIGSTOP)
+    started = time.monotonic()
+    waited = embedded.ssh("t:args one")
+    assert time.monotonic() - started < SILENT_SECONDS + 5
+    assert waited.code != 0
+    assert "session runner failed while starting it" in waited.stderr
+    assert len(waited.stderr.strip().splitlines()) == 1
+    assert wait_until(lambda: not os.path.exists(f"/proc/{stuck}/comm"), 5)
+    assert embedded.ssh("t:args two").stdout == "[two]\n"
+    assert wait_until(lambda: _zygote(embedded.server) not in (None, stuck), 10)
+    _, _, parent, _, _ = _worker(embedded)
+    assert parent == _zygote(embedded.server)
+
+
+@contextlib.contextmanager
+def _soft_nofile(limit: int) -> Iterator[None]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _limit(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no descriptor limit")
+
+
+def test_sessions_get_the_descriptor_limit_the_server_started_with(
+    gokku, base_env, ssh_config, alice: KeyPair, test_plugin
+) -> None:
+    """The server takes the hard limit for its connections; the commands it runs, forked
+    by the zygote or (while it is replaced) exec'd, start with the soft limit it had."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    lowered = hard // 2
+    with contextlib.ExitStack() as stack:
+        with _soft_nofile(lowered):
+            proc, port = stack.enter_context(running_server(base_env))
+        door = Door("embedded", port, "gokku", alice, gokku.root)
+        assert wait_until(lambda: _zygote(proc.pid), 10)
+        assert _limit(proc.pid) == (hard, hard)
+        assert _limit(_zygote(proc.pid)) == (hard, hard)
+        assert door.ssh("t:nofile").stdout == f"{lowered}\n"
+        os.kill(_zygote(proc.pid), signal.SIGKILL)  # the next one may be exec'd
+        assert door.ssh("t:nofile").stdout == f"{lowered}\n"

@@ -1,8 +1,9 @@
 """``config:*`` verbs: an app's variables, exact to the byte through the ``.env`` file.
 
 The app is ``-a APP`` (before the verb or after it) or, as in Dokku, the first argument:
-``config:set api K=V``, ``config:get api K``. For config:set a first word with ``=`` is a
-variable, so ``config:set K=V -a api`` keeps working.
+``config:set api K=V``, ``config:get api K``; both at once if they name the same app. For
+config:set a first word with ``=`` is a variable, so ``config:set K=V -a api`` keeps
+working.
 """
 
 import base64
@@ -28,13 +29,16 @@ def _opts(
     flags: dict[str, str] | None = None,
     app_word: Callable[[str], bool] = lambda word: True,
 ) -> tuple[str, str, Parsed, str]:
-    """Parse, name the app (``-a``, else a first argument ``app_word`` accepts) and check
-    the caller's access to it before anything is read."""
+    """Parse, name the app (``-a``, or a first argument ``app_word`` accepts that agrees
+    with it) and check the caller's access to it before anything is read."""
     usage = usage_line(verb)
     values = {"-a": "app", "--app": "app", "--env": "env", "-e": "env", **(values or {})}
     opts: Parsed = parse(args, usage, values=values, flags=flags)
     app = opts.get("app", ctx.app)
-    if app is None and opts.positional and app_word(opts.positional[0]):
+    first = opts.positional[0] if opts.positional else None
+    # Dokku's form names the app first; with ``-a`` too (the client adds it from the git
+    # remote) a first word that repeats that name is still the app, not a variable.
+    if first is not None and first == (app or first) and app_word(first):
         app = opts.positional.pop(0)
     if not app:
         raise UsageError(f"missing -a APP; usage: {usage}")

@@ -15,7 +15,6 @@ import contextlib
 import logging
 import os
 import random
-import resource
 import signal
 import socket
 import sys
@@ -27,7 +26,7 @@ from gokku import keys
 from gokku.context import Context
 from gokku.errors import GokkuError
 from gokku.paths import Root
-from gokku.ssh import sendpath
+from gokku.ssh import fdlimit, sendpath
 from gokku.ssh.config import SSHConfig
 from gokku.ssh.session import Session
 from gokku.ssh.spawn import Spawner
@@ -200,7 +199,7 @@ def serve(ctx: Context, config: SSHConfig) -> int:
     logging.basicConfig(format="%(asctime)s gokku-serve %(message)s", level=logging.INFO)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     config.startups()  # a bad max_startups is refused before anything listens
-    _raise_fd_limit()
+    session_nofile = fdlimit.raise_to_hard()
     key = host_key(ctx.root)
     offer = ciphers(config)
     sock = _listen(config)
@@ -213,19 +212,9 @@ def serve(ctx: Context, config: SSHConfig) -> int:
     def run(index: int) -> int:
         tally = counts.tally(index)
         tally.reset()
-        return asyncio.run(_serve(ctx.root, config, key, offer, sock, tally))
+        return asyncio.run(_serve(ctx.root, config, key, offer, sock, tally, session_nofile))
 
     return run(0) if count == 1 else supervise(count, run)
-
-
-def _raise_fd_limit() -> None:
-    """Every connection takes a socket and every session four descriptors more (its
-    pipe ends or pty, a pidfd): the 1024 a login shell starts with are about 200
-    sessions. The hard limit is what the administrator allows; take all of it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        log.info("file descriptors: raised the limit from %d to %d", soft, hard)
 
 
 def _listen(config: SSHConfig) -> socket.socket:
@@ -276,11 +265,12 @@ async def _serve(
     offer: list[str],
     sock: socket.socket,
     tally: Tally,
+    session_nofile: int,
 ) -> int:
     _reap_with_pidfds()
     sendpath.install()
     limits = Limits(config, tally)
-    spawner = Spawner(root)
+    spawner = Spawner(root, session_nofile)
     await spawner.start()
     options = await asyncssh.SSHServerConnectionOptions.construct(
         server_factory=lambda: Connection(root, config, limits, spawner),

@@ -32,7 +32,7 @@ from gokku.paths import Root
 from gokku.plugins.manifest import CommandIO
 from gokku.ssh import split_command
 from gokku.ssh.relay import pipe
-from gokku.ssh.spawn import Spawner, Worker
+from gokku.ssh.spawn import Spawner, Worker, ZygoteLost
 
 log = logging.getLogger("gokku.serve")
 
@@ -97,6 +97,9 @@ class Session(asyncssh.SSHServerProcess):
         code = 1
         try:
             code = await self._run()
+        except ZygoteLost as exc:
+            with contextlib.suppress(Exception):
+                await self._refuse(f"{exc}; check whether it ran before running it again")
         except Exception:
             log.exception("session of %s from %s failed", self._key.name, self._address)
         finally:

@@ -16,6 +16,7 @@ LOST_STATUS (the process still wrote its audit line).
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -28,6 +29,9 @@ from gokku.ssh import door_argv, gokku_argv, zygote
 log = logging.getLogger("gokku.serve")
 
 READY_SECONDS = 10.0  # the first sessions wait this long for a starting zygote
+# While a request waits, a zygote that says nothing for this long is stuck (stopped,
+# wedged): it is killed and replaced. Busy, it answers every few milliseconds.
+SILENT_SECONDS = 5.0
 RESPAWN_SECONDS = 1.0
 STOP_SECONDS = 5.0
 LOST_STATUS = 1
@@ -45,8 +49,9 @@ class Worker(Protocol):
 
 
 class ZygoteLost(Exception):
-    """The zygote died with a request in flight: whether it forked is unknown, so the
-    session is not started again another way (its command could run twice)."""
+    """The zygote died (or was killed, stuck) with a request in flight: whether it forked
+    is unknown, so the session is not started again another way (its command could run
+    twice); the client is told so."""
 
 
 def clean_env() -> dict[str, str]:
@@ -88,8 +93,9 @@ class Forked:
 class Spawner:
     """This worker's way to start sessions, and its zygote."""
 
-    def __init__(self, root: Root) -> None:
+    def __init__(self, root: Root, session_nofile: int) -> None:
         self._root = str(root.path)
+        self._nofile = session_nofile
         self._loop = asyncio.get_running_loop()
         self._process: asyncio.subprocess.Process | None = None
         self._sock: socket.socket | None = None
@@ -100,6 +106,8 @@ class Spawner:
         self._next_id = 0
         self._closing = False
         self._starting: asyncio.Future | None = None
+        self._heard = 0.0  # when the zygote last answered, or had nothing to answer
+        self._watchdog: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         """Start the zygote and wait (a little) until it takes requests."""
@@ -109,6 +117,7 @@ class Spawner:
                 *gokku_argv(zygote.__name__),
                 self._root,
                 str(theirs.fileno()),
+                str(self._nofile),
                 pass_fds=[theirs.fileno()],
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
@@ -137,7 +146,11 @@ class Spawner:
             self._next_id += 1
             request = {"id": self._next_id, "fingerprint": fingerprint, "env": env, "pty": pty}
             answer = self._loop.create_future()
+            if not self._requests:
+                self._heard = self._loop.time()
             self._requests[self._next_id] = answer
+            if self._watchdog is None:
+                self._watchdog = self._loop.call_later(SILENT_SECONDS, self._watch)
             try:
                 zygote.send(self._sock, request, list(fds))
             except OSError as exc:  # it is gone (or the request too large): nothing forked
@@ -160,7 +173,7 @@ class Spawner:
             stderr=fds[2],
             env=clean_env() | env,
             start_new_session=True,
-            preexec_fn=zygote.take_terminal if pty else None,
+            preexec_fn=functools.partial(zygote.become_session, self._nofile, pty),
         )
 
     def _readable(self) -> None:
@@ -175,6 +188,7 @@ class Spawner:
             if message is None:
                 self._lost()
                 return
+            self._heard = self._loop.time()
             self._handle(message, fds)
 
     def _handle(self, message: dict, fds: list[int]) -> None:
@@ -195,6 +209,20 @@ class Spawner:
                 log.warning("session runner could not fork (%s)", message.get("error"))
                 answer.set_result(None)
 
+    def _watch(self) -> None:
+        """Kill a zygote silent for SILENT_SECONDS while requests wait: ``_lost`` then
+        fails what it was asked and starts another, so no session waits forever."""
+        self._watchdog = None
+        if not self._requests or self._process is None:
+            return
+        silent = self._loop.time() - self._heard
+        if silent < SILENT_SECONDS:
+            self._watchdog = self._loop.call_later(SILENT_SECONDS - silent, self._watch)
+            return
+        log.warning("the session runner has not answered for %.0f s: replacing it", silent)
+        with contextlib.suppress(ProcessLookupError):
+            self._process.kill()
+
     def _lost(self) -> None:
         """The zygote is gone: fail what it was asked, watch what it started, replace it."""
         if self._sock is not None:
@@ -204,7 +232,7 @@ class Spawner:
         self._ready = False
         self._settle()
         for answer in self._requests.values():
-            answer.set_exception(ZygoteLost("the session runner died while starting it"))
+            answer.set_exception(ZygoteLost("the session runner failed while starting it"))
         self._requests.clear()
         for worker in self._running.values():
             worker.orphaned()

@@ -2,19 +2,20 @@
 path once and forks a fresh child for every session, instead of a new interpreter.
 
 The server worker starts it as a new interpreter (``python -P -m gokku.ssh.zygote ROOT
-FD``), so it holds nothing of the server (no host key, no listening socket, no asyncssh)
-and nothing of any session: after its imports it only waits for requests on a unix
-socket. A request is the session's three descriptors (SCM_RIGHTS) and a JSON message:
-the fingerprint that logged in, the variables sshd would set (``SSH_ORIGINAL_COMMAND``,
-``SSH_CONNECTION``, ``TERM``) and whether fd 0 is a pty. The zygote forks; the child
-becomes what ``python -P -m gokku ssh-command --root ROOT --fingerprint FP`` started by
-the server was: its own session (setsid), the pty as controlling terminal with the
-terminal's signals ignored, fds 0-2 and nothing else, the zygote's clean environment plus
-those variables, then ``gokku.cli.main`` and its exit code. The door's argv is built here
-from ROOT: a request cannot make the zygote run anything else. Each child is a fresh
-fork of a process that never ran a session, so nothing of one session reaches the next.
-Signal dispositions are left as the interpreter set them, so the child starts with those
-of a new interpreter.
+FD NOFILE``), so it holds nothing of the server (no host key, no listening socket, no
+asyncssh) and nothing of any session: after its imports it only waits for requests on a
+unix socket. A request is the session's three descriptors (SCM_RIGHTS) and a JSON
+message: the fingerprint that logged in, the variables sshd would set
+(``SSH_ORIGINAL_COMMAND``, ``SSH_CONNECTION``, ``TERM``) and whether fd 0 is a pty. The
+zygote forks; the child becomes what ``python -P -m gokku ssh-command --root ROOT
+--fingerprint FP`` started by the server was: its own session (setsid), the descriptor
+limit the server started with, the pty as controlling terminal with the terminal's
+signals ignored, fds 0-2 and nothing else, the zygote's clean environment plus those
+variables, then ``gokku.cli.main`` and its exit code. The door's argv is built here from
+ROOT: a request cannot make the zygote run anything else. Each child is a fresh fork of
+a process that never ran a session, so nothing of one session reaches the next. Signal
+dispositions are left as the interpreter set them, so the child starts with those of a
+new interpreter.
 
 The zygote answers each request with the child's pid and a pidfd (the server signals
 through it: never a recycled pid), and once the child has exited, with its exit code
@@ -34,7 +35,7 @@ import termios
 import traceback
 from typing import NoReturn
 
-from gokku.ssh import door_argv
+from gokku.ssh import door_argv, fdlimit
 
 READY = "ready"
 ZYGOTE_NAME, SESSION_NAME = "gokku-zygote", "gokku-session"
@@ -66,15 +67,18 @@ def receive(sock: socket.socket, max_fds: int) -> tuple[dict | None, list[int]]:
     return (json.loads(data) if data else None), fds
 
 
-def take_terminal() -> None:
-    """In a session's process, after setsid: make the pty slave (fd 0) the controlling
-    terminal, ignoring what its keys signal from the very start (see
-    ``gokku.cli.ignore_terminal_signals``). Shared with the server's fallback, which
-    runs it before exec."""
-    from gokku.cli import ignore_terminal_signals
+def become_session(nofile: int, pty: bool) -> None:
+    """In a session's process, after setsid: the descriptor limit the server started with
+    (``gokku.ssh.fdlimit``), and with a pty, the pty slave (fd 0) as controlling terminal,
+    ignoring what its keys signal from the very start (see
+    ``gokku.cli.ignore_terminal_signals``). Shared with the server's fallback, which runs
+    it before exec."""
+    fdlimit.restore(nofile)
+    if pty:
+        from gokku.cli import ignore_terminal_signals
 
-    ignore_terminal_signals()
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        ignore_terminal_signals()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 def preload() -> None:
@@ -87,7 +91,7 @@ def preload() -> None:
     gc.freeze()
 
 
-def serve(sock: socket.socket, root: str) -> None:
+def serve(sock: socket.socket, root: str, nofile: int) -> None:
     """Fork a child per request, report its pid and its exit, until the socket closes."""
     base_env = dict(os.environ)
     selector = selectors.DefaultSelector()
@@ -104,7 +108,7 @@ def serve(sock: socket.socket, root: str) -> None:
                     pid = os.fork()
                     if pid == 0:
                         argv = door_argv(root, message["fingerprint"])
-                        _session(argv, message, fds, base_env, (selector, sock))
+                        _session(argv, message, fds, base_env, nofile, (selector, sock))
                 except OSError as exc:  # no fork (memory, process limit): the server says so
                     send(sock, {"id": message["id"], "error": str(exc)})
                     continue
@@ -124,7 +128,12 @@ def serve(sock: socket.socket, root: str) -> None:
 
 
 def _session(
-    argv: list[str], request: dict, fds: list[int], base_env: dict[str, str], inherited: tuple
+    argv: list[str],
+    request: dict,
+    fds: list[int],
+    base_env: dict[str, str],
+    nofile: int,
+    inherited: tuple,
 ) -> NoReturn:
     """The child: become the session's process, run the door's command, exit with its code."""
     code = 1
@@ -136,8 +145,7 @@ def _session(
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # received fds, other sessions' pidfds
-        if request["pty"]:
-            take_terminal()
+        become_session(nofile, request["pty"])
         os.environ.clear()
         os.environ.update(base_env)
         os.environ.update(request["env"])
@@ -165,14 +173,14 @@ def _name(name: str) -> None:
 
 
 def main() -> None:
-    """``python -m gokku.ssh.zygote ROOT FD``: ROOT is the state the server serves, FD
-    this end of its socketpair."""
-    root, fd = sys.argv[1], int(sys.argv[2])
+    """``python -m gokku.ssh.zygote ROOT FD NOFILE``: ROOT is the state the server serves,
+    FD this end of its socketpair, NOFILE the descriptor limit its sessions get."""
+    root, fd, nofile = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     _name(ZYGOTE_NAME)
     sock = socket.socket(fileno=fd)
     preload()
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        serve(sock, root)  # they mean the server went away while we answered
+        serve(sock, root, nofile)  # they mean the server went away while we answered
 
 
 if __name__ == "__main__":
