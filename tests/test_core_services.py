@@ -388,7 +388,23 @@ def test_dokku_forms_are_the_services_verbs(gokku, cache_plugin, tmp_path):
         "post-link c1 api shared",
         "post-unlink c1 api shared",
         "post-link c1 api production",
+        "post-unlink c1 api production",  # a forced destroy unlinks as unlink does
     ]
+
+
+def test_a_failing_post_unlink_hook_does_not_stop_a_forced_destroy_halfway(gokku, tmp_path):
+    hooks = {"hooks/post-unlink": 'echo "cannot tidy $2" >&2; exit 3\n'}
+    gokku.ok("plugins:add", str(write_plugin(tmp_path / "sticky", commands=hooks)))
+    gokku.ok("services:create", "sticky", "--name", "s1")
+    gokku.ok("apps:create", "api")
+    gokku.ok("apps:create", "web")
+    for app in ("api", "web"):
+        gokku.ok("services:link", "s1", "-a", app)
+    result = gokku.ok("services:destroy", "s1", "--force")
+    assert result.stderr.count("post-unlink hook exited 3; destroying s1 anyway") == 2
+    assert "cannot tidy api" in result.stderr and "cannot tidy web" in result.stderr
+    assert not (gokku.root / "services" / "s1").exists()
+    assert gokku("services:info", "s1").code != 0
 
 
 def test_a_plugins_own_script_of_that_name_wins(gokku, tmp_path):

@@ -396,6 +396,18 @@ def _unless_linked(service: services.Service, force: bool) -> services.Service:
     return service
 
 
+def _forced_unlink(ctx: Context, name: str, app: str, env: str) -> None:
+    """An unlink on the way to destroying the service: the plugin's post-unlink hook runs
+    as for ``services:unlink`` (it may undo what post-link set up), but a failing hook
+    does not stop a forced destroy halfway; it is reported."""
+    services.unlink(ctx.root, name, app, env)
+    ctx.info(f"Unlinked {name} from {app} ({env})")
+    try:
+        _hook(ctx, name, "post-unlink", app, env)
+    except ScriptFailed as exc:
+        ctx.warn(f"{exc.message}; destroying {name} anyway")
+
+
 def _destroy(ctx: Context, name: str, force: bool, expect: registry.Plugin | None = None) -> int:
     service = _unless_linked(services.load(ctx.root, name), force)  # before asking
     lost = [f"the {service.plugin} service and all its data ({service.path})"]
@@ -404,8 +416,7 @@ def _destroy(ctx: Context, name: str, force: bool, expect: registry.Plugin | Non
         cut_off = service.data.get("state") == services.CREATING
         plugin = _plugin_of(ctx, _unless_linked(service, force), expect)
         for record in list(service.links):
-            services.unlink(ctx.root, name, record["app"], record["env"])
-            ctx.info(f"Unlinked {name} from {record['app']} ({record['env']})")
+            _forced_unlink(ctx, name, record["app"], record["env"])
         ctx.info(f"Destroying service {name}")
         if plugin.script("uninstall") is not None:
             code = _run(ctx, plugin, "uninstall", [name])
