@@ -5,7 +5,9 @@ over both so that every scenario runs against each.
 Import the fixtures into a test module with ``from sshkit import *``.
 """
 
+import contextlib
 import os
+import resource
 import subprocess
 import sys
 import textwrap
@@ -246,3 +248,24 @@ def wait_until(predicate, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return predicate()
+
+
+def open_files_limit(pid: int) -> tuple[int, int]:
+    """(soft, hard) descriptor limit of a process, from /proc/PID/limits."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no open files limit")
+
+
+@contextlib.contextmanager
+def soft_open_files(limit: int) -> Iterator[None]:
+    """This process's soft descriptor limit lowered to ``limit`` (for a server started
+    inside: it inherits it), then put back."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

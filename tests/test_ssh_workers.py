@@ -8,12 +8,11 @@ import contextlib
 import os
 import resource
 import signal
-from pathlib import Path
 
 import asyncssh
 import pytest
 from sshkit import *  # noqa: F403 - fixtures
-from sshkit import KeyPair, running_server, wait_until
+from sshkit import KeyPair, open_files_limit, running_server, soft_open_files, wait_until
 
 WORKERS = 3
 
@@ -107,26 +106,15 @@ def test_a_dead_worker_is_replaced_and_a_stop_ends_all(
         assert not os.path.exists(f"/proc/{pid}")
 
 
-def _open_files_limit(pid: int) -> tuple[int, int]:
-    """(soft, hard) from /proc/PID/limits."""
-    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
-        if line.startswith("Max open files"):
-            soft, hard = line.split()[3:5]
-            return int(soft), int(hard)
-    raise AssertionError("no open files limit")
-
-
 def test_the_server_raises_its_descriptor_limit_to_the_hard_one(base_env, ssh_config) -> None:
     """Started from a shell's 1024 (here: 256), it takes all the administrator allows."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard <= 256:
         pytest.skip("the hard limit is too low to see a raise")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
-    try:
-        with running_server(base_env) as (proc, _):
-            assert _open_files_limit(proc.pid) == (hard, hard)
-            assert wait_until(lambda: _children(proc.pid), 10)
-            for worker in _children(proc.pid):
-                assert _open_files_limit(worker) == (hard, hard)
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    with contextlib.ExitStack() as stack:
+        with soft_open_files(256):
+            proc, _ = stack.enter_context(running_server(base_env))
+        assert open_files_limit(proc.pid) == (hard, hard)
+        assert wait_until(lambda: _children(proc.pid), 10)
+        for worker in _children(proc.pid):
+            assert open_files_limit(worker) == (hard, hard)

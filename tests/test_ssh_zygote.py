@@ -15,7 +15,15 @@ from pathlib import Path
 import asyncssh
 import pytest
 from sshkit import *  # noqa: F403 - fixtures
-from sshkit import Door, KeyPair, group_alive, running_server, wait_until
+from sshkit import (
+    Door,
+    KeyPair,
+    group_alive,
+    open_files_limit,
+    running_server,
+    soft_open_files,
+    wait_until,
+)
 
 from gokku.ssh.spawn import LOST_STATUS, SILENT_SECONDS
 from gokku.ssh.zygote import SESSION_NAME, ZYGOTE_NAME
@@ -150,24 +158,6 @@ def test_a_stopped_zygote_is_replaced_and_the_waiting_session_told(embedded: Emb
     assert parent == _zygote(embedded.server)
 
 
-@contextlib.contextmanager
-def _soft_nofile(limit: int) -> Iterator[None]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-
-def _limit(pid: int) -> tuple[int, int]:
-    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
-        if line.startswith("Max open files"):
-            soft, hard = line.split()[3:5]
-            return int(soft), int(hard)
-    raise AssertionError("no descriptor limit")
-
-
 def test_sessions_get_the_descriptor_limit_the_server_started_with(
     gokku, base_env, ssh_config, alice: KeyPair, test_plugin
 ) -> None:
@@ -176,12 +166,12 @@ def test_sessions_get_the_descriptor_limit_the_server_started_with(
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     lowered = hard // 2
     with contextlib.ExitStack() as stack:
-        with _soft_nofile(lowered):
+        with soft_open_files(lowered):
             proc, port = stack.enter_context(running_server(base_env))
         door = Door("embedded", port, "gokku", alice, gokku.root)
         assert wait_until(lambda: _zygote(proc.pid), 10)
-        assert _limit(proc.pid) == (hard, hard)
-        assert _limit(_zygote(proc.pid)) == (hard, hard)
+        assert open_files_limit(proc.pid) == (hard, hard)
+        assert open_files_limit(_zygote(proc.pid)) == (hard, hard)
         assert door.ssh("t:nofile").stdout == f"{lowered}\n"
         os.kill(_zygote(proc.pid), signal.SIGKILL)  # the next one may be exec'd
         assert door.ssh("t:nofile").stdout == f"{lowered}\n"
