@@ -14,6 +14,7 @@ OpenSSH held to curve25519 too, to show how much of the difference that is.
 """
 
 import argparse
+import dataclasses
 import subprocess
 
 from sshbench import Target, lab, median, percentile, report, table, timed
@@ -35,10 +36,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     args = parser.parse_args()
     with lab() as bed:
-        classic = Target(
-            "openssh curve25519",
-            [*bed.plain.argv[:-1], "-o", "KexAlgorithms=curve25519-sha256", bed.plain.argv[-1]],
-            bed.plain.pid,
+        kex = ["-o", "KexAlgorithms=curve25519-sha256"]
+        classic = dataclasses.replace(
+            bed.plain,
+            name="openssh curve25519",
+            argv=[*bed.plain.argv[:-1], *kex, bed.plain.argv[-1]],
         )
         targets = [
             (bed.embedded, "version"),
