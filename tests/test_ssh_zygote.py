@@ -25,7 +25,7 @@ from sshkit import (
     wait_until,
 )
 
-from gokku.ssh.spawn import LOST_STATUS, SILENT_SECONDS
+from gokku.ssh.spawn import LOST_STATUS, READY_SECONDS, SILENT_SECONDS
 from gokku.ssh.zygote import SESSION_NAME, ZYGOTE_NAME
 
 pytestmark = pytest.mark.parametrize("ssh_settings", [{"workers": 1}])
@@ -156,6 +156,38 @@ def test_a_stopped_zygote_is_replaced_and_the_waiting_session_told(embedded: Emb
     assert wait_until(lambda: _zygote(embedded.server) not in (None, stuck), 10)
     _, _, parent, _, _ = _worker(embedded)
     assert parent == _zygote(embedded.server)
+
+
+# Python imports ``sitecustomize`` from PYTHONPATH at start: this one stops the first
+# zygote in its tracks, before it could say it is ready (as a hung import would).
+STOP_FIRST_ZYGOTE = """\
+import os, signal
+from pathlib import Path
+marker = Path(__file__).with_name("stopped-once")
+if b"gokku.ssh.zygote" in Path("/proc/self/cmdline").read_bytes() and not marker.exists():
+    marker.write_text(str(os.getpid()))
+    os.kill(os.getpid(), signal.SIGSTOP)
+"""
+
+
+def test_a_zygote_never_ready_is_replaced(
+    gokku, base_env, ssh_config, alice: KeyPair, test_plugin, tmp_path: Path
+) -> None:
+    """Sessions go the slow way while it is not ready; after READY_SECONDS it is killed
+    and the next zygote forks them."""
+    hook = tmp_path / "site"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(STOP_FIRST_ZYGOTE)
+    env = {**base_env, "PYTHONPATH": f"{hook}:{base_env['PYTHONPATH']}"}
+    with running_server(env) as (proc, port):
+        door = Door("embedded", port, "gokku", alice, gokku.root)
+        assert wait_until(lambda: (hook / "stopped-once").exists(), 10)
+        stuck = int((hook / "stopped-once").read_text())
+        assert door.ssh("t:args early").stdout == "[early]\n"
+        assert wait_until(lambda: not os.path.exists(f"/proc/{stuck}/comm"), READY_SECONDS + 5)
+        assert wait_until(lambda: _zygote(proc.pid) not in (None, stuck), 10)
+        _, _, parent, _, _ = _worker(door)
+        assert parent == _zygote(proc.pid) != stuck
 
 
 def test_sessions_get_the_descriptor_limit_the_server_started_with(

@@ -28,7 +28,9 @@ from gokku.ssh import door_argv, gokku_argv, zygote
 
 log = logging.getLogger("gokku.serve")
 
-READY_SECONDS = 10.0  # the first sessions wait this long for a starting zygote
+# The first sessions wait this long for a starting zygote; one not ready by then is
+# killed and replaced (its imports take a fraction of a second).
+READY_SECONDS = 10.0
 # While a request waits, a zygote that says nothing for this long is stuck (stopped,
 # wedged): it is killed and replaced. Busy, it answers every few milliseconds.
 SILENT_SECONDS = 5.0
@@ -135,8 +137,11 @@ class Spawner:
         self._sock = ours
         self._settled = self._loop.create_future()
         self._loop.add_reader(ours, self._readable)
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(asyncio.shield(self._settled), READY_SECONDS)
+        except TimeoutError:  # hung in its imports, or stopped: sessions meanwhile exec
+            log.warning("the session runner was not ready in %.0f s: replacing it", READY_SECONDS)
+            self._kill()
 
     async def spawn(
         self, fingerprint: str, env: dict[str, str], fds: tuple[int, int, int], pty: bool
@@ -220,8 +225,13 @@ class Spawner:
             self._watchdog = self._loop.call_later(SILENT_SECONDS - silent, self._watch)
             return
         log.warning("the session runner has not answered for %.0f s: replacing it", silent)
-        with contextlib.suppress(ProcessLookupError):
-            self._process.kill()
+        self._kill()
+
+    def _kill(self) -> None:
+        """Kill the zygote: its socket closes, and ``_lost`` takes it from there."""
+        if self._process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
 
     def _lost(self) -> None:
         """The zygote is gone: fail what it was asked, watch what it started, replace it."""
