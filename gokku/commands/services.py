@@ -349,11 +349,16 @@ def _unlink(
     ctx: Context, name: str, app: str, env: str, expect: registry.Plugin | None = None
 ) -> int:
     _expect_plugin(ctx, name, expect)
+    _unlink_one(ctx, name, app, env)
+    _hook(ctx, name, "post-unlink", app, env)
+    return 0
+
+
+def _unlink_one(ctx: Context, name: str, app: str, env: str) -> None:
+    """Remove one link and say what went with it (unlink, and destroy --force)."""
     keys = services.unlink(ctx.root, name, app, env)
     removed = ", ".join(keys) or "no variables"
     ctx.info(f"Unlinked {name} from {app} ({env}): removed {removed}")
-    _hook(ctx, name, "post-unlink", app, env)
-    return 0
 
 
 def promote(ctx: Context, args: list[str]) -> int:
@@ -400,8 +405,7 @@ def _forced_unlink(ctx: Context, name: str, app: str, env: str) -> None:
     """An unlink on the way to destroying the service: the plugin's post-unlink hook runs
     as for ``services:unlink`` (it may undo what post-link set up), but a failing hook
     does not stop a forced destroy halfway; it is reported."""
-    services.unlink(ctx.root, name, app, env)
-    ctx.info(f"Unlinked {name} from {app} ({env})")
+    _unlink_one(ctx, name, app, env)
     try:
         _hook(ctx, name, "post-unlink", app, env)
     except ScriptFailed as exc:
