@@ -38,7 +38,7 @@ def _opts(
     first = opts.positional[0] if opts.positional else None
     # Dokku's form names the app first; with ``-a`` too (the client adds it from the git
     # remote) a first word that repeats that name is still the app, not a variable.
-    if first is not None and first == (app or first) and app_word(first):
+    if first is not None and app in (None, first) and app_word(first):
         app = opts.positional.pop(0)
     if not app:
         raise UsageError(f"missing -a APP; usage: {usage}")
