@@ -104,8 +104,9 @@ def test_dokku_forms_need_the_grants_of_their_verbs(
         "config:set --encoded api K=dw==",
         "config:unset api K",
         "config:import api",
+        "-a api config:set api K=w",  # the client's form: the global -a and the app first
     )
-    reads = ("config:get api K", "config:show api", "config:export api")
+    reads = ("config:get api K", "config:show api", "config:export api", "-a api config:get api K")
     gokku.ok("config:set", "-a", "api", "K=v")
     before = gokku.snapshot()
     for command in (*writes, *reads, "t:link db api", "t:unlink db api"):
@@ -117,7 +118,7 @@ def test_dokku_forms_need_the_grants_of_their_verbs(
     assert changed == {"log/audit.log"}
 
     gokku.ok("access:grant", "bob", "app:api", "--read")
-    assert [as_bob(command)[1] for command in reads] == ["v\n", "K=v\n", "export K=v\n"]
+    assert [as_bob(command)[1] for command in reads] == ["v\n", "K=v\n", "export K=v\n", "v\n"]
     for command in writes:
         code, _, err = as_bob(command)
         assert (code, err) == (
