@@ -47,8 +47,13 @@ def examine(root: Root, cheap_only: bool = False) -> list[Finding]:
             try:
                 findings += check(root)
             except GokkuError as exc:
-                findings.append(Finding(exc.message))
+                findings.append(Finding(_said(root, exc)))
     return findings
+
+
+def _said(root: Root, exc: GokkuError) -> str:
+    """An error's message with the paths in it relative to the root, as findings say them."""
+    return exc.message.replace(f"{root.path}/", "")
 
 
 def _relative(root: Root, path: Path) -> str:
@@ -136,17 +141,13 @@ def git_incoming(root: Root) -> list[Finding]:
 
 
 def port_holds(root: Root) -> list[Finding]:
-    return [
-        Finding(
-            f"port {port} is held in services/{services.HELD_PORTS}: {why}", partial(_drop, root)
-        )
-        for port, why in services.useless_port_holds(root).items()
-    ]
-
-
-def _drop(root: Root) -> str:
-    services.drop_useless_port_holds(root)
-    return "dropped the hold"
+    """Only an unreadable file: a hold that holds nothing any more (lapsed, or on a port a
+    service records) harms nothing and goes at the next write of the file."""
+    try:
+        services.stored_port_holds(root)
+    except GokkuError as exc:
+        return [Finding(_said(root, exc), partial(_remove, root.services / services.HELD_PORTS))]
+    return []
 
 
 def authorized_keys(root: Root) -> list[Finding]:

@@ -99,11 +99,14 @@ def place(root: Root, name: str, record: dict[str, Any]) -> Service:
 
 
 def settle(root: Root, name: str) -> None:
-    """Mark a service whose install finished as created (its record drops ``state``)."""
+    """Mark a service whose install finished as created (its record drops ``state``); the
+    holds its install took are consumed (the record keeps its port taken now)."""
     with service_lock(root, name):
         service = load(root, name)
         service.data.pop("state", None)
         service.save()
+    with contextlib.suppress(GokkuError):  # housekeeping: never fails a create that worked
+        drop_useless_port_holds(root)
 
 
 def exists(root: Root, name: str) -> bool:
@@ -448,7 +451,9 @@ def hold_port(root: Root, start: int) -> int | None:
 
     The hold closes the gap between a plugin asking for a port and recording it (after
     starting its server): two services created at once used to be offered the same port,
-    and a plugin asking for two ports got the same one twice.
+    and a plugin asking for two ports got the same one twice. The end of the create
+    (``settle``) consumes it; one a create did not consume lapses, and is dropped at the
+    next write of the file.
     """
     with lock(root.locks, "ports"):
         held = _held_ports(root)
@@ -457,7 +462,7 @@ def hold_port(root: Root, start: int) -> int | None:
             if port not in taken and _listenable(port):
                 held[port] = time.time() + PORT_HOLD_SECONDS
                 root.services.mkdir(parents=True, exist_ok=True)
-                write_json(root.services / HELD_PORTS, {str(p): t for p, t in sorted(held.items())})
+                _write_holds(root, held)
                 return port
     return None
 
@@ -470,46 +475,43 @@ def port_available(root: Root, port: int) -> bool:
 def _held_ports(root: Root) -> dict[int, float]:
     """Ports still held (port -> until, epoch seconds); expired holds are dropped."""
     now = time.time()
-    return {port: until for port, until in _stored_holds(root).items() if until > now}
+    return {port: until for port, until in stored_port_holds(root).items() if until > now}
 
 
-def _stored_holds(root: Root) -> dict[int, float]:
+def stored_port_holds(root: Root) -> dict[int, float]:
+    """Every hold in the file, lapsed or not (``doctor`` reads it to check it)."""
     path = root.services / HELD_PORTS
     stored = read_json(path) if path.is_file() else {}
-    return {int(port): float(until) for port, until in stored.items()}
+    try:
+        return {int(port): float(until) for port, until in stored.items()}
+    except (AttributeError, TypeError, ValueError):
+        raise GokkuError(
+            f"{path} is not a record of port holds (port: until): remove it "
+            "(holds are taken again at the next services:create)"
+        ) from None
 
 
-def useless_port_holds(root: Root) -> dict[int, str]:
-    """Holds kept in the file that hold nothing any more (port -> why): expired ones, and
-    those on a port a service now records (the record keeps it; the hold would only
-    outlive the service)."""
-    recorded = ports_in_use(root)
-    now = time.time()
-    useless = {}
-    for port, until in _stored_holds(root).items():
-        if until <= now:
-            useless[port] = "expired"
-        elif port in recorded:
-            useless[port] = "a service records it"
-    return useless
+def _write_holds(root: Root, held: dict[int, float]) -> None:
+    write_json(root.services / HELD_PORTS, {str(p): t for p, t in sorted(held.items())})
 
 
 def release_port(root: Root, port: object) -> None:
     """Forget the hold on a destroyed service's port: it is free now, not in ten minutes."""
     with contextlib.suppress(TypeError, ValueError), lock(root.locks, "ports"):
-        held = _stored_holds(root)
+        held = stored_port_holds(root)
         if held.pop(int(str(port)), None) is not None:
-            write_json(root.services / HELD_PORTS, {str(p): t for p, t in sorted(held.items())})
+            _write_holds(root, held)
 
 
-def drop_useless_port_holds(root: Root) -> list[int]:
-    """Remove ``useless_port_holds`` from the file; return the ports."""
+def drop_useless_port_holds(root: Root) -> None:
+    """Drop the holds that hold nothing any more: lapsed ones, and those on a port a
+    service records (the record keeps it taken; the hold would only outlive the service)."""
     with lock(root.locks, "ports"):
-        useless = useless_port_holds(root)
-        if useless:
-            kept = {str(p): t for p, t in sorted(_stored_holds(root).items()) if p not in useless}
-            write_json(root.services / HELD_PORTS, kept)
-    return sorted(useless)
+        stored = stored_port_holds(root)
+        recorded = ports_in_use(root)
+        kept = {p: t for p, t in _held_ports(root).items() if p not in recorded}
+        if kept != stored:
+            _write_holds(root, kept)
 
 
 def _listenable(port: int) -> bool:
