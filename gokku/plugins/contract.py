@@ -5,18 +5,22 @@ root. Either satisfies the contract.
 """
 
 import contextlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gokku.errors import GokkuError
 from gokku.names import is_name
+from gokku.plugins.bashscan import code_only
 from gokku.plugins.manifest import parse_commands
 
 REQUIRED_COMMANDS = ("help", "info", "logs")
 MANIFEST = "plugin.yml"
 SYSTEM_ROOT = "/opt/gokku"
 SCRIPT_DIRS = ("", "bin", "commands", "hooks", "lib")
+# The root itself or a path under it, not /opt/gokku-old.
+_USE_OF_ROOT = re.compile(re.escape(SYSTEM_ROOT) + r"(?![A-Za-z0-9_.-])")
 
 
 @dataclass(frozen=True)
@@ -60,17 +64,32 @@ def validate(tree: Path) -> list[Finding]:
 
 
 def hard_coded_root(tree: Path) -> list[str]:
-    """Scripts that name /opt/gokku themselves (Gokku's official plugins all do): under
-    another GOKKU_ROOT they would read and delete (rm -rf) another install's data."""
+    """Scripts that use /opt/gokku whatever GOKKU_ROOT is (Gokku's official plugins all do,
+    starting with ``source /opt/gokku/scripts/plugin-helpers.sh``): under another GOKKU_ROOT
+    they would read and delete (rm -rf) another install's data. A default that GOKKU_ROOT
+    overrides (``${GOKKU_ROOT:-/opt/gokku}``), a comment, or a help text printed with
+    ``cat <<EOF`` is no use of it (``bashscan``)."""
     found = []
+    for path in _scripts(tree):
+        with contextlib.suppress(OSError):
+            text = path.read_bytes().decode("utf-8", errors="replace")
+            if _USE_OF_ROOT.search(code_only(text)):
+                found.append(str(path.relative_to(tree)))
+    return found
+
+
+def _scripts(tree: Path) -> list[Path]:
+    """The Bash a plugin runs or sources: everything in its script folders, and at its root
+    install, uninstall and ``*.sh`` (not a README or its records)."""
+    scripts = []
     for folder in SCRIPT_DIRS:
         base = tree / folder
         for path in sorted(base.iterdir()) if base.is_dir() else []:
-            if path.is_file() and not path.is_symlink():
-                with contextlib.suppress(OSError):
-                    if SYSTEM_ROOT.encode() in path.read_bytes():
-                        found.append(str(path.relative_to(tree)))
-    return found
+            if not path.is_file() or path.is_symlink():
+                continue
+            if folder or path.name in ("install", "uninstall") or path.suffix == ".sh":
+                scripts.append(path)
+    return scripts
 
 
 def hard_coded_message(files: list[str]) -> str:
