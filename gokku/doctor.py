@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from gokku import keys, services
+from gokku import apps, keys, services
 from gokku.errors import GokkuError
 from gokku.names import is_name
 from gokku.paths import Root
-from gokku.plugins import install
+from gokku.plugins import install, registry
 from gokku.ssh.config import load as load_config
-from gokku.storage import lock
+from gokku.storage import lock, read_json
 
 # An atomic write takes milliseconds and plugin staging is redone under the plugin's lock:
 # a temp file or staging directory this old belongs to no command still running.
@@ -36,7 +36,8 @@ QUARANTINE_SECONDS = 600
 @dataclass(frozen=True)
 class Finding:
     message: str
-    fix: Callable[[], str] | None = None  # repairs it; returns what it did
+    # Repairs it and returns what it did; a GokkuError says why it could not.
+    fix: Callable[[], str] | None = None
 
 
 def examine(root: Root, cheap_only: bool = False) -> list[Finding]:
@@ -45,9 +46,11 @@ def examine(root: Root, cheap_only: bool = False) -> list[Finding]:
     for check, cheap in CHECKS:
         if cheap or not cheap_only:
             try:
-                findings += check(root)
+                found = check(root)
             except GokkuError as exc:
-                findings.append(Finding(_said(root, exc)))
+                found = [Finding(_said(root, exc))]
+            # An unreadable record stops every check that reads it: said once.
+            findings += [f for f in found if f.message not in {g.message for g in findings}]
     return findings
 
 
@@ -194,6 +197,217 @@ def _remove_empty_service_dir(root: Root, name: str) -> str:
     return "removed"
 
 
+def registries(root: Root) -> list[Finding]:
+    """Each record that no command can read: the key registry, a service's record, a
+    plugin's record. Restoring one is for a human; the other checks skip what it holds."""
+    findings = []
+    try:
+        keys.load(root)
+    except GokkuError as exc:
+        findings.append(Finding(_said(root, exc)))
+    for path in _service_records(root):
+        try:
+            services.load(root, path.parent.name)
+        except GokkuError as exc:
+            findings.append(Finding(_said(root, exc)))
+    for path in sorted(root.plugins.glob(f"*/{registry.RECORD}")) if root.plugins.is_dir() else []:
+        try:
+            record = read_json(path)
+        except GokkuError as exc:
+            findings.append(Finding(_said(root, exc)))
+            continue
+        if not isinstance(record, dict):
+            findings.append(
+                Finding(f"{_relative(root, path)} is not a plugin record (not a JSON object)")
+            )
+    return findings
+
+
+def _service_records(root: Root) -> list[Path]:
+    if not root.services.is_dir():
+        return []
+    return [
+        path
+        for path in sorted(root.services.glob(f"*/{services.RECORD}"))
+        if not path.parent.name.startswith(".") and is_name(path.parent.name)
+    ]
+
+
+def _readable_services(root: Root) -> list[services.Service]:
+    """The services whose records can be read (``registries`` reports the others)."""
+    found = []
+    for path in _service_records(root):
+        with contextlib.suppress(GokkuError):
+            found.append(services.load(root, path.parent.name))
+    return found
+
+
+def _readable_keys(root: Root) -> list[keys.Key]:
+    try:
+        return keys.load(root)
+    except GokkuError:  # reported by ``registries``
+        return []
+
+
+def creating_dirs(root: Root) -> list[Finding]:
+    """``services/.creating-NAME-XXXXXXXX``: a record being put in place (``services.place``
+    renames it within milliseconds) when the create was killed."""
+    folders = sorted(root.services.glob(".creating-*")) if root.services.is_dir() else []
+    return [
+        Finding(
+            f"{_relative(root, path)}: staging of an interrupted services:create",
+            partial(_remove_creating_dir, root, path),
+        )
+        for path in folders
+        if _unchanged_for(path, STALE_SECONDS)
+    ]
+
+
+def _remove_creating_dir(root: Root, path: Path) -> str:
+    name = path.name[len(".creating-") : -len("-XXXXXXXX")]
+    if not is_name(name):
+        return _remove(path)
+    with services.service_lock(root, name):  # no create of that name is placing it now
+        return _remove(path)
+
+
+def stuck_creating(root: Root) -> list[Finding]:
+    """A record still ``creating`` whose lock nobody holds: its create died after the
+    record was placed (the create holds the service's lock until its install is done).
+    Undoing it runs the plugin's uninstall: that is ``services:destroy``, not doctor's."""
+    return [
+        Finding(
+            f"service {service.name} is stuck creating: its create was cut off (undo it: "
+            f"gokku services:destroy {service.name} --force)"
+        )
+        for service in _readable_services(root)
+        if service.data.get("state") == services.CREATING
+        and _unlocked(root, f"service-{service.name}")
+    ]
+
+
+def _unlocked(root: Root, name: str) -> bool:
+    try:
+        with lock(root.locks, name, timeout=0):
+            return True
+    except GokkuError:
+        return False
+
+
+def links(root: Root) -> list[Finding]:
+    """Links whose record and the app's .env disagree: one to an app that is gone, one
+    cut off halfway (``pending``), one whose variables are missing from the .env (a hand
+    edit). Each is finished from its record; one to a missing app is forgotten."""
+    findings = []
+    for service in _readable_services(root):
+        for record in [] if services.is_original(service) else service.links:
+            app, env, name = record["app"], record["env"], service.name
+            where = f"service {name}'s link to app {app} ({env})"
+            if not (is_name(app) and is_name(env)):
+                findings.append(Finding(f"{where}: not a valid app or environment name"))
+            elif not apps.exists(root, app):
+                fix = partial(_forget_link, root, name, app, env)
+                findings.append(Finding(f"{where}: the app does not exist", fix))
+            elif record.get("pending"):
+                fix = partial(_finish_link, root, name, app, env)
+                findings.append(Finding(f"{where} was cut off halfway", fix))
+            elif missing := sorted(set(record["keys"]) - apps.read_env(root, app, env).keys()):
+                fix = partial(_finish_link, root, name, app, env)
+                env_file = _relative(root, root.env_file(app, env))
+                findings.append(
+                    Finding(f"{where}: {', '.join(missing)} missing from {env_file}", fix)
+                )
+    return findings
+
+
+def _forget_link(root: Root, name: str, app: str, env: str) -> str:
+    with apps.app_lock(root, app):
+        if apps.exists(root, app):
+            return "left alone: the app exists now"
+        services.unlink(root, name, app, env)
+    return "forgot the link"
+
+
+def _finish_link(root: Root, name: str, app: str, env: str) -> str:
+    written = services.finish_link(root, name, app, env)
+    return f"wrote {', '.join(written)}" if written else "recorded it"
+
+
+def original_records(root: Root) -> list[Finding]:
+    return [
+        Finding(
+            f"service {service.name} has a record of the original Gokku (linked_apps, no "
+            "links): its links are unknown to unlink and destroy",
+            partial(_migrate, root, service.name),
+        )
+        for service in _readable_services(root)
+        if services.is_original(service)
+    ]
+
+
+def _migrate(root: Root, name: str) -> str:
+    linked = services.migrate(root, name)
+    return f"wrote it in the current form, links recorded for {', '.join(linked) or 'no app'}"
+
+
+def orphan_repos(root: Root) -> list[Finding]:
+    """``repos/APP.git`` of no app: an ``apps:destroy`` cut off after the app's directory
+    went. Left there, the next ``apps:create`` of the name would get its commits back."""
+    found = sorted(root.repos.glob("*.git")) if root.repos.is_dir() else []
+    return [
+        Finding(f"{_relative(root, path)}: repository of no app", partial(_remove_repo, root, path))
+        for path in found
+        if is_name(path.name[: -len(".git")]) and not apps.exists(root, path.name[: -len(".git")])
+    ]
+
+
+def _remove_repo(root: Root, path: Path) -> str:
+    app = path.name[: -len(".git")]
+    with apps.app_lock(root, app):
+        if apps.exists(root, app):
+            return "left alone: the app exists now"
+        return _remove(path)
+
+
+def dangling_grants(root: Root) -> list[Finding]:
+    """Grants on an app or service that does not exist: a destroy cut off before it
+    dropped them. Left there, a later create of the name would hand them over."""
+    findings = []
+    for key in _readable_keys(root):
+        for target, level in sorted(key.grants.items()):
+            kind, _, name = target.partition(":")
+            if not _exists(root, kind, name):
+                findings.append(
+                    Finding(
+                        f"key {key.name} has {level} access to {target}, which does not exist",
+                        partial(_drop_grants, root, kind, name),
+                    )
+                )
+    return findings
+
+
+def _exists(root: Root, kind: str, name: str) -> bool:
+    if not is_name(name) or kind not in ("app", "service"):
+        return False
+    return apps.exists(root, name) if kind == "app" else services.exists(root, name)
+
+
+def _drop_grants(root: Root, kind: str, name: str) -> str:
+    """Under the name's lock, so that a create of it cannot slip in between."""
+    held = (
+        contextlib.nullcontext()
+        if not is_name(name)
+        else apps.app_lock(root, name)
+        if kind == "app"
+        else services.service_lock(root, name)
+    )
+    with held:
+        if _exists(root, kind, name):
+            return "left alone: it exists now"
+        keys.drop_grants(root, load_config(root), f"{kind}:{name}")
+    return "dropped the grants on it"
+
+
 CHECKS: list[tuple[Callable[[Root], list[Finding]], bool]] = [
     (temp_files, False),  # walks the whole state
     (plugin_staging, True),
@@ -201,4 +415,11 @@ CHECKS: list[tuple[Callable[[Root], list[Finding]], bool]] = [
     (port_holds, True),
     (authorized_keys, True),
     (service_dirs, True),
+    (registries, True),
+    (creating_dirs, True),
+    (stuck_creating, True),
+    (original_records, True),
+    (links, False),  # reads every linked app's .env
+    (orphan_repos, True),
+    (dangling_grants, True),
 ]

@@ -120,15 +120,38 @@ def _read(root: Root) -> tuple[list[Key], bool]:
     if not path.is_file():
         return [], False
     document = read_json(path)
+    entries = document.get("keys", []) if isinstance(document, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise _foreign(path, "not an object with a list of keys")
     legacy = document.get("version") != VERSION
     known = {f for f in Key.__dataclass_fields__}
     keys = []
-    for entry in document.get("keys", []):
+    for entry in entries:
         entry = {k: v for k, v in entry.items() if k in known}
         if legacy:
             entry["role"] = "admin"
-        keys.append(Key(**entry))
+        try:
+            keys.append(Key(**entry))
+        except TypeError:
+            raise _foreign(path, "a key lacks its name, type, data or fingerprint") from None
+    if not all(_well_formed(key) for key in keys):
+        raise _foreign(path, "a key has a field of the wrong type")
     return keys, legacy
+
+
+def _foreign(path: Path, why: str) -> GokkuError:
+    """A registry in no shape we write (a hand edit): every command reading it says so."""
+    return GokkuError(f"{path} is not a key registry ({why}): restore it from a backup")
+
+
+def _well_formed(key: Key) -> bool:
+    """Every field as ``_save`` writes it: strings, and grants of strings to strings."""
+    strings = (key.name, key.type, key.data, key.fingerprint, key.comment, key.added, key.role)
+    return (
+        all(isinstance(value, str) for value in strings)
+        and isinstance(key.grants, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in key.grants.items())
+    )
 
 
 def load(root: Root) -> list[Key]:

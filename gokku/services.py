@@ -20,7 +20,7 @@ from typing import Any
 
 from gokku import apps
 from gokku.errors import GokkuError, NotFound
-from gokku.names import check_name, is_alias
+from gokku.names import check_name, is_alias, is_name
 from gokku.paths import Root
 from gokku.storage import fsync_dir, lock, read_json, write_json
 
@@ -120,9 +120,28 @@ def load(root: Root, name: str) -> Service:
             f"service {name!r} does not exist (see: gokku services:list)", "service", name
         )
     data = read_json(path / RECORD)
-    if not isinstance(data, dict):
-        raise GokkuError(f"{path / RECORD} is not a JSON object")
+    problem = _record_problem(data)
+    if problem:
+        raise GokkuError(f"{path / RECORD} is not a service record ({problem}): restore it")
     return Service(name=name, path=path, data=data)
+
+
+def _record_problem(data: Any) -> str:
+    """What makes ``data`` unusable as a record (read by every command that looks at the
+    service): a hand edit or a foreign file fails with one line, not deep in a command."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    for section in ("config", "env"):
+        if not isinstance(data.get(section, {}), dict):
+            return f"{section} is not an object"
+    links = data.get("links", [])
+    shape = {"app": str, "env": str, "keys": list}
+    if not isinstance(links, list) or not all(
+        isinstance(x, dict) and all(isinstance(x.get(k), t) for k, t in shape.items())
+        for x in links
+    ):
+        return "links is not a list of {app, env, keys}"
+    return ""
 
 
 def all_services(root: Root) -> list[Service]:
@@ -427,6 +446,75 @@ def links_to(root: Root, app: str) -> list[tuple[str, str]]:
     """(service, env) of every link to APP. Consistent while the app's lock is held:
     links are made and undone under it."""
     return [(s.name, x["env"]) for s in all_services(root) for x in s.links if x["app"] == app]
+
+
+def finish_link(root: Root, name: str, app: str, env: str) -> list[str]:
+    """Write the link of NAME to APP/ENV again as it is recorded (alias, promoted), with the
+    values the service gives now: what finishes a link that was cut off halfway, or puts
+    back its variables when they went missing from the .env. A key the link wrote before
+    and no longer writes is dropped, unless another service's link records it (a
+    promotion cut off leaves both). Returns the keys written."""
+    with apps.app_lock(root, app), service_lock(root, name):
+        service = load(root, name)
+        apps.require(root, app)
+        record = service.link_for(app, env)
+        if record is None:
+            raise GokkuError(f"service {name!r} is not linked to app {app!r} ({env})")
+        alias = record.get("alias")
+        variables = link_variables(
+            service, alias, primary=not alias or bool(record.get("promoted"))
+        )
+        others = {
+            key
+            for other in all_services(root)
+            if other.name != name
+            for key in (other.link_for(app, env) or {}).get("keys", [])
+        }
+        _check_free(root, app, env, set(variables) - set(record["keys"]), {name})
+        _write(root, app, env, set(record["keys"]) - set(variables) - others, variables)
+        record["keys"] = sorted(variables)
+        record.pop("pending", None)
+        service.save()
+        return sorted(variables)
+
+
+def is_original(service: Service) -> bool:
+    """A record written by the original Gokku: ``linked_apps`` and no ``links``. Saved as
+    it is, its links would be lost (``save`` derives ``linked_apps`` from ``links``)."""
+    return "links" not in service.data
+
+
+def migrate(root: Root, name: str) -> list[str]:
+    """Write an original Gokku record in the current form; return the apps its links were
+    recorded for. The original linked on the app's shared environment with the variables
+    Gokku derives for postgres and redis (none for other plugins): each linked app that
+    exists gets a link recording those of them its .env holds, so unlink removes them."""
+    linked = load(root, name).data.get("linked_apps")
+    wanted = (
+        sorted({a for a in linked if isinstance(a, str) and is_name(a)})
+        if isinstance(linked, list)
+        else []
+    )
+    with contextlib.ExitStack() as stack:
+        for app in wanted:
+            stack.enter_context(apps.app_lock(root, app))
+        stack.enter_context(service_lock(root, name))
+        service = load(root, name)
+        if not is_original(service):
+            return []
+        try:
+            variables = exported_env(service)
+        except GokkuError:  # a config the original could not have linked either
+            variables = {}
+        links = []
+        for app in (a for a in wanted if apps.exists(root, a)):
+            present = apps.read_env(root, app, apps.DEFAULT_ENV)
+            keys = sorted(key for key in variables if key in present)
+            links.append({"app": app, "env": apps.DEFAULT_ENV, "keys": keys})
+        service.data["links"] = links
+        service.data.setdefault("env", {})
+        service.save()
+        return [x["app"] for x in links]
 
 
 def update(root: Root, name: str, section: str, values: dict[str, str]) -> None:

@@ -6,9 +6,11 @@ writes are ordered, so these are the only states there are), and doctor, doctor 
 and the next command are shown to handle it.
 """
 
+import fcntl
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -234,3 +236,195 @@ def test_an_unreadable_port_hold_file_is_one_finding_and_fix_removes_it(
     assert gokku("doctor", "--fix").stdout == f"fixed: {report.stdout.strip()} (removed)\n"
     assert not path.exists()
     assert gokku.ok("services:next-port", "9300").stdout.strip().isdigit()
+
+
+def _record(gokku: Gokku, service: str) -> Path:
+    return gokku.root / "services" / service / "config.json"
+
+
+def _edit(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def _findings(gokku: Gokku) -> list[str]:
+    """doctor's report, checked to change nothing and to fail (something was found)."""
+    before = (_tree(gokku.root), gokku.snapshot())
+    report = gokku("doctor")
+    assert (report.code, report.err) == (1, b""), report
+    assert (_tree(gokku.root), gokku.snapshot()) == before
+    return report.stdout.splitlines()
+
+
+def test_the_staging_of_a_cut_off_create_is_found_and_removed(gokku: Gokku, estate: Path) -> None:
+    staging = gokku.root / "services" / ".creating-db2-k3x_9q0a"
+    staging.mkdir()
+    (staging / "config.json").write_text('{"name": "db2"}')
+    _age(staging)
+    line = "services/.creating-db2-k3x_9q0a: staging of an interrupted services:create"
+    assert _findings(gokku) == [line]
+    assert gokku("doctor", "--fix").stdout == f"fixed: {line} (removed)\n"
+    assert not staging.exists() and gokku.ok("doctor").stdout == "ok: nothing to report\n"
+
+
+def test_a_service_stuck_creating_is_found_unless_its_create_still_runs(
+    gokku: Gokku, estate: Path
+) -> None:
+    _edit(_record(gokku, "db"), lambda r: r.update(state="creating"))
+    line = (
+        "service db is stuck creating: its create was cut off "
+        "(undo it: gokku services:destroy db --force)"
+    )
+    assert _findings(gokku) == [line]
+    fixed = gokku("doctor", "--fix")  # undoing runs the plugin's uninstall: not doctor's job
+    assert (fixed.code, fixed.stdout) == (1, f"not fixed: {line}\n")
+    # A create still running holds the service's lock: that one is no finding.
+    (gokku.root / "locks").mkdir(exist_ok=True)
+    with open(gokku.root / "locks" / "service-db.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert gokku.ok("doctor").stdout == "ok: nothing to report\n"
+    gokku.ok("services:destroy", "db", "--force")
+    assert gokku.ok("doctor").stdout == "ok: nothing to report\n"
+
+
+def test_links_out_of_step_with_the_env_are_found_and_finished(gokku: Gokku, estate: Path) -> None:
+    root = gokku.root
+    gokku.ok("services:env-set", "db", "DB_URL=postgres://db", "DB_PORT=5999")
+    for app in ("web", "jobs"):
+        gokku.ok("apps:create", app)
+    for app in ("api", "web", "jobs"):
+        gokku.ok("services:link", "db", "-a", app)
+    api, web = (root / "apps" / app / "shared" / ".env" for app in ("api", "web"))
+    api.write_text("K=v\n")  # link killed after its record was written, before the .env
+
+    def cut_off(record: dict) -> None:
+        next(x for x in record["links"] if x["app"] == "api")["pending"] = True
+        record["links"].append({"app": "gone", "env": "shared", "keys": ["DB_URL"]})
+
+    _edit(_record(gokku, "db"), cut_off)
+    web.write_text(web.read_text().replace("DB_PORT=5999\n", ""))  # a hand edit
+    expected = [
+        "service db's link to app api (shared) was cut off halfway",
+        "service db's link to app web (shared): DB_PORT missing from apps/web/shared/.env",
+        "service db's link to app gone (shared): the app does not exist",
+    ]
+    assert _findings(gokku) == expected
+    fixed = gokku.ok("doctor", "--fix")
+    assert fixed.stdout.splitlines() == [
+        f"fixed: {expected[0]} (wrote DB_PORT, DB_URL)",
+        f"fixed: {expected[1]} (wrote DB_PORT, DB_URL)",
+        f"fixed: {expected[2]} (forgot the link)",
+    ]
+    for app in ("api", "web", "jobs"):
+        variables = gokku.ok("config:list", "-a", app, "--format", "json").stdout
+        assert json.loads(variables) | {"K": "v"} == {
+            "K": "v",
+            "DB_URL": "postgres://db",
+            "DB_PORT": "5999",
+        }
+    record = json.loads(_record(gokku, "db").read_text())
+    assert sorted(x["app"] for x in record["links"]) == ["api", "jobs", "web"]
+    assert not any("pending" in x for x in record["links"])
+    assert gokku.ok("doctor").stdout == "ok: nothing to report\n"
+
+
+def test_a_repository_of_no_app_is_found_and_removed(gokku: Gokku, estate: Path) -> None:
+    repo = gokku.root / "repos" / "old.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(repo)], check=True)
+    line = "repos/old.git: repository of no app"
+    assert _findings(gokku) == [line]
+    assert gokku("doctor", "--fix").stdout == f"fixed: {line} (removed)\n"
+    assert not repo.exists()
+    gokku.ok("apps:create", "old")
+    assert gokku.ok("doctor").stdout == "ok: nothing to report\n"
+
+
+def test_grants_on_names_that_do_not_exist_are_found_and_dropped(
+    gokku: Gokku, estate: Path, tmp_path: Path
+) -> None:
+    bob = make_key(tmp_path, "bob")
+    gokku.ok("ssh-keys:add", "bob", input=bob.public.encode())
+    gokku.ok("access:grant", "bob", "app:api")
+    gokku.ok("access:grant", "bob", "service:db", "--read")
+    registry = gokku.root / "ssh" / "keys.json"
+    _edit(registry, lambda r: r["keys"][-1]["grants"].update({"app:gone": "write"}))
+    shutil.rmtree(gokku.root / "services" / "db")  # a destroy cut off before the grants
+    expected = [
+        "key bob has write access to app:gone, which does not exist",
+        "key bob has read access to service:db, which does not exist",
+    ]
+    assert _findings(gokku) == expected
+    fixed = gokku("doctor", "--fix")
+    assert fixed.stdout.splitlines() == [
+        f"fixed: {line} (dropped the grants on it)" for line in expected
+    ]
+    assert json.loads(registry.read_text())["keys"][-1]["grants"] == {"app:api": "write"}
+    gokku.ok("services:create", "t", "--name", "db")
+    assert gokku.ok("doctor").stdout == "ok: nothing to report\n"
+
+
+KEYS = "ssh/keys.json is not a key registry ({}): restore it from a backup"
+RECORD = "services/db/config.json is not a service record ({}): restore it"
+BAD_JSON = "{} is not valid JSON (Expecting property name enclosed in double quotes at line 1)"
+# file, what it holds, the finding, a command that reads it (it fails with that line)
+UNREADABLE = {
+    "keys []": (
+        "ssh/keys.json",
+        "[]\n",
+        KEYS.format("not an object with a list of keys"),
+        ["ssh-keys:list"],
+    ),
+    "keys fields": (
+        "ssh/keys.json",
+        '{"version": 2, "keys": [{"name": "a"}]}',
+        KEYS.format("a key lacks its name, type, data or fingerprint"),
+        ["access:list"],
+    ),
+    "service []": (
+        "services/db/config.json",
+        "[]\n",
+        RECORD.format("not a JSON object"),
+        ["services:info", "db"],
+    ),
+    "service links": (
+        "services/db/config.json",
+        '{"plugin": "t", "links": "api"}',
+        RECORD.format("links is not a list of {app, env, keys}"),
+        ["services:list"],
+    ),
+    "service json": (
+        "services/db/config.json",
+        "{",
+        BAD_JSON.format("services/db/config.json"),
+        ["services:info", "db"],
+    ),
+    "plugin json": (
+        "plugins/t/config.json",
+        "{",
+        BAD_JSON.format("plugins/t/config.json"),
+        ["t:info", "x"],
+    ),
+    "plugin []": (
+        "plugins/t/config.json",
+        "[]",
+        "plugins/t/config.json is not a plugin record (not a JSON object)",
+        [],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", UNREADABLE, ids=UNREADABLE)
+def test_an_unreadable_registry_is_one_finding_and_one_line_for_commands(
+    gokku: Gokku, estate: Path, case: str
+) -> None:
+    rel, text, line, command = UNREADABLE[case]
+    (gokku.root / rel).write_text(text)
+    assert _findings(gokku) == [line]
+    before = gokku.snapshot()
+    fixed = gokku("doctor", "--fix")
+    assert (fixed.code, fixed.stdout, fixed.err) == (1, f"not fixed: {line}\n", b"")
+    assert gokku.snapshot() == before
+    if command:
+        failed = gokku(*command)
+        assert failed.code == 1 and failed.stderr == f" !     {gokku.root}/{line}\n"

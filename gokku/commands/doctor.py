@@ -4,6 +4,7 @@ from gokku import doctor as checks
 from gokku.cmdline import parse
 from gokku.commands import usage_line
 from gokku.context import Context
+from gokku.errors import GokkuError
 
 
 def doctor(ctx: Context, args: list[str]) -> int:
@@ -21,11 +22,17 @@ def doctor(ctx: Context, args: list[str]) -> int:
         return 1
     left = 0
     for finding in findings:
-        if finding.fix is None:
+        try:
+            done = finding.fix() if finding.fix is not None else None
+        except GokkuError as exc:
+            left += 1
+            ctx.out(f"not fixed: {finding.message} ({exc.message})")
+            continue
+        if done is None:
             left += 1
             ctx.out(f"not fixed: {finding.message}")
         else:
-            ctx.out(f"fixed: {finding.message} ({finding.fix()})")
+            ctx.out(f"fixed: {finding.message} ({done})")
     return 1 if left else 0
 
 
