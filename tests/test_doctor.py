@@ -428,3 +428,44 @@ def test_an_unreadable_registry_is_one_finding_and_one_line_for_commands(
     if command:
         failed = gokku(*command)
         assert failed.code == 1 and failed.stderr == f" !     {gokku.root}/{line}\n"
+
+
+def test_an_original_gokku_record_is_found_and_migrated_with_its_links(
+    gokku: Gokku, estate: Path, tmp_path: Path
+) -> None:
+    """As the original wrote it: linked_apps and a config, the variables it derived for
+    redis in the app's shared .env; saved as it is, the links would be lost."""
+    gokku.ok("plugins:add", str(write_plugin(tmp_path / "src" / "redis")), "--name", "redis")
+    (gokku.root / "services" / "cache").mkdir()
+    original = {
+        "name": "cache",
+        "plugin": "redis",
+        "container_id": "c0ffee",
+        "running": True,
+        "linked_apps": ["api", "gone"],
+        "created_at": "2025-01-02T03:04:05Z",
+        "config": {"password": "pw", "port": "6390"},
+    }
+    _record(gokku, "cache").write_text(json.dumps(original, separators=(",", ":")))
+    derived = {
+        "REDIS_URL": "redis://:pw@localhost:6390",
+        "REDIS_HOST": "localhost",
+        "REDIS_PORT": "6390",
+        "REDIS_PASSWORD": "pw",
+    }
+    env = gokku.root / "apps" / "api" / "shared" / ".env"
+    env.write_text("K=v\n" + "".join(f"{k}={v}\n" for k, v in derived.items()))
+    line = (
+        "service cache has a record of the original Gokku (linked_apps, no links): "
+        "its links are unknown to unlink and destroy"
+    )
+    assert _findings(gokku) == [line]
+    fixed = gokku.ok("doctor", "--fix")
+    assert fixed.stdout == f"fixed: {line} (wrote it in the current form, links recorded for api)\n"
+    record = json.loads(_record(gokku, "cache").read_text())
+    assert record["links"] == [{"app": "api", "env": "shared", "keys": sorted(derived)}]
+    assert record["linked_apps"] == ["api"] and record["config"] == original["config"]
+    assert gokku.ok("doctor").stdout == "ok: nothing to report\n"
+    unlinked = gokku.ok("services:unlink", "cache", "-a", "api")
+    assert "REDIS_URL" in unlinked.stderr
+    assert env.read_text() == "K=v\n"
