@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from bundled_support import reachable_root
 from conftest import REPO, Gokku, write_plugin
+from sshkit import *  # noqa: F403 - fixtures
+from sshkit import Door
 from sshlab import free_port, make_key, stopping, wait_for_port
 
 OLD = time.time() - 3600
@@ -469,3 +471,24 @@ def test_an_original_gokku_record_is_found_and_migrated_with_its_links(
     unlinked = gokku.ok("services:unlink", "cache", "-a", "api")
     assert "REDIS_URL" in unlinked.stderr
     assert env.read_text() == "K=v\n"
+
+
+def test_an_unreadable_key_registry_refuses_every_login_without_a_traceback(
+    door: Door, gokku: Gokku
+) -> None:
+    """The OpenSSH door says why (its forced command reads the registry after the login);
+    the embedded one reads it to authenticate, before there is anyone to tell."""
+    registry = gokku.root / "ssh" / "keys.json"
+    kept = registry.read_bytes()
+    registry.write_text("[]\n")
+    refused = door.ssh("version")
+    assert refused.out == b"" and b"Traceback" not in refused.err
+    if door.kind == "openssh":
+        assert refused.code == 1 and refused.stderr == (
+            f" !     {registry} is not a key registry (not an object with a list of keys): "
+            "restore it from a backup\n"
+        )
+    else:
+        assert refused.code == 255  # no key was accepted
+    registry.write_bytes(kept)
+    assert door.ssh("version").code == 0
