@@ -492,3 +492,40 @@ def test_an_unreadable_key_registry_refuses_every_login_without_a_traceback(
         assert refused.code == 255  # no key was accepted
     registry.write_bytes(kept)
     assert door.ssh("version").code == 0
+
+
+def test_a_promotion_cut_off_before_the_env_is_finished_like_the_promotion(
+    gokku: Gokku, estate: Path
+) -> None:
+    """Both links are recorded pending, the promoted one claiming the names the demoted
+    one wrote: finishing the promoted one first, then the demoted one must not drop them."""
+    gokku.ok("services:create", "t", "--name", "alt")  # sorts before db: finished first
+    gokku.ok("services:env-set", "db", "PG_URL=one")
+    gokku.ok("services:env-set", "alt", "PG_URL=two")
+    gokku.ok("services:link", "db", "-a", "api")
+    gokku.ok("services:link", "alt", "-a", "api", "--alias", "ALT")
+    env = gokku.root / "apps" / "api" / "shared" / ".env"
+    before = env.read_bytes()
+    gokku.ok("services:promote", "alt", "-a", "api")
+    promoted = (
+        env.read_bytes(),
+        _record(gokku, "db").read_bytes(),
+        _record(gokku, "alt").read_bytes(),
+    )
+    # What promote leaves when killed after recording the links, before the .env.
+    env.write_bytes(before)
+    _edit(
+        _record(gokku, "db"),
+        lambda r: r["links"][0].update(keys=["DB_URL", "PG_URL"], pending=True),
+    )
+    _edit(_record(gokku, "alt"), lambda r: r["links"][0].update(pending=True))
+    assert _findings(gokku) == [
+        "service alt's link to app api (shared) was cut off halfway",
+        "service db's link to app api (shared) was cut off halfway",
+    ]
+    gokku.ok("doctor", "--fix")
+    assert env.read_bytes() == promoted[0]
+    assert json.loads(_record(gokku, "db").read_text())["links"] == json.loads(promoted[1])["links"]
+    assert (
+        json.loads(_record(gokku, "alt").read_text())["links"] == json.loads(promoted[2])["links"]
+    )
