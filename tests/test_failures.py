@@ -3,6 +3,7 @@ traceback; the traceback goes to ``log/gokku.log``; a failed write leaves the ol
 
 import re
 import stat
+from pathlib import Path
 
 import pytest
 from conftest import Gokku
@@ -11,16 +12,29 @@ from diskfull import fill, temp_files, tmpfs
 INTERNAL = re.compile(r" !     internal error: TypeError: .+; details in log/gokku\.log\n")
 
 
+# Python imports ``sitecustomize`` from PYTHONPATH at start: this one plants a bug in the
+# code that lists keys (the state itself is checked on read, so no file can stand in).
+PLANTED_BUG = """
+import gokku.keys
+
+def load(root):
+    raise TypeError("a planted bug")
+
+gokku.keys.load = load
+"""
+
+
 @pytest.fixture
-def broken_registry(gokku: Gokku) -> None:
-    """A key registry whose entry lacks every field: reading it is a bug's path
-    (the code trusts its own file), not an error it reports."""
-    (gokku.root / "ssh").mkdir(parents=True)
-    (gokku.root / "ssh" / "keys.json").write_text('{"version": 2, "keys": [{}]}')
+def planted_bug(gokku: Gokku, tmp_path: Path) -> None:
+    """Listing keys meets a bug: an exception no command expects."""
+    hook = tmp_path / "planted"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(PLANTED_BUG)
+    gokku.env["PYTHONPATH"] = f"{hook}:{gokku.env['PYTHONPATH']}"
 
 
 def test_an_unexpected_exception_is_one_line_and_its_traceback_is_logged(
-    gokku: Gokku, broken_registry: None
+    gokku: Gokku, planted_bug: None
 ) -> None:
     first = gokku("ssh-keys:list")
     second = gokku("ssh-keys:list", "--format", "json")
@@ -36,7 +50,7 @@ def test_an_unexpected_exception_is_one_line_and_its_traceback_is_logged(
 
 
 def test_the_line_says_so_when_the_traceback_cannot_be_logged(
-    gokku: Gokku, broken_registry: None
+    gokku: Gokku, planted_bug: None
 ) -> None:
     (gokku.root / "log" / "gokku.log").mkdir(parents=True)  # unwritable: a directory
     result = gokku("ssh-keys:list")
