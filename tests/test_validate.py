@@ -42,6 +42,7 @@ USES = {
     "substitution": "n=$(ls /opt/gokku/services)\n",
     "backquotes": "n=`ls /opt/gokku/services`\n",
     "here-doc written to a file": 'cat >"$1.conf" <<EOF\ndir /opt/gokku/services/$1\nEOF\n',
+    "here-doc captured": "conf=$(cat <<EOF\ndir /opt/gokku/services/$1\nEOF\n)\n",
     "here-doc run by bash": "bash <<'EOF'\nrm -rf /opt/gokku/cache\nEOF\n",
     "code after a printed help": HELP_TEXT + 'rm -rf "/opt/gokku/services/$1"\n',
     "after a comment line": "# cleanup\nrm -rf /opt/gokku/tmp\n",
