@@ -216,11 +216,22 @@ def registries(root: Root) -> list[Finding]:
         except GokkuError as exc:
             findings.append(Finding(_said(root, exc)))
             continue
-        if not isinstance(record, dict):
-            findings.append(
-                Finding(f"{_relative(root, path)} is not a plugin record (not a JSON object)")
-            )
+        problem = _plugin_record_problem(record)
+        if problem:
+            findings.append(Finding(f"{_relative(root, path)} is not a plugin record ({problem})"))
     return findings
+
+
+def _plugin_record_problem(record: object) -> str:
+    """What routing would trip on (``registry.Plugin``): the record is read as written."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if not isinstance(record.get("namespace") or "", str):
+        return "namespace is not a string"
+    commands = record.get("commands_io") or {}
+    if not isinstance(commands, dict) or not all(isinstance(v, dict) for v in commands.values()):
+        return "commands_io is not a map of commands to settings"
+    return ""
 
 
 def _service_records(root: Root) -> list[Path]:

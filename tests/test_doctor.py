@@ -407,6 +407,13 @@ UNREADABLE = {
         BAD_JSON.format("plugins/t/config.json"),
         ["t:info", "x"],
     ),
+    "plugin commands": (
+        "plugins/t/config.json",
+        '{"name": "t", "commands_io": {"info": "tty"}}',
+        "plugins/t/config.json is not a plugin record "
+        "(commands_io is not a map of commands to settings)",
+        [],
+    ),
     "plugin []": (
         "plugins/t/config.json",
         "[]",
