@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from gokku import apps, keys, services
+from gokku import access, apps, keys, services
 from gokku.errors import GokkuError
 from gokku.names import is_name
 from gokku.paths import Root
@@ -398,20 +398,19 @@ def dangling_grants(root: Root) -> list[Finding]:
 
 
 def _exists(root: Root, kind: str, name: str) -> bool:
-    if not is_name(name) or kind not in ("app", "service"):
+    if not is_name(name) or kind not in access.KINDS:
         return False
     return apps.exists(root, name) if kind == "app" else services.exists(root, name)
 
 
 def _drop_grants(root: Root, kind: str, name: str) -> str:
     """Under the name's lock, so that a create of it cannot slip in between."""
-    held = (
-        contextlib.nullcontext()
-        if not is_name(name)
-        else apps.app_lock(root, name)
-        if kind == "app"
-        else services.service_lock(root, name)
-    )
+    if not (is_name(name) and kind in access.KINDS):
+        held: contextlib.AbstractContextManager = contextlib.nullcontext()  # can never exist
+    elif kind == "app":
+        held = apps.app_lock(root, name)
+    else:
+        held = services.service_lock(root, name)
     with held:
         if _exists(root, kind, name):
             return "left alone: it exists now"
