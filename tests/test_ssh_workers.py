@@ -74,7 +74,10 @@ def test_connections_spread_evenly_over_the_workers(
         assert sorted(served.values()) == [2] * WORKERS
 
 
-@pytest.mark.parametrize("ssh_settings", [{"workers": WORKERS, "max_connections": 4}])
+CAPPED = {"workers": WORKERS, "max_connections": 4, "admin_connections": 0}
+
+
+@pytest.mark.parametrize("ssh_settings", [CAPPED])
 def test_caps_count_across_workers(server: int, alice: KeyPair) -> None:
     async def scenario() -> None:
         async with contextlib.AsyncExitStack() as stack:
