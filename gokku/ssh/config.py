@@ -14,7 +14,7 @@ ssh:
   max_startups_per_address: 64  # unauthenticated connections per worker from one address
   max_connections: 256   # logged-in connections; all these count across all workers
   admin_connections: 16  # of max_connections, kept for admin keys: members get the rest
-  max_connections_per_address: 64  # not for admin keys
+  max_connections_per_address: 64  # this and the per-key caps hold member keys only
   max_connections_per_key: 16
   max_sessions: 10       # sessions (commands) open at once on one connection
   max_sessions_per_key: 32  # on all of the key's connections

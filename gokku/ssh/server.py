@@ -73,11 +73,12 @@ class Limits:
     real login takes (STALE_SECONDS) is dropped to make room, so idle connections held
     open cannot lock keys out. One address may hold ``max_startups_per_address``.
 
-    Logged in, a key holds at most ``max_connections_per_key`` connections and
+    Logged in, a member key holds at most ``max_connections_per_key`` connections and
     ``max_sessions_per_key`` sessions, and member keys together leave
-    ``admin_connections`` of ``max_connections`` to admin keys (which the per-address cap
-    does not hold either): a member holding all it may, or several members from one
-    address, never lock an admin out.
+    ``admin_connections`` of ``max_connections`` to admin keys: a member holding all it
+    may, or several members from one address, never lock an admin out. Admin keys (the
+    server's operators, whose scripts may hold many connections) are held to
+    ``max_connections`` only.
     """
 
     def __init__(self, config: SSHConfig, tally: Tally) -> None:
@@ -115,18 +116,25 @@ class Limits:
         self.pending.pop(connection, None)
         key = connection.key
         assert key is not None
-        admin = key.role == ADMIN
-        room = self.config.max_connections if admin else self.config.member_connections()
+        refused = self._over_a_cap(key, connection.address)
+        if refused:
+            return refused
+        self.connections.add(connection)
+        self.tally.add(connection.address, 1)
+        self.tally.add_key(KEY_CONNECTIONS, key.fingerprint, 1)
+        return None
+
+    def _over_a_cap(self, key: keys.Key, address: str) -> str | None:
+        config, admin = self.config, key.role == ADMIN
+        room = config.max_connections if admin else config.member_connections()
         if self.tally.total() >= room:
             return "too many connections to this server"
-        address, config = connection.address, self.config
-        if not admin and self.tally.from_address(address) >= config.max_connections_per_address:
+        if admin:
+            return None
+        if self.tally.from_address(address) >= config.max_connections_per_address:
             return "too many connections from your address"
         if self.tally.by_key(KEY_CONNECTIONS, key.fingerprint) >= config.max_connections_per_key:
             return f"too many connections with key {key.name}"
-        self.connections.add(connection)
-        self.tally.add(address, 1)
-        self.tally.add_key(KEY_CONNECTIONS, key.fingerprint, 1)
         return None
 
     def release(self, connection: "Connection") -> None:
@@ -138,7 +146,8 @@ class Limits:
 
     def session_opened(self, session: Session, key: keys.Key) -> str | None:
         """Count a session of ``key`` in; return why it is refused instead."""
-        if self.tally.by_key(KEY_SESSIONS, key.fingerprint) >= self.config.max_sessions_per_key:
+        cap = self.config.max_sessions_per_key
+        if key.role != ADMIN and self.tally.by_key(KEY_SESSIONS, key.fingerprint) >= cap:
             return f"too many sessions with key {key.name}"
         self.running.add(session)
         self.tally.add_key(KEY_SESSIONS, key.fingerprint, 1)
