@@ -11,7 +11,7 @@ import asyncssh
 import pytest
 from conftest import Gokku, write_plugin
 from sshkit import *  # noqa: F403 - fixtures
-from sshkit import KeyPair, make_key
+from sshkit import KeyPair, free_port, make_key
 
 from gokku.ssh.config import SSHConfig
 
@@ -154,3 +154,13 @@ def test_removing_a_key_closes_its_connections_at_once(
             return took
 
     assert asyncio.run(scenario()) < ADMIN_WAIT
+
+
+@pytest.mark.parametrize("ssh_settings", [{"max_connections": 8, "admin_connections": 9}])
+def test_a_reserve_larger_than_the_whole_is_refused_at_start(gokku: Gokku, ssh_config) -> None:
+    result = gokku("serve", "--port", str(free_port()), timeout=60)
+    assert result.code == 1
+    assert result.stderr.splitlines() == [
+        " !     ssh.admin_connections (9) must not exceed ssh.max_connections (8)"
+    ]
+    assert not (gokku.root / "ssh" / "host_ed25519_key").exists()  # refused before anything
