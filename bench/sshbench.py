@@ -49,6 +49,8 @@ MANIFEST = (
 SETTINGS = {
     "max_connections": 2048,
     "max_connections_per_address": 2048,
+    "max_connections_per_key": 2048,  # the bench key is one member holding them all
+    "max_sessions_per_key": 2048,
     "max_startups": "1000:30:2048",
     "max_startups_per_address": 2048,
 }

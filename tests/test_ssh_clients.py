@@ -207,21 +207,25 @@ def test_too_many_failed_keys_drop_the_connection(
 
 
 @pytest.mark.parametrize("ssh_settings", [{"max_connections_per_address": 2}])
-def test_connections_per_address_are_capped(server: int, alice: KeyPair) -> None:
+def test_connections_per_address_are_capped(server: int, gokku, keydir) -> None:
+    """For member keys (admin keys are held to the total only: tests/test_ssh_limits.py)."""
+    bob = make_key(keydir, "bob")
+    gokku.ok("ssh-keys:add", "bob", input=bob.public.encode())
+
     async def scenario() -> None:
-        async with _connect(server, alice), _connect(server, alice):
+        async with _connect(server, bob), _connect(server, bob):
             # Counted once logged in (a flood that never logs in takes no slot): the
             # connection over the cap is dropped before it runs anything.
             with pytest.raises((asyncssh.Error, ConnectionError)):
-                async with _connect(server, alice) as conn:
+                async with _connect(server, bob) as conn:
                     await conn.run("version", check=True)
-        async with _connect(server, alice):  # released again
+        async with _connect(server, bob):  # released again
             pass
 
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("ssh_settings", [{"max_connections": 1}])
+@pytest.mark.parametrize("ssh_settings", [{"max_connections": 1, "admin_connections": 0}])
 def test_connections_in_total_are_capped(server: int, alice: KeyPair) -> None:
     async def scenario() -> None:
         async with _connect(server, alice):

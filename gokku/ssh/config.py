@@ -12,9 +12,12 @@ ssh:
   max_startups: "64:30:256"  # unauthenticated connections per worker: OpenSSH's
                              # start:rate:full (quote it: YAML reads 10:30:100 as a number)
   max_startups_per_address: 64  # unauthenticated connections per worker from one address
-  max_connections: 256   # logged-in connections; these two count across all workers
-  max_connections_per_address: 64
+  max_connections: 256   # logged-in connections; all these count across all workers
+  admin_connections: 16  # of max_connections, kept for admin keys: members get the rest
+  max_connections_per_address: 64  # this and the per-key caps hold member keys only
+  max_connections_per_key: 16
   max_sessions: 10       # sessions (commands) open at once on one connection
+  max_sessions_per_key: 32  # on all of the key's connections
   workers: 0             # server processes sharing the port; 0: one per CPU core
   gokku_command: /usr/local/bin/gokku   # what the OpenSSH door's forced command runs
   ciphers: aes128-gcm@openssh.com,aes256-gcm@openssh.com  # offered, comma-separated
@@ -54,8 +57,11 @@ class SSHConfig:
     max_startups: str = "64:30:256"
     max_startups_per_address: int = 64
     max_connections: int = 256
+    admin_connections: int = 16
     max_connections_per_address: int = 64
+    max_connections_per_key: int = 16
     max_sessions: int = 10
+    max_sessions_per_key: int = 32
     workers: int = 0
     gokku_command: str = ""
     ciphers: str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com"
@@ -71,6 +77,17 @@ class SSHConfig:
         if not 0 < start <= full or rate > 100:
             raise GokkuError("ssh.max_startups: need 0 < START <= FULL and RATE <= 100")
         return start, rate / 100, full
+
+    def member_connections(self) -> int:
+        """How many logged-in connections member keys may hold together (the rest is kept
+        for admins, so that members filling the server never lock them out), or a
+        GokkuError when the reserve is larger than the whole."""
+        if self.admin_connections > self.max_connections:
+            raise GokkuError(
+                f"ssh.admin_connections ({self.admin_connections}) must not exceed "
+                f"ssh.max_connections ({self.max_connections})"
+            )
+        return self.max_connections - self.admin_connections
 
     def gokku_argv(self) -> list[str]:
         """How to run ``gokku`` from a forced command: this interpreter unless configured.

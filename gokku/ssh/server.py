@@ -4,7 +4,9 @@ Keys are checked against the registry (``gokku.keys``) at every attempt, so adde
 removed keys take effect without a restart; asyncssh's own authorized_keys handling is
 not used because a ``command=`` option there replaces the client's command. What asyncssh
 does not enforce is done here: a cap on refused keys per connection (MaxAuthTries), on
-connections in total and per address, and on sessions per connection. Several server
+connections in total, per address and per key (with slots only admin keys may take), and
+on sessions per connection and per key. A key removed from the registry has its
+connections closed (``watch_registry``). Several server
 processes share the listening socket (``gokku.ssh.workers``); every session runs
 ``gokku ssh-command`` in a process of its own (``gokku.ssh.session``), forked by the
 worker's zygote (``gokku.ssh.spawn``).
@@ -23,6 +25,7 @@ import time
 import asyncssh
 
 from gokku import keys
+from gokku.access import ADMIN
 from gokku.context import Context
 from gokku.errors import GokkuError
 from gokku.paths import Root
@@ -30,7 +33,7 @@ from gokku.ssh import fdlimit, sendpath
 from gokku.ssh.config import SSHConfig
 from gokku.ssh.session import Session
 from gokku.ssh.spawn import Spawner
-from gokku.ssh.workers import SharedCounts, Tally, supervise
+from gokku.ssh.workers import KEY_CONNECTIONS, KEY_SESSIONS, SharedCounts, Tally, supervise
 from gokku.storage import write_atomic
 
 log = logging.getLogger("gokku.serve")
@@ -43,6 +46,7 @@ BALANCE_WAIT = 0.1  # seconds a busier worker leaves a new connection to the oth
 DRAIN_BATCH = 64  # connections a worker takes at once after stepping aside
 BACKLOG = 1024  # 500 clients connecting at once must not overflow the accept queue
 STALE_SECONDS = 1.0  # longer than a login takes on a loaded server: an idle connection
+REGISTRY_POLL_SECONDS = 0.25  # how soon a removed key's connections are closed
 
 
 def host_key(root: Root) -> asyncssh.SSHKey:
@@ -68,6 +72,13 @@ class Limits:
     at ``full``; at ``full`` the oldest connection that has been waiting longer than a
     real login takes (STALE_SECONDS) is dropped to make room, so idle connections held
     open cannot lock keys out. One address may hold ``max_startups_per_address``.
+
+    Logged in, a member key holds at most ``max_connections_per_key`` connections and
+    ``max_sessions_per_key`` sessions, and member keys together leave
+    ``admin_connections`` of ``max_connections`` to admin keys: a member holding all it
+    may, or several members from one address, never lock an admin out. Admin keys (the
+    server's operators, whose scripts may hold many connections) are held to
+    ``max_connections`` only.
     """
 
     def __init__(self, config: SSHConfig, tally: Tally) -> None:
@@ -103,18 +114,56 @@ class Limits:
     def logged_in(self, connection: "Connection") -> str | None:
         """Move a connection that authenticated to the server-wide counts, within the caps."""
         self.pending.pop(connection, None)
-        if self.tally.total() >= self.config.max_connections:
-            return "too many connections to this server"
-        if self.tally.from_address(connection.address) >= self.config.max_connections_per_address:
-            return "too many connections from your address"
+        key = connection.key
+        assert key is not None
+        refused = self._over_a_cap(key, connection.address)
+        if refused:
+            return refused
         self.connections.add(connection)
         self.tally.add(connection.address, 1)
+        self.tally.add_key(KEY_CONNECTIONS, key.fingerprint, 1)
+        return None
+
+    def _over_a_cap(self, key: keys.Key, address: str) -> str | None:
+        config, admin = self.config, key.role == ADMIN
+        room = config.max_connections if admin else config.member_connections()
+        if self.tally.total() >= room:
+            return "too many connections to this server"
+        if admin:
+            return None
+        if self.tally.from_address(address) >= config.max_connections_per_address:
+            return "too many connections from your address"
+        if self.tally.by_key(KEY_CONNECTIONS, key.fingerprint) >= config.max_connections_per_key:
+            return f"too many connections with key {key.name}"
         return None
 
     def release(self, connection: "Connection") -> None:
         if self.pending.pop(connection, None) is None and connection in self.connections:
+            assert connection.key is not None
             self.connections.discard(connection)
             self.tally.add(connection.address, -1)
+            self.tally.add_key(KEY_CONNECTIONS, connection.key.fingerprint, -1)
+
+    def session_opened(self, session: Session, key: keys.Key) -> str | None:
+        """Count a session of ``key`` in; return why it is refused instead."""
+        cap = self.config.max_sessions_per_key
+        if key.role != ADMIN and self.tally.by_key(KEY_SESSIONS, key.fingerprint) >= cap:
+            return f"too many sessions with key {key.name}"
+        self.running.add(session)
+        self.tally.add_key(KEY_SESSIONS, key.fingerprint, 1)
+        return None
+
+    def session_closed(self, session: Session, key: keys.Key) -> None:
+        self.running.discard(session)
+        self.tally.add_key(KEY_SESSIONS, key.fingerprint, -1)
+
+    def close_unregistered(self, registered: set[str]) -> None:
+        """Close every connection whose key is not in ``registered`` (fingerprints),
+        logged in or between its key's check and the end of its login."""
+        for connection in [*self.pending, *self.connections]:
+            if connection.key is not None and connection.key.fingerprint not in registered:
+                log.info("key %s was removed: closing its connection", connection.key.name)
+                connection.close()
 
 
 class Connection(asyncssh.SSHServer):
@@ -172,22 +221,26 @@ class Connection(asyncssh.SSHServer):
         self._refuse_if(self.limits.logged_in(self))
 
     def session_requested(self) -> Session | bool:
-        if self.key is None or self.sessions >= self.config.max_sessions:
+        key = self.key
+        if key is None or self.sessions >= self.config.max_sessions:
             return False
-        if keys.by_fingerprint(self.root, self.key.fingerprint) is None:
-            log.info("key %s was removed: no new session on its connection", self.key.name)
+        if keys.by_fingerprint(self.root, key.fingerprint) is None:
+            log.info("key %s was removed: no new session on its connection", key.name)
             return False
-        session = Session(self.root, self.key, self.address, self.spawner)
+        session = Session(self.root, key, self.address, self.spawner)
+        refused = self.limits.session_opened(session, key)
+        if refused:
+            log.warning("refused a session of %s from %s: %s", key.name, self.address, refused)
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_RESOURCE_SHORTAGE, refused)
         self.sessions += 1
-        self.limits.running.add(session)
-        session.add_done_callback(lambda: self._session_done(session))
+        session.add_done_callback(lambda: self._session_done(session, key))
         return session
 
-    def _session_done(self, session: Session) -> None:
+    def _session_done(self, session: Session, key: keys.Key) -> None:
         """Counted from the request until the exit status is sent (or the channel closed
         before any command started), so a client reusing the slot never races it."""
         self.sessions -= 1
-        self.limits.running.discard(session)
+        self.limits.session_closed(session, key)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -199,6 +252,7 @@ def serve(ctx: Context, config: SSHConfig) -> int:
     logging.basicConfig(format="%(asctime)s gokku-serve %(message)s", level=logging.INFO)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     config.startups()  # a bad max_startups is refused before anything listens
+    config.member_connections()  # and so is a reserve larger than the whole
     session_nofile = fdlimit.raise_to_hard()
     key = host_key(ctx.root)
     offer = ciphers(config)
@@ -289,6 +343,7 @@ async def _serve(
     )
     acceptor = Acceptor(sock, options, tally)
     acceptor.start()
+    watching = asyncio.ensure_future(watch_registry(root, limits))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
@@ -297,6 +352,7 @@ async def _serve(
     await stop.wait()
     log.info("shutting down: hanging up %d session(s)", len(limits.running))
     acceptor.stop()
+    watching.cancel()
     for connection in list(limits.connections):
         connection.close()
     deadline = loop.time() + SHUTDOWN_SECONDS
@@ -304,6 +360,35 @@ async def _serve(
         await asyncio.sleep(0.05)
     await spawner.close()
     return 0
+
+
+async def watch_registry(root: Root, limits: Limits) -> None:
+    """Close the connections of keys removed from the registry, whichever process removed
+    them (``ssh-keys:remove`` on the server or over SSH): the file is looked at every
+    REGISTRY_POLL_SECONDS and read again when it was replaced (every write is a rename)."""
+    path = keys.registry_path(root)
+    seen = _stamp(path)
+    while True:
+        await asyncio.sleep(REGISTRY_POLL_SECONDS)
+        stamp = _stamp(path)
+        if stamp == seen:
+            continue
+        seen = stamp
+        try:
+            registered = {key.fingerprint for key in keys.load(root)}
+        except Exception as exc:  # a registry being repaired: keep everyone, look again later
+            log.warning("cannot read the key registry (%s): connections left open", exc)
+            continue
+        limits.close_unregistered(registered)
+
+
+def _stamp(path: os.PathLike) -> tuple[int, int, int] | None:
+    """What changes whenever the file is replaced or written: inode, mtime, size."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_size
 
 
 class Acceptor:

@@ -11,6 +11,11 @@ copied by our own coroutine and closed for EOF; stdout and stderr are read from 
 and window changes go straight to the worker and the pty instead of through a stream; a
 closed channel hangs the worker up (SIGHUP, which it turns into HUP/TERM/KILL of the
 script's group); the exit status is always sent.
+
+Only the client's own end of input (its EOF) closes the worker's stdin. A connection that
+is lost (the client killed, the network gone) leaves it open until the worker, hung up,
+has exited: a command reading an upload is killed with it, it never sees a cut-off upload
+end as if it were whole.
 """
 
 import asyncio
@@ -57,6 +62,8 @@ class Session(asyncssh.SSHServerProcess):
         self._started = False
         self._keys_signal = False
         self._early_signals: list[int] = []
+        self._lost = False  # the channel closed (the client or its connection gone)
+        self._client_eof = False  # the client said its input ended, before any loss
 
     def add_done_callback(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once the session is over: its worker gone, or never started."""
@@ -85,7 +92,12 @@ class Session(asyncssh.SSHServerProcess):
     def break_received(self, msec: int) -> bool:
         return False
 
+    def eof_received(self) -> bool:
+        self._client_eof = not self._lost  # asyncssh also calls this when the channel is lost
+        return super().eof_received()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
         super().connection_lost(exc)
         if not self._started:
             self._finished()
@@ -186,16 +198,27 @@ class Session(asyncssh.SSHServerProcess):
         await self.stderr.drain()
 
     async def _pump_in(self, fd: int) -> None:
-        """Client → worker; closing the pipe at the end delivers EOF."""
+        """Client → worker; closing the pipe at the end delivers EOF, if the client sent
+        one. Otherwise the pipe stays open until ``_run`` cancels this once the worker has
+        exited (``_hang_up_when_closed`` hangs it up)."""
         try:
-            while data := await self.stdin.read(CHUNK):
+            while data := await self._read_in():
                 if self._keys_signal:
                     data = self._signal_keys(data)
                 await _write_all(fd, data)
-        except (OSError, asyncssh.Error):
-            pass  # the worker closed its stdin or the channel broke: nothing to deliver
+            if not self._client_eof:
+                await asyncio.get_running_loop().create_future()
+        except OSError:
+            pass  # the worker closed its stdin: nothing more to deliver
         finally:
             os.close(fd)
+
+    async def _read_in(self) -> bytes:
+        """The client's next bytes; b"" at the end of input, or when the channel broke."""
+        try:
+            return await self.stdin.read(CHUNK)
+        except (OSError, asyncssh.Error):
+            return b""
 
     def _signal_keys(self, data: bytes) -> bytes:
         """Ctrl-C and Ctrl-\\ typed at the client's raw terminal, as its pty would: the

@@ -12,6 +12,11 @@ A forked process is signalled through a pidfd the zygote passes along, so a sign
 never reaches a recycled pid. Its exit code comes from the zygote, its parent; if the
 zygote dies first the code is lost: the session ends, once the process has, with
 LOST_STATUS (the process still wrote its audit line).
+
+A zygote that stops answering (stopped, wedged) holds both the sessions waiting to start
+and the exit codes of those it forked, so it is asked for a sign of life every
+PING_SECONDS while it runs, requests or not; silent for SILENT_SECONDS, it is killed and
+replaced.
 """
 
 import asyncio
@@ -31,9 +36,10 @@ log = logging.getLogger("gokku.serve")
 # The first sessions wait this long for a starting zygote; one not ready by then is
 # killed and replaced (its imports take a fraction of a second).
 READY_SECONDS = 10.0
-# While a request waits, a zygote that says nothing for this long is stuck (stopped,
-# wedged): it is killed and replaced. Busy, it answers every few milliseconds.
-SILENT_SECONDS = 5.0
+# A zygote that answers no ping for this long is stuck (stopped, wedged): it is killed
+# and replaced. Busy, it answers every few milliseconds; noticed within 2 s in all.
+PING_SECONDS = 0.25
+SILENT_SECONDS = 1.5
 RESPAWN_SECONDS = 1.0
 STOP_SECONDS = 5.0
 LOST_STATUS = 1
@@ -108,8 +114,8 @@ class Spawner:
         self._next_id = 0
         self._closing = False
         self._starting: asyncio.Future | None = None
-        self._heard = 0.0  # when the zygote last answered, or had nothing to answer
-        self._watchdog: asyncio.TimerHandle | None = None
+        self._asked: float | None = None  # when the ping it has not answered yet was sent
+        self._pinger: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         """Start the zygote and wait (a little) until it takes requests."""
@@ -151,11 +157,7 @@ class Spawner:
             self._next_id += 1
             request = {"id": self._next_id, "fingerprint": fingerprint, "env": env, "pty": pty}
             answer = self._loop.create_future()
-            if not self._requests:
-                self._heard = self._loop.time()
             self._requests[self._next_id] = answer
-            if self._watchdog is None:
-                self._watchdog = self._loop.call_later(SILENT_SECONDS, self._watch)
             try:
                 zygote.send(self._sock, request, list(fds))
             except OSError as exc:  # it is gone (or the request too large): nothing forked
@@ -193,13 +195,16 @@ class Spawner:
             if message is None:
                 self._lost()
                 return
-            self._heard = self._loop.time()
+            self._asked = None
             self._handle(message, fds)
 
     def _handle(self, message: dict, fds: list[int]) -> None:
+        if zygote.PONG in message:
+            return
         if zygote.READY in message:
             self._ready = True
             self._settle()
+            self._ping()
         elif "status" in message:
             worker = self._running.pop(message["pid"], None)
             if worker is not None:
@@ -214,18 +219,26 @@ class Spawner:
                 log.warning("session runner could not fork (%s)", message.get("error"))
                 answer.set_result(None)
 
-    def _watch(self) -> None:
-        """Kill a zygote silent for SILENT_SECONDS while requests wait: ``_lost`` then
-        fails what it was asked and starts another, so no session waits forever."""
-        self._watchdog = None
-        if not self._requests or self._process is None:
+    def _ping(self) -> None:
+        """Ask the zygote for a sign of life, every PING_SECONDS from when it is ready; kill
+        it once silent for SILENT_SECONDS: ``_lost`` then fails what it was asked, lets
+        the sessions it forked end without it, and starts another."""
+        self._pinger = None
+        if self._sock is not None:
+            self._readable()  # answers that came while this loop was busy count
+        if self._sock is None:
             return
-        silent = self._loop.time() - self._heard
-        if silent < SILENT_SECONDS:
-            self._watchdog = self._loop.call_later(SILENT_SECONDS - silent, self._watch)
+        now = self._loop.time()
+        if self._asked is None:
+            self._asked = now
+            with contextlib.suppress(OSError):  # its queue is full: it stays unanswered
+                zygote.send(self._sock, {zygote.PING: True})
+        elif now - self._asked >= SILENT_SECONDS:
+            silent = now - self._asked
+            log.warning("the session runner has not answered for %.1f s: replacing it", silent)
+            self._kill()
             return
-        log.warning("the session runner has not answered for %.0f s: replacing it", silent)
-        self._kill()
+        self._pinger = self._loop.call_later(PING_SECONDS, self._ping)
 
     def _kill(self) -> None:
         """Kill the zygote: its socket closes, and ``_lost`` takes it from there."""
@@ -239,6 +252,9 @@ class Spawner:
             self._loop.remove_reader(self._sock)
             self._sock.close()
             self._sock = None
+        if self._pinger is not None:
+            self._pinger.cancel()
+            self._pinger = None
         self._ready = False
         self._settle()
         for answer in self._requests.values():

@@ -8,7 +8,10 @@ it forwards the stop signals and starts a new worker when one dies.
 The connection caps stay server-wide: every worker counts its own connections (in total
 and per client address) in its own row of a shared memory table, and a worker admitting a
 connection sums all rows. Two workers admitting at the same instant may each miss the
-other's newest connection, so a cap can be passed by at most workers - 1.
+other's newest connection, so a cap can be passed by at most workers - 1. Connections and
+sessions per key are counted the same way, each in two slots picked by two hashes of the
+fingerprint; the lesser of the two sums is the count, so two keys share a count only if
+both their slots collide (and a shared count only makes a cap stricter).
 
 The same rows spread the load: a worker takes a new connection only while no other worker
 has fewer (connections plus handshakes under way); otherwise it leaves it to them for a
@@ -16,6 +19,7 @@ moment. Four streams started together then land two and two on two workers inste
 wherever the kernel woke first.
 """
 
+import hashlib
 import logging
 import mmap
 import os
@@ -27,9 +31,13 @@ from collections.abc import Callable
 log = logging.getLogger("gokku.serve")
 
 ADDRESS_SLOTS = 4096  # addresses hash into these; a collision only makes a cap stricter
-# A row: connections in total, handshakes under way, then connections per address slot.
+KEY_SLOTS = 4096  # per hash of a key's fingerprint (two hashes: see above)
+# A row: connections in total, handshakes under way, connections per address slot, then
+# per key slot its connections, and its sessions.
 TOTAL, HANDSHAKES, FIRST_SLOT = 0, 1, 2
-ROW = FIRST_SLOT + ADDRESS_SLOTS
+KEY_CONNECTIONS = FIRST_SLOT + ADDRESS_SLOTS
+KEY_SESSIONS = KEY_CONNECTIONS + 2 * KEY_SLOTS
+ROW = KEY_SESSIONS + 2 * KEY_SLOTS
 RESPAWN_SECONDS = 1.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
@@ -57,6 +65,17 @@ class Tally:
         self._cells[self._row + TOTAL] += delta
         self._cells[self._row + FIRST_SLOT + _slot(address)] += delta
 
+    def by_key(self, kind: int, fingerprint: str) -> int:
+        """The key's connections (``kind`` KEY_CONNECTIONS) or sessions (KEY_SESSIONS)."""
+        return min(
+            sum(self._cells[w * ROW + kind + slot] for w in range(self._workers))
+            for slot in _key_slots(fingerprint)
+        )
+
+    def add_key(self, kind: int, fingerprint: str, delta: int) -> None:
+        for slot in _key_slots(fingerprint):
+            self._cells[self._row + kind + slot] += delta
+
     def handshaking(self, delta: int) -> None:
         """Count a connection from accept() until its handshake ends (it is a connection
         too by then): the gap before it is admitted must not make this worker look idle."""
@@ -73,6 +92,13 @@ class Tally:
 
 def _slot(address: str) -> int:
     return zlib.crc32(address.encode()) % ADDRESS_SLOTS  # the same in every process
+
+
+def _key_slots(fingerprint: str) -> tuple[int, int]:
+    """The fingerprint's two slots: one in each half of a per-key block."""
+    digest = hashlib.sha256(fingerprint.encode()).digest()
+    first, second = (int.from_bytes(digest[i : i + 4], "big") % KEY_SLOTS for i in (0, 4))
+    return first, KEY_SLOTS + second
 
 
 class SharedCounts:

@@ -19,7 +19,8 @@ new interpreter.
 
 The zygote answers each request with the child's pid and a pidfd (the server signals
 through it: never a recycled pid), and once the child has exited, with its exit code
-(negative for a signal, as ``subprocess``). It exits when the server's end closes.
+(negative for a signal, as ``subprocess``); it answers a ping at once (the server kills
+a zygote that stops answering). It exits when the server's end closes.
 """
 
 import contextlib
@@ -37,7 +38,7 @@ from typing import NoReturn
 
 from gokku.ssh import door_argv, fdlimit
 
-READY = "ready"
+READY, PING, PONG = "ready", "ping", "pong"
 ZYGOTE_NAME, SESSION_NAME = "gokku-zygote", "gokku-session"
 MAX_MESSAGE = 1 << 18  # a request: an SSH command string and a few variables
 # Imported before the first fork: what every session runs (door, dispatcher, audit,
@@ -104,6 +105,9 @@ def serve(sock: socket.socket, root: str, nofile: int) -> None:
                 message, fds = receive(sock, 3)
                 if message is None:
                     return
+                if PING in message:
+                    send(sock, {PONG: True})
+                    continue
                 try:
                     pid = os.fork()
                     if pid == 0:
