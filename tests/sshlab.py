@@ -108,6 +108,10 @@ def running_sshd(
     )
     port = free_port()
     config = folder / "sshd_config"
+    # SHLVL=1: the login user's bash runs the forced command at shell level 2, where it
+    # reads no ~/.bashrc (at level 1 it would, being run by sshd). Gokku's user has none,
+    # but root's may do anything; a version manager's shim rehash there raced the parallel
+    # tests' other logins and wrote on their stderr.
     config.write_text(
         textwrap.dedent(
             f"""\
@@ -124,6 +128,7 @@ def running_sshd(
             KbdInteractiveAuthentication no
             LogLevel ERROR
             MaxStartups 1000
+            SetEnv SHLVL=1
             """
         )
     )
