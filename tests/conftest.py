@@ -19,6 +19,51 @@ REPO = Path(__file__).resolve().parent.parent
 STANDINS = Path(__file__).resolve().parent / "standins"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--serial-only",
+        action="store_true",
+        help="run only the tests marked serial (ops/test runs them after the parallel pass)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "serial: times itself against a deadline, so it runs alone: left out of a parallel "
+        "run (-n), run by --serial-only",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Parallel runs (pytest-xdist): leave out the serial tests, which a busy machine would
+    make miss their deadlines. Groups for ``--dist loadgroup`` (one worker runs a group's
+    tests one after another): the modules that run real database servers
+    (``bundled_support.reachable_root``) form one, because every state root numbers its
+    servers' ports from the same first port knowing nothing of the others' (a server
+    stopped and started again would find its port taken by another test's new one); the
+    tests of any other module that share a module-scoped fixture form one, so that it is
+    made once."""
+    serial_only = config.getoption("serial_only")
+    if serial_only or os.environ.get("PYTEST_XDIST_WORKER"):  # set in xdist's workers
+        runs: dict[bool, list[pytest.Item]] = {False: [], True: []}
+        for item in items:
+            runs[item.get_closest_marker("serial") is not None].append(item)
+        if runs[not serial_only]:
+            config.hook.pytest_deselected(items=runs[not serial_only])
+        items[:] = runs[serial_only]
+    for item in items:
+        module = getattr(item, "module", None)
+        fixtures = getattr(item, "_fixtureinfo", None)
+        if module is not None and "reachable_root" in vars(module):
+            item.add_marker(pytest.mark.xdist_group("servers"))
+        elif fixtures and any(
+            defs[-1].scope == "module" for defs in fixtures.name2fixturedefs.values()
+        ):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 @dataclass
 class Result:
     code: int

@@ -187,7 +187,8 @@ def sshd(gokku: Gokku, tmp_path: Path, ssh_config: None) -> Iterator[int]:
     """A real OpenSSH sshd on a free loopback port whose only keys are the registry's."""
     if os.geteuid() != 0 or not os.path.exists(SSHD):
         pytest.skip("the OpenSSH door tests need root and sshd")
-    with running_sshd(tmp_path / "sshd", gokku.root / "ssh" / "authorized_keys") as (_, port):
+    authorized = gokku.root / "ssh" / "authorized_keys"
+    with running_sshd(tmp_path / "sshd", authorized, login_rc=False) as (_, port):
         yield port
 
 

@@ -98,10 +98,18 @@ def running_server(env: dict[str, str], cwd: Path = REPO) -> Iterator[tuple[subp
 
 @contextlib.contextmanager
 def running_sshd(
-    folder: Path, *authorized_keys: Path, root_login: str = "forced-commands-only"
+    folder: Path,
+    *authorized_keys: Path,
+    root_login: str = "forced-commands-only",
+    login_rc: bool = True,
 ) -> Iterator[tuple[subprocess.Popen, int]]:
     """A real OpenSSH sshd (run as root) on a free loopback port, its config and host key
-    in ``folder``, accepting only the keys in the ``authorized_keys`` files."""
+    in ``folder``, accepting only the keys in the ``authorized_keys`` files.
+
+    ``login_rc=False``: the login user's bash runs commands at shell level 2 (SHLVL=1),
+    where it reads no ~/.bashrc (at level 1 it would, being run by sshd). Gokku's user has
+    none, but root's may do anything: a version manager's shim rehash there raced the
+    parallel tests' other logins and wrote on their stderr."""
     folder.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / "host_key")], check=True
@@ -126,6 +134,7 @@ def running_sshd(
             MaxStartups 1000
             """
         )
+        + ("" if login_rc else "SetEnv SHLVL=1\n")
     )
     Path("/run/sshd").mkdir(exist_ok=True)
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)

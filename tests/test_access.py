@@ -497,6 +497,7 @@ def test_server_runs_its_package_not_the_one_in_its_working_directory(
 TIGHT = {"workers": 2, "max_startups": "10:30:50", "max_startups_per_address": 10}
 
 
+@pytest.mark.serial  # a 2-second deadline: the machine to itself
 @pytest.mark.parametrize("ssh_settings", [{"workers": 2}, TIGHT])
 def test_a_flood_of_idle_connections_does_not_lock_keys_out(
     gokku: Gokku, base_env: dict[str, str], alice: KeyPair, ssh_settings: dict

@@ -6,13 +6,13 @@ import fcntl
 import json
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from conftest import REPO, Gokku, Result
 from diskfull import fill, tmpfs
+from sshkit import wait_until
 from sshlab import make_key
 
 CONNECTION = "192.0.2.7 50000 127.0.0.1 22"
@@ -100,8 +100,14 @@ def test_the_writer_waits_for_the_log_lock(gokku: Gokku, door: Door) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(1.5)
+        assert wait_until(lambda: _waits_for_a_lock(proc.pid), 30)
         assert proc.poll() is None and log.stat().st_size == 0
     assert proc.wait(timeout=30) == 0
     (entry,) = _lines(gokku)
     assert json.loads(entry)["argv"] == ["version"]
+
+
+def _waits_for_a_lock(pid: int) -> bool:
+    """``pid`` is blocked on a file lock (a ``->`` line of /proc/locks names the waiters)."""
+    lines = Path("/proc/locks").read_text().splitlines()
+    return any(line.split()[1] == "->" and line.split()[5] == str(pid) for line in lines)

@@ -1,5 +1,6 @@
 """The bundled postgres plugin, with real PostgreSQL servers (see bundled_support)."""
 
+import contextlib
 import glob
 import gzip
 import hashlib
@@ -9,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from bundled_support import (
     wait_gone,
 )
 from conftest import Gokku
+from sshkit import processes_under, wait_until
 
 PG_BIN = max(
     glob.glob("/usr/lib/postgresql/*/bin"), default="", key=lambda p: int(p.split("/")[-2])
@@ -261,12 +262,23 @@ def test_logs_follow_until_interrupted(gk: Gokku, db: str) -> None:
         stdout=subprocess.PIPE,
     )
     try:
-        time.sleep(1)  # tail is following the file by now
+        assert wait_until(lambda: _tail_follows(gk.root), 30)
         assert gk("pg:connect", db, "-c", "select following_marker").code == 1  # logged
         assert b"following_marker" in follow.stdout.readline()
     finally:
         follow.send_signal(signal.SIGINT)  # Ctrl-C; Gokku passes it to the script's group
         assert follow.wait(timeout=10) != 0
+
+
+def _tail_follows(root: Path) -> bool:
+    """A ``tail`` under ``root`` has the file it follows open: what is logged from now on
+    shows in its output."""
+    for pid in processes_under(root, b"tail"):
+        with contextlib.suppress(OSError):
+            followed = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[-2].decode()
+            if followed in {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}:
+                return True
+    return False
 
 
 def test_stop_start_restart_and_services_start_all(gk: Gokku, db: str) -> None:

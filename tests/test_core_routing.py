@@ -170,6 +170,7 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+@pytest.mark.serial  # a 5-second deadline: the machine to itself
 @pytest.mark.parametrize("command", ["probe:sleep", "probe:stubborn"])
 def test_hang_up_clears_the_whole_process_group_within_5_seconds(gokku, probe, command):
     proc = _gokku_process(gokku, command)
