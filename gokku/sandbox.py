@@ -87,13 +87,18 @@ def run(root: Root, app: str, command: list[str]) -> NoReturn:
         _exec(command, env, [])
     bwrap = _bwrap()
     env_file = root.env_file(app).resolve()
-    mounts = [*_system_mounts(), "--tmpfs", str(root.path.resolve())]
+    # An empty GOKKU_ROOT over the real one, holding only the two mount points, and made
+    # read-only once they are in: nothing written there could even look like state.
+    state = str(root.path.resolve())
+    mounts = [*_system_mounts(), "--tmpfs", state]
     mounts += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
     if env_file.is_file():
         mounts += ["--ro-bind", str(env_file), str(env_file)]
+    mounts += ["--remount-ro", state]
     # The variables go through a file descriptor (--args), not the command line, where
-    # every local user could read them in ps; bwrap itself starts with none of them.
-    args = ["--clearenv", *(word for item in env.items() for word in ("--setenv", *item))]
+    # every local user could read them in ps; bwrap itself starts with none of them (an
+    # LD_PRELOAD of the app's would load into bwrap, outside the sandbox).
+    args = [word for item in env.items() for word in ("--setenv", *item)]
     fd = os.memfd_create("gokku-sandbox-env", 0)
     os.write(fd, b"".join(word.encode() + b"\0" for word in args))
     os.lseek(fd, 0, os.SEEK_SET)

@@ -46,6 +46,15 @@ __attribute__((constructor)) static void evil(void) {
 """
 
 
+def preload_library(path: Path, mark: Path) -> Path:
+    """A real shared object at ``path`` that appends a line to ``mark`` when loaded."""
+    source = path.with_suffix(".c")
+    source.write_text(EVIL_C)
+    subprocess.run(["gcc", "-shared", "-fPIC", f'-DMARK="{mark}"', "-o", path, source], check=True)
+    source.unlink()
+    return path
+
+
 class Attack:
     """A member's app, its pushed checkout holding a shared object and a sitecustomize.py
     that leave marks when loaded, and a repository whose ``gokku`` remote a client would
@@ -58,13 +67,7 @@ class Attack:
         self.work = tmp / "home" / "work"
         self.work.mkdir(parents=True)
         subprocess.run(["git", "init", "-q", "-b", "main", str(self.work)], check=True)
-        source = tmp / "evil.c"
-        source.write_text(EVIL_C)
-        evil = self.work / "evil.so"
-        subprocess.run(
-            ["gcc", "-shared", "-fPIC", f'-DMARK="{self.marks}/preload"', "-o", evil, source],
-            check=True,
-        )
+        evil = preload_library(self.work / "evil.so", self.marks / "preload")
         commit(self.work, "evil.so", evil.read_bytes())
         site = f"open({str(self.marks / 'site')!r}, 'a').write('site\\n')\n"
         commit(self.work, "sitecustomize.py", site.encode())
