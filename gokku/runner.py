@@ -69,8 +69,8 @@ def base_env(ctx: Context) -> dict[str, str]:
 
 
 def callback_env() -> dict[str, str]:
-    """How a child calls back into this very gokku (same interpreter, same package): the
-    helpers do, and so do the git hooks a push runs."""
+    """How a child calls back into this very gokku (same interpreter, same package,
+    ``gokku.callback``): the helpers do, and so do the git hooks a push runs."""
     return {
         "GOKKU_PYTHON": sys.executable,
         "GOKKU_PYTHONPATH": str(Path(__file__).resolve().parent.parent),
