@@ -17,7 +17,9 @@ without privileges and is refused where user namespaces are not available:
   takes everything it started along).
 
 The network is shared: a build fetches its dependencies and an app reaches the services
-linked to it, both over the network, as in Dokku's containers.
+linked to it, both over the network, as in Dokku's containers. So whatever listens on the
+host's loopback is in reach: a service there must ask for its password, as the bundled
+ones do (scram-sha-256, requirepass).
 
 An admin on a host without user namespaces may set ``sandbox: off`` in gokku.yml; the
 command then runs as the server's user with the same environment, and ``gokku serve`` and
