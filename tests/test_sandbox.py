@@ -49,6 +49,12 @@ ps -o pgid= $$ | tr -d ' ' > "$GOKKU_ROOT/../group"
 run_in_sandbox "$1" -- /bin/sh -c "$2" "$PWD"
 """
 
+# run_in_sandbox with the arguments given, from outside GOKKU_ROOT.
+DIRECT = """
+cd "$GOKKU_ROOT/.."
+run_in_sandbox "$@"
+"""
+
 
 def _untouched(gokku: Gokku) -> dict[str, bytes]:
     return {
@@ -193,6 +199,24 @@ def test_sandbox_off_is_said_by_doctor_and_serve(gokku: Gokku, tmp_path: Path) -
     (gokku.root / "gokku.yml").write_text("sandbox: maybe\n")
     bad = gokku("doctor")
     assert bad.code == 1 and "sandbox must be on or off, not 'maybe'" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "said"),
+    [
+        (["api"], 2, "usage: run_in_sandbox APP [--] COMMAND"),
+        (["../api", "--", "/bin/true"], 2, "invalid app name"),
+        (["nope", "--", "/bin/true"], 1, "app 'nope' does not exist"),
+    ],
+)
+def test_bad_calls_of_run_in_sandbox_are_one_line(
+    gokku: Gokku, runner: Path, args: list[str], code: int, said: str
+) -> None:
+    direct = write_plugin(runner.parent / "src" / "direct", commands={"commands/run": DIRECT})
+    gokku.ok("plugins:add", str(direct), "--name", "direct")
+    refused = gokku("direct:run", *args)
+    assert refused.code == code and refused.stderr.count("\n") == 1, refused.stderr
+    assert said in refused.stderr
 
 
 def test_the_sandbox_refuses_a_directory_inside_the_state(gokku: Gokku, tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 (``gokku.sandbox``)."""
 
 from gokku import sandbox
-from gokku.commands import usage_line
 from gokku.context import Context
 from gokku.errors import UsageError
 from gokku.names import check_name
@@ -13,7 +12,7 @@ def run(ctx: Context, args: list[str]) -> int:
     if command[:1] == ["--"]:
         command = command[1:]
     if not app or app.startswith("-") or not command:
-        raise UsageError(f"usage: {usage_line('sandbox-run')}")
+        raise UsageError("usage: run_in_sandbox APP [--] COMMAND [ARGS...]")
     for stream in (ctx.request.stdout, ctx.request.stderr):
         stream.flush()
     sandbox.run(ctx.root, check_name("app", app), command)
