@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from gokku.context import Request
     from gokku.paths import Root
 
 
@@ -86,16 +87,23 @@ def main(argv: list[str] | None = None) -> int:
         code = client.main(list(args))
         if code is not None:  # a client whose ssh could not start, or a bad remote
             return code
-    from gokku.context import Identity, Request
     from gokku.dispatcher import dispatch
+
+    request = local_request(args)
+    if door:
+        ignore_terminal_signals()
+    return dispatch(request, prepare=None if door else _become_state_owner)
+
+
+def local_request(args: list[str]) -> "Request":
+    """A request from this machine's user (the CLI, or a callback of a script): the
+    state's owner, with the standard streams."""
+    from gokku.context import Identity, Request
 
     # A caller at a terminal has, in SSH terms, been granted a pty: scripts get its TERM
     # (psql and redis-cli need it to drive the terminal).
     term = os.environ.get("TERM") if any(os.isatty(fd) for fd in (0, 1, 2)) else None
-    request = Request(argv=list(args), identity=Identity.local(), term=term)
-    if door:
-        ignore_terminal_signals()
-    return dispatch(request, prepare=None if door else _become_state_owner)
+    return Request(argv=list(args), identity=Identity.local(), term=term)
 
 
 if __name__ == "__main__":

@@ -190,13 +190,12 @@ def deploy(ctx: Context, app: str, rev: str, branch: str, own_group: bool) -> bo
     if not builds:
         return False
     ctx.info(f"Deploying {rev[:12]} ({branch}) to {app}")
-    variables = apps.read_env(ctx.root, app)
     try:
         with deploylog.recording(ctx, app, rev, branch) as log, _checkout(ctx, app, rev) as src:
             for plugin, script in builds:
                 log.say(f"{plugin.name}: deploy")
                 extra = {"GOKKU_SOURCE_DIR": str(src), "GOKKU_REV": rev}
-                _run(log.ctx, app, plugin, script, [rev], own_group, src, extra, variables)
+                _run(log.ctx, app, plugin, script, [rev], own_group, src, extra)
     except ScriptFailed as exc:
         raise ScriptFailed(
             f"deploy of {rev[:12]} to {app} failed: {exc.message}; nothing changed "
@@ -233,9 +232,11 @@ def _run(
     own_group: bool,
     cwd: Path | None = None,
     extra: dict[str, str] | None = None,
-    variables: dict[str, str] | None = None,
 ) -> None:
-    """One trigger: ``script APP ARGS...``, in GOKKU_ROOT unless ``cwd``."""
+    """One trigger: ``script APP ARGS...``, in GOKKU_ROOT unless ``cwd``. The app's
+    variables are not in its environment (PS4, LD_PRELOAD or GOKKU_REMOTE there would be
+    the pusher's code running as the server): they are in GOKKU_APP_ENV_FILE, and
+    ``run_in_sandbox`` gives them to the app's own code."""
     env = {
         "GOKKU_APP": app,
         "GOKKU_APP_DIR": str(ctx.root.app_dir(app)),
@@ -243,9 +244,7 @@ def _run(
         **(extra or {}),
     }
     where = cwd or ctx.root.path
-    code = run_script(
-        ctx, plugin, script, [app, *args], env, cwd=where, own_group=own_group, underneath=variables
-    )
+    code = run_script(ctx, plugin, script, [app, *args], env, cwd=where, own_group=own_group)
     if code != 0:
         raise ScriptFailed(f"{plugin.name} {script.name} exited {code}", code)
 

@@ -34,7 +34,7 @@ if [ -z "${GOKKU_PYTHON:-}" ] || [ -z "${GOKKU_APP:-}" ]; then
   echo " !     push through gokku (git push gokku@HOST:APP), not into this directory" >&2
   exit 1
 fi
-exec env PYTHONPATH="$GOKKU_PYTHONPATH" "$GOKKU_PYTHON" -P -m gokku git-hook \\
+exec env PYTHONPATH="$GOKKU_PYTHONPATH" "$GOKKU_PYTHON" -P -m gokku.callback git-hook \\
   "$(basename "$0")" "$GOKKU_APP"
 """
 

@@ -69,8 +69,8 @@ def base_env(ctx: Context) -> dict[str, str]:
 
 
 def callback_env() -> dict[str, str]:
-    """How a child calls back into this very gokku (same interpreter, same package): the
-    helpers do, and so do the git hooks a push runs."""
+    """How a child calls back into this very gokku (same interpreter, same package,
+    ``gokku.callback``): the helpers do, and so do the git hooks a push runs."""
     return {
         "GOKKU_PYTHON": sys.executable,
         "GOKKU_PYTHONPATH": str(Path(__file__).resolve().parent.parent),
@@ -112,10 +112,13 @@ def script_cwd(ctx: Context) -> Path:
 
 
 def helpers_text() -> bytes:
-    """This version's helpers, with the name rule filled in from ``gokku.names``."""
+    """This version's helpers, with the name rule filled in from ``gokku.names`` and what
+    a callback keeps of the environment from ``gokku.callback``."""
+    from gokku.callback import CALLBACK_VARIABLES
     from gokku.names import NAME_PATTERN
 
-    return HELPERS_SOURCE.read_bytes().replace(b"@NAME_PATTERN@", NAME_PATTERN.encode())
+    text = HELPERS_SOURCE.read_bytes().replace(b"@NAME_PATTERN@", NAME_PATTERN.encode())
+    return text.replace(b"@CALLBACK_VARIABLES@", " ".join(CALLBACK_VARIABLES).encode())
 
 
 def install_helpers(root: Root) -> None:
@@ -148,16 +151,11 @@ def run_script(
     io: CommandIO | None = None,
     cwd: Path | None = None,
     own_group: bool = True,
-    underneath: dict[str, str] | None = None,
 ) -> int:
-    """Run a plugin's ``script`` with ``args`` (see ``run``), in ``cwd`` when given.
-
-    ``underneath`` are variables the script's own environment wins over: an app's
-    ``.env`` for its build may not replace PATH, HOME or a GOKKU_ variable.
-    """
+    """Run a plugin's ``script`` with ``args`` (see ``run``), in ``cwd`` when given."""
     install_helpers(ctx.root)
     command = ["bash", str(script), *args]  # --trace: the helpers turn on set -x
-    env = {**(underneath or {}), **script_env(ctx, plugin, extra_env)}
+    env = script_env(ctx, plugin, extra_env)
     where = script_cwd(ctx) if cwd is None else cwd
     return run(ctx, command, where, env, io, own_group)
 

@@ -1,8 +1,9 @@
 """``git push`` deploys, with the real git client through both SSH doors and a real plugin
 whose triggers build something observable: the revision, a file from the pushed source
-and a variable of the app's .env, written into the app's directory. What the source
-holds steers the build: ``FAIL`` makes it fail, ``HOLD`` makes it wait for a release
-file (ignoring HUP and TERM, as a stubborn build would), ``SLOW`` makes it take a while.
+and a variable of the app's .env (which only its sandbox sees), written into the app's
+directory. What the source holds steers the build: ``FAIL`` makes it fail, ``HOLD`` makes
+it wait for a release file (ignoring HUP and TERM, as a stubborn build would), ``SLOW``
+makes it take a while.
 """
 
 import os
@@ -36,7 +37,9 @@ HOOKS = {
         if [ -f FAIL ]; then echo "build broke: $(cat FAIL)"; exit 3; fi
         mkdir -p "$GOKKU_APP_DIR/release"
         cp app.txt "$GOKKU_APP_DIR/release/app.txt"
-        printf '%s\\n' "$GREETING" > "$GOKKU_APP_DIR/release/greeting"
+        [ -z "${GREETING+set}" ] || { echo "the trigger got the app's GREETING"; exit 5; }
+        run_in_sandbox "$1" -- /bin/sh -c 'printf "%s\\n" "$GREETING"' \\
+          > "$GOKKU_APP_DIR/release/greeting"
         grep -q '^GREETING=' "$GOKKU_APP_ENV_FILE" && echo "env file read"
         echo "$2" > "$GOKKU_APP_DIR/release/REVISION"
         echo "deploy $1 $2 end $(date +%s.%N)" >> "$log"
@@ -67,7 +70,8 @@ def work(tmp_path: Path) -> Path:
 @pytest.fixture
 def api(gokku: Gokku, builder: str) -> str:
     gokku.ok("apps:create", "api")
-    # The build reads GREETING; a PATH of the app's must not take the build's tools away.
+    # The sandboxed build reads GREETING; a PATH of the app's must not take the trigger's
+    # tools away (its sandbox has it: /bin/sh is named in full).
     gokku.ok("config:set", "api", "GREETING=hello 'world'", "PATH=/nowhere")
     return "api"
 

@@ -369,6 +369,19 @@ BUILTINS: dict[str, Builtin] = {
         ],
     ),
     **_table(
+        "sandbox",
+        [
+            (
+                "sandbox-run",
+                "run",
+                "sandbox-run APP [--] COMMAND [ARGS...]",
+                "Run an app's code in its sandbox (the run_in_sandbox helper)",
+                LOCAL,
+                True,
+            ),
+        ],
+    ),
+    **_table(
         "ssh",
         [
             ("whoami", "whoami", "whoami [--format json]", "Show who you are logged in as", ANY),

@@ -1,6 +1,7 @@
 """``doctor [--fix]``: the state checked for what interrupted commands left behind."""
 
 from gokku import doctor as checks
+from gokku import sandbox
 from gokku.cmdline import parse
 from gokku.commands import usage_line
 from gokku.context import Context
@@ -12,6 +13,7 @@ def doctor(ctx: Context, args: list[str]) -> int:
     whether anything was found (1) or not (0); with it, what is safe is repaired and the
     exit code says whether anything is left."""
     opts = parse(args, usage_line("doctor"), flags={"--fix": "fix"}, max_args=0)
+    warn_settings(ctx)
     findings = checks.examine(ctx.root)
     if not findings:
         ctx.out("ok: nothing to report")
@@ -39,5 +41,14 @@ def doctor(ctx: Context, args: list[str]) -> int:
 def report_cheap(ctx: Context) -> None:
     """What the cheap checks find, one warning each, changing nothing: for the start of
     the server and of every service, where an operator looks."""
+    warn_settings(ctx)
     for finding in checks.examine(ctx.root, cheap_only=True):
         ctx.warn(f"doctor: {finding.message} (repair: gokku doctor --fix)")
+
+
+def warn_settings(ctx: Context) -> None:
+    """What an admin chose that leaves the server open to apps' code: a warning on stderr,
+    not a finding (nothing is broken, there is nothing to repair)."""
+    warning = sandbox.off_warning(ctx.root)
+    if warning:
+        ctx.warn(warning)

@@ -20,10 +20,19 @@ export GOKKU_PLUGINS_DIR="${GOKKU_PLUGINS_DIR:-$GOKKU_ROOT/plugins}"
 export GOKKU_SERVICES_DIR="${GOKKU_SERVICES_DIR:-$GOKKU_ROOT/services}"
 export GOKKU_APPS_DIR="${GOKKU_APPS_DIR:-$GOKKU_ROOT/apps}"
 
-# Run the gokku CLI that started this script (same interpreter, same package).
+# Call back into the gokku that started this script (same interpreter, same package, same
+# state; gokku.callback). It starts from an empty environment (exec -c) plus the variables
+# gokku gave this script that a callback needs, written in here from Python's list when the
+# file is installed: nothing else this script has exported (an app's LD_PRELOAD, PYTHONPATH,
+# GOKKU_REMOTE...) reaches it, not even the env program that passes those on.
 _gokku() {
   if [ -n "${GOKKU_PYTHON:-}" ]; then
-    PYTHONPATH="${GOKKU_PYTHONPATH:-}${PYTHONPATH:+:$PYTHONPATH}" "$GOKKU_PYTHON" -P -m gokku "$@"
+    local -a keep=()
+    local name
+    for name in @CALLBACK_VARIABLES@; do
+      [ -z "${!name+set}" ] || keep+=("$name=${!name}")
+    done
+    (exec -c env "${keep[@]}" PYTHONPATH="${GOKKU_PYTHONPATH:-}" "$GOKKU_PYTHON" -P -m gokku.callback "$@")
   else
     gokku "$@"
   fi
@@ -99,6 +108,15 @@ unset_app_env() {
 # get_app_base_port APP [ENV]: the app's PORT variable; nothing when it is unset.
 get_app_base_port() {
   _gokku config:get -a "$1" --env "${2:-shared}" PORT 2>/dev/null || true
+}
+
+# run_in_sandbox APP [--] COMMAND [ARGS...]: run the app's own code (a build step, its
+# command) the way it must run: inside bubblewrap, where GOKKU_ROOT is invisible except the
+# current directory (the deploy's checkout, read-write) and the app's .env (read-only), with
+# the app's variables as its environment, no privileges, dying with this script. Refuses
+# with one line where no sandbox can be made, unless the admin set "sandbox: off".
+run_in_sandbox() {
+  _gokku sandbox-run "$@"
 }
 
 # ---- Service management ----------------------------------------------------------------

@@ -104,9 +104,17 @@ class SSHConfig:
 
 def load(root: Root) -> SSHConfig:
     """The ``ssh:`` settings of ``root``'s gokku.yml, defaults for whatever is missing."""
+    section = read_settings(root).get(SECTION) or {}
+    if not isinstance(section, dict):
+        raise GokkuError(f"{root.path / CONFIG_FILE}: '{SECTION}' must be a mapping")
+    return _from_mapping(section, f"{root.path / CONFIG_FILE}: {SECTION}")
+
+
+def read_settings(root: Root) -> dict[str, Any]:
+    """The whole of ``root``'s gokku.yml (``{}`` when there is none)."""
     path = root.path / CONFIG_FILE
     if not path.is_file():
-        return SSHConfig()
+        return {}
     import yaml
 
     try:
@@ -115,10 +123,7 @@ def load(root: Root) -> SSHConfig:
         raise GokkuError(f"{path} is not valid YAML: {exc}") from exc
     if not isinstance(document, dict):
         raise GokkuError(f"{path}: expected a mapping at the top level")
-    section = document.get(SECTION) or {}
-    if not isinstance(section, dict):
-        raise GokkuError(f"{path}: '{SECTION}' must be a mapping")
-    return _from_mapping(section, f"{path}: {SECTION}")
+    return document
 
 
 def _from_mapping(section: dict[str, Any], where: str) -> SSHConfig:
