@@ -2,12 +2,14 @@
 bytes the command holds, whether it is refused, fails, crashes or succeeds."""
 
 import json
+import logging
 import os
 import pwd
 import shlex
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import Gokku
 from sshkit import *  # noqa: F403 - fixtures
 from sshkit import Door, KeyPair
@@ -22,12 +24,10 @@ def _raw_lines(root: Path) -> list[bytes]:
 
 
 def test_every_command_gets_one_line_whatever_its_bytes(door: Door) -> None:
-    """C0, C1, U+2028/2029, a backslash and (through sshd, which passes the client's
-    bytes as they came) a byte that is not UTF-8: the command runs on those exact bytes,
-    and its line is one line for any tool, valid UTF-8 JSON, and tells them apart."""
-    words, shown = list(ODD), list(ODD_ESCAPED)
-    if door.kind == "openssh":  # the embedded server's SSH library refuses such a request
-        words, shown = [*words, "K\udcff"], [*shown, "K\\xff"]
+    """C0, C1, U+2028/2029, a backslash and a byte that is not UTF-8 (both doors take
+    the client's bytes as they came): the command runs on those exact bytes, and its line
+    is one line for any tool, valid UTF-8 JSON, and tells them apart."""
+    words, shown = [*ODD, "K\udcff"], [*ODD_ESCAPED, "K\\xff"]
     commands = [
         ("t:args " + shlex.join(words), 0, ["t:args", *shown]),
         ("t:nosuch " + shlex.join(words), 127, ["t:nosuch", *shown]),  # refused
@@ -85,7 +85,7 @@ def _sourced(env_file: Path) -> bytes:
 
 def test_a_value_keeps_its_cr_and_odd_bytes(door: Door, gokku: Gokku) -> None:
     """What ``config:get``, ``config:list`` and ``config:export`` say is what Bash sources
-    from the ``.env``; a value that is not UTF-8 is refused whole (sshd passes it on)."""
+    from the ``.env``; a value that is not UTF-8 is refused whole."""
     gokku.ok("apps:create", "api")
     assert door.ssh("config:set -a api " + shlex.join([f"K={ODD_VALUE}"])).code == 0
     env_file = gokku.root / "apps" / "api" / "shared" / ".env"
@@ -99,9 +99,25 @@ def test_a_value_keeps_its_cr_and_odd_bytes(door: Door, gokku: Gokku) -> None:
         ["bash", "-c", exported + '\nprintf %s "$K"'], check=True, capture_output=True
     ).stdout
     assert evaluated == sourced
-    if door.kind == "openssh":
-        before = env_file.read_bytes()
-        refused = door.ssh("config:set -a api K=\udcff")
-        assert refused.code == 2
-        assert refused.stderr == " !     the value of K is not UTF-8 text; nothing was changed\n"
-        assert env_file.read_bytes() == before
+    before = env_file.read_bytes()
+    refused = door.ssh("config:set -a api K=\udcff")
+    assert refused.code == 2
+    assert refused.stderr == " !     the value of K is not UTF-8 text; nothing was changed\n"
+    assert env_file.read_bytes() == before
+
+
+def test_an_asyncssh_shaped_otherwise_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The embedded server takes any bytes by a patch on asyncssh's exec handling: an
+    asyncssh whose session start changed is not patched (it then refuses such a command)."""
+    from asyncssh.channel import SSHServerChannel
+
+    from gokku.ssh import rawcommand
+
+    original = SSHServerChannel._process_exec_request
+    monkeypatch.setattr(SSHServerChannel, "_start_session", lambda self, command: True)
+    with caplog.at_level(logging.WARNING, logger="gokku.serve"):
+        assert rawcommand.install() is False
+    assert SSHServerChannel._process_exec_request is original
+    assert "exec requests not patched: SSHServerChannel._start_session changed" in caplog.text
