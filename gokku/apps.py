@@ -82,7 +82,8 @@ def read_env(root: Root, app: str, env: str = DEFAULT_ENV) -> dict[str, str]:
 
 def _env_file(root: Root, app: str, env: str) -> envfile.EnvFile:
     path = root.env_file(app, env)
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    # Bytes, then text: a text-mode read turns a CR in a quoted value into a newline.
+    text = path.read_bytes().decode("utf-8") if path.is_file() else ""
     return envfile.parse(text, source=str(path))
 
 

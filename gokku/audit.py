@@ -1,14 +1,22 @@
-"""The audit log: one JSON line per command that came in over SSH (``log/audit.log``).
+r"""The audit log: one JSON line per command that came in over SSH (``log/audit.log``).
 
 Each line is written with a single ``write`` on an ``O_APPEND`` descriptor while holding
 an flock on the file, so concurrent sessions never interleave or lose lines. A line that
 cannot be written (a full disk) never changes the command's result: the caller says so.
+
+A command may carry any bytes (sshd passes the client's command string as it came), so
+every text field is escaped before it is written: the line is then always UTF-8, a line
+of its own for any tool (no raw line or paragraph separator in it) and unambiguous. A
+backslash is ``\\``, a control character (C0, DEL) ``\xNN``, a byte that is not UTF-8
+``\xNN`` too (NN from 80: no character below 0x80 is ever such a byte), and a C1 control,
+U+2028, U+2029 or any other surrogate ``\uNNNN``.
 """
 
 import contextlib
 import fcntl
 import json
 import os
+import re
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
@@ -57,12 +65,39 @@ def redacted(argv: list[str]) -> list[str]:
     ]
 
 
+# What is escaped: the backslash, C0 and DEL, C1, the Unicode line and paragraph
+# separators, and surrogates (U+DC80..U+DCFF are the bytes surrogateescape kept).
+_UNSAFE = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_ESCAPED_BYTES = range(0xDC80, 0xDD00)
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = ord(match.group())
+    if char == ord("\\"):
+        return "\\\\"
+    if char < 0x80:
+        return f"\\x{char:02x}"
+    if char in _ESCAPED_BYTES:
+        return f"\\x{char - 0xDC00:02x}"
+    return f"\\u{char:04x}"
+
+
+def escaped(value: object) -> object:
+    """``value`` with every string in it escaped (see the module's docstring)."""
+    if isinstance(value, str):
+        return _UNSAFE.sub(_escape, value)
+    if isinstance(value, list):
+        return [escaped(item) for item in value]
+    return value
+
+
 def write(root: Root, entry: Entry) -> None:
     """Append ``entry`` as one line, trying twice; AuditFailed when both attempts failed.
 
     The command the line is about has already run: its caller reports the failure and
     keeps the command's own result."""
-    line = (json.dumps(asdict(entry), ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    fields = {name: escaped(value) for name, value in asdict(entry).items()}
+    line = (json.dumps(fields, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
     for attempt in range(1, ATTEMPTS + 1):
         try:
             _append(root, line)

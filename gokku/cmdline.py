@@ -26,6 +26,12 @@ class Parsed:
         return bool(self.options.get(name))
 
 
+def is_number(word: str) -> bool:
+    """Whether ``word`` is a number in ASCII digits: ``str.isdigit`` also takes ``²`` and
+    other scripts' digits, which ``int`` then refuses or reads as another number."""
+    return word.isascii() and word.isdigit()
+
+
 def parse(
     args: list[str],
     usage: str,
@@ -75,8 +81,19 @@ def assignments(items: list[str], usage: str, check: Callable[[str], str] = str)
         key, eq, value = item.partition("=")
         if not eq or not key:
             raise UsageError(f"expected KEY=VALUE, got {item!r}; usage: {usage}")
-        values[check(key)] = value
+        values[check(key)] = _text(key, value)
     return values
+
+
+def _text(key: str, value: str) -> str:
+    """``value`` when it is text: a word may hold bytes that are not UTF-8 (a command line,
+    or a command through the OpenSSH door, as the client sent it); values are kept in
+    UTF-8 files, and are refused as ``--stdin`` refuses them."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"the value of {key} is not UTF-8 text; nothing was changed") from None
+    return value
 
 
 MAX_STDIN_ASSIGNMENTS = 1 << 20

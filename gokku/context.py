@@ -73,12 +73,20 @@ class Context:
     def info(self, text: str) -> None:
         """A progress line (``-----> ...``) on stderr, hidden by --quiet."""
         if not self.quiet:
-            self.request.stderr.write(f"-----> {text}\n".encode())
-            self.request.stderr.flush()
+            self._diagnostic(f"-----> {text}\n")
 
     def warn(self, text: str) -> None:
-        self.request.stderr.write(f" !     {text}\n".encode())
-        self.request.stderr.flush()
+        self._diagnostic(f" !     {text}\n")
+
+    def _diagnostic(self, line: str) -> None:
+        """Progress and warnings tell the caller about a command; they are no part of what
+        it does. A stderr that cannot take them (a full disk, a closed pipe, a terminal
+        hung up) never stops a change half-way: the line is dropped."""
+        try:
+            self.request.stderr.write(line.encode("utf-8", "backslashreplace"))
+            self.request.stderr.flush()
+        except (OSError, ValueError):
+            pass
 
     def out_json(self, value: Any) -> None:
         self.out(json.dumps(value, indent=2, ensure_ascii=False))

@@ -51,6 +51,11 @@ class AuditFailed(GokkuError):
     """The audit line could not be written; the command it is about has already run."""
 
 
+class InternalError(GokkuError):
+    """An unexpected exception already logged with its traceback (``crashlog``), where the
+    dispatcher would not log it: the message is the one line the user is told."""
+
+
 class AccessDenied(NotFound):
     """The caller's key may not do this (exit 1); the audit line records the denial.
 

@@ -35,7 +35,8 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     local users have no business reading. The directory must exist: making it here would
     bring back an app or service that a concurrent destroy just removed. When the system
     refuses (a full disk) the old file stays, no temp file is left, and the error names the
-    file it was writing."""
+    file it was writing. Once the rename is done the new value is what everyone reads: a
+    failure to make the rename durable says so, and that it may not survive a crash."""
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
@@ -47,13 +48,19 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
             os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-        fsync_dir(path.parent)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         if isinstance(exc, OSError):
             raise GokkuError(f"{os_reason(exc)} writing {path}") from exc
         raise
+    try:
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise GokkuError(
+            f"{path} was written, but syncing its directory failed ({os_reason(exc)}): "
+            "the new value is in place and may be lost if the system crashes now"
+        ) from exc
 
 
 def fsync_dir(path: Path) -> None:

@@ -111,3 +111,26 @@ def _waits_for_a_lock(pid: int) -> bool:
     """``pid`` is blocked on a file lock (a ``->`` line of /proc/locks names the waiters)."""
     lines = Path("/proc/locks").read_text().splitlines()
     return any(line.split()[1] == "->" and line.split()[5] == str(pid) for line in lines)
+
+
+def test_a_removed_key_still_gets_its_line(door: Door) -> None:
+    """A connection still open when its key was removed is refused, and logged."""
+    door.gokku.ok("ssh-keys:remove", "alice")
+    result = door("version")
+    assert result.code == 1 and "no longer registered" in result.stderr
+    (entry,) = [json.loads(line) for line in _lines(door.gokku)]
+    assert entry["argv"] == ["version"] and entry["fingerprint"] == door.fingerprint
+    assert entry["denied"].startswith("this key is no longer registered")
+
+
+@pytest.mark.parametrize(
+    "number", ["²", "٣", "-1"], ids=["superscript", "arabic-indic", "negative"]
+)
+def test_a_deploy_number_in_other_digits_is_a_usage_error(door: Door, number: str) -> None:
+    """``str.isdigit`` takes ``²`` (``int`` then raises) and ``٣`` (``int`` reads 3)."""
+    result = door(f"apps:deploy-log api {number}")
+    assert result.code == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        " !     N must be a deploy's number (see: gokku apps:deploys api)"
+    ]
+    assert not (door.gokku.root / "log" / "gokku.log").exists()

@@ -1,7 +1,7 @@
 """``apps:*`` verbs."""
 
 from gokku import access, apps, confirm, deploylog, deploys, keys, repos, services
-from gokku.cmdline import parse
+from gokku.cmdline import is_number, parse
 from gokku.commands import usage_line
 from gokku.context import Context
 from gokku.errors import GokkuError, UsageError
@@ -104,7 +104,7 @@ def deploy_log(ctx: Context, args: list[str]) -> int:
     access.require(ctx, "app", app, access.READ)
     apps.require(ctx.root, app)
     number = opts.positional[1] if len(opts.positional) == 2 else None
-    if number is not None and not number.isdigit():
+    if number is not None and not is_number(number):
         raise UsageError(f"N must be a deploy's number (see: gokku apps:deploys {app})")
     path = deploylog.log_path(ctx.root, app, None if number is None else int(number))
     ctx.request.stdout.write(path.read_bytes())

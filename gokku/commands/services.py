@@ -15,7 +15,7 @@ import subprocess
 import time
 
 from gokku import access, apps, confirm, keys, services
-from gokku.cmdline import Parsed, parse
+from gokku.cmdline import Parsed, is_number, parse
 from gokku.commands import form_usage, read_assignments, usage_line
 from gokku.commands.doctor import report_cheap
 from gokku.commands.plugin_exec import authorize
@@ -533,7 +533,7 @@ def next_port(ctx: Context, args: list[str]) -> int:
     usage = usage_line("services:next-port")
     opts = parse(args, usage, flags={"--check": "check"}, max_args=1)
     start_text = opts.positional[0] if opts.positional else "9000"
-    if not start_text.isdigit() or not 1 <= int(start_text) <= services.MAX_PORT:
+    if not is_number(start_text) or not 1 <= int(start_text) <= services.MAX_PORT:
         raise UsageError(f"invalid port {start_text!r}: use a number from 1 to {services.MAX_PORT}")
     start = int(start_text)
     if opts.options["check"]:

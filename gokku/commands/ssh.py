@@ -8,12 +8,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from gokku import audit, keys
-from gokku.cmdline import parse
+from gokku import audit, crashlog, keys
+from gokku.cmdline import is_number, parse
 from gokku.commands import usage_line
 from gokku.commands.keys import grants_text
 from gokku.context import Context, Identity, Request
-from gokku.errors import AuditFailed, GokkuError, UsageError
+from gokku.errors import AuditFailed, GokkuError, InternalError, UsageError
 from gokku.paths import Root
 from gokku.ssh import split_command
 from gokku.ssh.config import load as load_config
@@ -30,7 +30,7 @@ def serve(ctx: Context, args: list[str]) -> int:
         overrides["host"] = opts.get("host")
     if opts.get("port") is not None:
         port = opts.get("port") or ""
-        if not port.isdigit() or int(port) > 65535:
+        if not is_number(port) or int(port) > 65535:
             raise UsageError(f"--port must be a number from 0 to 65535; usage: {usage}")
         overrides["port"] = int(port)
     import dataclasses
@@ -61,6 +61,10 @@ def _hang_up_raises() -> Iterator[None]:
 def ssh_command(ctx: Context, args: list[str]) -> int:
     """Run ``$SSH_ORIGINAL_COMMAND`` for the key with ``--fingerprint``; log it to the audit log.
 
+    Every command gets exactly one audit line, whether it is refused, fails, crashes or
+    succeeds, and whatever bytes it holds; an internal error's traceback goes to the log
+    of the root served (``--root``: under sshd the login user's default root is not it).
+
     sshd runs this as the forced command of every key line it got from the registry; the
     embedded server runs it for every session, with the same environment sshd would set.
     The key is looked up by the fingerprint that logged in, at every command: a removed key
@@ -69,38 +73,53 @@ def ssh_command(ctx: Context, args: list[str]) -> int:
     fingerprints said: it is honoured once, while the registry is rewritten, lines
     included; a ``--key`` line left after that is refused.)
     """
-    from gokku.commands.keys import upgraded
-    from gokku.dispatcher import dispatch
-    from gokku.ssh.relay import relayed
-
     usage = usage_line("ssh-command")
     values = {"--key": "key", "--fingerprint": "fingerprint", "--root": "root"}
     opts = parse(args, usage, values=values, max_args=0)
     if bool(opts.get("key")) == bool(opts.get("fingerprint")):
         raise UsageError(f"give --fingerprint FP; usage: {usage}")
     root = Root(Path(opts.get("root") or "").absolute()) if opts.get("root") else ctx.root
-    legacy = opts.get("key")
+    remote = (os.environ.get("SSH_CONNECTION") or os.environ.get("SSH_CLIENT") or "").split()
+    fingerprint = opts.get("fingerprint") or ""
+    entry = audit.Entry("", fingerprint, remote[0] if remote else "", None, pty=os.isatty(0))
+    started = time.monotonic()
+    try:
+        return _run(ctx, root, opts.get("key"), entry)
+    except GokkuError as exc:
+        entry.exit = exc.exit_code
+        raise
+    except Exception as exc:  # logged under the root served, not the login user's default
+        entry.exit = 1
+        raise InternalError(crashlog.unexpected(root, entry.argv or [], exc)) from exc
+    finally:
+        entry.duration = round(time.monotonic() - started, 3)
+        _audit(ctx, root, entry)
+
+
+def _run(ctx: Context, root: Root, legacy: str | None, entry: audit.Entry) -> int:
+    """Split the command, find the key, dispatch; fill in ``entry`` as each is known."""
+    from gokku.commands.keys import upgraded
+    from gokku.dispatcher import dispatch
+    from gokku.ssh.relay import relayed
+
+    try:
+        argv, unsplit = split_command(os.environ.get("SSH_ORIGINAL_COMMAND", "")), None
+        entry.argv = audit.redacted(argv)
+    except UsageError as exc:  # reported once the key is known, for the line to name it
+        argv, unsplit = [], exc
     if legacy:
         key = next((k for k in upgraded(Context(ctx.request, root)) if k.name == legacy), None)
     else:
-        key = keys.by_fingerprint(root, opts.get("fingerprint") or "")
+        key = keys.by_fingerprint(root, entry.fingerprint)
     if key is None:
-        raise GokkuError("this key is no longer registered (see: gokku ssh-keys:list)")
-    remote = (os.environ.get("SSH_CONNECTION") or os.environ.get("SSH_CLIENT") or "").split()
-    identity = Identity.of_key(key, remote[0] if remote else "")
-    command = os.environ.get("SSH_ORIGINAL_COMMAND", "")
-    entry = audit.Entry(key.name, key.fingerprint, identity.remote, [], pty=os.isatty(0))
-    started = time.monotonic()
-    try:
-        argv = split_command(command)
-    except UsageError as exc:
-        entry.argv, entry.exit, entry.duration = None, exc.exit_code, 0.0
-        _audit(ctx, root, entry)
-        raise
-    entry.argv = audit.redacted(argv)
+        entry.denied = "this key is no longer registered (see: gokku ssh-keys:list)"
+        raise GokkuError(entry.denied)
+    entry.key, entry.fingerprint = key.name, key.fingerprint
+    if unsplit is not None:
+        raise unsplit
+    identity = Identity.of_key(key, entry.remote)
     code = HANGUP_EXIT
-    counts = None
-    request = None
+    request = counts = None
     try:
         with _hang_up_raises(), relayed() as streams:
             counts = streams.counts
@@ -110,12 +129,11 @@ def ssh_command(ctx: Context, args: list[str]) -> int:
             code = dispatch(request, root)
     except _HungUp:
         pass
+    finally:
+        entry.denied = request.denied if request is not None else None
+        if counts is not None:
+            entry.bytes_in, entry.bytes_out = counts.bytes_in, counts.bytes_out
     entry.exit = code
-    entry.duration = round(time.monotonic() - started, 3)
-    entry.denied = request.denied if request is not None else None
-    if counts is not None:
-        entry.bytes_in, entry.bytes_out = counts.bytes_in, counts.bytes_out
-    _audit(ctx, root, entry)
     return code
 
 
@@ -125,8 +143,7 @@ def _audit(ctx: Context, root: Root, entry: audit.Entry) -> None:
     try:
         audit.write(root, entry)
     except AuditFailed as exc:
-        with contextlib.suppress(OSError, ValueError):  # the client may be gone
-            ctx.warn(exc.message)
+        ctx.warn(exc.message)  # dropped when the client is gone
 
 
 def whoami(ctx: Context, args: list[str]) -> int:

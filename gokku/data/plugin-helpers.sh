@@ -61,8 +61,16 @@ log_message() {
   printf '[%s] [%s] %s\n' "$(date '+%Y-%m-%d %H:%M:%S')" "$1" "$2"
 }
 log_info() { log_message INFO "$*"; }
-log_warning() { log_message WARNING "$*" >&2; }
-log_error() { log_message ERROR "$*" >&2; }
+log_warning() { _gokku_tell log_message WARNING "$*"; }
+log_error() { _gokku_tell log_message ERROR "$*"; }
+
+# _gokku_tell COMMAND...: run COMMAND with its output on stderr, never failing. Progress
+# and diagnostics are no part of the change a script makes: a stderr that cannot take
+# them (a full disk, a closed pipe, a terminal hung up) must not stop it half-way, under
+# set -e or by SIGPIPE (the subshell is what a SIGPIPE ends).
+_gokku_tell() {
+  ("$@" >&2 2>/dev/null) || true
+}
 
 command_exists() {
   command -v "$1" >/dev/null 2>&1
@@ -257,7 +265,7 @@ cleanup_old_containers() {
 
 # say TEXT: a progress line on stderr (hidden by gokku --quiet).
 say() {
-  [ -n "${GOKKU_QUIET:-}" ] || printf -- '-----> %s\n' "$*" >&2
+  [ -n "${GOKKU_QUIET:-}" ] || _gokku_tell printf -- '-----> %s\n' "$*"
 }
 
 # fail TEXT: an error line on stderr, exit 1. usage_error: the same for bad arguments, exit 2.
@@ -453,8 +461,8 @@ meter() {
       status=0
       kill -USR1 "$dd_pid" 2>/dev/null || true
       sleep 0.05 # dd writes its report when it gets to it
-      printf '\r-----> %s: %s\033[K' "$what" \
-        "$(_meter_progress "$(_meter_bytes "$stats")" "$total" "$started")" >&2
+      _gokku_tell printf '\r-----> %s: %s\033[K' "$what" \
+        "$(_meter_progress "$(_meter_bytes "$stats")" "$total" "$started")"
     done
     kill "$tick" 2>/dev/null || true
   else
@@ -467,7 +475,7 @@ meter() {
   fi
   # On a terminal the line starts at the left edge, over the last progress line (an
   # export's terminal is raw: a newline before it did not return the carriage).
-  [ ! -t 2 ] || [ -n "${GOKKU_QUIET:-}" ] || printf '\r\033[K' >&2
+  [ ! -t 2 ] || [ -n "${GOKKU_QUIET:-}" ] || _gokku_tell printf '\r\033[K'
   say "$what: $(_meter_summary "$(_meter_bytes "$stats")" "$started")"
   rm -f "$stats"
 }

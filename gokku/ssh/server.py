@@ -29,7 +29,7 @@ from gokku.access import ADMIN
 from gokku.context import Context
 from gokku.errors import GokkuError
 from gokku.paths import Root
-from gokku.ssh import fdlimit, sendpath
+from gokku.ssh import fdlimit, rawcommand, sendpath
 from gokku.ssh.config import SSHConfig
 from gokku.ssh.session import Session
 from gokku.ssh.spawn import Spawner
@@ -323,6 +323,7 @@ async def _serve(
 ) -> int:
     _reap_with_pidfds()
     sendpath.install()
+    rawcommand.install()
     limits = Limits(config, tally)
     spawner = Spawner(root, session_nofile)
     await spawner.start()

@@ -1,0 +1,123 @@
+"""The audit line is never lost, through both doors with the OpenSSH client: whatever
+bytes the command holds, whether it is refused, fails, crashes or succeeds."""
+
+import json
+import logging
+import os
+import pwd
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import Gokku
+from sshkit import *  # noqa: F403 - fixtures
+from sshkit import Door, KeyPair
+
+ODD = ["a\\b", "\\xff", "\x1b[31m", "\x7f", "\u0085", "\u2028", "\u2029", "²"]
+ODD_ESCAPED = ["a\\\\b", "\\\\xff", "\\x1b[31m", "\\x7f", "\\u0085", "\\u2028", "\\u2029", "²"]
+
+
+def _raw_lines(root: Path) -> list[bytes]:
+    """The audit log as bytes, split where a byte-oriented tool splits it (newlines)."""
+    return (root / "log" / "audit.log").read_bytes().split(b"\n")[:-1]
+
+
+def test_every_command_gets_one_line_whatever_its_bytes(door: Door) -> None:
+    """C0, C1, U+2028/2029, a backslash and a byte that is not UTF-8 (both doors take
+    the client's bytes as they came): the command runs on those exact bytes, and its line
+    is one line for any tool, valid UTF-8 JSON, and tells them apart."""
+    words, shown = [*ODD, "K\udcff"], [*ODD_ESCAPED, "K\\xff"]
+    commands = [
+        ("t:args " + shlex.join(words), 0, ["t:args", *shown]),
+        ("t:nosuch " + shlex.join(words), 127, ["t:nosuch", *shown]),  # refused
+        ("t:args '\u2028", 2, None),  # cannot be split
+    ]
+    for command, code, argv in commands:
+        before = len(_raw_lines(door.root)) if (door.root / "log" / "audit.log").exists() else 0
+        result = door.ssh(command)
+        assert result.code == code, result.stderr
+        if code == 0:
+            expected = b"".join(b"[" + os.fsencode(word) + b"]\n" for word in words)
+            assert result.out == expected
+        lines = _raw_lines(door.root)
+        assert len(lines) == before + 1
+        text = lines[-1].decode("utf-8")
+        assert text.splitlines() == [text]  # no U+2028, U+0085 or the like left raw
+        entry = json.loads(text)
+        assert entry["argv"] == argv and entry["exit"] == code and entry["key"] == "alice"
+
+
+def test_an_internal_error_is_logged_under_the_root_served(
+    gokku: Gokku, alice: KeyPair, test_plugin: str, sshd: int
+) -> None:
+    """Under sshd the forced command runs without GOKKU_ROOT, as the login user: its
+    default root is not the one served (``--root``). A crash in the door itself, before
+    the dispatcher runs (here: a key record without its name, as no Gokku writes one), is
+    one line for the client, its traceback in the served root's log, and the command
+    still has its audit line."""
+    door = Door("openssh", sshd, pwd.getpwuid(os.geteuid()).pw_name, alice, gokku.root)
+    registry = gokku.root / "ssh" / "keys.json"
+    document = json.loads(registry.read_text())
+    del document["keys"][0]["name"]
+    registry.write_text(json.dumps(document))
+    result = door.ssh("t:args x")
+    assert result.code == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(" !     internal error: TypeError: "), line
+    assert line.endswith("; details in log/gokku.log"), line
+    assert "Traceback" in (gokku.root / "log" / "gokku.log").read_text()
+    (entry,) = door.audit()
+    assert entry["argv"] == ["t:args", "x"] and entry["exit"] == 1 and entry["key"] == ""
+
+
+# A CR alone, a CRLF, C0, DEL, C1, U+2028, quotes, a dollar, a backslash, a trailing blank.
+ODD_VALUE = "a\rb\r\nc\x01\x7f\u0085\u2028 '\"$x\\ "
+
+
+def _sourced(env_file: Path) -> bytes:
+    """What Bash leaves in K after sourcing the file, byte for byte."""
+    script = 'set -a; . "$1"; printf %s "$K"'
+    return subprocess.run(
+        ["bash", "-c", script, "bash", str(env_file)], check=True, capture_output=True
+    ).stdout
+
+
+def test_a_value_keeps_its_cr_and_odd_bytes(door: Door, gokku: Gokku) -> None:
+    """What ``config:get``, ``config:list`` and ``config:export`` say is what Bash sources
+    from the ``.env``; a value that is not UTF-8 is refused whole."""
+    gokku.ok("apps:create", "api")
+    assert door.ssh("config:set -a api " + shlex.join([f"K={ODD_VALUE}"])).code == 0
+    env_file = gokku.root / "apps" / "api" / "shared" / ".env"
+    sourced = _sourced(env_file)
+    assert sourced == ODD_VALUE.encode()
+    assert door.ssh("config:get -a api K").out == sourced + b"\n"
+    listed = json.loads(door.ssh("config:list -a api --format json").out)
+    assert listed["K"].encode() == sourced
+    exported = door.ssh("config:export api").out.decode()
+    evaluated = subprocess.run(
+        ["bash", "-c", exported + '\nprintf %s "$K"'], check=True, capture_output=True
+    ).stdout
+    assert evaluated == sourced
+    before = env_file.read_bytes()
+    refused = door.ssh("config:set -a api K=\udcff")
+    assert refused.code == 2
+    assert refused.stderr == " !     the value of K is not UTF-8 text; nothing was changed\n"
+    assert env_file.read_bytes() == before
+
+
+def test_an_asyncssh_shaped_otherwise_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The embedded server takes any bytes by a patch on asyncssh's exec handling: an
+    asyncssh whose session start changed is not patched (it then refuses such a command)."""
+    from asyncssh.channel import SSHServerChannel
+
+    from gokku.ssh import rawcommand
+
+    original = SSHServerChannel._process_exec_request
+    monkeypatch.setattr(SSHServerChannel, "_start_session", lambda self, command: True)
+    with caplog.at_level(logging.WARNING, logger="gokku.serve"):
+        assert rawcommand.install() is False
+    assert SSHServerChannel._process_exec_request is original
+    assert "exec requests not patched: SSHServerChannel._start_session changed" in caplog.text
