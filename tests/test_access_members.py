@@ -2,14 +2,18 @@
 any script runs, secrets masked for a key that may only read, and names the key may not
 see answered as if they did not exist."""
 
+import glob
 import json
 import os
 import shlex
+import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import paramiko
 import pytest
+from bundled_support import reachable_root
 from conftest import Gokku, write_plugin
 from sshkit import *  # noqa: F403 - fixtures
 from sshkit import Door, KeyPair, make_key
@@ -248,3 +252,74 @@ def test_the_masker_finds_secrets_in_their_shapes() -> None:
     }
     for line, expected in cases.items():
         assert mask(line) == expected, line
+
+
+@pytest.mark.skipif(
+    not (glob.glob("/usr/lib/postgresql/*/bin/initdb") and shutil.which("redis-server")),
+    reason="PostgreSQL and Redis servers are not installed",
+)
+class TestRealServices:
+    """The bundled plugins with real PostgreSQL and Redis servers (see bundled_support),
+    and a backup key that may read them."""
+
+    @pytest.fixture
+    def reachable(self) -> Iterator[Gokku]:
+        with reachable_root() as gokku:
+            yield gokku
+
+    # The door fixtures build on these two: a root the servers' users can reach.
+    @pytest.fixture
+    def gokku(self, reachable: Gokku) -> Gokku:
+        return reachable
+
+    @pytest.fixture
+    def base_env(self, reachable: Gokku) -> dict[str, str]:
+        return reachable.env
+
+    def test_a_read_grant_never_sees_a_password_and_hidden_services_look_missing(
+        self, door: Door, gokku: Gokku, keydir: Path
+    ) -> None:
+        for plugin in ("postgres", "redis"):
+            gokku.ok("plugins:add", plugin)
+        gokku.ok("services:create", "postgres", "--name", "db")
+        for name in ("cache", "secretcache"):
+            gokku.ok("services:create", "redis", "--name", name)
+        backup = make_key(keydir, "backup")
+        gokku.ok("ssh-keys:add", "backup", input=backup.public.encode())
+        for service in ("db", "cache"):
+            gokku.ok("access:grant", "backup", f"service:{service}", "--read")
+
+        dsns = {}
+        for service, namespace in (("db", "pg"), ("cache", "redis")):
+            password = gokku.ok("services:config-get", service, "password").stdout.strip()
+            dsn = dsns[service] = gokku.ok(f"{namespace}:info", service, "--dsn").stdout
+            assert f":{password}@" in dsn
+            for command in (f"{namespace}:info {service} --dsn", f"services:info {service} --dsn"):
+                seen = door.ssh(command, key=backup.path)
+                assert (seen.code, seen.stdout, seen.stderr) == (
+                    0,
+                    dsn.replace(password, "<redacted>"),
+                    "",
+                ), command
+            info = door.ssh(f"{namespace}:info {service}", key=backup.path)
+            assert info.code == 0 and password not in info.stdout + info.stderr
+            assert "DSN:          <redacted>\n" in info.stdout
+            port = gokku.ok("services:config-get", service, "port").stdout.strip()
+            assert f"Port:         {port} (127.0.0.1)\n" in info.stdout  # the rest is shown
+            assert door.ssh(f"{namespace}:info {service} --dsn").stdout == dsn  # alice: admin
+        # A dump is what a read grant is for: it arrives as the server wrote it.
+        assert door.ssh("pg:export db", key=backup.path).out.startswith(b"PGDMP")
+        gokku.ok("access:grant", "backup", "service:cache")  # write: the password is its own
+        assert door.ssh("redis:info cache --dsn", key=backup.path).stdout == dsns["cache"]
+
+        answers = []
+        for name in ("secretcache", "nosuchcache"):  # as close to what backup may see
+            result = door.ssh(f"redis:info {name}", key=backup.path)
+            answers.append((result.code, result.stdout, result.stderr.replace(name, "NAME")))
+        assert answers[0] == answers[1]
+        assert answers[0] == (
+            1,
+            "",
+            " !     backup may not read service 'NAME': ask an admin for "
+            "access:grant backup service:NAME --read; did you mean 'cache'?\n",
+        )
