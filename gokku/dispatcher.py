@@ -179,10 +179,6 @@ def _plugin_command(
     from gokku.commands.plugin_exec import run_plugin_command
 
     access.require_named_app(ctx, plugin.access(command))
-    if ctx.app is not None:
-        from gokku import apps
-
-        apps.require(ctx.root, ctx.app)  # the script gets GOKKU_APP: an app, not a name
     return run_plugin_command(ctx, plugin, namespace, command, args)
 
 
