@@ -47,12 +47,12 @@ class CommandIO:
         return self.tty != "never" and self.stdout != "binary" and self.stdin != "data"
 
 
-def parse_commands(manifest: dict[str, Any]) -> dict[str, dict[str, str]]:
+def parse_commands(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Validate the ``commands`` section; return it as plain data for the record."""
     section = manifest.get("commands") or {}
     if not isinstance(section, dict):
         raise GokkuError("plugin.yml: 'commands' must map command names to settings")
-    result = {}
+    result: dict[str, dict[str, Any]] = {}
     for command, settings in section.items():
         settings = settings or {}
         if not isinstance(settings, dict):
@@ -71,9 +71,10 @@ def parse_commands(manifest: dict[str, Any]) -> dict[str, dict[str, str]]:
                 raise GokkuError(
                     f"plugin.yml: command {command!r}: {key} must be one of {', '.join(allowed)}"
                 )
-        result[str(command)] = {k: str(v) for k, v in settings.items() if k != "secret"}
+        declared: dict[str, Any] = {k: str(v) for k, v in settings.items() if k != "secret"}
         if "secret" in settings:
-            result[str(command)]["secret"] = _fields(command, settings["secret"])
+            declared["secret"] = _fields(command, settings["secret"])
+        result[str(command)] = declared
     return result
 
 
