@@ -184,6 +184,19 @@ def test_names_a_member_may_not_see_answer_as_missing_ones_do(
         "-a {a} version",
         "config:get {a} K",
         "services:link bsvc -a {a}",
+        "services:link {s} -a api",
+        "services:unlink {s} -a api",
+        "services:promote {s} -a api",
+        "services:start {s}",
+        "bld:link {s} api",
+        "bld:unlink bsvc {a}",
+        "bld:list --format json",
+        "config:set {a} K=v",
+        "config:export {a}",
+        "apps:deploy {a}",
+        "apps:deploys {a}",
+        "apps:deploy-log {a}",
+        "apps:deploy-set {a} wait 5",
     )
     for template in commands:
         seen = []
