@@ -46,6 +46,15 @@ def require(ctx: Context, kind: str, name: str, level: str) -> None:
         )
 
 
+def require_named_app(ctx: Context, need: str) -> None:
+    """``-a APP``, decided before anything runs: plugin scripts get it as GOKKU_APP, and
+    their helpers act on it with the server's own rights. A command declared ``read`` or
+    ``write`` needs that on the app, any other at least ``read`` (naming an app the
+    caller may not see gets the same refusal whether or not it exists)."""
+    if ctx.app is not None:
+        require(ctx, "app", ctx.app, need if need in LEVELS else READ)
+
+
 def require_admin(ctx: Context, what: str) -> None:
     identity = ctx.request.identity
     if identity.role != ADMIN:

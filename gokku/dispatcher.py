@@ -27,6 +27,7 @@ from gokku.commands import (
 from gokku.commands import help as help_
 from gokku.context import Context, Request
 from gokku.errors import AccessDenied, GokkuError, NotFound, UnknownCommand, UsageError
+from gokku.names import check_name
 from gokku.paths import Root
 from gokku.plugins.manifest import CommandIO
 
@@ -116,6 +117,9 @@ def _global_flags(request: Request, root: Root) -> tuple[Context, str, list[str]
         },
         max_args=0,
     )
+    app = flags.get("app")
+    if app is not None:
+        check_name("app", app)  # before it names a path or reaches a script (GOKKU_APP)
     fmt = flags.get("format", "text")
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
@@ -130,7 +134,7 @@ def _global_flags(request: Request, root: Root) -> tuple[Context, str, list[str]
         quiet=flags.flag("quiet"),
         trace=flags.flag("trace"),
         format=fmt,
-        app=flags.get("app"),
+        app=app,
         verb=rest[0],
     )
     return ctx, rest[0], rest[1:]
@@ -144,6 +148,7 @@ def route(ctx: Context, verb: str, args: list[str]) -> int:
     builtin = BUILTINS.get(verb)
     if builtin is not None:
         access.check_verb(ctx, verb, builtin.access)
+        access.require_named_app(ctx, builtin.access)
         if asks_help(args):
             return help_.usage(ctx, usage_line(verb), builtin.summary)
         return _function(builtin)(ctx, args)
@@ -167,11 +172,13 @@ def _plugin_command(
     if form is not None and plugin.script(command) is None:
         verb = f"{namespace}:{command}"
         access.check_verb(ctx, verb, form.access)
+        access.require_named_app(ctx, form.access)
         if asks_help(args):
             return help_.usage(ctx, form_usage(verb), form.summary)
         return _function(form)(ctx, plugin, verb, args)
     from gokku.commands.plugin_exec import run_plugin_command
 
+    access.require_named_app(ctx, plugin.access(command))
     return run_plugin_command(ctx, plugin, namespace, command, args)
 
 

@@ -304,8 +304,8 @@ def test_push_needs_write_and_creating_an_app_needs_admin(
             text=True,
         )
 
-    refused = push("evil")
-    assert refused.returncode != 0 and "bob may not create app 'evil'" in refused.stderr
+    refused = push("evil")  # a missing app is refused as a hidden one is (no probing)
+    assert refused.returncode != 0 and "bob may not write app 'evil'" in refused.stderr
     assert not (gokku.root / "apps" / "evil").exists()
     assert "bob may not write app 'api'" in push("api").stderr
     gokku.ok("access:grant", "bob", "app:api")

@@ -26,6 +26,7 @@ def test_plugin_follows_the_contract_and_declares_its_streams(gokku, name: str) 
     assert record["commands_io"] == {
         "export": {"stdout": "binary", "access": "read"},
         "status": {"access": "read"},
+        "info": {"access": "read", "secret": ["DSN"]},
         "import": {"stdin": "data"},
         "connect": {"tty": "prefer"},
         "destroy": {"access": "admin"},

@@ -20,10 +20,12 @@ from gokku.names import app_of, check_name
 
 def receive_pack(ctx: Context, args: list[str]) -> int:
     app = _app(args, "git-receive-pack")
+    # Write access first: a member pushing to an app it may not see is refused the same
+    # way whether or not the app exists.
+    access.require(ctx, "app", app, access.WRITE)
     if not apps.exists(ctx.root, app):
         # The first push creates the app: that is an admin's to do.
         access.require_admin(ctx, f"create app {app!r} by pushing to it")
-    access.require(ctx, "app", app, access.WRITE)
     with deploys.locked(ctx, app, "git push"):
         if repos.ensure(ctx.root, app):
             ctx.info(f"Created app {app}")

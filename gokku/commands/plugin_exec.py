@@ -2,12 +2,14 @@
 
 import difflib
 import os
+from pathlib import Path
 
-from gokku import access, services
+from gokku import access, redact, services
 from gokku.commands import plugin_commands
 from gokku.context import Context
 from gokku.errors import AccessDenied, GokkuError, UnknownCommand, UsageError
 from gokku.names import is_name
+from gokku.plugins.manifest import CommandIO
 from gokku.plugins.registry import LIFECYCLE, Plugin
 from gokku.runner import run_script
 
@@ -23,7 +25,7 @@ def run_plugin_command(
         raise UnknownCommand(
             f"plugin {plugin.name!r} has no command {command!r}{hint} (see: gokku {namespace}:help)"
         )
-    service = _service_of(ctx, plugin, args)
+    service = _service_of(ctx, plugin, command, args)
     authorize(ctx, plugin, f"{namespace}:{command}", command, service)
     io = plugin.io(command)
     # A terminal on stdin: nothing was piped in, or (sshd's pty, ssh -tt ... < dump) the
@@ -34,16 +36,55 @@ def run_plugin_command(
             f"{namespace}:{command} reads data from standard input: pipe it in, "
             f"e.g. gokku {namespace}:{command} {' '.join(args)} < FILE".rstrip()
         )
-    extra = {}
+    return run_for(ctx, plugin, command, script, args, service, io)
+
+
+def run_for(
+    ctx: Context,
+    plugin: Plugin,
+    command: str,
+    script: Path,
+    args: list[str],
+    service: str | None,
+    io: CommandIO | None = None,
+) -> int:
+    """Run an authorized command's ``script`` (``PLUGIN:CMD`` or ``services:info``...).
+
+    A caller who may not write ``service`` gets the output masked (``gokku.redact``);
+    the script learns which (``GOKKU_ACCESS``), to leave secrets out itself.
+    """
+    identity = ctx.request.identity
+    if service is None:
+        writer = identity.role == access.ADMIN
+    else:
+        writer = access.allows(identity, "service", service, access.WRITE)
+    extra = {"GOKKU_ACCESS": access.WRITE if writer else access.READ}
     if service is not None:
         extra["SERVICE_NAME"] = service
         extra["GOKKU_SERVICE_DIR"] = str(ctx.root.service_dir(service))
-    return run_script(ctx, plugin, script, args, extra, io)
+    if writer:
+        return run_script(ctx, plugin, script, args, extra, io)
+    record = services.load(ctx.root, service).data if service is not None else None
+    mask = redact.masker(record, plugin.secrets(command))
+    binary = io is not None and io.stdout == "binary"
+    with redact.masked(ctx, mask, stdout=not binary) as masked_ctx:
+        return run_script(masked_ctx, plugin, script, args, extra, io)
 
 
-def _service_of(ctx: Context, plugin: Plugin, args: list[str]) -> str | None:
-    """The service the first argument names, when it is one of this plugin's."""
-    if not args or not is_name(args[0]) or not services.exists(ctx.root, args[0]):
+def _service_of(ctx: Context, plugin: Plugin, command: str, args: list[str]) -> str | None:
+    """The service the first argument names, when it is one of this plugin's.
+
+    Whether the caller may see it is decided before whether it exists: a member asking
+    about a service it may not see gets the same answer whether or not there is one.
+    """
+    if not args or not is_name(args[0]):
+        return None
+    level = plugin.access(command)
+    if level in access.LEVELS:
+        access.require(ctx, "service", args[0], level)
+    elif not access.allows(ctx.request.identity, "service", args[0], access.READ):
+        return None  # any or admin: a word the caller may not read names nothing
+    if not services.exists(ctx.root, args[0]):
         return None
     owner = services.load(ctx.root, args[0]).plugin
     if owner != plugin.name:

@@ -13,12 +13,13 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 from gokku import access, apps, confirm, keys, services
 from gokku.cmdline import Parsed, is_number, parse
 from gokku.commands import form_usage, read_assignments, usage_line
 from gokku.commands.doctor import report_cheap
-from gokku.commands.plugin_exec import authorize
+from gokku.commands.plugin_exec import authorize, run_for
 from gokku.context import Context
 from gokku.errors import GokkuError, NotFound, ScriptFailed, UsageError
 from gokku.names import check_alias, check_env_key, check_name
@@ -51,12 +52,16 @@ def _service_env(ctx: Context, name: str) -> dict[str, str]:
     return {"SERVICE_NAME": name, "GOKKU_SERVICE_DIR": str(ctx.root.service_dir(name))}
 
 
-def _run(ctx: Context, plugin: registry.Plugin, command: str, args: list[str]) -> int:
-    """Run a contract script (``install``, ``info``...) that must exist."""
+def _script(plugin: registry.Plugin, command: str) -> Path:
+    """A contract script (``install``, ``info``...) that must exist."""
     script = plugin.script(command)
     if script is None:
         raise GokkuError(f"plugin {plugin.name!r} has no {command} script")
-    return run_script(ctx, plugin, script, args, _service_env(ctx, args[0]))
+    return script
+
+
+def _run(ctx: Context, plugin: registry.Plugin, command: str, args: list[str]) -> int:
+    return run_script(ctx, plugin, _script(plugin, command), args, _service_env(ctx, args[0]))
 
 
 def create(ctx: Context, args: list[str]) -> int:
@@ -145,6 +150,7 @@ def _list(ctx: Context, fmt: str, plugin: registry.Plugin | None) -> int:
         and (plugin is None or s.plugin == plugin.name)
     ]
     statuses = _statuses(ctx, shown)
+    identity = ctx.request.identity
     records = [
         {
             "name": s.name,
@@ -152,7 +158,8 @@ def _list(ctx: Context, fmt: str, plugin: registry.Plugin | None) -> int:
             # The record's version, else the one the plugin recorded (config.version).
             "version": s.data.get("version") or str(s.config.get("version") or ""),
             "status": statuses[s.name],
-            "linked_apps": s.data.get("linked_apps", []),
+            # Only the apps the caller may read: a member learns no other app's name.
+            "linked_apps": access.visible(identity, "app", s.data.get("linked_apps", [])),
             "created_at": s.data.get("created_at", ""),
         }
         for s in shown
@@ -241,7 +248,7 @@ def _passthrough(ctx: Context, args: list[str], command: str) -> int:
     access.require(ctx, "service", name, access.READ)  # before load: no existence probing
     plugin = _plugin_of(ctx, services.load(ctx.root, name))
     authorize(ctx, plugin, f"services:{command}", command, name)
-    return _run(ctx, plugin, command, args)
+    return run_for(ctx, plugin, command, _script(plugin, command), args, name, plugin.io(command))
 
 
 def info(ctx: Context, args: list[str]) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 from gokku.errors import NotFound
 from gokku.names import is_name
 from gokku.paths import Root
-from gokku.plugins.manifest import CommandIO, command_access, command_io
+from gokku.plugins.manifest import CommandIO, command_access, command_io, command_secrets
 from gokku.storage import read_json
 
 RECORD = "config.json"
@@ -61,6 +61,10 @@ class Plugin:
     def access(self, command: str) -> str:
         """Who may run ``command`` (``plugin.yml``): read, write, admin or any."""
         return command_access(self.record, command)
+
+    def secrets(self, command: str) -> list[str]:
+        """The ``Field:`` lines of ``command``'s output that hold secrets (``plugin.yml``)."""
+        return command_secrets(self.record, command)
 
     def description(self) -> str:
         return str(self.record.get("description") or "")

@@ -123,6 +123,10 @@ class Session(asyncssh.SSHServerProcess):
         if self.subsystem is not None:
             await self._refuse(f"subsystem {self.subsystem!r} is not available; run commands")
             return 1
+        if "\0" in (self.command or ""):
+            # No argument can carry one (argv and the environment end strings at NUL).
+            await self._refuse("a command cannot hold a NUL byte")
+            return 2
         io = self._io()
         use_pty = self.term_type is not None and io.pty_allowed
         # A client that asked for a terminal has its own in raw mode: Ctrl-C arrives as a
