@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from gokku import keys, services
+from gokku import apps, keys, services
 from gokku.errors import GokkuError
 from gokku.names import is_name
 from gokku.paths import Root
@@ -193,6 +193,11 @@ def _remove_empty_service_dir(root: Root, name: str) -> str:
     return "removed"
 
 
+def cut_off_destroys(root: Root) -> list[Finding]:
+    found = apps.leftover_destroys(root) + services.leftover_destroys(root)
+    return [Finding(message, fix) for message, fix in found]
+
+
 CHECKS: list[tuple[Callable[[Root], list[Finding]], bool]] = [
     (temp_files, False),  # walks the whole state
     (plugin_staging, True),
@@ -200,4 +205,5 @@ CHECKS: list[tuple[Callable[[Root], list[Finding]], bool]] = [
     (port_holds, True),
     (authorized_keys, True),
     (service_dirs, True),
+    (cut_off_destroys, True),
 ]
