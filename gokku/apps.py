@@ -131,7 +131,7 @@ def clear_leftovers(root: Root, app: str) -> list[str]:
         done.append(f"repos/{root.repo(app).name}")
     for parent, pattern in _LEFTOVERS:
         for path in sorted(parent(root).glob(pattern % app)) if parent(root).is_dir() else []:
-            shutil.rmtree(path)
+            shutil.rmtree(path, ignore_errors=True)
             done.append(f"{path.parent.name}/{path.name}")
     return done
 

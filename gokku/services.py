@@ -160,15 +160,14 @@ def new_record(name: str, plugin: str, version: str) -> dict[str, Any]:
     }
 
 
-def remove_dir(service: Service) -> None:
+def remove_dir(root: Root, service: Service) -> None:
     """Rename the directory to a tombstone (one step: the service is gone), then delete
-    it; ``doctor`` finishes a deletion that was cut off."""
-    if not service.path.is_dir():
-        return
-    tomb = Path(tempfile.mkdtemp(prefix=f".destroyed-{service.name}.", dir=service.path.parent))
-    os.rename(service.path, tomb / "service")
-    fsync_dir(service.path.parent)
-    shutil.rmtree(tomb, ignore_errors=True)
+    it with any a destroy cut off left; the rerun or ``doctor`` finishes one cut off."""
+    if service.path.is_dir():
+        tomb = Path(tempfile.mkdtemp(prefix=f".destroyed-{service.name}.", dir=root.services))
+        os.rename(service.path, tomb / "service")
+        fsync_dir(root.services)
+    clear_leftovers(root, service.name)
 
 
 def tombstones(root: Root, name: str = "*") -> list[Path]:
@@ -182,7 +181,7 @@ def clear_leftovers(root: Root, name: str) -> list[str]:
     """Delete the tombstones of NAME; the caller holds its lock. Returns what it removed."""
     removed = []
     for path in tombstones(root, name):
-        shutil.rmtree(path)
+        shutil.rmtree(path, ignore_errors=True)
         removed.append(f"services/{path.name}")
     return removed
 

@@ -32,8 +32,9 @@ IDENTITY = {
 }
 
 
-def changes_of(gokku: Gokku, *args: str) -> int:
-    """How many renames, unlinks and rmdirs ``gokku ARGS`` itself makes, run to the end."""
+def change_points(gokku: Gokku, *args: str) -> list[tuple[str, int]]:
+    """Each rename, unlink and rmdir ``gokku ARGS`` itself makes, run to the end, as
+    (system call, its count so far): strace counts each system call apart."""
     trace = gokku.root.parent / "trace"
     subprocess.run(
         ["strace", "-f", "-qq", "-o", str(trace), "-e", f"trace={CHANGES}",
@@ -41,13 +42,16 @@ def changes_of(gokku: Gokku, *args: str) -> int:
         env=gokku.env, cwd=REPO, check=True, capture_output=True,
     )  # fmt: skip
     lines = [line.split(None, 1) for line in trace.read_text().splitlines() if "(" in line]
-    return sum(1 for pid, _ in lines if pid == lines[0][0])
+    calls = [call.split("(")[0] for pid, call in lines if pid == lines[0][0]]
+    return [(call, calls[: i + 1].count(call)) for i, call in enumerate(calls)]
 
 
-def killed_at_change(gokku: Gokku, n: int, *args: str) -> int:
+def killed_at(gokku: Gokku, point: tuple[str, int], *args: str) -> int:
+    """Run ``gokku ARGS`` and SIGKILL it as it enters the call POINT names; its exit code."""
+    call, n = point
     proc = subprocess.run(
-        ["strace", "-f", "-qq", "-o", "/dev/null", "-e", f"trace={CHANGES}",
-         "-e", f"inject={CHANGES}:signal=SIGKILL:when={n}",
+        ["strace", "-f", "-qq", "-o", "/dev/null", "-e", f"trace={call}",
+         "-e", f"inject={call}:signal=SIGKILL:when={n}",
          sys.executable, "-m", "gokku", *args],
         env=gokku.env, cwd=REPO, capture_output=True, timeout=120,
     )  # fmt: skip
@@ -93,12 +97,17 @@ def test_an_app_destroy_killed_anywhere_is_finished_and_the_next_app_starts_empt
 ) -> None:
     work = tmp_path / "home" / "work"
     push(pusher, work, "probe")
-    total = changes_of(gokku, "apps:destroy", "api", "--force")
+    every = change_points(gokku, "apps:destroy", "api", "--force")
     # Every write (the renames) and deletions spread over the whole run, the last ones too.
-    points = sorted({1, 2, 3, 4, total // 3, total // 2, total - 2, total - 1, total})
+    chosen = {0, 1, 2, 3, len(every) // 3, len(every) // 2, len(every) - 2, len(every) - 1}
+    points = [p for i, p in enumerate(every) if i in chosen or p[0].startswith("rename")]
     for i, n in enumerate(points):
         push(pusher, work, f"old {n}")
-        assert killed_at_change(gokku, n, "apps:destroy", "api", "--force") == -9, n
+        gokku.ok("config:set", "-a", "api", "K=v")
+        assert killed_at(gokku, n, "apps:destroy", "api", "--force") == -9, n
+        # Whole, or gone from the start: never an app half deleted.
+        if "api" in gokku.ok("apps:list").stdout:
+            assert gokku.ok("config:get", "-a", "api", "K").stdout == "v\n", n
         if i % 2:  # finished by doctor --fix
             if not (gokku.root / "apps" / "api").exists():
                 assert gokku("doctor").code == 1, n
@@ -191,7 +200,8 @@ def test_a_service_left_creating_is_shown_creating_and_never_linked(
 ) -> None:
     gokku.ok("services:create", "x", "--name", "first")  # installs the helpers' file
     # Killed at its last write: installed, never marked created.
-    assert killed_at_change(gokku, 3, "services:create", "x", "--name", "db") == -9
+    settle = ("rename", 3)  # the record, its directory, then settling after install
+    assert killed_at(gokku, settle, "services:create", "x", "--name", "db") == -9
     assert record(gokku, "db")["state"] == "creating"
     listed = json.loads(gokku.ok("services:list", "--format", "json").stdout)
     assert {s["name"]: s["status"] for s in listed}["db"] == "creating"
@@ -236,3 +246,19 @@ def test_a_script_dies_with_its_killed_command_and_what_escaped_acts_on_nothing(
     assert record(gokku, "db")["env"] == {"URL": "x://db"}
     assert "state" not in record(gokku, "db")
     os.unlink(mark / "go")
+
+
+def test_a_service_destroy_killed_anywhere_is_finished_by_its_rerun_or_doctor(
+    gokku: Gokku, exporter: Path
+) -> None:
+    gokku.ok("services:create", "x", "--name", "db")
+    for i, n in enumerate(change_points(gokku, "services:destroy", "db", "--force")):
+        gokku.ok("services:create", "x", "--name", "db")
+        assert killed_at(gokku, n, "services:destroy", "db", "--force") == -9, n
+        if i % 2 and not (gokku.root / "services" / "db").exists():
+            gokku.ok("doctor", "--fix")
+        else:
+            rerun = gokku("services:destroy", "db", "--force")
+            assert rerun.code == 0, (n, rerun.stderr)
+        assert gokku.ok("doctor").stdout == "ok: nothing to report\n", n
+        assert sorted(p.name for p in (gokku.root / "services").glob("*db*")) == [], n

@@ -99,7 +99,7 @@ def _create(ctx: Context, plugin: registry.Plugin, name: str, version: str) -> i
         if code != 0:
             if plugin.script("uninstall") is not None:
                 _run(ctx, plugin, "uninstall", [name])
-            services.remove_dir(service)
+            services.remove_dir(ctx.root, service)
             raise ScriptFailed(
                 f"creating service {name!r} failed: {plugin.name} install exited {code}; "
                 "nothing was kept",
@@ -126,7 +126,7 @@ def _undo_cut_off_create(ctx: Context, name: str) -> None:
             plugin = _plugin_of(ctx, service)
             if plugin.script("uninstall") is not None:
                 _run(ctx, plugin, "uninstall", [name])
-        services.remove_dir(service)
+        services.remove_dir(ctx.root, service)
 
 
 def list_(ctx: Context, args: list[str]) -> int:
@@ -440,7 +440,7 @@ def _destroy(ctx: Context, name: str, force: bool, expect: registry.Plugin | Non
                     f"{plugin.name} uninstall of {name!r} exited {code}; the service is kept",
                     code,
                 )
-        services.remove_dir(service)
+        services.remove_dir(ctx.root, service)
         services.release_port(ctx.root, service.config.get("port"))
         keys.drop_grants(ctx.root, load_config(ctx.root), access.target("service", name))
     ctx.info(f"Service {name} destroyed")
