@@ -313,6 +313,7 @@ class _Watcher:
     moment exists where the script runs unwatched but that of writing its pid."""
 
     def __enter__(self) -> "_Watcher":
+        self._watching = False
         read, self._write = os.pipe()
         try:
             self._proc = subprocess.Popen(
@@ -333,10 +334,12 @@ class _Watcher:
     def watch(self, pgid: int) -> None:
         with contextlib.suppress(OSError):  # it died: the script runs on, as without it
             os.write(self._write, f"{pgid}\n".encode())
+            self._watching = True
 
     def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(OSError):  # it is gone already: nothing to tell
-            os.write(self._write, b"done\n")
+            if self._watching:  # else the end of input before a group: it just exits
+                os.write(self._write, b"done\n")
         os.close(self._write)
         self._proc.wait()
 
