@@ -418,6 +418,11 @@ def _drop_grants(root: Root, kind: str, name: str) -> str:
     return "dropped the grants on it"
 
 
+def cut_off_destroys(root: Root) -> list[Finding]:
+    found = apps.leftover_destroys(root) + services.leftover_destroys(root)
+    return [Finding(message, fix) for message, fix in found]
+
+
 CHECKS: list[tuple[Callable[[Root], list[Finding]], bool]] = [
     (temp_files, False),  # walks the whole state
     (plugin_staging, True),
@@ -432,4 +437,5 @@ CHECKS: list[tuple[Callable[[Root], list[Finding]], bool]] = [
     (links, False),  # reads every linked app's .env
     (orphan_repos, True),
     (dangling_grants, True),
+    (cut_off_destroys, True),
 ]

@@ -9,6 +9,13 @@ terminal only when the client asks). Both files are written atomically under one
 A session is bound to the fingerprint that logged in, never to the name: a key removed
 and its name given to another key grants the old connection nothing.
 
+A grant belongs to one incarnation of its app or service: ``bound`` records the id of
+the one it was given on (``gokku.apps``), and a grant whose id is not that of the app or
+service now under the name grants nothing (``live``), whatever a destroy that was cut off
+failed to take away. A grant from before ids has none: it holds only on an app or service
+from before ids too (the same one: everything made since has an id), never on one made
+again under its name.
+
 A registry written before roles existed (no ``version``) keeps every key as ``admin``:
 that is what each key could do then. ``upgrade`` writes it in the current form once.
 
@@ -24,6 +31,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from gokku import apps, services
 from gokku.errors import GokkuError, NotFound, UsageError
 from gokku.names import check_name
 from gokku.paths import Root
@@ -56,6 +64,8 @@ class Key:
     role: str = "member"
     # "app:api" -> "write", "service:db" -> "read"
     grants: dict[str, str] = field(default_factory=dict)
+    # "app:api" -> the id of the app it was granted on (none: before ids, apps.LEGACY)
+    bound: dict[str, str] = field(default_factory=dict)
 
     @property
     def public_key(self) -> str:
@@ -172,7 +182,44 @@ def upgrade(root: Root, config: SSHConfig) -> list[Key]:
 
 
 def by_fingerprint(root: Root, fp: str) -> Key | None:
-    return next((key for key in load(root) if key.fingerprint == fp), None)
+    """The key that logs in with ``fp``, holding only its live grants."""
+    found = next((key for key in load(root) if key.fingerprint == fp), None)
+    return None if found is None else live(root, found)
+
+
+def live(root: Root, key: Key) -> Key:
+    """The key with only the grants on the incarnation of each name they were given on."""
+    kept = {
+        t: a for t, a in key.grants.items() if incarnation(root, t) == key.bound.get(t, apps.LEGACY)
+    }
+    return replace(key, grants=kept, bound={t: key.bound[t] for t in kept if t in key.bound})
+
+
+def incarnation(root: Root, target: str) -> str | None:
+    """The id of what ``app:NAME``/``service:NAME`` names now; None when nothing does."""
+    kind, _, name = target.partition(":")
+    try:
+        if kind == "app":
+            return apps.incarnation(root, check_name("app", name))
+        if kind == "service":
+            return services.incarnation(root, check_name("service", name))
+    except GokkuError:  # a name edited into the registry by hand, an unreadable record
+        return None
+    return None
+
+
+def grant(root: Root, config: SSHConfig, name: str, kind: str, target: str, access: str) -> Key:
+    """Give key ``name`` ``access`` to the app or service ``target`` as it is now.
+
+    Under the lock of the app or service (the global order: it, then the registry): a
+    destroy racing this comes first (refused here: it does not exist) or after (takes the
+    grant away); either way the grant is bound to the id it was given on."""
+    held = apps.app_lock(root, target) if kind == "app" else services.service_lock(root, target)
+    with held:
+        current = incarnation(root, f"{kind}:{target}")
+        if current is None:
+            raise NotFound(f"{kind} {target!r} does not exist")
+        return set_grant(root, config, name, f"{kind}:{target}", access, current)
 
 
 # What ``add`` did.
@@ -225,33 +272,51 @@ def remove(root: Root, config: SSHConfig, name: str | None, fp: str | None) -> K
     return match
 
 
-def set_grant(root: Root, config: SSHConfig, name: str, target: str, access: str | None) -> Key:
-    """Give key ``name`` ``access`` to ``target`` (``app:api``), or take it away (None)."""
+def set_grant(
+    root: Root,
+    config: SSHConfig,
+    name: str,
+    target: str,
+    access: str | None,
+    bound: str = apps.LEGACY,
+) -> Key:
+    """Give key ``name`` ``access`` to ``target`` (``app:api``) as incarnation ``bound``
+    (``grant`` says which), or take it away (None)."""
     with lock(root.locks, LOCK):
         keys = load(root)
         match = next((k for k in keys if k.name == name), None)
         if match is None:
             raise NotFound(f"no key named {name!r} is registered (see: gokku ssh-keys:list)")
         grants = {k: v for k, v in match.grants.items() if k != target}
+        ids = {k: v for k, v in match.bound.items() if k != target}
         if access is not None:
             grants[target] = access
+            if bound != apps.LEGACY:
+                ids[target] = bound
         elif target not in match.grants:
             raise NotFound(f"key {name!r} has no access to {target}")
-        updated = replace(match, grants=grants)
+        updated = replace(match, grants=grants, bound=ids)
         _save(root, config, [updated if k is match else k for k in keys])
     return updated
 
 
-def drop_grants(root: Root, config: SSHConfig, target: str) -> None:
-    """Forget every grant on ``target``: an app or service made again under the same
-    name starts with no one's access."""
+def drop_grants(root: Root, config: SSHConfig, target: str) -> bool:
+    """Forget every grant on ``target`` (they are bound to an incarnation that is gone:
+    this keeps the registry tidy); True when there were some."""
     with lock(root.locks, LOCK):
         keys = load(root)
         if any(target in k.grants for k in keys):
             kept = [
-                replace(k, grants={t: a for t, a in k.grants.items() if t != target}) for k in keys
+                replace(
+                    k,
+                    grants={t: a for t, a in k.grants.items() if t != target},
+                    bound={t: i for t, i in k.bound.items() if t != target},
+                )
+                for k in keys
             ]
             _save(root, config, kept)
+            return True
+    return False
 
 
 def _save(root: Root, config: SSHConfig, keys: list[Key]) -> None:

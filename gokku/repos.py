@@ -8,6 +8,10 @@ Its ``pre-receive`` and ``post-receive`` hooks call back into gokku (``git-hook`
 runs the plugins' deploy triggers (``gokku.deploys``): git runs pre-receive before any ref
 moves and rejects the push when it fails, which is Dokku's semantics for a failed deploy.
 The hooks are rewritten at every push, so repositories made by an older gokku get them.
+
+A repository belongs to one incarnation of its app (``apps.REPO_ID_FILE`` holds the app's
+id): one left by a destroy that was cut off is never served, and is removed before the
+next push to an app of that name.
 """
 
 import os
@@ -42,7 +46,7 @@ exec env PYTHONPATH="$GOKKU_PYTHONPATH" "$GOKKU_PYTHON" -P -m gokku.callback git
 def require(root: Root, app: str) -> Path:
     apps.require(root, app)
     repo = root.repo(app)
-    if not repo.is_dir():
+    if not repo.is_dir() or apps.orphan_repo(root, app):
         raise NotFound(f"nothing has been pushed to app {app!r} yet")
     return repo
 
@@ -54,9 +58,10 @@ def ensure(root: Root, app: str) -> bool:
         created = not apps.exists(root, app)
         if created:
             apps.create(root, app)
+        apps.clear_leftovers(root, app)  # a repository of an earlier app of this name
         repo = root.repo(app)
         if not repo.is_dir():
-            _init_bare(repo)
+            _init_bare(repo, apps.incarnation(root, app) or apps.LEGACY)
         for name in HOOKS:
             path = repo / "hooks" / name
             if not path.is_file() or path.read_bytes() != HOOK_SCRIPT:
@@ -65,11 +70,13 @@ def ensure(root: Root, app: str) -> bool:
     return created
 
 
-def _init_bare(repo: Path) -> None:
+def _init_bare(repo: Path, incarnation: str) -> None:
     repo.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}.", dir=repo.parent))
     try:
         git("init", "--bare", "--quiet", str(staging))
+        if incarnation != apps.LEGACY:
+            write_atomic(staging / apps.REPO_ID_FILE, incarnation.encode() + b"\n", 0o644)
         os.rename(staging, repo)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

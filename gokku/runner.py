@@ -8,7 +8,9 @@ streams handed over as file descriptors (bytes, untouched), and the exit code re
 exactly (128+N when killed by signal N).
 
 When this process is told to hang up (the SSH door does that when the client goes away)
-the script's whole group gets HUP, then TERM, then KILL, a grace period apart.
+the script's whole group gets HUP, then TERM, then KILL, a grace period apart. When this
+process dies without a word (SIGKILL), a watcher started beside the script kills its
+group: a script never runs on after the command that holds its locks is gone.
 """
 
 import contextlib
@@ -221,7 +223,7 @@ def run(
     # the SSH door runs copy threads, and a fork with Python code in the child is unsafe.
     raw = fds if io is not None and not io.pty_allowed else ()
     keep_signals = io is not None and io.stdin != "data"
-    with _raw_terminals(raw, keep_signals), _Forwarder() as forwarder:
+    with _raw_terminals(raw, keep_signals), _Forwarder() as forwarder, _Watcher() as watcher:
         proc = subprocess.Popen(
             command,
             stdin=fds[0],
@@ -232,6 +234,7 @@ def run(
             process_group=0,
             close_fds=True,
         )
+        watcher.watch(proc.pid)
         try:
             if tty is not None:
                 _hand_terminal(tty, proc.pid)
@@ -294,6 +297,49 @@ def _hand_terminal(fd: int, pgid: int) -> None:
 def forward_to_group(pgid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
+
+
+# Reads the group to watch, then waits: "done" means the command ended and the group is
+# left alone; the end of input without it means the command died, and the group dies too.
+WATCHER = 'read -r group || exit 0; read -r done && exit 0; kill -s KILL -- "-$group"'
+
+
+class _Watcher:
+    """A small process beside the script, in a group of its own, holding the read end of
+    a pipe only we write to: when we die, even by SIGKILL, it sees the end of input
+    without "done" and kills the script's group. Started before the script, so that no
+    moment exists where the script runs unwatched but that of writing its pid."""
+
+    def __enter__(self) -> "_Watcher":
+        self._watching = False
+        read, self._write = os.pipe()
+        try:
+            self._proc = subprocess.Popen(
+                ["sh", "-c", WATCHER],
+                stdin=read,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                process_group=0,
+                close_fds=True,
+            )
+        except BaseException:
+            os.close(self._write)
+            raise
+        finally:
+            os.close(read)
+        return self
+
+    def watch(self, pgid: int) -> None:
+        with contextlib.suppress(OSError):  # it died: the script runs on, as without it
+            os.write(self._write, f"{pgid}\n".encode())
+            self._watching = True
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError):  # it is gone already: nothing to tell
+            if self._watching:  # else the end of input before a group: it just exits
+                os.write(self._write, b"done\n")
+        os.close(self._write)
+        self._proc.wait()
 
 
 class _Forwarder:

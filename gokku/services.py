@@ -4,7 +4,9 @@ The record keeps Gokku's fields (name, plugin, container_id, running, linked_app
 created_at, config) and adds ``env`` (the variables the service gives to linked apps, set
 by its plugin through the ``set_service_env`` helper) and ``links`` (which variables each
 link wrote where, so unlink removes exactly those and a link can tell who owns a key; with
-the ``alias`` it was made under, and ``promoted`` when ``promote`` made it the primary one).
+the ``alias`` it was made under, and ``promoted`` when ``promote`` made it the primary one),
+and ``id``, the incarnation grants are bound to (``gokku.apps``: a record from before ids
+has none). A record ``creating`` is a create still running or cut off: it is not linked.
 """
 
 import contextlib
@@ -13,7 +15,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,6 +115,15 @@ def exists(root: Root, name: str) -> bool:
     return (root.service_dir(name) / RECORD).is_file()
 
 
+def incarnation(root: Root, name: str) -> str | None:
+    """The id of the service now under this name (None: there is none; ``apps.LEGACY``:
+    made before ids existed)."""
+    try:
+        return str(load(root, name).data.get("id") or apps.LEGACY)
+    except NotFound:
+        return None
+
+
 def load(root: Root, name: str) -> Service:
     path = root.service_dir(name)
     if not (path / RECORD).is_file():
@@ -163,6 +174,7 @@ def new_record(name: str, plugin: str, version: str) -> dict[str, Any]:
         "running": False,
         "linked_apps": [],
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "id": apps.new_id(),
         "state": CREATING,  # until install succeeded: a crash leaves it for the next command
         "config": {},
         "env": {},
@@ -170,8 +182,47 @@ def new_record(name: str, plugin: str, version: str) -> dict[str, Any]:
     }
 
 
-def remove_dir(service: Service) -> None:
-    shutil.rmtree(service.path, ignore_errors=True)
+def remove_dir(root: Root, service: Service) -> None:
+    """Rename the directory to a tombstone (one step: the service is gone), then delete
+    it with any a destroy cut off left; the rerun or ``doctor`` finishes one cut off."""
+    if service.path.is_dir():
+        tomb = Path(tempfile.mkdtemp(prefix=f".destroyed-{service.name}.", dir=root.services))
+        os.rename(service.path, tomb / "service")
+        fsync_dir(root.services)
+    clear_leftovers(root, service.name)
+
+
+def tombstones(root: Root, name: str = "*") -> list[Path]:
+    """What deletions of services that were cut off left (``remove_dir``); of NAME only
+    when given (names hold no dot: ".destroyed-a." is never service a-b's)."""
+    found = root.services.glob(f".destroyed-{name}.*") if root.services.is_dir() else []
+    return sorted(found)
+
+
+def clear_leftovers(root: Root, name: str) -> list[str]:
+    """Delete the tombstones of NAME; the caller holds its lock. Returns what it removed."""
+    removed = []
+    for path in tombstones(root, name):
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(f"services/{path.name}")
+    return removed
+
+
+def leftover_destroys(root: Root) -> list[tuple[str, Callable[[], str]]]:
+    """Tombstones of destroys that were cut off (message, repair), for ``gokku doctor``."""
+    names = sorted({p.name.removeprefix(".destroyed-").split(".")[0] for p in tombstones(root)})
+    return [
+        (
+            f"services/.destroyed-{name}.*: left by a destroy of service {name} that was cut off",
+            lambda name=name: _clear_locked(root, name),
+        )
+        for name in names
+    ]
+
+
+def _clear_locked(root: Root, name: str) -> str:
+    with service_lock(root, check_name("service", name)):
+        return f"removed {', '.join(clear_leftovers(root, name)) or 'nothing (already done)'}"
 
 
 def exported_env(service: Service) -> dict[str, str]:
@@ -322,6 +373,11 @@ def link(root: Root, name: str, app: str, env: str, alias: str | None = None) ->
     with apps.app_lock(root, app), service_lock(root, name):
         service = load(root, name)
         apps.require(root, app)
+        if service.data.get("state") == CREATING:
+            raise GokkuError(
+                f"service {name!r} is being created, or its create was cut off (create it "
+                "again or destroy it): it cannot be linked yet"
+            )
         variables = link_variables(service, alias, primary=alias is None)
         _check_free(root, app, env, variables, {name})
         stale = _begin(service, app, env, variables, alias=alias)

@@ -8,7 +8,10 @@ Plugin scripts run while their caller holds locks and may call back into ``gokku
 helpers do). Such a nested call must not wait on its own parent forever: this process
 keeps the names of the locks it holds in a context variable, and the runner writes them
 into the environment it builds for a child (GOKKU_HELD_LOCKS), which the child reads as
-the locks it may pass through. This process's own environment is never changed.
+the locks it may pass through. This process's own environment is never changed. A child
+passes through only while the lock is held by one of its ancestors (the holder's pid is
+in the lock file): a script that outlived the command that ran it (killed, or one that
+left something behind) acts on nothing, since that command's locks are gone.
 """
 
 import contextlib
@@ -118,11 +121,15 @@ def lock(
     given) the error names the holder. ``waiting`` is told the holder once, when the lock
     is found busy: a long wait (a deploy behind another) should say what it waits for.
     """
+    if name in _held.get():
+        yield
+        return
+    path = locks_dir / f"{name}.lock"
     if name in held_locks():
+        _check_held_by_ancestor(path, name)
         yield
         return
     locks_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = locks_dir / f"{name}.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         deadline = time.monotonic() + (lock_timeout() if timeout is None else timeout)
@@ -151,6 +158,37 @@ def lock(
             os.ftruncate(fd, 0)
     finally:
         os.close(fd)
+
+
+def _check_held_by_ancestor(path: Path, name: str) -> None:
+    """Refuse a lock our parent said it holds unless the pid in its file (written by the
+    holder while it holds it, cleared at release) is one of this process's ancestors."""
+    try:
+        words = path.read_text(encoding="utf-8", errors="replace").split()
+    except FileNotFoundError:
+        words = []
+    holder = int(words[1]) if len(words) > 1 and words[0] == "pid" and words[1].isdigit() else 0
+    if holder <= 1 or holder not in _ancestors():
+        raise GokkuError(
+            f"{name} is no longer held by the command that ran this script (it ended or was "
+            "killed): refusing to act without its lock"
+        )
+
+
+def _ancestors() -> set[int]:
+    """The pids above this process, up to init (a process whose parent died has init or
+    a subreaper there, never a new process that took the old pid)."""
+    found: set[int] = set()
+    pid = os.getppid()
+    while pid > 1 and pid not in found:
+        found.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            break
+        pid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+    return found
 
 
 def _holder(fd: int) -> str:

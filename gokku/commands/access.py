@@ -1,6 +1,6 @@
 """``access:*`` verbs: what member keys may do (admins may do everything)."""
 
-from gokku import access, apps, keys, services
+from gokku import access, keys
 from gokku.cmdline import parse
 from gokku.commands import usage_line
 from gokku.commands.keys import described, grants_text, upgraded
@@ -28,11 +28,8 @@ def _key_and_target(ctx: Context, verb: str, args: list[str], **flags: str) -> t
 
 def grant(ctx: Context, args: list[str]) -> int:
     name, kind, target, opts = _key_and_target(ctx, "access:grant", args, **{"--read": "read"})
-    exists = apps.exists if kind == "app" else services.exists
-    if not exists(ctx.root, target):
-        raise NotFound(f"{kind} {target!r} does not exist")
     level = access.READ if opts.flag("read") else access.WRITE
-    key = keys.set_grant(ctx.root, load_config(ctx.root), name, access.target(kind, target), level)
+    key = keys.grant(ctx.root, load_config(ctx.root), name, kind, target, level)
     ctx.info(f"Key {name} may now {level} {kind} {target}")
     if key.role == access.ADMIN:
         ctx.warn(f"{name} is an admin: grants change nothing for it")
@@ -49,7 +46,7 @@ def revoke(ctx: Context, args: list[str]) -> int:
 def list_(ctx: Context, args: list[str]) -> int:
     opts = parse(args, usage_line("access:list"), values={"--format": "format"}, max_args=1)
     upgraded(ctx)
-    entries = keys.load(ctx.root)
+    entries = [keys.live(ctx.root, key) for key in keys.load(ctx.root)]
     if opts.positional:
         wanted = opts.positional[0]
         entries = [key for key in entries if key.name == wanted]

@@ -47,8 +47,29 @@ def list_(ctx: Context, args: list[str]) -> int:
     return 0
 
 
+def finish_destroy(ctx: Context, kind: str, name: str) -> bool:
+    """The rerun of a destroy that was cut off after the app or service was gone: delete
+    what it left (tombstones, an orphan repository) and the grants on the name. False
+    when there was nothing to finish (the name never existed, or that destroy ended)."""
+    if kind == "app":
+        held, clear = apps.app_lock(ctx.root, name), apps.clear_leftovers
+    else:
+        held, clear = services.service_lock(ctx.root, name), services.clear_leftovers
+    with held:
+        if keys.incarnation(ctx.root, access.target(kind, name)) is not None:
+            return False  # it exists (again): a destroy of it is a new one
+        removed = clear(ctx.root, name)
+        dropped = keys.drop_grants(ctx.root, load_config(ctx.root), access.target(kind, name))
+    if removed or dropped:
+        what = ", ".join(removed + (["its grants"] if dropped else []))
+        ctx.info(f"Finished a destroy of {kind} {name} that was cut off: removed {what}")
+    return bool(removed or dropped)
+
+
 def destroy(ctx: Context, args: list[str]) -> int:
     app, opts = _app_arg(ctx, "apps:destroy", args, **{"--force": "force", "-f": "force"})
+    if not apps.exists(ctx.root, app) and finish_destroy(ctx, "app", app):
+        return 0
     _refuse_linked(ctx, app, opts.flag("force"))  # before asking: no point in the question
     confirm.destroy(ctx, "app", app, apps.losses(ctx.root, app), opts.flag("force"))
     with apps.app_lock(ctx.root, app):  # no link to it can come or go meanwhile

@@ -89,7 +89,7 @@ def list_(ctx: Context, args: list[str]) -> int:
     upgraded(ctx)
     ctx.listing(
         opts.get("format", ctx.format),
-        [described(key) for key in keys.load(ctx.root)],
+        [described(keys.live(ctx.root, key)) for key in keys.load(ctx.root)],
         "No keys (add one: gokku ssh-keys:add NAME < KEY.pub)",
         ["NAME", "ROLE", "TYPE", "FINGERPRINT", "GRANTS", "ADDED"],
         lambda r: [

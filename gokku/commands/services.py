@@ -18,6 +18,7 @@ from pathlib import Path
 from gokku import access, apps, confirm, keys, services
 from gokku.cmdline import Parsed, is_number, parse
 from gokku.commands import form_usage, read_assignments, usage_line
+from gokku.commands.apps import finish_destroy
 from gokku.commands.doctor import report_cheap
 from gokku.commands.plugin_exec import authorize, run_for
 from gokku.context import Context
@@ -88,8 +89,8 @@ def create_form(ctx: Context, plugin: registry.Plugin, verb: str, args: list[str
 def _create(ctx: Context, plugin: registry.Plugin, name: str, version: str) -> int:
     if plugin.script("install") is None:
         raise GokkuError(f"plugin {plugin.name!r} has no install script")
+    _undo_cut_off_create(ctx, name)
     with services.service_lock(ctx.root, name):
-        _undo_cut_off_create(ctx, name)
         if services.exists(ctx.root, name):
             raise GokkuError(f"service {name!r} already exists")
         if ctx.root.service_dir(name).exists():
@@ -103,7 +104,7 @@ def _create(ctx: Context, plugin: registry.Plugin, name: str, version: str) -> i
         if code != 0:
             if plugin.script("uninstall") is not None:
                 _run(ctx, plugin, "uninstall", [name])
-            services.remove_dir(service)
+            services.remove_dir(ctx.root, service)
             raise ScriptFailed(
                 f"creating service {name!r} failed: {plugin.name} install exited {code}; "
                 "nothing was kept",
@@ -116,18 +117,21 @@ def _create(ctx: Context, plugin: registry.Plugin, name: str, version: str) -> i
 
 def _undo_cut_off_create(ctx: Context, name: str) -> None:
     """A record still ``creating`` under the lock belongs to a create that died: undo it
-    (its uninstall, best effort, then the directory) before anything else uses the name."""
+    (its links, its uninstall, best effort, then the directory) before anything else uses
+    the name. Under the locks of its apps, then its own (the global order)."""
     if not services.exists(ctx.root, name):
         return
-    service = services.load(ctx.root, name)
-    if service.data.get("state") != services.CREATING:
-        return
-    ctx.warn(f"a create of service {name!r} was cut off: undoing it first")
-    with contextlib.suppress(GokkuError):
-        plugin = _plugin_of(ctx, service)
-        if plugin.script("uninstall") is not None:
-            _run(ctx, plugin, "uninstall", [name])
-    services.remove_dir(service)
+    with services.locked_with_its_apps(ctx.root, name) as service:
+        if service.data.get("state") != services.CREATING:
+            return
+        ctx.warn(f"a create of service {name!r} was cut off: undoing it first")
+        for record in list(service.links):
+            _unlink_one(ctx, name, record["app"], record["env"])
+        with contextlib.suppress(GokkuError):
+            plugin = _plugin_of(ctx, service)
+            if plugin.script("uninstall") is not None:
+                _run(ctx, plugin, "uninstall", [name])
+        services.remove_dir(ctx.root, service)
 
 
 def list_(ctx: Context, args: list[str]) -> int:
@@ -191,10 +195,13 @@ NO_STATUS = "-"  # the plugin has no status command (or is no longer installed)
 
 def _statuses(ctx: Context, shown: list[services.Service]) -> dict[str, str]:
     """Each service's status: ``running``/``stopped`` as its plugin says, ``unknown``
-    when the plugin fails, answers something else or is too slow, ``-`` without one."""
-    started = {s.name: _start_status(ctx, s) for s in shown}
+    when the plugin fails, answers something else or is too slow, ``-`` without one;
+    ``creating`` (not asked) while it is created, or when its create was cut off."""
+    creating = {s.name for s in shown if s.data.get("state") == services.CREATING}
+    started = {s.name: _start_status(ctx, s) for s in shown if s.name not in creating}
     _await_all([p for p in started.values() if p is not None], time.monotonic() + STATUS_SECONDS)
-    return {name: NO_STATUS if proc is None else _answer(proc) for name, proc in started.items()}
+    answers = {name: NO_STATUS if p is None else _answer(p) for name, p in started.items()}
+    return {**answers, **dict.fromkeys(creating, services.CREATING)}
 
 
 def _start_status(ctx: Context, service: services.Service) -> subprocess.Popen | None:
@@ -420,6 +427,8 @@ def _forced_unlink(ctx: Context, name: str, app: str, env: str) -> None:
 
 
 def _destroy(ctx: Context, name: str, force: bool, expect: registry.Plugin | None = None) -> int:
+    if not services.exists(ctx.root, name) and finish_destroy(ctx, "service", name):
+        return 0
     service = _unless_linked(services.load(ctx.root, name), force)  # before asking
     lost = [f"the {service.plugin} service and all its data ({service.path})"]
     confirm.destroy(ctx, "service", name, lost, force)
@@ -438,7 +447,7 @@ def _destroy(ctx: Context, name: str, force: bool, expect: registry.Plugin | Non
                     f"{plugin.name} uninstall of {name!r} exited {code}; the service is kept",
                     code,
                 )
-        services.remove_dir(service)
+        services.remove_dir(ctx.root, service)
         services.release_port(ctx.root, service.config.get("port"))
         keys.drop_grants(ctx.root, load_config(ctx.root), access.target("service", name))
     ctx.info(f"Service {name} destroyed")
