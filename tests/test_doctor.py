@@ -266,7 +266,7 @@ def test_the_staging_of_a_cut_off_create_is_found_and_removed(gokku: Gokku, esta
     _age(staging)
     line = "services/.creating-db2-k3x_9q0a: staging of an interrupted services:create"
     assert _findings(gokku) == [line]
-    assert gokku("doctor", "--fix").stdout == f"fixed: {line} (removed)\n"
+    assert gokku("doctor", "--fix").stdout.startswith(f"fixed: {line} (removed repos/old.git")
     assert not staging.exists() and gokku.ok("doctor").stdout == "ok: nothing to report\n"
 
 
@@ -334,9 +334,9 @@ def test_links_out_of_step_with_the_env_are_found_and_finished(gokku: Gokku, est
 def test_a_repository_of_no_app_is_found_and_removed(gokku: Gokku, estate: Path) -> None:
     repo = gokku.root / "repos" / "old.git"
     subprocess.run(["git", "init", "-q", "--bare", str(repo)], check=True)
-    line = "repos/old.git: repository of no app"
+    line = "repos/old.git: left by a destroy or create of app old that was cut off"
     assert _findings(gokku) == [line]
-    assert gokku("doctor", "--fix").stdout == f"fixed: {line} (removed)\n"
+    assert gokku("doctor", "--fix").stdout.startswith(f"fixed: {line} (removed repos/old.git")
     assert not repo.exists()
     gokku.ok("apps:create", "old")
     assert gokku.ok("doctor").stdout == "ok: nothing to report\n"
