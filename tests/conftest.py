@@ -139,6 +139,12 @@ def write_settings(root: Path, ssh: dict | None = None) -> None:
 
 
 @pytest.fixture
+def named_ports(gokku: "Gokku") -> None:
+    """For tests of the port helpers that name their ports: no service_ports range."""
+    (gokku.root / "gokku.yml").unlink()
+
+
+@pytest.fixture
 def base_env(tmp_path: Path) -> dict[str, str]:
     env = {
         key: value for key, value in os.environ.items() if not key.startswith(("GOKKU_", "PYTEST_"))

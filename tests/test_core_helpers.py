@@ -20,7 +20,7 @@ from conftest import REPO, write_plugin
 
 
 @pytest.fixture
-def helpers(gokku, tmp_path):
+def helpers(gokku, named_ports, tmp_path):
     """``gokku t:call FUNCTION ARGS...`` runs one helper function inside a plugin script."""
     tree = write_plugin(
         tmp_path / "gokku-t",
@@ -35,7 +35,6 @@ def helpers(gokku, tmp_path):
         install='update_service_config "$1" port "$(get_next_port 19600)"\n',
     )
     gokku.ok("plugins:add", str(tree))
-    (gokku.root / "gokku.yml").unlink()  # these tests name their ports: no service_ports
     return lambda *args, **kw: gokku("t:call", *args, **kw)
 
 

@@ -9,6 +9,9 @@ from conftest import write_plugin
 
 from gokku.commands.services import STATUS_SECONDS
 
+# The stand-in plugins start no servers and name their first ports (19400...).
+pytestmark = pytest.mark.usefixtures("named_ports")
+
 INSTALL = """
 echo "installing $1 version=[$2] SERVICE_NAME=$SERVICE_NAME"
 update_service_config "$1" port "$(get_next_port 19400)"

@@ -32,7 +32,7 @@ def _free_port_below_9000() -> int:
     pytest.skip("no free port below 9000")
 
 
-def test_a_start_below_9000_is_honoured(gokku: Gokku) -> None:
+def test_a_start_below_9000_is_honoured(gokku: Gokku, named_ports: None) -> None:
     port = _free_port_below_9000()
     assert gokku.ok("services:next-port", str(port)).stdout == f"{port}\n"
 

@@ -134,7 +134,6 @@ def test_ssh_command_refuses_unknown_key_and_missing_flag(gokku, alice: KeyPair)
 
 
 def test_bad_ssh_settings_are_refused(gokku) -> None:
-    gokku.root.mkdir(parents=True)
     (gokku.root / "gokku.yml").write_text("ssh:\n  max_sesions: 3\n")
     result = gokku("serve")
     assert result.code == 1 and "unknown setting(s) max_sesions" in result.stderr

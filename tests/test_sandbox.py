@@ -174,7 +174,6 @@ def test_without_user_namespaces_the_sandbox_is_refused_unless_turned_off(
 
 def test_sandbox_off_is_said_by_doctor_and_serve(gokku: Gokku, tmp_path: Path) -> None:
     warning = "sandbox: off in gokku.yml: plugins run apps' code"
-    gokku.root.mkdir(parents=True)
     healthy = gokku.ok("doctor")
     assert warning not in healthy.stderr
     (gokku.root / "gokku.yml").write_text("sandbox: off\n")
