@@ -27,18 +27,17 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from gokku import shapes
 from gokku.errors import UsageError
 
 DEFAULT_REMOTE = "gokku"
 SSH_SCHEMES = ("ssh", "git+ssh", "ssh+git")
-# Global flags that take a value (the dispatcher's), and the options of app-taking
-# built-ins that do: what follows them is not a positional argument.
+# Global flags that take a value (the dispatcher's): what follows them is not the verb.
 GLOBAL_VALUES = ("-a", "--app", "--format")
-OPTION_VALUES = ("-e", "--env", "--format")
 # ``[user@]host:path`` as git reads it: the host ends at the first colon (an IPv6
 # address is bracketed), and no slash comes before that colon.
 SCP_LIKE = re.compile(r"(?:([^@/]+)@)?(\[[^\]/]+\]|[^:/\[\]]+):(.*)", re.DOTALL)
@@ -191,67 +190,19 @@ def _verb_index(args: list[str]) -> int:
     return index
 
 
-def _names_app_option(words: list[str]) -> bool:
-    options = words[: words.index("--")] if "--" in words else words
-    return any(word.partition("=")[0] in ("-a", "--app") for word in options)
-
-
-def _positionals(args: list[str]) -> list[str]:
-    """The words of ``args`` that are not options or option values."""
-    words: list[str] = []
-    items = iter(args)
-    for word in items:
-        if word == "--":
-            words.extend(items)
-        elif word in OPTION_VALUES:
-            next(items, None)
-        elif not (word.startswith("-") and len(word) > 1 and not word[1].isdigit()):
-            words.append(word)
-    return words
-
-
-def _more_than(count: int) -> Callable[[list[str]], bool]:
-    return lambda words: len(words) > count
-
-
-# The built-in verbs that take an app, and whether the words typed name it already: the
-# app comes first in Dokku's forms, so it is named when there are more words than the
-# verb needs without it (``config:get api KEY``; ``config:set api K=V``, where a first
-# word with ``=`` is a variable). The client adds ``-a`` only where the server would
-# otherwise find no app: it never reads an argument differently than the server does.
-APP_NAMED: dict[str, Callable[[list[str]], bool]] = {
-    "apps:create": _more_than(0),
-    "apps:destroy": _more_than(0),
-    "config:set": lambda words: bool(words) and "=" not in words[0],
-    "config:get": _more_than(1),
-    "config:unset": _more_than(1),
-    "config:list": _more_than(0),
-    "config:show": _more_than(0),
-    "config:export": _more_than(0),
-    "config:import": _more_than(0),
-    "services:link": lambda words: False,  # SVC -a APP
-    "services:unlink": lambda words: False,
-    "services:promote": lambda words: False,
-    # The deploy verbs take the app as their first word, always: nothing to add.
-    "apps:deploy": lambda words: True,
-    "apps:deploys": lambda words: True,
-    "apps:deploy-log": lambda words: True,
-    "apps:deploy-set": lambda words: True,
-}
-
-
 def _lacks_app(flags: list[str], verb: str, args: list[str]) -> bool:
-    """Whether the command takes an app and the words typed name none. A plugin's
-    commands all may (they read ``GOKKU_APP``; ``PLUGIN:link SVC`` links to it), the
-    built-ins in APP_NAMED do, the other built-ins take none."""
-    if _names_app_option(flags) or _names_app_option(args):
-        return False
-    from gokku.commands import BUILTINS
+    """Whether the command takes an app and the words typed name none, read by the
+    verb's usage line (``gokku.shapes``) as the server reads them. A plugin's commands
+    all may take one (they read ``GOKKU_APP``; ``PLUGIN:link SVC`` links to it); the
+    other built-ins take none."""
+    from gokku.names import is_name
 
-    if verb not in BUILTINS:
-        return True
-    named = APP_NAMED.get(verb)
-    return named is not None and not named(_positionals(args))
+    if shapes.names_app_option(flags):
+        return False
+    named = shapes.app_named(verb, args, is_name)
+    if named is None:
+        return verb.partition(":")[0] not in shapes.BUILTIN_NAMESPACES
+    return not named
 
 
 def ssh_argv(

@@ -19,7 +19,7 @@ from conftest import Gokku, Result
 from sshkit import *  # noqa: F403 - fixtures
 from sshkit import Door, ssh_argv
 
-from gokku import client
+from gokku import client, shapes
 from gokku.commands import BUILTINS
 from gokku.paths import default_root
 
@@ -249,6 +249,21 @@ def test_a_gokku_remote_makes_a_client_only_where_no_state_is(repo: Workstation,
         (["--format", "json", "apps:list"], "--format json apps:list"),
         (["plugins:add", "postgres"], "plugins:add postgres"),
         (["--version"], "--version"),
+        # By the usage line's shape, not the first word: G cannot be an app's name.
+        (["config:unset", "G", "H"], "-a api config:unset G H"),
+        (["config:set", "MSG"], "-a api config:set MSG"),
+        (["config:set", "msg"], "-a api config:set msg"),
+        (["config:get", "web"], "-a api config:get web"),
+        (["apps:deploys"], "-a api apps:deploys"),
+        (["apps:deploys", "web"], "apps:deploys web"),
+        (["apps:deploys", "--format", "json"], "-a api apps:deploys --format json"),
+        (["apps:deploys", "-a", "web"], "apps:deploys -a web"),
+        (["-a", "web", "apps:deploys"], "-a web apps:deploys"),
+        (["apps:deploy-log"], "-a api apps:deploy-log"),
+        (["apps:deploy-log", "web", "3"], "apps:deploy-log web 3"),
+        (["apps:deploy", "web", "v1"], "apps:deploy web v1"),
+        (["apps:deploy-set", "branch", "prod"], "-a api apps:deploy-set branch prod"),
+        (["apps:deploy-set", "web", "wait", "5"], "apps:deploy-set web wait 5"),
     ],
 )
 def test_the_app_is_added_only_where_the_server_would_find_none(argv, sent) -> None:
@@ -256,15 +271,18 @@ def test_the_app_is_added_only_where_the_server_would_find_none(argv, sent) -> N
     assert client.remote_command(remote, argv) == sent
 
 
-def test_every_builtin_that_takes_an_app_is_known_to_the_client() -> None:
-    """The client's table cannot fall behind the command table: a built-in whose usage
-    names an APP argument is in it, and nothing else is."""
+def test_the_client_reads_the_command_tables_usage_lines() -> None:
+    """One source: the usage line the server prints is the one the client reads, for
+    every visible built-in that names an APP; and a verb outside the built-in namespaces
+    is a plugin's (its commands read GOKKU_APP)."""
     takes_app = {
         verb
         for verb, builtin in BUILTINS.items()
         if not builtin.hidden and re.search(r"(?<![:\w])APP\b", builtin.usage)
     }
-    assert takes_app == set(client.APP_NAMED)
+    assert takes_app == set(shapes.APP_USAGES)
+    assert all(BUILTINS[verb].usage == usage for verb, usage in shapes.APP_USAGES.items())
+    assert {verb.partition(":")[0] for verb in BUILTINS} == shapes.BUILTIN_NAMESPACES
 
 
 def test_the_client_starts_no_server_code(repo: Workstation) -> None:
