@@ -58,7 +58,8 @@ def workstation_for(door: Door, folder: Path, base_env: dict[str, str]) -> Works
     git(repo, "remote", "add", "gokku", f"ssh://{door.user}@127.0.0.1:{door.port}/api")
     git(repo, "remote", "add", "other", f"{door.user}@127.0.0.1:web.git")
     env = {key: value for key, value in base_env.items() if key != "GOKKU_ROOT"}
-    env.update(GOKKU_REMOTE="gokku", GOKKU_SSH=ssh_command(door))
+    (folder / "home").mkdir()  # a workstation's HOME: no Gokku state, no ssh config
+    env.update(GOKKU_REMOTE="gokku", GOKKU_SSH=ssh_command(door), HOME=str(folder / "home"))
     return Workstation(Gokku(folder / "no-state", env), repo)
 
 
@@ -112,6 +113,39 @@ def test_the_app_comes_from_the_remote_and_global_flags_pass(
     assert gokku.ok("config:get", "web", "K").stdout == "web\n"
     listed = workstation("--remote=other", "--format", "json", "apps:list", env=env)
     assert json.loads(listed.stdout) == ["api", "web"]
+
+
+def test_every_app_verb_takes_its_app_the_same_three_ways(
+    workstation: Workstation, gokku: Gokku
+) -> None:
+    """From the remote, from -a before or after the verb, as Dokku's first word; and
+    words that cannot be an app are the verb's own (the server's error, not the app's)."""
+    gokku.ok("apps:create", "api")
+    gokku.ok("apps:create", "web")
+    for argv, app in [
+        (["apps:deploys"], "api"),
+        (["-a", "web", "apps:deploys"], "web"),
+        (["apps:deploys", "-a", "web"], "web"),
+        (["apps:deploys", "web"], "web"),
+    ]:
+        listed = workstation(*argv)
+        assert (listed.code, listed.stdout) == (0, f"No deploys of {app} yet\n"), listed
+    for verb in ("apps:deploy-log", "apps:deploy"):
+        none = workstation(verb, "-a", "web")
+        assert none.code == 1 and "'web'" in none.stderr and "usage" not in none.stderr, none
+
+    gokku.ok("config:set", "api", "G=1", "H=2", "K=3")
+    unset = workstation("config:unset", "G", "H")
+    assert unset.code == 0, unset.stderr
+    assert gokku.ok("config:list", "api").stdout == "K=3\n"
+    assert workstation("config:unset", "web", "K").code == 0  # Dokku's form: web's K
+    assert gokku.ok("config:get", "api", "K").stdout == "3\n"
+    no_value = workstation("config:set", "MSG")
+    assert (no_value.code, no_value.stderr) == (
+        2,
+        " !     expected KEY=VALUE, got 'MSG'; usage: gokku config:set [-a] APP "
+        "KEY=VALUE...|--stdin [--encoded] [--env ENV]\n",
+    )
 
 
 def test_exit_codes_and_bytes_pass_through(workstation: Workstation) -> None:
