@@ -106,6 +106,19 @@ def chosen_remote(argv: list[str], environ: Mapping[str, str]) -> tuple[str | No
     return None, args
 
 
+def local_hint(argv: list[str], root: str) -> str | None:
+    """When a command that ran here (on a server's state) failed on its arguments while
+    the current directory has a remote ``gokku``: which side ran it, and how to reach the
+    other, since the same words through the client would have named the remote's app."""
+    if not _has_remote(DEFAULT_REMOTE):
+        return None
+    again = shlex.join(["gokku", "--remote", DEFAULT_REMOTE, *argv])
+    return (
+        f"ran on this server (GOKKU_ROOT={root}); to run it on the remote "
+        f"{DEFAULT_REMOTE!r}: {again}"
+    )
+
+
 def _no_local_state() -> bool:
     from gokku.paths import default_root
 

@@ -258,6 +258,23 @@ def test_a_gokku_remote_makes_a_client_only_where_no_state_is(repo: Workstation,
     assert repo("apps:list").code == 0 and ran.exists()
 
 
+def test_a_usage_error_on_the_server_says_which_side_ran_it(repo: Workstation, gokku) -> None:
+    """The server's own CLI in a checkout whose remote is ``gokku`` runs locally; when
+    the words do not fit here, it says so and how to reach the remote instead."""
+    gokku.ok("apps:create", "api")
+    on_server = {"GOKKU_ROOT": str(gokku.root)}
+    failed = repo("config:get", "MSG", env=on_server)
+    assert failed.code == 2
+    assert failed.stderr.splitlines()[1:] == [
+        f"       ran on this server (GOKKU_ROOT={gokku.root}); to run it on the remote "
+        "'gokku': gokku --remote gokku config:get MSG"
+    ]
+    elsewhere = repo.cli("config:get", "MSG", env=on_server, cwd=repo.repo.parent)
+    assert elsewhere.code == 2 and elsewhere.stderr.count("\n") == 1, elsewhere.stderr
+    assert repo("config:list", "api", env=on_server).stderr == ""
+    assert not (repo.cli.root.parent / "ssh-ran").exists()
+
+
 @pytest.mark.parametrize(
     ("argv", "sent"),
     [
