@@ -19,8 +19,11 @@ command takes an app and names none. Every argument is quoted with ``shlex``, wh
 server undoes with the same rules, so values arrive exactly; then ``ssh`` replaces this
 process, so stdin, stdout, the terminal and the exit code are ssh's, untouched.
 
-Kept free of the server's modules: a client starts ssh and nothing else (no asyncssh).
+Kept free of the server's modules: a client starts ssh and nothing else (no asyncssh);
+ops/make-client carries it, with what it imports, into the one-file ops/gokku-client.
 """
+
+from __future__ import annotations
 
 import os
 import re
@@ -58,11 +61,15 @@ class Remote:
         return f"{self.user}@{self.host}" if self.user else self.host
 
 
-def main(argv: list[str], environ: Mapping[str, str] = os.environ) -> int | None:
+def main(
+    argv: list[str], environ: Mapping[str, str] = os.environ, always: bool = False
+) -> int | None:
     """Run ``argv`` on the remote server when the CLI is a client (never returns then,
-    except with the exit code of a one-line error); None when it is not."""
+    except with the exit code of a one-line error); None when it is not. ``always``: the
+    one-file client (ops/gokku-client), a client whatever the machine has, on the remote
+    ``gokku`` unless told another."""
     try:
-        name, args = chosen_remote(argv, environ)
+        name, args = chosen_remote(argv, environ, always)
         if name is None:
             return None
         remote = parse_url(name, remote_url(name))
@@ -76,7 +83,9 @@ def main(argv: list[str], environ: Mapping[str, str] = os.environ) -> int | None
     return _exec(command)
 
 
-def chosen_remote(argv: list[str], environ: Mapping[str, str]) -> tuple[str | None, list[str]]:
+def chosen_remote(
+    argv: list[str], environ: Mapping[str, str], always: bool = False
+) -> tuple[str | None, list[str]]:
     """The git remote to run on (None: run here), and ``argv`` without ``--remote``."""
     args: list[str] = []
     name = None
@@ -101,6 +110,8 @@ def chosen_remote(argv: list[str], environ: Mapping[str, str]) -> tuple[str | No
         return name, args
     if environ.get("GOKKU_REMOTE"):
         return environ["GOKKU_REMOTE"], args
+    if always:
+        return DEFAULT_REMOTE, args
     if not environ.get("GOKKU_ROOT") and _no_local_state() and _has_remote(DEFAULT_REMOTE):
         return DEFAULT_REMOTE, args
     return None, args

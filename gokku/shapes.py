@@ -9,6 +9,8 @@ when there are more words than the verb needs without it and that word can be an
 name. Kept free of imports beyond the standard library: the one-file client carries it.
 """
 
+from __future__ import annotations
+
 import re
 from dataclasses import dataclass
 

@@ -3,10 +3,12 @@ remotes name the test server, the real OpenSSH client (``GOKKU_SSH`` gives it th
 key), through both doors. Arguments arrive exactly, exit codes and bytes pass through, the
 app and the port come from the remote, and a bad remote runs nothing."""
 
+import ast
 import hashlib
 import json
 import os
 import re
+import runpy
 import shlex
 import subprocess
 import sys
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from bundled_support import run_in_pty
-from conftest import Gokku, Result
+from conftest import REPO, Gokku, Result
 from sshkit import *  # noqa: F403 - fixtures
 from sshkit import Door, ssh_argv
 
@@ -145,6 +147,54 @@ def test_every_app_verb_takes_its_app_the_same_three_ways(
         2,
         " !     expected KEY=VALUE, got 'MSG'; usage: gokku config:set [-a] APP "
         "KEY=VALUE...|--stdin [--encoded] [--env ENV]\n",
+    )
+
+
+ONE_FILE = REPO / "ops" / "gokku-client"
+
+
+def test_the_one_file_client_is_this_checkouts_client() -> None:
+    """ops/gokku-client is what ops/make-client makes of the client's modules now, and
+    each of them is Python 3.9's grammar (macOS's python3)."""
+    made = runpy.run_path(str(REPO / "ops" / "make-client"))
+    assert made["render"]() == ONE_FILE.read_text(), "stale: run ops/make-client"
+    assert ONE_FILE.stat().st_mode & 0o111
+    for text in runpy.run_path(str(ONE_FILE), run_name="bundle")["SOURCES"].values():
+        ast.parse(text, feature_version=(3, 9))
+
+
+def test_the_one_file_client_installed_as_the_readme_says(
+    workstation: Workstation, gokku: Gokku, tmp_path: Path
+) -> None:
+    """Copied alone into a bare HOME (no Gokku state, no virtualenv, no package), run by
+    the system's python3 (-I: nothing from the environment or the current directory):
+    it finds the remote 'gokku' of the project and runs the commands there."""
+    home = tmp_path / "bare-home"
+    bin_dir = home / ".local" / "bin"
+    bin_dir.mkdir(parents=True)
+    subprocess.run(["install", "-m", "755", str(ONE_FILE), str(bin_dir / "gokku")], check=True)
+    env = {
+        "HOME": str(home),
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "GOKKU_SSH": workstation.cli.env["GOKKU_SSH"],
+    }
+
+    def run(*argv: str, isolated: bool = False) -> subprocess.CompletedProcess:
+        python = ["/usr/bin/python3", "-I", str(bin_dir / "gokku")] if isolated else ["gokku"]
+        return subprocess.run(
+            [*python, *argv], cwd=workstation.repo, env=env, capture_output=True, text=True
+        )
+
+    created = run("apps:create")
+    assert created.returncode == 0, created.stderr
+    assert run("config:set", 'MSG=a b "c"', isolated=True).returncode == 0
+    assert gokku.ok("config:get", "api", "MSG").stdout == 'a b "c"\n'
+    listed = run("apps:deploys", isolated=True)
+    assert (listed.returncode, listed.stdout) == (0, "No deploys of api yet\n"), listed.stderr
+    away = subprocess.run(["gokku", "apps:list"], cwd=home, env=env, capture_output=True, text=True)
+    assert (away.returncode, away.stderr) == (
+        2,
+        " !     no git remote 'gokku' here: add one with git remote add gokku gokku@HOST:APP\n",
     )
 
 
