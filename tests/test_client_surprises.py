@@ -1,0 +1,50 @@
+"""What surprised a Dokku user following the README, each through the workstation's
+client (a HOME without Gokku state) against a real server, through both doors: a link
+under a new alias, a builder-only plugin, plugins:update of a server path, the first
+push's message, and the bundled plugins' ``logs -t``."""
+
+from pathlib import Path
+
+import pytest
+from conftest import Gokku, write_plugin
+from sshkit import *  # noqa: F403 - fixtures
+from sshkit import Door
+from test_client import Workstation, workstation_for
+
+
+def state(gokku: Gokku) -> dict[str, bytes]:
+    """The server's state but its logs (each SSH command adds an audit line)."""
+    return {path: data for path, data in gokku.snapshot().items() if not path.startswith("log/")}
+
+
+@pytest.fixture
+def workstation(door: Door, tmp_path: Path, base_env: dict[str, str]) -> Workstation:
+    return workstation_for(door, tmp_path / "workstation", base_env)
+
+
+def test_linking_again_under_another_alias_is_refused_and_says_how(
+    workstation: Workstation, gokku: Gokku, tmp_path: Path
+) -> None:
+    install = 'set_service_env "$1" REDIS_URL "redis://$1"\n'
+    gokku.ok("plugins:add", str(write_plugin(tmp_path / "cache", install=install)))
+    gokku.ok("apps:create", "api")
+    gokku.ok("services:create", "cache", "--name", "c")
+    linked = workstation("cache:link", "c", "--alias", "SESSIONS")
+    assert linked.code == 0, linked.stderr
+    before = state(gokku)
+    for argv, as_ in [
+        (["services:link", "c", "--alias", "SESS2"], "SESS2"),
+        (["cache:link", "c"], "its primary service"),
+    ]:
+        again = workstation(*argv)
+        assert (again.code, again.stderr) == (
+            1,
+            f" !     c is linked to api as SESSIONS; unlink it first to link it as {as_} "
+            "(gokku services:unlink c -a api)\n",
+        )
+        assert state(gokku) == before
+    assert workstation("services:link", "c", "--alias", "SESSIONS").code == 0  # the same: ok
+    assert gokku.ok("config:get", "api", "SESSIONS_URL").stdout == "redis://c\n"
+    assert workstation("services:unlink", "c").code == 0
+    assert workstation("services:link", "c", "--alias", "SESS2").code == 0  # moved
+    assert gokku.ok("config:list", "api").stdout == "SESS2_URL=redis://c\n"
