@@ -3,6 +3,7 @@ client (a HOME without Gokku state) against a real server, through both doors: a
 under a new alias, a builder-only plugin, plugins:update of a server path, the first
 push's message, and the bundled plugins' ``logs -t``."""
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from conftest import Gokku, write_plugin
 from sshkit import *  # noqa: F403 - fixtures
 from sshkit import Door
 from test_client import Workstation, workstation_for
+from test_git import IDENTITY
 
 
 def state(gokku: Gokku) -> dict[str, bytes]:
@@ -48,3 +50,41 @@ def test_linking_again_under_another_alias_is_refused_and_says_how(
     assert workstation("services:unlink", "c").code == 0
     assert workstation("services:link", "c", "--alias", "SESS2").code == 0  # moved
     assert gokku.ok("config:list", "api").stdout == "SESS2_URL=redis://c\n"
+
+
+def push(workstation: Workstation) -> subprocess.CompletedProcess:
+    """A commit on main, pushed to the remote ``gokku`` with the workstation's ssh."""
+    env = {**workstation.cli.env, **IDENTITY, "GIT_SSH_COMMAND": workstation.cli.env["GOKKU_SSH"]}
+    repo = workstation.repo
+    (repo / "app.py").write_text("print('hello')\n")
+    for args in (["add", "app.py"], ["commit", "-q", "-m", "first"], ["branch", "-M", "main"]):
+        subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
+    return subprocess.run(
+        ["git", "push", "gokku", "main"], cwd=repo, env=env, capture_output=True, text=True
+    )
+
+
+def test_a_builder_is_only_hooks_and_the_first_push_says_it_made_the_app(
+    workstation: Workstation, gokku: Gokku, tmp_path: Path
+) -> None:
+    """A plugin with only hooks/deploy installs and validates; the first push's message
+    comes through git (``remote:``) like the build's own lines."""
+    builder = tmp_path / "builder"
+    (builder / "hooks").mkdir(parents=True)
+    (builder / "hooks" / "deploy").write_text('echo "-----> built $1 ${2:0:7}"\n')
+    gokku.ok("plugins:add", str(builder))
+    checked = workstation("plugins:validate", "builder")
+    assert (checked.code, checked.stdout) == (0, "ok: builder follows the plugin contract\n")
+
+    pushed = push(workstation)
+    assert pushed.returncode == 0, pushed.stderr
+    lines = [line.rstrip() for line in pushed.stderr.splitlines()]  # git pads them
+    assert "remote: -----> Created app api" in lines, pushed.stderr
+    built = [line for line in lines if "built api" in line]
+    assert len(built) == 1 and built[0].startswith("remote: -----> built api "), pushed.stderr
+    assert not any(line.startswith("-----> Created") for line in lines)
+
+    # With an install, it is a service plugin: the service commands are required again.
+    (builder / "install").write_text("true\n")
+    refused = gokku("plugins:add", str(builder), "--name", "half")
+    assert refused.code != 0 and "missing commands/info" in refused.stderr, refused.stderr
