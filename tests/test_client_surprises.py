@@ -88,3 +88,20 @@ def test_a_builder_is_only_hooks_and_the_first_push_says_it_made_the_app(
     (builder / "install").write_text("true\n")
     refused = gokku("plugins:add", str(builder), "--name", "half")
     assert refused.code != 0 and "missing commands/info" in refused.stderr, refused.stderr
+
+
+def test_plugins_update_of_a_server_path_is_refused_over_ssh(
+    workstation: Workstation, gokku: Gokku, test_plugin: str
+) -> None:
+    """The test plugin came from a directory on the server: over SSH, updating it would
+    have the server read its own files for the caller, as plugins:add PATH would."""
+    source = gokku.root.parent / "src" / "t"
+    before = state(gokku)
+    refused = workstation("plugins:update", test_plugin)
+    assert (refused.code, refused.stderr) == (
+        1,
+        f" !     plugin 't' comes from {source} on the server, which it reads for no SSH "
+        "caller: run plugins:update t on the server itself\n",
+    )
+    assert state(gokku) == before
+    assert "updated" in gokku.ok("plugins:update", test_plugin).stderr  # on the server: yes
