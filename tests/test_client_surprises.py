@@ -4,6 +4,7 @@ under a new alias, a builder-only plugin, plugins:update of a server path, the f
 push's message, and the bundled plugins' ``logs -t``."""
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,42 @@ def test_plugins_update_of_a_server_path_is_refused_over_ssh(
     )
     assert state(gokku) == before
     assert "updated" in gokku.ok("plugins:update", test_plugin).stderr  # on the server: yes
+
+
+def test_logs_t_follows_as_dokkus_and_the_bundled_help_says_so(
+    workstation: Workstation, gokku: Gokku, tmp_path: Path
+) -> None:
+    """``-t``/``--tail [N]`` follow (Dokku's meaning), ``-n N`` prints and stops: the
+    helper both bundled plugins' logs run (show_logs), driven through a plugin's logs."""
+    log = tmp_path / "server.log"
+    log.write_text("".join(f"line {n}\n" for n in range(1, 6)))
+    logs = f'show_logs {log} "${{@:2}}"\n'
+    tree = write_plugin(tmp_path / "srv", commands={"commands/logs": logs})
+    gokku.ok("plugins:add", str(tree))
+    gokku.ok("plugins:add", "postgres")
+    gokku.ok("plugins:add", "redis")
+    gokku.ok("apps:create", "api")
+
+    assert workstation("srv:logs", "c", "-n", "2").stdout == "line 4\nline 5\n"
+    for follow in (["-t"], ["--tail", "1"], ["--tail=1"]):
+        client = subprocess.Popen(
+            [sys.executable, "-m", "gokku", "srv:logs", "c", *follow],
+            cwd=workstation.repo,
+            env=workstation.cli.env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        lines = log.read_text().splitlines(keepends=True)
+        first = lines if follow == ["-t"] else lines[-1:]  # the last 100, or the last 1
+        try:
+            assert [client.stdout.readline() for _ in first] == first
+            with log.open("a") as appended:  # written while it follows: it shows
+                appended.write(f"after {follow}\n")
+            assert client.stdout.readline() == f"after {follow}\n"
+        finally:
+            client.terminate()
+            client.wait(timeout=30)
+    for plugin in ("postgres", "redis"):
+        shown = workstation("help", plugin).stdout
+        line = next(line for line in shown.splitlines() if f"{plugin}:logs" in line)
+        assert "-t" in line and "follows" in line, shown
