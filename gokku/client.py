@@ -221,7 +221,7 @@ def _lacks_app(flags: list[str], verb: str, args: list[str]) -> bool:
     other built-ins take none."""
     from gokku.names import is_name
 
-    if shapes.names_app_option(flags):
+    if shapes.names_app_option(flags) or shapes.names_app_option(args):
         return False
     named = shapes.app_named(verb, args, is_name)
     if named is None:

@@ -346,6 +346,7 @@ def test_a_usage_error_on_the_server_says_which_side_ran_it(repo: Workstation, g
         (["apps:create", "web"], "apps:create web"),
         (["--quiet", "pg:export", "db"], "--quiet -a api pg:export db"),
         (["pg:link", "db", "web"], "-a api pg:link db web"),
+        (["pg:export", "db", "-a", "web"], "pg:export db -a web"),
         (["help"], "help"),
         (["--format", "json", "apps:list"], "--format json apps:list"),
         (["plugins:add", "postgres"], "plugins:add postgres"),
