@@ -361,25 +361,6 @@ def _migrate(root: Root, name: str) -> str:
     return f"wrote it in the current form, links recorded for {', '.join(linked) or 'no app'}"
 
 
-def orphan_repos(root: Root) -> list[Finding]:
-    """``repos/APP.git`` of no app: an ``apps:destroy`` cut off after the app's directory
-    went. Left there, the next ``apps:create`` of the name would get its commits back."""
-    found = sorted(root.repos.glob("*.git")) if root.repos.is_dir() else []
-    return [
-        Finding(f"{_relative(root, path)}: repository of no app", partial(_remove_repo, root, path))
-        for path in found
-        if is_name(path.name[: -len(".git")]) and not apps.exists(root, path.name[: -len(".git")])
-    ]
-
-
-def _remove_repo(root: Root, path: Path) -> str:
-    app = path.name[: -len(".git")]
-    with apps.app_lock(root, app):
-        if apps.exists(root, app):
-            return "left alone: the app exists now"
-        return _remove(path)
-
-
 def dangling_grants(root: Root) -> list[Finding]:
     """Grants on an app or service that does not exist: a destroy cut off before it
     dropped them. Left there, a later create of the name would hand them over."""
@@ -435,7 +416,6 @@ CHECKS: list[tuple[Callable[[Root], list[Finding]], bool]] = [
     (stuck_creating, True),
     (original_records, True),
     (links, False),  # reads every linked app's .env
-    (orphan_repos, True),
     (dangling_grants, True),
     (cut_off_destroys, True),
 ]

@@ -31,6 +31,10 @@ CREATING = "creating"
 HELD_PORTS = ".held-ports.json"  # port -> until (epoch seconds)
 PORT_HOLD_SECONDS = 600
 MAX_PORT = 65535
+# gokku.yml: the ports services are handed, LOW-HIGH (default: any port from the plugin's
+# first one up). Two state roots on one host (staging and production) each get a range
+# of their own, so one root's new service never takes the port of the other's stopped one.
+PORTS_SETTING = "service_ports"
 
 
 @dataclass
@@ -609,8 +613,9 @@ def ports_in_use(root: Root) -> set[int]:
     return ports
 
 
-def hold_port(root: Root, start: int) -> int | None:
-    """The first available port at or after ``start``, then held for PORT_HOLD_SECONDS.
+def hold_port(root: Root, start: int) -> int:
+    """The first available port at or after ``start`` (within ``service_ports``), then held
+    for PORT_HOLD_SECONDS.
 
     The hold closes the gap between a plugin asking for a port and recording it (after
     starting its server): two services created at once used to be offered the same port,
@@ -618,16 +623,37 @@ def hold_port(root: Root, start: int) -> int | None:
     (``settle``) consumes it; one a create did not consume lapses, and is dropped at the
     next write of the file.
     """
+    low, high = service_ports(root)
+    if not low <= start <= high:
+        start = low
     with lock(root.locks, "ports"):
         held = _held_ports(root)
         taken = ports_in_use(root) | held.keys()
-        for port in range(start, MAX_PORT + 1):
+        for port in range(start, high + 1):
             if port not in taken and _listenable(port):
                 held[port] = time.time() + PORT_HOLD_SECONDS
                 root.services.mkdir(parents=True, exist_ok=True)
                 _write_holds(root, held)
                 return port
-    return None
+    raise GokkuError(f"no free port from {start} to {high} (gokku.yml: {PORTS_SETTING})")
+
+
+def service_ports(root: Root) -> tuple[int, int]:
+    """The range gokku.yml's ``service_ports: LOW-HIGH`` gives services (1-65535 if unset).
+
+    A plugin's first port outside the range starts at LOW instead."""
+    from gokku.ssh.config import CONFIG_FILE, read_settings
+
+    value = read_settings(root).get(PORTS_SETTING)
+    if value is None:
+        return 1, MAX_PORT
+    low, _, high = str(value).partition("-")
+    if low.isdigit() and high.isdigit() and 1 <= int(low) <= int(high) <= MAX_PORT:
+        return int(low), int(high)
+    raise GokkuError(
+        f"{root.path / CONFIG_FILE}: {PORTS_SETTING} must be LOW-HIGH, ports from 1 to "
+        f"{MAX_PORT} (as 20000-20999), not {value!r}"
+    )
 
 
 def port_available(root: Root, port: int) -> bool:

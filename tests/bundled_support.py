@@ -31,7 +31,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from conftest import REPO, Gokku, Result
+import yaml
+from conftest import REPO, Gokku, Result, write_settings
 
 PID_FILES = {"data/postmaster.pid": "postgres", "data/redis.pid": "redis-server"}
 
@@ -43,6 +44,7 @@ def reachable_root() -> Iterator[Gokku]:
     top.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GOKKU_", "PYTEST_"))}
     env.update(GOKKU_ROOT=str(top / "root"), PYTHONPATH=str(REPO), GOKKU_LOCK_TIMEOUT="60")
+    write_settings(top / "root")
     try:
         yield Gokku(top / "root", env)
     finally:
@@ -262,9 +264,11 @@ def _skip_rdb_string(data: bytes, pos: int) -> int:
     raise ValueError(f"unexpected string encoding {first:#x} at offset {pos}")
 
 
-def next_available_port(gk: Gokku, start: int) -> int:
+def next_available_port(gk: Gokku) -> int:
     """The port a create would be offered next, found without holding it (next-port would
-    hold it, and the create would skip it for that reason instead of the one under test)."""
+    hold it, and the create would skip it for that reason instead of the one under test):
+    the first free one of the root's service_ports."""
+    start = int(yaml.safe_load((gk.root / "gokku.yml").read_text())["service_ports"].split("-")[0])
     return next(
         port
         for port in range(start, start + 100)

@@ -121,6 +121,23 @@ class Gokku:
         return files
 
 
+def write_settings(root: Path, ssh: dict | None = None) -> None:
+    """The gokku.yml every test root starts with. Its services' ports come from a range of
+    its pytest-xdist worker's own: roots on one host that share a first port (5433) would
+    take each other's ports (a service stopped and started again found its port taken by
+    another worker's new one), which a host's staging and production roots avoid the same
+    way."""
+    import yaml
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    first = 20000 + 500 * int(worker[2:]) if worker.startswith("gw") else 29500
+    settings: dict = {"service_ports": f"{first}-{first + 499}"}
+    if ssh is not None:
+        settings["ssh"] = ssh
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "gokku.yml").write_text(yaml.safe_dump(settings))
+
+
 @pytest.fixture
 def base_env(tmp_path: Path) -> dict[str, str]:
     env = {
@@ -134,6 +151,7 @@ def base_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def gokku(tmp_path: Path, base_env: dict[str, str]) -> Gokku:
+    write_settings(tmp_path / "root")
     return Gokku(tmp_path / "root", base_env)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import Gokku, Result, write_plugin
+from conftest import Gokku, Result, write_plugin, write_settings
 from sshlab import (  # noqa: F401 - re-exported for the test modules
     REPO,
     SSHD,
@@ -133,14 +133,11 @@ def ssh_settings() -> dict:
 def ssh_config(gokku: Gokku, ssh_settings: dict) -> None:
     """gokku.yml for the tests: the forced command must find this checkout under sshd's
     empty environment."""
-    import yaml
-
     settings = {
         "gokku_command": f"env PYTHONPATH={REPO} {sys.executable} -m gokku",
         **ssh_settings,
     }
-    gokku.root.mkdir(parents=True, exist_ok=True)
-    (gokku.root / "gokku.yml").write_text(yaml.safe_dump({"ssh": settings}))
+    write_settings(gokku.root, ssh=settings)
 
 
 @dataclass

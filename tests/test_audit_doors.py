@@ -48,25 +48,23 @@ def test_every_command_gets_one_line_whatever_its_bytes(door: Door) -> None:
         assert entry["argv"] == argv and entry["exit"] == code and entry["key"] == "alice"
 
 
-def test_an_internal_error_is_logged_under_the_root_served(
+def test_an_unusable_registry_is_named_under_the_root_served(
     gokku: Gokku, alice: KeyPair, test_plugin: str, sshd: int
 ) -> None:
     """Under sshd the forced command runs without GOKKU_ROOT, as the login user: its
-    default root is not the one served (``--root``). A crash in the door itself, before
-    the dispatcher runs (here: a key record without its name, as no Gokku writes one), is
-    one line for the client, its traceback in the served root's log, and the command
-    still has its audit line."""
+    default root is not the one served (``--root``). A registry the door cannot use
+    (here: a key record whose name is a list, as no Gokku writes one) is one line for the
+    client naming the served root's file, and the command still has its audit line."""
     door = Door("openssh", sshd, pwd.getpwuid(os.geteuid()).pw_name, alice, gokku.root)
     registry = gokku.root / "ssh" / "keys.json"
     document = json.loads(registry.read_text())
-    del document["keys"][0]["name"]
+    document["keys"][0]["name"] = ["alice"]
     registry.write_text(json.dumps(document))
     result = door.ssh("t:args x")
     assert result.code == 1
     (line,) = result.stderr.splitlines()
-    assert line.startswith(" !     internal error: TypeError: "), line
-    assert line.endswith("; details in log/gokku.log"), line
-    assert "Traceback" in (gokku.root / "log" / "gokku.log").read_text()
+    # The served root's registry is the one read and named, not the login user's default.
+    assert line.startswith(f" !     {registry} is not a key registry"), line
     (entry,) = door.audit()
     assert entry["argv"] == ["t:args", "x"] and entry["exit"] == 1 and entry["key"] == ""
 

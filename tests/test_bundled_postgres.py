@@ -345,7 +345,7 @@ def test_import_runs_a_plain_sql_file(gk: Gokku, db: str) -> None:
 
 
 def test_a_port_in_use_at_create_time_is_skipped(gk: Gokku) -> None:
-    taken = next_available_port(gk, 5433)
+    taken = next_available_port(gk)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", taken))
         squatter.listen()

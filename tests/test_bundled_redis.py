@@ -221,7 +221,7 @@ def test_a_corrupt_snapshot_changes_nothing(gk: Gokku, cache: str) -> None:
 
 
 def test_a_port_in_use_at_create_time_is_skipped(gk: Gokku) -> None:
-    taken = next_available_port(gk, 6380)
+    taken = next_available_port(gk)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", taken))
         squatter.listen()

@@ -35,6 +35,7 @@ def helpers(gokku, tmp_path):
         install='update_service_config "$1" port "$(get_next_port 19600)"\n',
     )
     gokku.ok("plugins:add", str(tree))
+    (gokku.root / "gokku.yml").unlink()  # these tests name their ports: no service_ports
     return lambda *args, **kw: gokku("t:call", *args, **kw)
 
 
@@ -51,6 +52,29 @@ def test_get_next_port_honours_start_and_skips_taken_ports(gokku, helpers):
     assert helpers("port_available", "19602").code == 1  # held: handed out above
     assert helpers("get_next_port", "abc").code == 2
     assert gokku("services:next-port", "--check", "70000").code == 2
+
+
+def test_service_ports_bound_what_is_handed_out(gokku, helpers):
+    """gokku.yml's service_ports: a first port below the range starts at its low end, and
+    nothing above it is handed out; a bad range is one line, and hands out nothing."""
+    settings = gokku.root / "gokku.yml"
+    settings.write_text("service_ports: 19900-19901\n")
+    assert helpers("get_next_port", "5433").stdout == "19900\n"
+    assert helpers("get_next_port", "19901").stdout == "19901\n"
+    full = gokku("services:next-port", "19900")
+    assert full.code == 1
+    assert full.stderr.strip().endswith(
+        "no free port from 19900 to 19901 (gokku.yml: service_ports)"
+    )
+    for bad in ("19901-19900", "abc", "0-10", "19900"):
+        settings.write_text(f"service_ports: '{bad}'\n")
+        refused = gokku("services:next-port", "19900")
+        assert refused.code == 1
+        assert (
+            f"service_ports must be LOW-HIGH, ports from 1 to 65535 (as 20000-20999), not '{bad}'"
+            in (refused.stderr)
+        )
+        assert refused.stderr.count("\n") == 1
 
 
 def test_get_next_port_never_hands_out_a_port_twice(gokku, helpers):

@@ -49,4 +49,4 @@ def test_a_name_with_a_dot_is_refused_everywhere(gokku: Gokku, name: str) -> Non
         assert result.code == 2, (args, result.stderr)
         assert "name" in result.stderr and "use 1-63 lowercase letters" in result.stderr
     assert sorted(p.name for p in (gokku.root / "apps").iterdir()) == ["ok"]
-    assert sorted(p.name for p in (gokku.root / "apps" / "ok").iterdir()) == ["shared"]
+    assert sorted(p.name for p in (gokku.root / "apps" / "ok").iterdir()) == [".id", "shared"]

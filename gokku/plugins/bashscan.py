@@ -83,9 +83,10 @@ class _Scanner:
             i += 2 if self.text[i] == "\\" else 1
         return i + 1
 
-    def double(self, i: int, close: str) -> int:
+    def double(self, i: int, close: str, quotes: bool = False) -> int:
         """Inside double quotes (``close`` '"'), or a here-document's body (``close`` empty):
-        only backslashes and expansions are special."""
+        only backslashes and expansions are special. With ``quotes``, a word inside
+        ``${...}`` up to its ``close``: quotes nest there too."""
         text = self.text
         while i < len(text):
             c = text[i]
@@ -93,6 +94,10 @@ class _Scanner:
                 return i + 1
             if c == "\\":
                 i += 2
+            elif quotes and c == "'":
+                i = self.single(i + 1)
+            elif quotes and c == '"':
+                i = self.double(i + 1, '"')
             elif c == "$":
                 i = self.dollar(i)
             elif c == "`":
@@ -119,31 +124,10 @@ class _Scanner:
         if name:
             rest = self.text[name.end() : name.end() + 2]
             operator = next((op for op in DEFAULT_OPERATORS if rest.startswith(op)), "")
-        end = self.word(i, "}")
+        end = self.double(i, "}", quotes=True)
         if name and name.group() in ROOT_VARIABLES and operator:
             self.blank(name.end() + len(operator), end - 1)
         return end
-
-    def word(self, i: int, close: str) -> int:
-        """A word inside ``${...}`` up to its ``close``: quotes and expansions nest."""
-        text = self.text
-        while i < len(text):
-            c = text[i]
-            if c == close:
-                return i + 1
-            if c == "\\":
-                i += 2
-            elif c == "'":
-                i = self.single(i + 1)
-            elif c == '"':
-                i = self.double(i + 1, '"')
-            elif c == "$":
-                i = self.dollar(i)
-            elif c == "`":
-                i = self.code(i + 1, "`")
-            else:
-                i += 1
-        return i
 
     def heredoc_start(self, i: int) -> int:
         """``<<WORD`` or ``<<-WORD``: its body starts on the next line. A body printed with
