@@ -8,11 +8,17 @@ commands:
   import:  {stdin: data}             # reads data from stdin: refuse a terminal there
   connect: {tty: prefer}             # interactive: a pty when the client asked for one
   info:    {access: read}            # who may run it: read|write|admin|any (below)
+  status:  {usage: SERVICE, summary: running or stopped}   # for status --help (below)
 ```
 
 ``access`` is checked against the service the first argument names: ``write`` (the
 default) needs write access to it, ``read`` (the default of info and logs) read access,
 ``admin`` an admin key, ``any`` nothing (``help`` by default: it is documentation).
+
+``usage`` (the arguments after ``PLUGIN:CMD``) and ``summary`` are what ``PLUGIN:CMD
+--help`` and ``help PLUGIN:CMD`` print. A usage whose first word is ``SERVICE`` (or
+``SVC``) tells Gokku that the first argument names a service, so that one that does not
+exist is refused before the script runs, with a did-you-mean.
 
 The declarations are copied into the install record, so routing never parses YAML.
 Plugins without a manifest keep the defaults: a pty when the client asked, no checks.
@@ -28,6 +34,9 @@ STDOUT_MODES = ("text", "binary")
 STDIN_MODES = ("none", "data", "terminal", "any")
 ACCESS_LEVELS = ("read", "write", "admin", "any")
 DEFAULT_ACCESS = {"help": "any", "info": "read", "logs": "read"}
+SETTINGS = ("tty", "stdout", "stdin", "access", "description", "usage", "summary")
+# The first word of a usage that names a service (Dokku's plugins write <service>).
+SERVICE_WORDS = ("SERVICE", "SVC", "<service>")
 
 
 @dataclass(frozen=True)
@@ -54,7 +63,7 @@ def parse_commands(manifest: dict[str, Any]) -> dict[str, dict[str, str]]:
         settings = settings or {}
         if not isinstance(settings, dict):
             raise GokkuError(f"plugin.yml: settings of command {command!r} must be a mapping")
-        unknown = set(settings) - {"tty", "stdout", "stdin", "access", "description"}
+        unknown = set(settings) - set(SETTINGS)
         if unknown:
             raise GokkuError(f"plugin.yml: command {command!r} has unknown keys {sorted(unknown)}")
         checks = (
@@ -82,3 +91,19 @@ def command_access(record: dict[str, Any], command: str) -> str:
     """Who may run ``command``: its ``access`` in plugin.yml, else the default."""
     settings = (record.get("commands_io") or {}).get(command) or {}
     return settings.get("access") or DEFAULT_ACCESS.get(command, "write")
+
+
+def command_usage(record: dict[str, Any], command: str) -> tuple[str, str] | None:
+    """The ``usage`` and ``summary`` plugin.yml declares for ``command``, if any."""
+    settings = (record.get("commands_io") or {}).get(command) or {}
+    if "usage" not in settings and "summary" not in settings:
+        return None
+    return settings.get("usage", ""), settings.get("summary", "")
+
+
+def takes_service(record: dict[str, Any], command: str) -> bool:
+    """Whether ``command``'s declared usage starts with a service (``SERVICE [--dsn]``,
+    ``SERVICE|--all``)."""
+    declared = command_usage(record, command)
+    words = declared[0].split() if declared else []
+    return bool(words) and any(w in SERVICE_WORDS for w in words[0].split("|"))
