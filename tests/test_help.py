@@ -294,3 +294,27 @@ def test_help_over_ssh_lists_what_the_key_may_run(door: Door, gokku: Gokku, bob:
     assert door.ssh("help pg:export", key=bob.path).stdout == EXPORT_PAGE.format(ns="pg")
     serve = door.ssh("help serve")
     assert serve.code == 1 and "serve is not available over SSH" in serve.stderr
+
+
+def test_a_plugin_commands_unknown_service_gets_a_hint_from_what_the_key_may_see(
+    door: Door, gokku: Gokku, bob: KeyPair, tmp_path: Path
+) -> None:
+    """Its usage (plugin.yml) says the first word is a service: Gokku checks it before
+    the script runs, and hints only at names the caller could list."""
+    kv = write_plugin(tmp_path / "src" / "kv")
+    (kv / "plugin.yml").write_text("commands:\n  info: {usage: SERVICE}\n")
+    gokku.ok("plugins:add", str(kv))
+    gokku.ok("apps:create", "api")
+    for service in ("uxdb", "secret"):
+        gokku.ok("services:create", "kv", "--name", service)
+    result = gokku("kv:info", "uxbd")
+    assert (result.code, result.stdout) == (1, "")
+    assert result.stderr == (
+        " !     service 'uxbd' does not exist (see: gokku services:list); did you mean 'uxdb'?\n"
+    )
+    assert "did you mean 'api'?" in gokku("kv:link", "uxdb", "apii").stderr
+    assert "did you mean" not in door.ssh("kv:info uxbd", key=bob.path).stderr
+    gokku.ok("access:grant", "bob", "service:uxdb", "--read")
+    assert "did you mean 'uxdb'?" in door.ssh("kv:info uxbd", key=bob.path).stderr
+    assert "did you mean" not in door.ssh("kv:info secrte", key=bob.path).stderr
+    assert door.ssh("kv:info uxdb", key=bob.path).stdout == "info uxdb\n"
