@@ -256,9 +256,13 @@ def test_dokkus_namespaces_say_what_gokku_offers(
     assert gokku.snapshot() == before
 
 
-@pytest.mark.parametrize("verb", ["pg:expose", "postgres:unexpose", "apps:rename", "apps:info"])
+@pytest.mark.parametrize(
+    "verb",
+    ["pg:expose", "postgres:unexpose", "apps:rename", "apps:info", "cron:list", "registry:login"],
+)
 def test_no_hint_rather_than_a_misleading_one(gokku: Gokku, bundled: None, verb: str) -> None:
-    """pg:expose -> pg:export, apps:rename -> apps:create: close letters, other deeds."""
+    """pg:expose -> pg:export, apps:rename -> apps:create, cron:list -> config:list: close
+    letters, other deeds."""
     result = gokku(verb, "db")
     assert result.code == 127 and result.stderr.count("\n") == 1
     assert "did you mean" not in result.stderr
