@@ -118,6 +118,36 @@ def test_in_a_real_interactive_bash(shell_env: dict[str, str]) -> None:
         os.close(primary)
 
 
+def test_in_a_real_interactive_zsh(shell_env: dict[str, str], gokku: Gokku) -> None:
+    """TAB in zsh (compinit loaded): a verb, then the app after it."""
+    if shutil.which("zsh") is None:
+        pytest.skip("zsh is not installed (ops/test installs it)")
+    gokku.ok("apps:create", "api")
+    primary, secondary = pty.openpty()
+    env = {**shell_env, "PS1": "$ ", "TERM": "dumb"}
+    zsh = subprocess.Popen(
+        ["zsh", "-f", "-i"],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        env=env,
+        start_new_session=True,
+    )
+    os.close(secondary)
+    try:
+        load = b'autoload -U compinit; compinit -u; eval "$(gokku completion zsh)"; echo lo""aded\n'
+        os.write(primary, load)
+        assert b"loaded" in read_until(primary, b"loaded\r\n")
+        os.write(primary, b"gokku config:uns\t")
+        assert read_until(primary, b"config:unset ").endswith(b"config:unset ")
+        os.write(primary, b"\t")  # zsh redraws only what changed
+        assert read_until(primary, b"api ").endswith(b"api ")
+    finally:
+        zsh.kill()
+        zsh.wait()
+        os.close(primary)
+
+
 def read_until(fd: int, wanted: bytes, timeout: float = 30) -> bytes:
     seen = b""
     deadline = time.monotonic() + timeout
