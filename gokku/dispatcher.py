@@ -146,7 +146,7 @@ def route(ctx: Context, verb: str, args: list[str]) -> int:
     plugin = registry.find(ctx.root, namespace)
     if plugin is not None:
         return _plugin_command(ctx, plugin, namespace, command or "help", args)
-    raise UnknownCommand(suggest.unknown_command(ctx, verb))
+    raise UnknownCommand(f"unknown command {verb!r}{suggest.hint(ctx, verb)}")
 
 
 def _plugin_command(

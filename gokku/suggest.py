@@ -60,13 +60,11 @@ def dokku_note(verb: str) -> str | None:
     return DOKKU.get(verb) or DOKKU.get(verb.partition(":")[0])
 
 
-def unknown_command(ctx: "Context", verb: str) -> str:
-    """The message for a verb nothing answers to: a Dokku note, else a hint and where to
-    look."""
+def hint(ctx: "Context", verb: str) -> str:
+    """What follows "unknown command X" or "no help on X": what Gokku offers instead of a
+    Dokku command, else a plausible did-you-mean and where to look."""
     note = dokku_note(verb)
-    if note is not None:
-        return f"unknown command {verb!r}: {note}"
-    return f"unknown command {verb!r}{did_you_mean(ctx, verb)}"
+    return f": {note}" if note else did_you_mean(ctx, verb)
 
 
 def did_you_mean(ctx: "Context", verb: str) -> str:

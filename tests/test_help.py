@@ -175,6 +175,7 @@ def assert_columns(page: str) -> None:
     [
         (["help", "nope"], 2, "no help on 'nope' (see: gokku help)"),
         (["help", "confg"], 2, "no help on 'confg'; did you mean 'config'? (see: gokku help)"),
+        (["help", "ps"], 2, "no help on 'ps': Gokku runs no app processes"),
         (["help", "config", "set"], 2, "unexpected argument 'set'; usage: gokku help [TOPIC]"),
         (["config:help", "set"], 2, "unexpected argument 'set'; usage: gokku config:help"),
         (

@@ -60,7 +60,7 @@ def help(ctx: Context, args: list[str]) -> int:  # noqa: A001 - the verb is "hel
 def _topic(ctx: Context, topic: str) -> int:
     from gokku.dispatcher import route
     from gokku.plugins import registry
-    from gokku.suggest import did_you_mean
+    from gokku.suggest import hint
 
     builtin = BUILTINS.get(topic)
     if builtin is not None and not builtin.hidden:
@@ -74,7 +74,7 @@ def _topic(ctx: Context, topic: str) -> int:
         return route(ctx, f"{namespace}:help", [])
     if plugin is not None:
         return plugin_command(ctx, plugin, namespace, command)
-    raise UsageError(f"no help on {topic!r}{did_you_mean(ctx, topic)}")
+    raise UsageError(f"no help on {topic!r}{hint(ctx, topic)}")
 
 
 def _allowed(ctx: Context, verbs: list[str]) -> list[Builtin]:
