@@ -18,6 +18,7 @@ from gokku.cmdline import parse
 from gokku.commands import BUILTINS, PLUGIN_FORMS, plugin_commands, usage_line
 from gokku.context import Context
 from gokku.errors import UsageError
+from gokku.plugins.manifest import SERVICE_WORDS
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "data"
 SHELLS = ("bash", "zsh", "fish")
@@ -26,7 +27,7 @@ GLOBAL_FLAGS = "--quiet -q --trace --format -a --app --remote --help -h --versio
 # The options before the verb that take a value, and what that value is.
 GLOBAL_VALUES = {"-a": "APP", "--app": "APP", "--format": "text|json|shell"}
 # The placeholders of usage lines that name an app or a service.
-KINDS = {"APP": "app", "SVC": "service", "SERVICE": "service", "<service>": "service"}
+KINDS = {"APP": "app", **dict.fromkeys(SERVICE_WORDS, "service")}
 
 
 def completion(ctx: Context, args: list[str]) -> int:
