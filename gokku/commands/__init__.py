@@ -46,8 +46,8 @@ BUILTINS: dict[str, Builtin] = {
             (
                 "completion",
                 "completion",
-                "completion bash|zsh|--words",
-                "Print a shell completion script; --words: the commands it completes",
+                "completion bash|zsh|fish|--words [WORDS...]",
+                "Print a shell completion script; --words: what may follow WORDS",
                 ANY,
             ),
         ],

@@ -278,6 +278,19 @@ usage_error() {
   exit 2
 }
 
+# help_rows USAGE SUMMARY [USAGE SUMMARY...]: help lines "  USAGE  SUMMARY", the summaries
+# in one column whatever the plugin's name.
+help_rows() {
+  local -a rows=("$@")
+  local width=0 i
+  for ((i = 0; i < ${#rows[@]}; i += 2)); do
+    if ((${#rows[i]} > width)); then width=${#rows[i]}; fi
+  done
+  for ((i = 0; i < ${#rows[@]}; i += 2)); do
+    printf '  %-*s  %s\n' "$width" "${rows[i]}" "${rows[i + 1]}"
+  done
+}
+
 # service_path SERVICE: the service's directory, from a name checked the way Gokku checks
 # it, so that nothing outside the services directory can be reached through a name.
 service_path() {
