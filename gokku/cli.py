@@ -92,7 +92,24 @@ def main(argv: list[str] | None = None) -> int:
     request = local_request(args)
     if door:
         ignore_terminal_signals()
-    return dispatch(request, prepare=None if door else _become_state_owner)
+        return dispatch(request)
+    code = dispatch(request, prepare=_become_state_owner)
+    if code in HINTED:
+        _hint_other_side(list(args))
+    return code
+
+
+# Usage errors and unknown commands: what a command meant for the remote gets here.
+HINTED = (2, 127)
+
+
+def _hint_other_side(args: list[str]) -> None:
+    from gokku import client
+    from gokku.paths import Root
+
+    hint = client.local_hint(args, str(Root.from_env().path))
+    if hint is not None:
+        sys.stderr.write(f"       {hint}\n")
 
 
 def local_request(args: list[str]) -> "Request":

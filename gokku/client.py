@@ -19,26 +19,28 @@ command takes an app and names none. Every argument is quoted with ``shlex``, wh
 server undoes with the same rules, so values arrive exactly; then ``ssh`` replaces this
 process, so stdin, stdout, the terminal and the exit code are ssh's, untouched.
 
-Kept free of the server's modules: a client starts ssh and nothing else (no asyncssh).
+Kept free of the server's modules: a client starts ssh and nothing else (no asyncssh);
+ops/make-client carries it, with what it imports, into the one-file ops/gokku-client.
 """
+
+from __future__ import annotations
 
 import os
 import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from gokku import shapes
 from gokku.errors import UsageError
 
 DEFAULT_REMOTE = "gokku"
 SSH_SCHEMES = ("ssh", "git+ssh", "ssh+git")
-# Global flags that take a value (the dispatcher's), and the options of app-taking
-# built-ins that do: what follows them is not a positional argument.
+# Global flags that take a value (the dispatcher's): what follows them is not the verb.
 GLOBAL_VALUES = ("-a", "--app", "--format")
-OPTION_VALUES = ("-e", "--env", "--format")
 # ``[user@]host:path`` as git reads it: the host ends at the first colon (an IPv6
 # address is bracketed), and no slash comes before that colon.
 SCP_LIKE = re.compile(r"(?:([^@/]+)@)?(\[[^\]/]+\]|[^:/\[\]]+):(.*)", re.DOTALL)
@@ -59,11 +61,15 @@ class Remote:
         return f"{self.user}@{self.host}" if self.user else self.host
 
 
-def main(argv: list[str], environ: Mapping[str, str] = os.environ) -> int | None:
+def main(
+    argv: list[str], environ: Mapping[str, str] = os.environ, always: bool = False
+) -> int | None:
     """Run ``argv`` on the remote server when the CLI is a client (never returns then,
-    except with the exit code of a one-line error); None when it is not."""
+    except with the exit code of a one-line error); None when it is not. ``always``: the
+    one-file client (ops/gokku-client), a client whatever the machine has, on the remote
+    ``gokku`` unless told another."""
     try:
-        name, args = chosen_remote(argv, environ)
+        name, args = chosen_remote(argv, environ, always)
         if name is None:
             return None
         remote = parse_url(name, remote_url(name))
@@ -77,7 +83,9 @@ def main(argv: list[str], environ: Mapping[str, str] = os.environ) -> int | None
     return _exec(command)
 
 
-def chosen_remote(argv: list[str], environ: Mapping[str, str]) -> tuple[str | None, list[str]]:
+def chosen_remote(
+    argv: list[str], environ: Mapping[str, str], always: bool = False
+) -> tuple[str | None, list[str]]:
     """The git remote to run on (None: run here), and ``argv`` without ``--remote``."""
     args: list[str] = []
     name = None
@@ -102,9 +110,24 @@ def chosen_remote(argv: list[str], environ: Mapping[str, str]) -> tuple[str | No
         return name, args
     if environ.get("GOKKU_REMOTE"):
         return environ["GOKKU_REMOTE"], args
+    if always:
+        return DEFAULT_REMOTE, args
     if not environ.get("GOKKU_ROOT") and _no_local_state() and _has_remote(DEFAULT_REMOTE):
         return DEFAULT_REMOTE, args
     return None, args
+
+
+def local_hint(argv: list[str], root: str) -> str | None:
+    """When a command that ran here (on a server's state) failed on its arguments while
+    the current directory has a remote ``gokku``: which side ran it, and how to reach the
+    other, since the same words through the client would have named the remote's app."""
+    if not _has_remote(DEFAULT_REMOTE):
+        return None
+    again = shlex.join(["gokku", "--remote", DEFAULT_REMOTE, *argv])
+    return (
+        f"ran on this server (GOKKU_ROOT={root}); to run it on the remote "
+        f"{DEFAULT_REMOTE!r}: {again}"
+    )
 
 
 def _no_local_state() -> bool:
@@ -191,67 +214,19 @@ def _verb_index(args: list[str]) -> int:
     return index
 
 
-def _names_app_option(words: list[str]) -> bool:
-    options = words[: words.index("--")] if "--" in words else words
-    return any(word.partition("=")[0] in ("-a", "--app") for word in options)
-
-
-def _positionals(args: list[str]) -> list[str]:
-    """The words of ``args`` that are not options or option values."""
-    words: list[str] = []
-    items = iter(args)
-    for word in items:
-        if word == "--":
-            words.extend(items)
-        elif word in OPTION_VALUES:
-            next(items, None)
-        elif not (word.startswith("-") and len(word) > 1 and not word[1].isdigit()):
-            words.append(word)
-    return words
-
-
-def _more_than(count: int) -> Callable[[list[str]], bool]:
-    return lambda words: len(words) > count
-
-
-# The built-in verbs that take an app, and whether the words typed name it already: the
-# app comes first in Dokku's forms, so it is named when there are more words than the
-# verb needs without it (``config:get api KEY``; ``config:set api K=V``, where a first
-# word with ``=`` is a variable). The client adds ``-a`` only where the server would
-# otherwise find no app: it never reads an argument differently than the server does.
-APP_NAMED: dict[str, Callable[[list[str]], bool]] = {
-    "apps:create": _more_than(0),
-    "apps:destroy": _more_than(0),
-    "config:set": lambda words: bool(words) and "=" not in words[0],
-    "config:get": _more_than(1),
-    "config:unset": _more_than(1),
-    "config:list": _more_than(0),
-    "config:show": _more_than(0),
-    "config:export": _more_than(0),
-    "config:import": _more_than(0),
-    "services:link": lambda words: False,  # SVC -a APP
-    "services:unlink": lambda words: False,
-    "services:promote": lambda words: False,
-    # The deploy verbs take the app as their first word, always: nothing to add.
-    "apps:deploy": lambda words: True,
-    "apps:deploys": lambda words: True,
-    "apps:deploy-log": lambda words: True,
-    "apps:deploy-set": lambda words: True,
-}
-
-
 def _lacks_app(flags: list[str], verb: str, args: list[str]) -> bool:
-    """Whether the command takes an app and the words typed name none. A plugin's
-    commands all may (they read ``GOKKU_APP``; ``PLUGIN:link SVC`` links to it), the
-    built-ins in APP_NAMED do, the other built-ins take none."""
-    if _names_app_option(flags) or _names_app_option(args):
-        return False
-    from gokku.commands import BUILTINS
+    """Whether the command takes an app and the words typed name none, read by the
+    verb's usage line (``gokku.shapes``) as the server reads them. A plugin's commands
+    all may take one (they read ``GOKKU_APP``; ``PLUGIN:link SVC`` links to it); the
+    other built-ins take none."""
+    from gokku.names import is_name
 
-    if verb not in BUILTINS:
-        return True
-    named = APP_NAMED.get(verb)
-    return named is not None and not named(_positionals(args))
+    if shapes.names_app_option(flags) or shapes.names_app_option(args):
+        return False
+    named = shapes.app_named(verb, args, is_name)
+    if named is None:
+        return verb.partition(":")[0] not in shapes.BUILTIN_NAMESPACES
+    return not named
 
 
 def ssh_argv(

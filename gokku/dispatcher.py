@@ -6,12 +6,11 @@ installed plugin (by name or its ``commands/name`` alias), else exit 127 with a
 did-you-mean. This is also the one place where errors become a message and an exit code.
 """
 
-import difflib
 import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from gokku import access, crashlog
+from gokku import access, crashlog, suggest
 from gokku.cmdline import parse
 from gokku.commands import (
     BUILTINS,
@@ -19,9 +18,6 @@ from gokku.commands import (
     PLUGIN_FORMS,
     Builtin,
     asks_help,
-    form_usage,
-    namespace_verbs,
-    plugin_commands,
     usage_line,
 )
 from gokku.commands import help as help_
@@ -77,14 +73,9 @@ def dispatch(
 def _similar(request: Request, root: Root | None, exc: NotFound) -> str:
     """``; did you mean 'api'?`` for an unknown app or service: the closest name the
     caller may read (a member learns no name it could not list)."""
-    if root is None or exc.kind not in access.KINDS:
+    if root is None:
         return ""
-    from gokku import apps, services
-
-    every = apps.names(root) if exc.kind == "app" else [s.name for s in services.all_services(root)]
-    names = [n for n in access.visible(request.identity, exc.kind, every) if n != exc.name]
-    close = difflib.get_close_matches(exc.name, names, n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    return suggest.similar_name(root, request.identity, exc.kind, exc.name)
 
 
 def _report(request: Request, message: str) -> None:
@@ -160,21 +151,22 @@ def route(ctx: Context, verb: str, args: list[str]) -> int:
     plugin = registry.find(ctx.root, namespace)
     if plugin is not None:
         return _plugin_command(ctx, plugin, namespace, command or "help", args)
-    raise UnknownCommand(f"unknown command {verb!r}{did_you_mean(ctx, verb)}")
+    raise UnknownCommand(f"unknown command {verb!r}{suggest.hint(ctx, verb)}")
 
 
 def _plugin_command(
     ctx: Context, plugin: "Plugin", namespace: str, command: str, args: list[str]
 ) -> int:
     """The plugin's own script of that name wins; else Dokku's form of a services verb
-    (``pg:link db api`` is ``services:link db -a api``), with that verb's access."""
+    (``pg:link db api`` is ``services:link db -a api``), with that verb's access.
+    With ``--help``/``-h``, the command's usage."""
+    if asks_help(args):
+        return help_.plugin_command(ctx, plugin, namespace, command)
     form = PLUGIN_FORMS.get(command)
     if form is not None and plugin.script(command) is None:
         verb = f"{namespace}:{command}"
         access.check_verb(ctx, verb, form.access)
         access.require_named_app(ctx, form.access)
-        if asks_help(args):
-            return help_.usage(ctx, form_usage(verb), form.summary)
         return _function(form)(ctx, plugin, verb, args)
     from gokku.commands.plugin_exec import run_plugin_command
 
@@ -199,54 +191,3 @@ def command_io(argv: list[str], root: Root | None = None) -> CommandIO:
     except GokkuError:
         return CommandIO()
     return plugin.io(command or "help") if plugin else CommandIO()
-
-
-def did_you_mean(ctx: Context, verb: str) -> str:
-    """``; did you mean 'X'?`` when X is plausible, and where to look.
-
-    ``NS:CMD`` is compared with the commands of NS only (of the closest namespace when NS
-    is none): a hint from another namespace (``apps:info`` -> ``pg:info``) misleads. A
-    bare word is compared with the bare verbs and the namespaces.
-    """
-    namespace, colon, command = verb.partition(":")
-    if colon:
-        close, where = _close_command(ctx, namespace, command)
-    else:
-        bare = [v for v, b in BUILTINS.items() if ":" not in v and not b.hidden]
-        match = difflib.get_close_matches(verb, bare + _namespaces(ctx), n=1, cutoff=0.6)
-        close, where = (match[0] if match else None), "gokku help"
-    hint = f"; did you mean {close!r}?" if close else ""
-    return f"{hint} (see: {where})"
-
-
-def _close_command(ctx: Context, namespace: str, command: str) -> tuple[str | None, str]:
-    """The closest ``NS:CMD`` within the namespace typed, else within the closest one;
-    and the help that lists them."""
-    commands = _namespace_commands(ctx, namespace)
-    if commands is not None:
-        where = f"gokku help {namespace}"
-    else:
-        near = difflib.get_close_matches(namespace, _namespaces(ctx), n=1, cutoff=0.6)
-        namespace = near[0] if near else namespace
-        commands, where = _namespace_commands(ctx, namespace) or [], "gokku help"
-    match = difflib.get_close_matches(command, commands, n=1, cutoff=0.6)
-    return (f"{namespace}:{match[0]}" if match else None), where
-
-
-def _namespaces(ctx: Context) -> list[str]:
-    from gokku.plugins import registry
-
-    names = list(NAMESPACES)
-    for plugin in registry.installed(ctx.root):
-        names += [plugin.name] + ([plugin.namespace] if plugin.namespace else [])
-    return names
-
-
-def _namespace_commands(ctx: Context, namespace: str) -> list[str] | None:
-    """The commands ``NAMESPACE:`` can be followed by; None for no such namespace."""
-    from gokku.plugins import registry
-
-    if namespace in NAMESPACES:
-        return [verb.partition(":")[2] for verb in namespace_verbs(namespace)] + ["help"]
-    plugin = registry.find(ctx.root, namespace)
-    return plugin_commands(plugin) if plugin is not None else None

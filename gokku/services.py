@@ -382,12 +382,31 @@ def link(root: Root, name: str, app: str, env: str, alias: str | None = None) ->
                 f"service {name!r} is being created, or its create was cut off (create it "
                 "again or destroy it): it cannot be linked yet"
             )
+        _check_same_alias(service, app, env, alias)
         variables = link_variables(service, alias, primary=alias is None)
         _check_free(root, app, env, variables, {name})
         stale = _begin(service, app, env, variables, alias=alias)
         _write(root, app, env, stale, variables)
         _finish(service, app, env, variables)
         return sorted(variables)
+
+
+def _check_same_alias(service: Service, app: str, env: str, alias: str | None) -> None:
+    """Linking again refreshes a link as it was made; under another alias (or none) it
+    would drop the variables the app reads now, so it is refused, saying how to move."""
+    previous = service.link_for(app, env)
+    if previous is None or previous.get("alias") == alias:
+        return
+    where = "" if env == apps.DEFAULT_ENV else f" --env {env}"
+
+    def shown(name: str | None) -> str:
+        return name or "its primary service"
+
+    raise GokkuError(
+        f"{service.name} is linked to {app} as {shown(previous.get('alias'))}; unlink it "
+        f"first to link it as {shown(alias)} (gokku services:unlink {service.name} -a {app}"
+        f"{where})"
+    )
 
 
 @dataclass

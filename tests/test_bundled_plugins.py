@@ -23,7 +23,15 @@ def test_plugin_follows_the_contract_and_declares_its_streams(gokku, name: str) 
     listed = json.loads(gokku.ok("plugins:list", "--format", "json").stdout)
     assert listed[0]["version"] == "1.0.0"
     record = json.loads((gokku.root / "plugins" / name / "config.json").read_text())
-    assert record["commands_io"] == {
+    declared = record["commands_io"]
+    # Every command but help has the usage and summary its --help prints.
+    scripts = {path.name for path in (BUNDLED / name / "commands").iterdir()} - {"name", "help"}
+    assert {c for c, s in declared.items() if s.get("usage") and s.get("summary")} == scripts
+    streams = {
+        command: {k: v for k, v in settings.items() if k not in ("usage", "summary")}
+        for command, settings in declared.items()
+    }
+    assert {command: settings for command, settings in streams.items() if settings} == {
         "export": {"stdout": "binary", "access": "read"},
         "status": {"access": "read"},
         "info": {"access": "read", "secret": ["DSN"]},

@@ -251,7 +251,7 @@ def test_info_and_dsn(gk: Gokku, db: str) -> None:
 
 def test_logs(gk: Gokku, db: str) -> None:
     assert "ready to accept connections" in gk.ok("pg:logs", db).stdout
-    assert len(gk.ok("pg:logs", db, "--tail", "1").stdout.splitlines()) == 1
+    assert len(gk.ok("pg:logs", db, "-n", "1").stdout.splitlines()) == 1
     assert gk("pg:logs", db, "--bogus").code == 2
 
 

@@ -236,3 +236,13 @@ def test_a_port_in_use_at_create_time_is_skipped(gk: Gokku) -> None:
 
 def test_help(gk: Gokku) -> None:
     assert "gokku redis:export SERVICE > FILE.rdb" in gk.ok("redis:help").stdout
+
+
+def test_a_typo_in_a_service_name_gets_a_hint(gk: Gokku, cache: str) -> None:
+    for command in ("redis:info", "redis:export", "redis:connect"):
+        result = gk(command, "cahce")
+        assert (result.code, result.out) == (1, b"")
+        assert result.stderr == (
+            " !     service 'cahce' does not exist (see: gokku services:list); "
+            "did you mean 'cache'?\n"
+        )

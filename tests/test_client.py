@@ -3,10 +3,12 @@ remotes name the test server, the real OpenSSH client (``GOKKU_SSH`` gives it th
 key), through both doors. Arguments arrive exactly, exit codes and bytes pass through, the
 app and the port come from the remote, and a bad remote runs nothing."""
 
+import ast
 import hashlib
 import json
 import os
 import re
+import runpy
 import shlex
 import subprocess
 import sys
@@ -15,11 +17,11 @@ from pathlib import Path
 
 import pytest
 from bundled_support import run_in_pty
-from conftest import Gokku, Result
+from conftest import REPO, Gokku, Result
 from sshkit import *  # noqa: F403 - fixtures
 from sshkit import Door, ssh_argv
 
-from gokku import client
+from gokku import client, shapes
 from gokku.commands import BUILTINS
 from gokku.paths import default_root
 
@@ -58,7 +60,8 @@ def workstation_for(door: Door, folder: Path, base_env: dict[str, str]) -> Works
     git(repo, "remote", "add", "gokku", f"ssh://{door.user}@127.0.0.1:{door.port}/api")
     git(repo, "remote", "add", "other", f"{door.user}@127.0.0.1:web.git")
     env = {key: value for key, value in base_env.items() if key != "GOKKU_ROOT"}
-    env.update(GOKKU_REMOTE="gokku", GOKKU_SSH=ssh_command(door))
+    (folder / "home").mkdir()  # a workstation's HOME: no Gokku state, no ssh config
+    env.update(GOKKU_REMOTE="gokku", GOKKU_SSH=ssh_command(door), HOME=str(folder / "home"))
     return Workstation(Gokku(folder / "no-state", env), repo)
 
 
@@ -112,6 +115,87 @@ def test_the_app_comes_from_the_remote_and_global_flags_pass(
     assert gokku.ok("config:get", "web", "K").stdout == "web\n"
     listed = workstation("--remote=other", "--format", "json", "apps:list", env=env)
     assert json.loads(listed.stdout) == ["api", "web"]
+
+
+def test_every_app_verb_takes_its_app_the_same_three_ways(
+    workstation: Workstation, gokku: Gokku
+) -> None:
+    """From the remote, from -a before or after the verb, as Dokku's first word; and
+    words that cannot be an app are the verb's own (the server's error, not the app's)."""
+    gokku.ok("apps:create", "api")
+    gokku.ok("apps:create", "web")
+    for argv, app in [
+        (["apps:deploys"], "api"),
+        (["-a", "web", "apps:deploys"], "web"),
+        (["apps:deploys", "-a", "web"], "web"),
+        (["apps:deploys", "web"], "web"),
+    ]:
+        listed = workstation(*argv)
+        assert (listed.code, listed.stdout) == (0, f"No deploys of {app} yet\n"), listed
+    for verb in ("apps:deploy-log", "apps:deploy"):
+        none = workstation(verb, "-a", "web")
+        assert none.code == 1 and "'web'" in none.stderr and "usage" not in none.stderr, none
+
+    gokku.ok("config:set", "api", "G=1", "H=2", "K=3")
+    unset = workstation("config:unset", "G", "H")
+    assert unset.code == 0, unset.stderr
+    assert gokku.ok("config:list", "api").stdout == "K=3\n"
+    assert workstation("config:unset", "web", "K").code == 0  # Dokku's form: web's K
+    assert gokku.ok("config:get", "api", "K").stdout == "3\n"
+    no_value = workstation("config:set", "MSG")
+    assert (no_value.code, no_value.stderr) == (
+        2,
+        " !     expected KEY=VALUE, got 'MSG'; usage: gokku config:set [-a] APP "
+        "KEY=VALUE...|--stdin [--encoded] [--env ENV]\n",
+    )
+
+
+ONE_FILE = REPO / "ops" / "gokku-client"
+
+
+def test_the_one_file_client_is_this_checkouts_client() -> None:
+    """ops/gokku-client is what ops/make-client makes of the client's modules now, and
+    each of them is Python 3.9's grammar (macOS's python3)."""
+    made = runpy.run_path(str(REPO / "ops" / "make-client"))
+    assert made["render"]() == ONE_FILE.read_text(), "stale: run ops/make-client"
+    assert ONE_FILE.stat().st_mode & 0o111
+    for text in runpy.run_path(str(ONE_FILE), run_name="bundle")["SOURCES"].values():
+        ast.parse(text, feature_version=(3, 9))
+
+
+def test_the_one_file_client_installed_as_the_readme_says(
+    workstation: Workstation, gokku: Gokku, tmp_path: Path
+) -> None:
+    """Copied alone into a bare HOME (no Gokku state, no virtualenv, no package), run by
+    the system's python3 (-I: nothing from the environment or the current directory):
+    it finds the remote 'gokku' of the project and runs the commands there."""
+    home = tmp_path / "bare-home"
+    bin_dir = home / ".local" / "bin"
+    bin_dir.mkdir(parents=True)
+    subprocess.run(["install", "-m", "755", str(ONE_FILE), str(bin_dir / "gokku")], check=True)
+    env = {
+        "HOME": str(home),
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "GOKKU_SSH": workstation.cli.env["GOKKU_SSH"],
+    }
+
+    def run(*argv: str, isolated: bool = False) -> subprocess.CompletedProcess:
+        python = ["/usr/bin/python3", "-I", str(bin_dir / "gokku")] if isolated else ["gokku"]
+        return subprocess.run(
+            [*python, *argv], cwd=workstation.repo, env=env, capture_output=True, text=True
+        )
+
+    created = run("apps:create")
+    assert created.returncode == 0, created.stderr
+    assert run("config:set", 'MSG=a b "c"', isolated=True).returncode == 0
+    assert gokku.ok("config:get", "api", "MSG").stdout == 'a b "c"\n'
+    listed = run("apps:deploys", isolated=True)
+    assert (listed.returncode, listed.stdout) == (0, "No deploys of api yet\n"), listed.stderr
+    away = subprocess.run(["gokku", "apps:list"], cwd=home, env=env, capture_output=True, text=True)
+    assert (away.returncode, away.stderr) == (
+        2,
+        " !     no git remote 'gokku' here: add one with git remote add gokku gokku@HOST:APP\n",
+    )
 
 
 def test_exit_codes_and_bytes_pass_through(workstation: Workstation) -> None:
@@ -224,6 +308,23 @@ def test_a_gokku_remote_makes_a_client_only_where_no_state_is(repo: Workstation,
     assert repo("apps:list").code == 0 and ran.exists()
 
 
+def test_a_usage_error_on_the_server_says_which_side_ran_it(repo: Workstation, gokku) -> None:
+    """The server's own CLI in a checkout whose remote is ``gokku`` runs locally; when
+    the words do not fit here, it says so and how to reach the remote instead."""
+    gokku.ok("apps:create", "api")
+    on_server = {"GOKKU_ROOT": str(gokku.root)}
+    failed = repo("config:get", "MSG", env=on_server)
+    assert failed.code == 2
+    assert failed.stderr.splitlines()[1:] == [
+        f"       ran on this server (GOKKU_ROOT={gokku.root}); to run it on the remote "
+        "'gokku': gokku --remote gokku config:get MSG"
+    ]
+    elsewhere = repo.cli("config:get", "MSG", env=on_server, cwd=repo.repo.parent)
+    assert elsewhere.code == 2 and elsewhere.stderr.count("\n") == 1, elsewhere.stderr
+    assert repo("config:list", "api", env=on_server).stderr == ""
+    assert not (repo.cli.root.parent / "ssh-ran").exists()
+
+
 @pytest.mark.parametrize(
     ("argv", "sent"),
     [
@@ -245,10 +346,26 @@ def test_a_gokku_remote_makes_a_client_only_where_no_state_is(repo: Workstation,
         (["apps:create", "web"], "apps:create web"),
         (["--quiet", "pg:export", "db"], "--quiet -a api pg:export db"),
         (["pg:link", "db", "web"], "-a api pg:link db web"),
+        (["pg:export", "db", "-a", "web"], "pg:export db -a web"),
         (["help"], "help"),
         (["--format", "json", "apps:list"], "--format json apps:list"),
         (["plugins:add", "postgres"], "plugins:add postgres"),
         (["--version"], "--version"),
+        # By the usage line's shape, not the first word: G cannot be an app's name.
+        (["config:unset", "G", "H"], "-a api config:unset G H"),
+        (["config:set", "MSG"], "-a api config:set MSG"),
+        (["config:set", "msg"], "-a api config:set msg"),
+        (["config:get", "web"], "-a api config:get web"),
+        (["apps:deploys"], "-a api apps:deploys"),
+        (["apps:deploys", "web"], "apps:deploys web"),
+        (["apps:deploys", "--format", "json"], "-a api apps:deploys --format json"),
+        (["apps:deploys", "-a", "web"], "apps:deploys -a web"),
+        (["-a", "web", "apps:deploys"], "-a web apps:deploys"),
+        (["apps:deploy-log"], "-a api apps:deploy-log"),
+        (["apps:deploy-log", "web", "3"], "apps:deploy-log web 3"),
+        (["apps:deploy", "web", "v1"], "apps:deploy web v1"),
+        (["apps:deploy-set", "branch", "prod"], "-a api apps:deploy-set branch prod"),
+        (["apps:deploy-set", "web", "wait", "5"], "apps:deploy-set web wait 5"),
     ],
 )
 def test_the_app_is_added_only_where_the_server_would_find_none(argv, sent) -> None:
@@ -256,15 +373,18 @@ def test_the_app_is_added_only_where_the_server_would_find_none(argv, sent) -> N
     assert client.remote_command(remote, argv) == sent
 
 
-def test_every_builtin_that_takes_an_app_is_known_to_the_client() -> None:
-    """The client's table cannot fall behind the command table: a built-in whose usage
-    names an APP argument is in it, and nothing else is."""
+def test_the_client_reads_the_command_tables_usage_lines() -> None:
+    """One source: the usage line the server prints is the one the client reads, for
+    every visible built-in that names an APP; and a verb outside the built-in namespaces
+    is a plugin's (its commands read GOKKU_APP)."""
     takes_app = {
         verb
         for verb, builtin in BUILTINS.items()
         if not builtin.hidden and re.search(r"(?<![:\w])APP\b", builtin.usage)
     }
-    assert takes_app == set(client.APP_NAMED)
+    assert takes_app == set(shapes.APP_USAGES)
+    assert all(BUILTINS[verb].usage == usage for verb, usage in shapes.APP_USAGES.items())
+    assert {verb.partition(":")[0] for verb in BUILTINS} == shapes.BUILTIN_NAMESPACES
 
 
 def test_the_client_starts_no_server_code(repo: Workstation) -> None:

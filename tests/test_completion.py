@@ -1,7 +1,9 @@
 """Shell completion: the script ``gokku completion bash`` prints, loaded into a real bash
 whose completion function is called as bash calls it (and once through a real
 interactive bash at a terminal), completing built-ins, plugin commands, and over the
-client the server's commands; the zsh script passes ``zsh -n``."""
+client the server's commands, then the apps and services the key may see after the verbs
+that take them; the fish script in a real fish (``complete -C``); the zsh script passes
+``zsh -n``."""
 
 import os
 import pty
@@ -116,6 +118,36 @@ def test_in_a_real_interactive_bash(shell_env: dict[str, str]) -> None:
         os.close(primary)
 
 
+def test_in_a_real_interactive_zsh(shell_env: dict[str, str], gokku: Gokku) -> None:
+    """TAB in zsh (compinit loaded): a verb, then the app after it."""
+    if shutil.which("zsh") is None:
+        pytest.skip("zsh is not installed (ops/test installs it)")
+    gokku.ok("apps:create", "api")
+    primary, secondary = pty.openpty()
+    env = {**shell_env, "PS1": "$ ", "TERM": "dumb"}
+    zsh = subprocess.Popen(
+        ["zsh", "-f", "-i"],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        env=env,
+        start_new_session=True,
+    )
+    os.close(secondary)
+    try:
+        load = b'autoload -U compinit; compinit -u; eval "$(gokku completion zsh)"; echo lo""aded\n'
+        os.write(primary, load)
+        assert b"loaded" in read_until(primary, b"loaded\r\n")
+        os.write(primary, b"gokku config:uns\t")
+        assert read_until(primary, b"config:unset ").endswith(b"config:unset ")
+        os.write(primary, b"\t")  # zsh redraws only what changed
+        assert read_until(primary, b"api ").endswith(b"api ")
+    finally:
+        zsh.kill()
+        zsh.wait()
+        os.close(primary)
+
+
 def read_until(fd: int, wanted: bytes, timeout: float = 30) -> bytes:
     seen = b""
     deadline = time.monotonic() + timeout
@@ -151,9 +183,9 @@ def test_over_the_client_it_is_the_servers_list(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ([], "give a shell (bash or zsh) or --words"),
-        (["bash", "--words"], "give a shell (bash or zsh) or --words"),
-        (["fish"], "no completion for 'fish': use bash or zsh"),
+        ([], "give a shell (bash or zsh or fish) or --words"),
+        (["bash", "--words"], "give a shell (bash or zsh or fish) or --words"),
+        (["tcsh"], "no completion for 'tcsh': use bash or zsh or fish"),
         (["bash", "zsh"], "unexpected argument 'zsh'"),
     ],
 )
@@ -171,3 +203,84 @@ def test_the_zsh_script_is_valid_zsh(gokku: Gokku, tmp_path: Path) -> None:
     assert "compdef _gokku gokku" in script.read_text() and "config:set" in script.read_text()
     checked = subprocess.run(["zsh", "-n", str(script)], capture_output=True, text=True)
     assert (checked.returncode, checked.stderr) == (0, "")
+
+
+def test_names_the_key_may_see_after_the_verbs_that_take_them(
+    door: Door, tmp_path: Path, base_env: dict[str, str], gokku: Gokku
+) -> None:
+    """Through the client, as a user's TAB runs it: apps after APP and -a, the plugin's
+    own services after its commands' SERVICE, alternatives; a member only what it may
+    read; nothing past what the usage says, where file completion takes over."""
+    for app in ("api", "web"):
+        gokku.ok("apps:create", app)
+    kv = write_plugin(tmp_path / "src" / "kv", commands={"commands/args": "echo\n"})
+    (kv / "plugin.yml").write_text("commands:\n  args: {usage: 'SERVICE [X]'}\n")
+    gokku.ok("plugins:add", str(kv))
+    for service in ("db", "cache"):
+        gokku.ok("services:create", "kv", "--name", service)
+    gokku.ok("services:create", "t", "--name", "elsewhere")
+    station = workstation_for(door, tmp_path / "station", base_env)
+    env = with_gokku_on_path(station.cli.env, tmp_path / "bin")
+    script = save(station("completion", "bash").out, tmp_path)
+
+    def tab(line: str, *words: str, environ: dict[str, str] = env) -> list[str]:
+        return complete(environ, script, line, *words, cwd=station.repo)
+
+    assert tab("gokku config:set ", "gokku", "config", ":", "set", "") == ["api", "web"]
+    assert tab("gokku config:get w", "gokku", "config", ":", "get", "w") == ["web"]
+    assert tab("gokku -a ", "gokku", "-a", "") == ["api", "web"]
+    link = ("gokku services:link db -a ", "gokku", "services", ":", "link", "db", "-a", "")
+    assert tab(*link) == ["api", "web"]
+    assert tab("gokku kv:link ", "gokku", "kv", ":", "link", "") == ["cache", "db"]
+    assert tab("gokku kv:link db ", "gokku", "kv", ":", "link", "db", "") == ["api", "web"]
+    assert tab("gokku kv:args ", "gokku", "kv", ":", "args", "") == ["cache", "db"]
+    assert tab("gokku services:info ", "gokku", "services", ":", "info", "") == [
+        "cache",
+        "db",
+        "elsewhere",
+    ]
+    deploy_set = ("gokku apps:deploy-set api ", "gokku", "apps", ":", "deploy-set", "api", "")
+    assert tab(*deploy_set) == ["branch", "wait"]
+    # Past what the usage names, bash's default (file) completion: no reply from gokku.
+    assert tab("gokku config:get api ", "gokku", "config", ":", "get", "api", "") == []
+    # A member: only what it may read, and nothing after a verb it may not run.
+    bob = make_key(tmp_path, "bob")
+    gokku.ok("ssh-keys:add", "bob", str(bob.path) + ".pub")
+    gokku.ok("access:grant", "bob", "app:web", "--read")
+    gokku.ok("access:grant", "bob", "service:cache", "--read")
+    as_bob = {**env, "GOKKU_SSH": env["GOKKU_SSH"].replace(str(door.key.path), str(bob.path))}
+    assert tab("gokku config:set ", "gokku", "config", ":", "set", "", environ=as_bob) == ["web"]
+    assert tab("gokku kv:args ", "gokku", "kv", ":", "args", "", environ=as_bob) == ["cache"]
+    destroy = ("gokku apps:destroy ", "gokku", "apps", ":", "destroy", "")
+    assert tab(*destroy, environ=as_bob) == [] and tab(*destroy) == ["api", "web"]
+
+
+def fish_complete(env: dict[str, str], script: Path, line: str) -> list[str]:
+    """What fish offers for ``line`` (``complete -C``), the script loaded."""
+    done = subprocess.run(
+        ["fish", "--no-config", "-c", 'source $argv[1]; complete -C "$argv[2]"', script, line],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stderr == ""
+    return [candidate.split("\t")[0] for candidate in done.stdout.splitlines()]
+
+
+def test_the_fish_script_completes_verbs_flags_and_names(
+    gokku: Gokku, shell_env: dict[str, str], tmp_path: Path
+) -> None:
+    if shutil.which("fish") is None:
+        pytest.skip("fish is not installed (ops/test installs it)")
+    script = tmp_path / "gokku.fish"
+    script.write_bytes(gokku.ok("completion", "fish").out)
+    gokku.ok("apps:create", "api")
+    assert fish_complete(shell_env, script, "gokku config:se") == ["config:set"]
+    assert fish_complete(shell_env, script, "gokku --qu") == ["--quiet"]
+    assert fish_complete(shell_env, script, "gokku config:unset ") == ["api"]
+    assert fish_complete(shell_env, script, "gokku --app ") == ["api"]
+    # Past what the usage names: files.
+    (tmp_path / "here.env").write_text("")
+    listed = fish_complete(shell_env, script, f"gokku config:import api {tmp_path}/he")
+    assert listed == [f"{tmp_path}/here.env"]

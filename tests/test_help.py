@@ -1,11 +1,16 @@
 """Help where Dokku users look for it: ``help TOPIC``, ``NAMESPACE:help``, ``CMD --help``
-(usage, exit 0, nothing done), plugin commands given ``--help`` unchanged, and hints only
-when they are plausible: within the namespace typed, never from another one."""
+(usage, exit 0, nothing done), for plugin commands too (their ``plugin.yml``, else the
+lines of their help naming them); ``help`` over SSH lists what the key may run; and hints
+only when they are plausible (within the namespace typed, close on every word), or what
+Gokku offers where Dokku has a command it lacks."""
+
+import re
+from pathlib import Path
 
 import pytest
 from conftest import Gokku, write_plugin
 from sshkit import *  # noqa: F403 - fixtures
-from sshkit import Door
+from sshkit import Door, KeyPair, make_key
 
 from gokku.commands import BUILTINS, NAMESPACES, PLUGIN_FORMS, namespace_verbs
 
@@ -91,8 +96,78 @@ def test_dokku_forms_print_their_usage_as_typed(gokku: Gokku, bundled: None) -> 
     )
 
 
-def test_plugin_commands_get_help_flags_unchanged(gokku: Gokku, estate: None) -> None:
-    assert gokku.ok("echo:args", "--help", "-h").stdout == "[--help][-h]"
+def test_after_a_double_dash_help_flags_are_the_scripts(gokku: Gokku, estate: None) -> None:
+    assert gokku.ok("echo:args", "--", "--help", "-h").stdout == "[--][--help][-h]"
+
+
+EXPORT_PAGE = (
+    "Usage: gokku {ns}:export SERVICE > FILE.dump\n\n"
+    "Custom-format dump (pg_dump -Fc) on stdout; progress on stderr\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("command", "first_line"),
+    [
+        ("export", "Usage: gokku {ns}:export SERVICE > FILE.dump\n"),
+        ("connect", "Usage: gokku {ns}:connect SERVICE [PSQL-ARGS...]\n"),
+        ("info", "Usage: gokku {ns}:info SERVICE [--dsn]\n"),
+    ],
+)
+def test_a_bundled_plugin_command_prints_its_usage(
+    gokku: Gokku, bundled: None, command: str, first_line: str
+) -> None:
+    """Where it said "invalid service name '--help'" (exit 2): its plugin.yml's usage and
+    summary, under the name typed, the four ways a Dokku user asks."""
+    before = gokku.snapshot()
+    for ns in ("postgres", "pg"):
+        verb = f"{ns}:{command}"
+        page = gokku.ok("help", verb).stdout
+        assert page.startswith(first_line.format(ns=ns))
+        for args in ([verb, "--help"], [verb, "-h"], [verb, "db", "--help"]):
+            result = gokku(*args)
+            assert (result.code, result.stdout, result.stderr) == (0, page, "")
+    assert gokku.ok("help", "pg:export").stdout == EXPORT_PAGE.format(ns="pg")
+    assert gokku.snapshot() == before
+
+
+def test_without_a_declared_usage_the_lines_of_its_help_name_it(
+    gokku: Gokku, tmp_path: Path
+) -> None:
+    ran = tmp_path / "ran"
+    page = (
+        'echo "=====> demo commands"\n'
+        'echo "  gokku $GOKKU_PLUGIN_NAME:frob SVC        Frob a service"\n'
+        'echo "  gokku $GOKKU_PLUGIN_NAME:frobnicate SVC  Something else"\n'
+        'echo "  gokku dm:start|stop SVC  Control it"\n'
+    )
+    scripts = {"commands/help": page}
+    scripts |= {f"commands/{name}": f"touch {ran}\n" for name in ("frob", "stop", "plain")}
+    gokku.ok("plugins:add", str(write_plugin(tmp_path / "demo", namespace="dm", commands=scripts)))
+    assert gokku.ok("demo:frob", "--help").stdout == "gokku demo:frob SVC        Frob a service\n"
+    assert gokku.ok("help", "dm:stop").stdout == "gokku dm:start|stop SVC  Control it\n"
+    assert gokku.ok("dm:plain", "-h").stdout == (
+        "dm:plain: its plugin's help does not name it (see: gokku dm:help)\n"
+    )
+    assert not ran.exists()  # nothing ran but the help script
+    result = gokku("dm:nope", "--help")
+    assert result.code == 127 and "plugin 'demo' has no command 'nope'" in result.stderr
+
+
+def test_help_postgres_lists_dokkus_forms_in_columns(gokku: Gokku, bundled: None) -> None:
+    page = gokku.ok("help", "postgres").stdout
+    for form in ("create SERVICE [VERSION]", "link SERVICE APP", "unlink", "promote", "list"):
+        assert f"  gokku postgres:{form}" in page
+    assert "gokku postgres:export SERVICE > FILE.dump" in page
+    assert_columns(page)
+    assert_columns(gokku.ok("help", "redis").stdout)
+
+
+def assert_columns(page: str) -> None:
+    """Every command row's summary starts in the same column."""
+    rows = [re.match(r"  gokku \S.*?  +(?=\S)", line) for line in page.splitlines()]
+    starts = {row.end() for row in rows if row}
+    assert len(rows) > 5 and len(starts) == 1, page
 
 
 @pytest.mark.parametrize(
@@ -100,6 +175,7 @@ def test_plugin_commands_get_help_flags_unchanged(gokku: Gokku, estate: None) ->
     [
         (["help", "nope"], 2, "no help on 'nope' (see: gokku help)"),
         (["help", "confg"], 2, "no help on 'confg'; did you mean 'config'? (see: gokku help)"),
+        (["help", "ps"], 2, "no help on 'ps': Gokku runs no app processes"),
         (["help", "config", "set"], 2, "unexpected argument 'set'; usage: gokku help [TOPIC]"),
         (["config:help", "set"], 2, "unexpected argument 'set'; usage: gokku config:help"),
         (
@@ -114,6 +190,9 @@ def test_plugin_commands_get_help_flags_unchanged(gokku: Gokku, estate: None) ->
         (["postgress:export"], 127, "did you mean 'postgres:export'? (see: gokku help)"),
         (["confg:set"], 127, "did you mean 'config:set'? (see: gokku help)"),
         (["verison"], 127, "unknown command 'verison'; did you mean 'version'?"),
+        (["config:sett"], 127, "did you mean 'config:set'? (see: gokku help config)"),
+        (["postgres:exprot"], 127, "has no command 'exprot'; did you mean 'postgres:export'?"),
+        (["serivces:list"], 127, "did you mean 'services:list'? (see: gokku help)"),
     ],
 )
 def test_bad_topics_and_hints(
@@ -135,10 +214,112 @@ def test_help_over_ssh(door: Door, gokku: Gokku) -> None:
     assert usage.stdout.startswith("Usage: gokku config:set [-a] APP KEY=VALUE...")
     assert door.ssh("help config").stdout == door.ssh("config:help").stdout
     assert door.ssh("services:help").stdout.startswith("=====> services commands\n")
-    assert door.ssh("t:args --help -h").stdout == "[--help]\n[-h]\n"
+    assert door.ssh("t:args -- --help -h").stdout == "[--]\n[--help]\n[-h]\n"
+    export = door.ssh("postgres:export --help")
+    assert (export.code, export.stdout, export.stderr) == (
+        0,
+        EXPORT_PAGE.format(ns="postgres"),
+        "",
+    )
     for command, said in (
         ("apps:info", "unknown command 'apps:info' (see: gokku help apps)"),
         ("report", "unknown command 'report' (see: gokku help)"),
     ):
         result = door.ssh(command)
         assert (result.code, result.stderr) == (127, f" !     {said}\n")
+
+
+@pytest.mark.parametrize(
+    ("verb", "offered"),
+    [
+        ("ps:restart", "Gokku runs no app processes: a deploy plugin (hooks/deploy)"),
+        ("ps:rebuild", "to deploy again: apps:deploy APP"),
+        ("domains:add", "Gokku serves no HTTP"),
+        ("proxy:report", "Gokku serves no HTTP"),
+        ("letsencrypt:enable", "Gokku serves no HTTP: your deploy plugin or a web server"),
+        ("certs:add", "(certificates)"),
+        ("logs", "a deploy's output: apps:deploy-log APP; a service's log: services:logs SVC"),
+        ("run", "a service's shell: PLUGIN:connect SVC"),
+        ("plugin:install", "plugins are plugins:add SOURCE, plugins:list"),
+        ("apps:report", "an app at a glance: apps:list, apps:deploys APP, config:show APP"),
+        ("git:sync", "push with git (git push gokku@HOST:APP BRANCH)"),
+    ],
+)
+def test_dokkus_namespaces_say_what_gokku_offers(
+    gokku: Gokku, bundled: None, verb: str, offered: str
+) -> None:
+    before = gokku.snapshot()
+    result = gokku(verb, "api")
+    assert (result.code, result.stdout) == (127, "")
+    assert result.stderr.startswith(f" !     unknown command {verb!r}: ")
+    assert offered in result.stderr and result.stderr.count("\n") == 1
+    assert "did you mean" not in result.stderr
+    assert gokku.snapshot() == before
+
+
+@pytest.mark.parametrize(
+    "verb",
+    ["pg:expose", "postgres:unexpose", "apps:rename", "apps:info", "cron:list", "registry:login"],
+)
+def test_no_hint_rather_than_a_misleading_one(gokku: Gokku, bundled: None, verb: str) -> None:
+    """pg:expose -> pg:export, apps:rename -> apps:create, cron:list -> config:list: close
+    letters, other deeds."""
+    result = gokku(verb, "db")
+    assert result.code == 127 and result.stderr.count("\n") == 1
+    assert "did you mean" not in result.stderr
+
+
+@pytest.fixture
+def bob(gokku: Gokku, keydir: Path) -> KeyPair:
+    key = make_key(keydir, "bob")
+    gokku.ok("ssh-keys:add", "bob", input=key.public.encode())
+    return key
+
+
+def test_help_over_ssh_lists_what_the_key_may_run(door: Door, gokku: Gokku, bob: KeyPair) -> None:
+    gokku.ok("plugins:add", "postgres")
+    local, admin = gokku.ok("help").stdout, door.ssh("help").stdout
+    member = door.ssh("help", key=bob.path).stdout
+    assert "  serve " in local and "  serve " not in admin  # not over SSH, whoever asks
+    for verb in ("plugins:add", "ssh-keys:add", "access:grant", "apps:create", "doctor"):
+        assert f"  {verb} " in admin and f"  {verb} " not in member
+    assert "  config:set " in member and "  whoami " in member and "postgres (pg)" in member
+    assert "(none your key may run: ask an admin)" in door.ssh("help ssh-keys", key=bob.path).stdout
+    services = door.ssh("help services", key=bob.path).stdout
+    assert "PLUGIN:link SVC APP" in services and "PLUGIN:create" not in services
+    # The plugin's page: no rows an admin alone may run, still in columns.
+    page = door.ssh("help postgres", key=bob.path).stdout
+    assert "postgres:link SERVICE APP" in page and "postgres:create" not in page
+    assert "postgres:destroy" not in page and "postgres:destroy" in door.ssh("help pg").stdout
+    assert_columns(page)
+    # Asking for the usage of what the key may not run is refused as running it is.
+    for command in ("help apps:create", "apps:create --help", "pg:destroy --help"):
+        refused = door.ssh(command, key=bob.path)
+        assert refused.code == 1 and "(admins only)" in refused.stderr, command
+    assert door.ssh("help pg:export", key=bob.path).stdout == EXPORT_PAGE.format(ns="pg")
+    serve = door.ssh("help serve")
+    assert serve.code == 1 and "serve is not available over SSH" in serve.stderr
+
+
+def test_a_plugin_commands_unknown_service_gets_a_hint_from_what_the_key_may_see(
+    door: Door, gokku: Gokku, bob: KeyPair, tmp_path: Path
+) -> None:
+    """Its usage (plugin.yml) says the first word is a service: Gokku checks it before
+    the script runs, and hints only at names the caller could list."""
+    kv = write_plugin(tmp_path / "src" / "kv")
+    (kv / "plugin.yml").write_text("commands:\n  info: {usage: SERVICE}\n")
+    gokku.ok("plugins:add", str(kv))
+    gokku.ok("apps:create", "api")
+    for service in ("uxdb", "secret"):
+        gokku.ok("services:create", "kv", "--name", service)
+    result = gokku("kv:info", "uxbd")
+    assert (result.code, result.stdout) == (1, "")
+    assert result.stderr == (
+        " !     service 'uxbd' does not exist (see: gokku services:list); did you mean 'uxdb'?\n"
+    )
+    assert "did you mean 'api'?" in gokku("kv:link", "uxdb", "apii").stderr
+    assert "did you mean" not in door.ssh("kv:info uxbd", key=bob.path).stderr
+    gokku.ok("access:grant", "bob", "service:uxdb", "--read")
+    assert "did you mean 'uxdb'?" in door.ssh("kv:info uxbd", key=bob.path).stderr
+    assert "did you mean" not in door.ssh("kv:info secrte", key=bob.path).stderr
+    assert door.ssh("kv:info uxdb", key=bob.path).stdout == "info uxdb\n"

@@ -6,8 +6,9 @@ commands exactly as written there. Each runs in bash from a git project on the
 - ``gokku@host:2222`` (a remote's URL) becomes the test server's address and port;
 - ``ssh [-t] -p 2222 gokku@host`` becomes the test's ssh (its key, throwaway known hosts)
   to the test server;
-- ``gokku`` is this checkout's CLI: a client (``GOKKU_REMOTE=gokku``, ``GOKKU_SSH`` with
-  the key) except on lines marked ``# on the server``, which run on the server's state;
+- ``gokku`` is the client installed as "The gokku command on your machine" says, into a
+  HOME without Gokku state (``GOKKU_REMOTE=gokku``, ``GOKKU_SSH`` with the key), except on
+  lines marked ``# on the server``, which run this checkout's CLI on the server's state;
   ``git`` gets the same ssh as ``GIT_SSH_COMMAND``;
 - the key in use is ``me`` (the admin), then ``dev`` after ``# the developer:`` and
   ``backup`` after ``# the backup job:``.
@@ -66,15 +67,28 @@ class Walk:
         self.keys = {name: make_key(keys, name).path for name in ("me", "dev", "backup")}
         for name, path in self.keys.items():
             (self.project / f"{name}.pub").write_bytes(Path(f"{path}.pub").read_bytes())
-        bin_dir = folder / "bin"
-        bin_dir.mkdir()
-        (bin_dir / "gokku").write_text(f'#!/bin/sh\nexec {sys.executable} -m gokku "$@"\n')
-        (bin_dir / "gokku").chmod(0o755)
-        self.path = f"{bin_dir}:{os.environ['PATH']}"
+        server_bin = folder / "server-bin"
+        server_bin.mkdir()
+        (server_bin / "gokku").write_text(f'#!/bin/sh\nexec {sys.executable} -m gokku "$@"\n')
+        (server_bin / "gokku").chmod(0o755)
+        self.server_path = f"{server_bin}:{os.environ['PATH']}"
+        self.home = folder / "home"  # the workstation's: no Gokku state, no gokku yet
+        self.home.mkdir()
+        self.path = f"{self.home / '.local' / 'bin'}:/usr/bin:/bin"
+        self.install(example("## The gokku command on your machine"))
         self.git("init", "-q", "-b", "main")
         (self.project / "app.py").write_text("print('hello')\n")
         self.git("add", "app.py")
         self.git("commit", "-q", "-m", "first")
+
+    def install(self, lines: list[str]) -> None:
+        """The README's installation of the client, in this checkout, into the HOME."""
+        env = {"HOME": str(self.home), "PATH": "/usr/bin:/bin"}
+        for line in lines:
+            done = subprocess.run(
+                ["sh", "-c", line], cwd=REPO, env=env, capture_output=True, text=True
+            )
+            assert done.returncode == 0, (line, done.stderr)
 
     def git(self, *args: str) -> None:
         env = {**os.environ, **IDENTITY}
@@ -104,12 +118,11 @@ class Walk:
                 continue
             comment = line.partition("#")[2]
             if "on the server" in comment:
-                env = {**self.server.env, "PATH": self.path}
+                env = {**self.server.env, "PATH": self.server_path}
             else:
-                env = {k: v for k, v in os.environ.items() if not k.startswith("GOKKU_")}
                 ssh = self.ssh(key, False)
-                env.update(IDENTITY, PATH=self.path, PYTHONPATH=str(REPO), GOKKU_REMOTE="gokku")
-                env.update(GOKKU_SSH=ssh, GIT_SSH_COMMAND=ssh)
+                env = {**IDENTITY, "HOME": str(self.home), "PATH": self.path}
+                env.update(GOKKU_REMOTE="gokku", GOKKU_SSH=ssh, GIT_SSH_COMMAND=ssh)
             done = subprocess.run(
                 ["bash", "-c", "set -o pipefail\n" + self.rewrite(line, key)],
                 cwd=self.project,

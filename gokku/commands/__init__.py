@@ -5,9 +5,11 @@ command checks the app or service it acts on) or LOCAL (doors and plugin helpers
 reachable from an SSH identity). The dispatcher enforces it before routing.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gokku.access import ADMIN, ANY, GRANTED, LOCAL
+from gokku.shapes import APP_USAGES
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,8 @@ BUILTINS: dict[str, Builtin] = {
             (
                 "completion",
                 "completion",
-                "completion bash|zsh|--words",
-                "Print a shell completion script; --words: the commands it completes",
+                "completion bash|zsh|fish|--words [WORDS...]",
+                "Print a shell completion script; --words: what may follow WORDS",
                 ANY,
             ),
         ],
@@ -118,21 +120,21 @@ BUILTINS: dict[str, Builtin] = {
             (
                 "services:link",
                 "link",
-                "services:link SVC -a APP [--alias NAME] [--env ENV]",
+                APP_USAGES["services:link"],
                 "Write a service's variables into an app's .env (under NAME_*: --alias)",
                 GRANTED,
             ),
             (
                 "services:promote",
                 "promote",
-                "services:promote SVC -a APP [--env ENV]",
+                APP_USAGES["services:promote"],
                 "Make a service linked under an alias the app's primary one (DATABASE_URL...)",
                 GRANTED,
             ),
             (
                 "services:unlink",
                 "unlink",
-                "services:unlink SVC -a APP [--env ENV]",
+                APP_USAGES["services:unlink"],
                 "Remove a service's variables from an app's .env",
                 GRANTED,
             ),
@@ -194,34 +196,34 @@ BUILTINS: dict[str, Builtin] = {
     **_table(
         "apps",
         [
-            ("apps:create", "create", "apps:create APP", "Create an app", ADMIN),
+            ("apps:create", "create", APP_USAGES["apps:create"], "Create an app", ADMIN),
             ("apps:list", "list_", "apps:list [--format json]", "List apps", ANY),
-            ("apps:destroy", "destroy", "apps:destroy APP [--force]", "Destroy an app", ADMIN),
+            ("apps:destroy", "destroy", APP_USAGES["apps:destroy"], "Destroy an app", ADMIN),
             (
                 "apps:deploy",
                 "deploy",
-                "apps:deploy APP [REV]",
+                APP_USAGES["apps:deploy"],
                 "Deploy the deploy branch again, or REV (then the branch points at it)",
                 GRANTED,
             ),
             (
                 "apps:deploys",
                 "deploys_",
-                "apps:deploys APP [--format json]",
+                APP_USAGES["apps:deploys"],
                 "List the app's last deploys: revision, key, start, duration, result",
                 GRANTED,
             ),
             (
                 "apps:deploy-log",
                 "deploy_log",
-                "apps:deploy-log APP [N]",
+                APP_USAGES["apps:deploy-log"],
                 "Show the output of the last deploy (or of deploy N)",
                 GRANTED,
             ),
             (
                 "apps:deploy-set",
                 "deploy_set",
-                "apps:deploy-set APP branch|wait [VALUE]",
+                APP_USAGES["apps:deploy-set"],
                 "Set the branch that deploys, or how long a deploy waits for the one before",
                 GRANTED,
             ),
@@ -233,49 +235,49 @@ BUILTINS: dict[str, Builtin] = {
             (
                 "config:set",
                 "set_",
-                "config:set [-a] APP KEY=VALUE...|--stdin [--encoded] [--env ENV]",
+                APP_USAGES["config:set"],
                 "Set app variables (--encoded: values in base64)",
                 GRANTED,
             ),
             (
                 "config:get",
                 "get",
-                "config:get [-a] APP KEY [--env ENV]",
+                APP_USAGES["config:get"],
                 "Print one variable",
                 GRANTED,
             ),
             (
                 "config:list",
                 "list_",
-                "config:list [-a] APP [--env ENV] [--format json|shell]",
+                APP_USAGES["config:list"],
                 "List app variables",
                 GRANTED,
             ),
             (
                 "config:show",
                 "show",
-                "config:show [-a] APP [--env ENV] [--format json|shell]",
+                APP_USAGES["config:show"],
                 "List app variables (config:list)",
                 GRANTED,
             ),
             (
                 "config:export",
                 "export",
-                "config:export [-a] APP [--env ENV]",
+                APP_USAGES["config:export"],
                 "Print app variables as shell export lines",
                 GRANTED,
             ),
             (
                 "config:import",
                 "import_",
-                "config:import [-a] APP [--env ENV] < .env",
+                APP_USAGES["config:import"],
                 "Set every variable of a .env file read from stdin",
                 GRANTED,
             ),
             (
                 "config:unset",
                 "unset",
-                "config:unset [-a] APP KEY... [--env ENV]",
+                APP_USAGES["config:unset"],
                 "Remove app variables",
                 GRANTED,
             ),
@@ -503,6 +505,26 @@ def form_usage(verb: str) -> str:
     """The usage line of a Dokku form as typed: ``gokku pg:link SVC APP [--env ENV]``."""
     namespace, _, command = verb.partition(":")
     return "gokku " + PLUGIN_FORMS[command].usage.replace("PLUGIN", namespace, 1)
+
+
+APP_VALUES = {"-a": "app", "--app": "app"}
+
+
+def take_app(ctx, opts, usage: str, app_word: Callable[[str], bool] = lambda word: True) -> str:
+    """The app a verb of ``[-a] APP`` acts on: ``-a APP`` after the verb, else before it,
+    and in Dokku's form the first word (taken from ``opts.positional``). With ``-a`` too
+    (the client adds it from the git remote) a first word that repeats that name is still
+    the app; another one is the verb's next argument (``-a api apps:deploy REV``)."""
+    from gokku.errors import UsageError
+    from gokku.names import check_name
+
+    app = opts.get("app", ctx.app)
+    first = opts.positional[0] if opts.positional else None
+    if first is not None and app in (None, first) and app_word(first):
+        app = opts.positional.pop(0)
+    if not app:
+        raise UsageError(f"missing -a APP; usage: {usage}")
+    return check_name("app", app)
 
 
 def read_assignments(ctx, opts, words: list[str], usage: str, check) -> dict[str, str]:

@@ -1,20 +1,32 @@
 """``apps:*`` verbs."""
 
 from gokku import access, apps, confirm, deploylog, deploys, keys, repos, services
-from gokku.cmdline import is_number, parse
-from gokku.commands import usage_line
+from gokku.cmdline import Parsed, is_number, parse
+from gokku.commands import APP_VALUES, take_app, usage_line
 from gokku.context import Context
 from gokku.errors import GokkuError, UsageError
-from gokku.names import check_name
 from gokku.ssh.config import load as load_config
 
 
-def _app_arg(ctx: Context, verb: str, args: list[str], **flags: str) -> tuple[str, object]:
-    opts = parse(args, usage_line(verb), flags=flags, max_args=1)
-    app = opts.positional[0] if opts.positional else ctx.app
-    if not app:
-        raise GokkuError(f"missing app name; usage: {usage_line(verb)}")
-    return check_name("app", app), opts
+def _app_arg(
+    ctx: Context,
+    verb: str,
+    args: list[str],
+    count: tuple[int, int] = (0, 0),
+    values: dict[str, str] | None = None,
+    **flags: str,
+) -> tuple[str, Parsed]:
+    """The app (``take_app``: ``-a APP`` or the first word) and the options; ``count``:
+    how many more words the verb takes, at least and at most."""
+    usage = usage_line(verb)
+    opts = parse(args, usage, values={**APP_VALUES, **(values or {})}, flags=flags)
+    app = take_app(ctx, opts, usage)
+    least, most = count
+    if len(opts.positional) < least:
+        raise UsageError(f"missing argument; usage: {usage}")
+    if len(opts.positional) > most:
+        raise UsageError(f"unexpected argument {opts.positional[most]!r}; usage: {usage}")
+    return app, opts
 
 
 def _refuse_linked(ctx: Context, app: str, force: bool) -> list[tuple[str, str]]:
@@ -85,19 +97,16 @@ def destroy(ctx: Context, args: list[str]) -> int:
 
 def deploy(ctx: Context, args: list[str]) -> int:
     """``apps:deploy APP [REV]``: Dokku's ps:rebuild, and a rollback with REV."""
-    opts = parse(args, usage_line("apps:deploy"), min_args=1, max_args=2)
-    app = check_name("app", opts.positional[0])
+    app, opts = _app_arg(ctx, "apps:deploy", args, (0, 1))
     access.require(ctx, "app", app, access.WRITE)
     repos.require(ctx.root, app)
     with deploys.locked(ctx, app, "apps:deploy"):
-        deploys.redeploy(ctx, app, opts.positional[1] if len(opts.positional) == 2 else None)
+        deploys.redeploy(ctx, app, opts.positional[0] if opts.positional else None)
     return 0
 
 
 def deploys_(ctx: Context, args: list[str]) -> int:
-    usage = usage_line("apps:deploys")
-    opts = parse(args, usage, values={"--format": "format"}, min_args=1, max_args=1)
-    app = check_name("app", opts.positional[0])
+    app, opts = _app_arg(ctx, "apps:deploys", args, values={"--format": "format"})
     access.require(ctx, "app", app, access.READ)
     apps.require(ctx.root, app)
     ctx.listing(
@@ -119,12 +128,10 @@ def deploys_(ctx: Context, args: list[str]) -> int:
 
 
 def deploy_log(ctx: Context, args: list[str]) -> int:
-    usage = usage_line("apps:deploy-log")
-    opts = parse(args, usage, min_args=1, max_args=2)
-    app = check_name("app", opts.positional[0])
+    app, opts = _app_arg(ctx, "apps:deploy-log", args, (0, 1))
     access.require(ctx, "app", app, access.READ)
     apps.require(ctx.root, app)
-    number = opts.positional[1] if len(opts.positional) == 2 else None
+    number = opts.positional[0] if opts.positional else None
     if number is not None and not is_number(number):
         raise UsageError(f"N must be a deploy's number (see: gokku apps:deploys {app})")
     path = deploylog.log_path(ctx.root, app, None if number is None else int(number))
@@ -135,10 +142,9 @@ def deploy_log(ctx: Context, args: list[str]) -> int:
 
 def deploy_set(ctx: Context, args: list[str]) -> int:
     """``apps:deploy-set APP branch|wait [VALUE]``: without VALUE, back to the default."""
-    opts = parse(args, usage_line("apps:deploy-set"), min_args=2, max_args=3)
-    app = check_name("app", opts.positional[0])
+    app, opts = _app_arg(ctx, "apps:deploy-set", args, (1, 2))
     access.require(ctx, "app", app, access.WRITE)
-    key, value = opts.positional[1], (opts.positional[2:] or [None])[0]
+    key, value = opts.positional[0], (opts.positional[1:] or [None])[0]
     stored = deploys.set_setting(ctx, app, key, value)
     ctx.info(f"{key} of {app}: {'the default' if stored is None else stored}")
     return 0

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from gokku import access, apps, envfile, services
 from gokku.cmdline import MAX_STDIN_ASSIGNMENTS, Parsed, parse
-from gokku.commands import read_assignments, usage_line
+from gokku.commands import APP_VALUES, read_assignments, take_app, usage_line
 from gokku.context import Context
 from gokku.errors import GokkuError, NotFound, UsageError
 from gokku.names import check_env_key, check_name
@@ -32,19 +32,11 @@ def _opts(
     """Parse, name the app (``-a``, or a first argument ``app_word`` accepts that agrees
     with it) and check the caller's access to it before anything is read."""
     usage = usage_line(verb)
-    values = {"-a": "app", "--app": "app", "--env": "env", "-e": "env", **(values or {})}
+    values = {**APP_VALUES, "--env": "env", "-e": "env", **(values or {})}
     opts: Parsed = parse(args, usage, values=values, flags=flags)
-    app = opts.get("app", ctx.app)
-    first = opts.positional[0] if opts.positional else None
-    # Dokku's form names the app first; with ``-a`` too (the client adds it from the git
-    # remote) a first word that repeats that name is still the app, not a variable.
-    if first is not None and app in (None, first) and app_word(first):
-        app = opts.positional.pop(0)
-    if not app:
-        raise UsageError(f"missing -a APP; usage: {usage}")
+    app = take_app(ctx, opts, usage, app_word)
     if len(opts.positional) < min_args:
         raise UsageError(f"missing argument; usage: {usage}")
-    check_name("app", app)
     access.require(ctx, "app", app, level)
     apps.require(ctx.root, app)
     return app, check_name("environment", opts.get("env", apps.DEFAULT_ENV)), opts, usage

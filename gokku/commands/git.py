@@ -17,6 +17,10 @@ from gokku.context import Context, Identity
 from gokku.errors import UsageError
 from gokku.names import app_of, check_name
 
+# Set for git receive-pack when the push created the app: its pre-receive hook says so,
+# on git's side band, where the client prefixes it with "remote:" like every line after.
+CREATED = "GOKKU_CREATED_APP"
+
 
 def receive_pack(ctx: Context, args: list[str]) -> int:
     app = _app(args, "git-receive-pack")
@@ -27,10 +31,9 @@ def receive_pack(ctx: Context, args: list[str]) -> int:
         # The first push creates the app: that is an admin's to do.
         access.require_admin(ctx, f"create app {app!r} by pushing to it")
     with deploys.locked(ctx, app, "git push"):
-        if repos.ensure(ctx.root, app):
-            ctx.info(f"Created app {app}")
+        created = {CREATED: app} if repos.ensure(ctx.root, app) else {}
         repo = ctx.root.repo(app)
-        env = {**runner.base_env(ctx), **runner.callback_env(), "GOKKU_APP": app}
+        env = {**runner.base_env(ctx), **runner.callback_env(), "GOKKU_APP": app, **created}
         code = _git(ctx, "receive-pack", repo, env)
         if code == 0:
             repos.point_head(repo)
@@ -60,6 +63,8 @@ def hook(ctx: Context, args: list[str]) -> int:
         for line in ctx.request.stdin.read().decode().splitlines()
         if len(line.split()) == 3
     ]
+    if which == "pre-receive" and os.environ.get(CREATED) == app:
+        ctx.info(f"Created app {app}")  # from the hook: git shows it as remote: -----> ...
     handlers[which](_as_pusher(ctx), app, updates)
     return 0
 

@@ -1,21 +1,35 @@
 """``help`` and ``version``.
 
-``help`` alone lists every built-in and plugin; ``help TOPIC`` narrows it to one built-in
-namespace (``help config``, also ``config:help``), one plugin (its own help script) or one
-built-in command (its usage, also ``CMD --help``).
+``help`` alone lists the built-ins the caller may run and every plugin; ``help TOPIC``
+narrows it to one built-in namespace (``help config``, also ``config:help``), one plugin
+(its own help script) or one command (its usage, also ``CMD --help``): a built-in's from
+the command table, a plugin command's from its ``plugin.yml``, else from the lines of the
+plugin's help that name it.
 """
 
-from gokku import __version__
+import re
+import signal
+import subprocess
+from typing import TYPE_CHECKING
+
+from gokku import __version__, access
 from gokku.commands import (
     BUILTINS,
     NAMESPACES,
     PLUGIN_FORMS,
     Builtin,
+    form_usage,
     namespace_verbs,
     usage_line,
 )
 from gokku.context import Context
 from gokku.errors import UsageError
+
+if TYPE_CHECKING:
+    from gokku.plugins.registry import Plugin
+
+# How long a plugin's help script may take when Gokku reads it for one command's lines.
+HELP_SECONDS = 5
 
 
 def help(ctx: Context, args: list[str]) -> int:  # noqa: A001 - the verb is "help"
@@ -30,7 +44,7 @@ def help(ctx: Context, args: list[str]) -> int:  # noqa: A001 - the verb is "hel
     ctx.out("Help on one topic: gokku help config, gokku help PLUGIN, gokku COMMAND --help")
     ctx.out("")
     ctx.out("=====> Built-in commands")
-    _rows(ctx, [b for b in BUILTINS.values() if not b.hidden])
+    _rows(ctx, _allowed(ctx, [verb for verb, b in BUILTINS.items() if not b.hidden]))
     plugins = registry.installed(ctx.root)
     ctx.out("")
     ctx.out("=====> Plugins")
@@ -44,21 +58,37 @@ def help(ctx: Context, args: list[str]) -> int:  # noqa: A001 - the verb is "hel
 
 
 def _topic(ctx: Context, topic: str) -> int:
-    from gokku.dispatcher import did_you_mean, route
+    from gokku.dispatcher import route
     from gokku.plugins import registry
+    from gokku.suggest import hint
 
     builtin = BUILTINS.get(topic)
     if builtin is not None and not builtin.hidden:
+        access.check_verb(ctx, topic, builtin.access)
         return usage(ctx, usage_line(topic), builtin.summary)
     namespace, _, command = topic.partition(":")
     if namespace in NAMESPACES and command in ("", "help"):
         return namespace_help(ctx, namespace, [])
-    if registry.find(ctx.root, namespace) is not None:
+    plugin = registry.find(ctx.root, namespace)
+    if plugin is not None and command in ("", "help"):
         return route(ctx, f"{namespace}:help", [])
-    raise UsageError(f"no help on {topic!r}{did_you_mean(ctx, topic)}")
+    if plugin is not None:
+        return plugin_command(ctx, plugin, namespace, command)
+    raise UsageError(f"no help on {topic!r}{hint(ctx, topic)}")
+
+
+def _allowed(ctx: Context, verbs: list[str]) -> list[Builtin]:
+    """The table rows of ``verbs`` the caller may run: a member sees no admin verbs, an
+    SSH caller not the doors' own (``serve``)."""
+    identity = ctx.request.identity
+    table = {**BUILTINS, **{f"PLUGIN:{c}": f for c, f in PLUGIN_FORMS.items()}}
+    return [table[v] for v in verbs if access.verb_allowed(identity, table[v].access)]
 
 
 def _rows(ctx: Context, builtins: list[Builtin]) -> None:
+    if not builtins:
+        ctx.out("  (none your key may run: ask an admin)")
+        return
     width = max(len(b.usage) for b in builtins)
     for builtin in builtins:
         ctx.out(f"  {builtin.usage.ljust(width)}  {builtin.summary}")
@@ -77,12 +107,61 @@ def namespace_help(ctx: Context, namespace: str, args: list[str]) -> int:
     if args:
         raise UsageError(f"unexpected argument {args[0]!r}; usage: gokku {namespace}:help")
     ctx.out(f"=====> {namespace} commands")
-    _rows(ctx, [BUILTINS[verb] for verb in namespace_verbs(namespace)])
+    _rows(ctx, _allowed(ctx, namespace_verbs(namespace)))
     if namespace == "services":
         ctx.out("")
         ctx.out("=====> Dokku's forms, for every plugin without a script of that name")
-        _rows(ctx, list(PLUGIN_FORMS.values()))
+        _rows(ctx, _allowed(ctx, [f"PLUGIN:{command}" for command in PLUGIN_FORMS]))
     return 0
+
+
+def plugin_command(ctx: Context, plugin: "Plugin", namespace: str, command: str) -> int:
+    """``PLUGIN:CMD --help`` and ``help PLUGIN:CMD``: the command's usage, nothing run
+    (a Dokku form's from the command table)."""
+    from gokku.commands.plugin_exec import run_plugin_command, script_of
+
+    verb = f"{namespace}:{command}"
+    form = PLUGIN_FORMS.get(command)
+    if form is not None and plugin.script(command) is None:
+        access.check_verb(ctx, verb, form.access)
+        return usage(ctx, form_usage(verb), form.summary)
+    script_of(plugin, namespace, command)
+    if command == "help":
+        return run_plugin_command(ctx, plugin, namespace, command, [])
+    if plugin.access(command) == access.ADMIN:
+        access.require_admin(ctx, f"run {verb}")
+    declared = plugin.usage(command)
+    if declared is not None:
+        return usage(ctx, f"gokku {verb} {declared[0]}".rstrip(), declared[1])
+    lines = _help_lines(ctx, plugin, command)
+    unnamed = f"{verb}: its plugin's help does not name it (see: gokku {namespace}:help)"
+    ctx.out("\n".join(lines) or unnamed)
+    return 0
+
+
+def _help_lines(ctx: Context, plugin: "Plugin", command: str) -> list[str]:
+    """The lines of the plugin's help that name ``command`` (``postgres:export``, or
+    ``pg:start|stop|restart`` for ``stop``), as the help script prints them."""
+    from gokku.runner import forward_to_group, spawn_captured
+
+    script = plugin.script("help")
+    if script is None:
+        return []
+    proc = spawn_captured(ctx, plugin, script, [])
+    try:
+        out, _ = proc.communicate(timeout=HELP_SECONDS)
+    except subprocess.TimeoutExpired:
+        forward_to_group(proc.pid, signal.SIGKILL)  # before the wait reaps the group's leader
+        proc.stdout.close()
+        proc.wait()
+        out = b""
+    names = "|".join(re.escape(n) for n in filter(None, (plugin.name, plugin.namespace)))
+    named = re.compile(rf"(?<![\w-])(?:{names}):([\w|-]+)")
+    return [
+        line.strip()
+        for line in out.decode(errors="replace").splitlines()
+        if any(command in m.split("|") for m in named.findall(line))
+    ]
 
 
 def version(ctx: Context, args: list[str]) -> int:

@@ -1,10 +1,9 @@
 """``PLUGIN:CMD ARGS...``: run a plugin's own command script with the user's argv."""
 
-import difflib
 import os
 from pathlib import Path
 
-from gokku import access, redact, services
+from gokku import access, redact, services, suggest
 from gokku.commands import plugin_commands
 from gokku.context import Context
 from gokku.errors import AccessDenied, GokkuError, UnknownCommand, UsageError
@@ -18,13 +17,7 @@ def run_plugin_command(
     ctx: Context, plugin: Plugin, namespace: str, command: str, args: list[str]
 ) -> int:
     """Run ``NAMESPACE:COMMAND``; ``namespace`` is what the user typed (name or alias)."""
-    script = None if command in LIFECYCLE else plugin.script(command)
-    if script is None:
-        close = difflib.get_close_matches(command, plugin_commands(plugin), n=1, cutoff=0.6)
-        hint = f"; did you mean '{namespace}:{close[0]}'?" if close else ""
-        raise UnknownCommand(
-            f"plugin {plugin.name!r} has no command {command!r}{hint} (see: gokku {namespace}:help)"
-        )
+    script = script_of(plugin, namespace, command)
     service = _service_of(ctx, plugin, command, args)
     authorize(ctx, plugin, f"{namespace}:{command}", command, service)
     io = plugin.io(command)
@@ -71,11 +64,24 @@ def run_for(
         return run_script(masked_ctx, plugin, script, args, extra, io)
 
 
+def script_of(plugin: Plugin, namespace: str, command: str) -> Path:
+    """The script ``NAMESPACE:COMMAND`` runs, or UnknownCommand with a plausible hint."""
+    script = None if command in LIFECYCLE else plugin.script(command)
+    if script is None:
+        hint = suggest.plugin_command(namespace, command, plugin_commands(plugin))
+        raise UnknownCommand(
+            f"plugin {plugin.name!r} has no command {command!r}{hint} (see: gokku {namespace}:help)"
+        )
+    return script
+
+
 def _service_of(ctx: Context, plugin: Plugin, command: str, args: list[str]) -> str | None:
     """The service the first argument names, when it is one of this plugin's.
 
     Whether the caller may see it is decided before whether it exists: a member asking
-    about a service it may not see gets the same answer whether or not there is one.
+    about a service it may not see gets the same answer whether or not there is one. A
+    command whose declared usage starts with a service refuses a name that is none, with
+    the closest one the caller may see (the dispatcher adds it).
     """
     if not args or not is_name(args[0]):
         return None
@@ -85,6 +91,8 @@ def _service_of(ctx: Context, plugin: Plugin, command: str, args: list[str]) -> 
     elif not access.allows(ctx.request.identity, "service", args[0], access.READ):
         return None  # any or admin: a word the caller may not read names nothing
     if not services.exists(ctx.root, args[0]):
+        if plugin.takes_service(command):
+            services.load(ctx.root, args[0])  # NotFound, naming the service
         return None
     owner = services.load(ctx.root, args[0]).plugin
     if owner != plugin.name:

@@ -278,6 +278,19 @@ usage_error() {
   exit 2
 }
 
+# help_rows USAGE SUMMARY [USAGE SUMMARY...]: help lines "  USAGE  SUMMARY", the summaries
+# in one column whatever the plugin's name.
+help_rows() {
+  local -a rows=("$@")
+  local width=0 i
+  for ((i = 0; i < ${#rows[@]}; i += 2)); do
+    if ((${#rows[i]} > width)); then width=${#rows[i]}; fi
+  done
+  for ((i = 0; i < ${#rows[@]}; i += 2)); do
+    printf '  %-*s  %s\n' "$width" "${rows[i]}" "${rows[i + 1]}"
+  done
+}
+
 # service_path SERVICE: the service's directory, from a name checked the way Gokku checks
 # it, so that nothing outside the services directory can be reached through a name.
 service_path() {
@@ -403,25 +416,34 @@ uptime_text() {
   fi
 }
 
-# show_logs FILE ARGS...: the `logs` command: the last lines of FILE (--tail N, default
-# 100), and with -f/--follow (Dokku's -t too) keep printing what the server writes.
+# show_logs FILE ARGS...: the `logs` command, as Dokku's: the last lines of FILE (-n N,
+# default 100); -t/--tail [N] (Dokku's) or -f/--follow keeps printing what the server
+# writes, starting with the last N lines.
 show_logs() {
   local file="$1" follow="" lines=100
   shift
   while [ $# -gt 0 ]; do
     case "$1" in
-      -f | --follow | -t) follow=1 ;;
-      -n | --tail)
+      -f | --follow) follow=1 ;;
+      -t | --tail)
+        follow=1
+        if [ $# -ge 2 ] && [[ "$2" =~ ^[0-9]+$ ]]; then
+          lines="$2"
+          shift
+        fi
+        ;;
+      --tail=*) follow=1 lines="${1#--tail=}" ;;
+      -n | --lines)
         [ $# -ge 2 ] || usage_error "$1 needs a number of lines"
         lines="$2"
         shift
         ;;
-      --tail=*) lines="${1#--tail=}" ;;
-      *) usage_error "unknown option '$1'; usage: gokku ${GOKKU_COMMAND:-logs} SERVICE [-f] [--tail N]" ;;
+      --lines=*) lines="${1#--lines=}" ;;
+      *) usage_error "unknown option '$1'; usage: gokku ${GOKKU_COMMAND:-logs} SERVICE [-n N] [-t|--tail [N]]" ;;
     esac
     shift
   done
-  [[ "$lines" =~ ^[0-9]+$ ]] || usage_error "--tail needs a number of lines, not '$lines'"
+  [[ "$lines" =~ ^[0-9]+$ ]] || usage_error "a number of lines, not '$lines'"
   if [ -n "$follow" ]; then
     exec tail -n "$lines" -F "$file"
   fi

@@ -1,7 +1,8 @@
 """Checking a plugin tree against the plugin contract (spec: Required Files).
 
 Gokku's official plugins keep install/uninstall in ``bin/``; the spec puts them at the
-root. Either satisfies the contract.
+root. Either satisfies the contract. A builder (only ``hooks/``) needs neither, nor the
+service commands (help, info, logs).
 """
 
 import contextlib
@@ -29,12 +30,25 @@ class Finding:
     message: str
 
 
+def _has_script(tree: Path, script: str) -> bool:
+    return (tree / script).is_file() or (tree / "bin" / script).is_file()
+
+
+def is_builder(tree: Path) -> bool:
+    """A plugin that only builds or runs apps: deploy triggers in ``hooks/`` and no
+    install or uninstall, so no services, and nothing of a service plugin to require."""
+    hooks = tree / "hooks"
+    has_hooks = hooks.is_dir() and any(path.is_file() for path in hooks.iterdir())
+    return has_hooks and not any(_has_script(tree, s) for s in ("install", "uninstall"))
+
+
 def validate(tree: Path) -> list[Finding]:
     findings: list[Finding] = []
-    for script in ("install", "uninstall"):
-        if not ((tree / script).is_file() or (tree / "bin" / script).is_file()):
+    builder = is_builder(tree)
+    for script in () if builder else ("install", "uninstall"):
+        if not _has_script(tree, script):
             findings.append(Finding("error", f"missing {script} (or bin/{script})"))
-    for command in REQUIRED_COMMANDS:
+    for command in () if builder else REQUIRED_COMMANDS:
         if not (tree / "commands" / command).is_file():
             findings.append(Finding("error", f"missing commands/{command}"))
     for folder in ("bin", "commands"):
@@ -51,7 +65,7 @@ def validate(tree: Path) -> list[Finding]:
         namespace(tree)
     except GokkuError as exc:
         findings.append(Finding("error", exc.message))
-    if not (tree / "commands" / "name").is_file():
+    if not builder and not (tree / "commands" / "name").is_file():
         findings.append(Finding("warning", "missing commands/name (no namespace alias)"))
     try:
         manifest(tree)

@@ -197,6 +197,11 @@ def update(ctx: Context, name: str, ref: str | None, force: bool = False) -> reg
         source = sources.Source(
             recorded["kind"], recorded["location"], ref if ref is not None else recorded["ref"]
         )
+        if ctx.request.identity.over_ssh and not source.remote():
+            raise GokkuError(
+                f"plugin {name!r} comes from {source.describe()} on the server, which it "
+                f"reads for no SSH caller: run plugins:update {name} on the server itself"
+            )
         with _staging(ctx, name) as staging:
             tree = _prepare(ctx, name, source, staging, force)
             old = staging / PREVIOUS

@@ -7,7 +7,8 @@ commands:
   export:  {stdout: binary}          # bytes on stdout: never through a pty
   import:  {stdin: data}             # reads data from stdin: refuse a terminal there
   connect: {tty: prefer}             # interactive: a pty when the client asked for one
-  info:    {access: read, secret: [DSN]}  # who may run it; its secret "Field:" lines
+  info:    {access: read, secret: [DSN]}  # who may run it (below); its secret "Field:" lines
+  status:  {usage: SERVICE, summary: running or stopped}   # for status --help (below)
 ```
 
 ``access`` is checked against the service the first argument names: ``write`` (the
@@ -16,6 +17,11 @@ default) needs write access to it, ``read`` (the default of info and logs) read 
 ``secret`` names the ``Field:`` lines of the command's output whose values a caller who
 may not write the service never sees (``gokku.redact``, which also masks passwords the
 plugin did not declare).
+
+``usage`` (the arguments after ``PLUGIN:CMD``) and ``summary`` are what ``PLUGIN:CMD
+--help`` and ``help PLUGIN:CMD`` print. A usage whose first word is ``SERVICE`` (or
+``SVC``) tells Gokku that the first argument names a service, so that one that does not
+exist is refused before the script runs, with a did-you-mean.
 
 The declarations are copied into the install record, so routing never parses YAML.
 Plugins without a manifest keep the defaults: a pty when the client asked, no checks.
@@ -31,6 +37,9 @@ STDOUT_MODES = ("text", "binary")
 STDIN_MODES = ("none", "data", "terminal", "any")
 ACCESS_LEVELS = ("read", "write", "admin", "any")
 DEFAULT_ACCESS = {"help": "any", "info": "read", "logs": "read"}
+SETTINGS = ("tty", "stdout", "stdin", "access", "description", "usage", "summary", "secret")
+# The first word of a usage that names a service (Dokku's plugins write <service>).
+SERVICE_WORDS = ("SERVICE", "SVC", "<service>")
 
 
 @dataclass(frozen=True)
@@ -57,7 +66,7 @@ def parse_commands(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
         settings = settings or {}
         if not isinstance(settings, dict):
             raise GokkuError(f"plugin.yml: settings of command {command!r} must be a mapping")
-        unknown = set(settings) - {"tty", "stdout", "stdin", "access", "description", "secret"}
+        unknown = set(settings) - set(SETTINGS)
         if unknown:
             raise GokkuError(f"plugin.yml: command {command!r} has unknown keys {sorted(unknown)}")
         checks = (
@@ -106,3 +115,19 @@ def command_access(record: dict[str, Any], command: str) -> str:
     """Who may run ``command``: its ``access`` in plugin.yml, else the default."""
     settings = (record.get("commands_io") or {}).get(command) or {}
     return settings.get("access") or DEFAULT_ACCESS.get(command, "write")
+
+
+def command_usage(record: dict[str, Any], command: str) -> tuple[str, str] | None:
+    """The ``usage`` and ``summary`` plugin.yml declares for ``command``, if any."""
+    settings = (record.get("commands_io") or {}).get(command) or {}
+    if "usage" not in settings and "summary" not in settings:
+        return None
+    return settings.get("usage", ""), settings.get("summary", "")
+
+
+def takes_service(record: dict[str, Any], command: str) -> bool:
+    """Whether ``command``'s declared usage starts with a service (``SERVICE [--dsn]``,
+    ``SERVICE|--all``)."""
+    declared = command_usage(record, command)
+    words = declared[0].split() if declared else []
+    return bool(words) and any(w in SERVICE_WORDS for w in words[0].split("|"))

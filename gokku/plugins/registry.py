@@ -11,7 +11,14 @@ from typing import Any
 from gokku.errors import NotFound
 from gokku.names import is_name
 from gokku.paths import Root
-from gokku.plugins.manifest import CommandIO, command_access, command_io, command_secrets
+from gokku.plugins.manifest import (
+    CommandIO,
+    command_access,
+    command_io,
+    command_secrets,
+    command_usage,
+    takes_service,
+)
 from gokku.storage import read_json
 
 RECORD = "config.json"
@@ -65,6 +72,14 @@ class Plugin:
     def secrets(self, command: str) -> list[str]:
         """The ``Field:`` lines of ``command``'s output that hold secrets (``plugin.yml``)."""
         return command_secrets(self.record, command)
+
+    def usage(self, command: str) -> tuple[str, str] | None:
+        """``command``'s usage (its arguments) and summary, when ``plugin.yml`` has them."""
+        return command_usage(self.record, command)
+
+    def takes_service(self, command: str) -> bool:
+        """Whether ``command``'s first argument is a service (its declared usage)."""
+        return takes_service(self.record, command)
 
     def description(self) -> str:
         return str(self.record.get("description") or "")
