@@ -62,6 +62,7 @@ def run_for(
     if service is not None:
         extra["SERVICE_NAME"] = service
         extra["GOKKU_SERVICE_DIR"] = str(ctx.root.service_dir(service))
+        extra["GOKKU_LINKED_APPS"] = " ".join(_linked_apps(ctx, service))
     if writer:
         return run_script(ctx, plugin, script, args, extra, io)
     record = services.load(ctx.root, service).data if service is not None else None
@@ -69,6 +70,13 @@ def run_for(
     binary = io is not None and io.stdout == "binary"
     with redact.masked(ctx, mask, stdout=not binary) as masked_ctx:
         return run_script(masked_ctx, plugin, script, args, extra, io)
+
+
+def _linked_apps(ctx: Context, service: str) -> list[str]:
+    """The apps linked to ``service`` that the caller may read (``info --links``): a
+    script cannot tell which those are, and must not name the others."""
+    linked = services.load(ctx.root, service).data.get("linked_apps", [])
+    return access.visible(ctx.request.identity, "app", linked)
 
 
 def _service_of(ctx: Context, plugin: Plugin, command: str, args: list[str]) -> str | None:

@@ -311,6 +311,16 @@ save_settings() {
   mv -f "$tmp" "$file"
 }
 
+# set_setting NAME VALUE: change one of the service's settings (settings.env), keeping the
+# others as they are; atomic, as save_settings.
+set_setting() {
+  local file="$SERVICE_DIR/settings.env" tmp
+  tmp=$(mktemp "$file.XXXXXX")
+  grep -v "^$1=" "$file" >"$tmp" || true
+  printf '%s=%q\n' "$1" "$2" >>"$tmp"
+  mv -f "$tmp" "$file"
+}
+
 # pick_server_user DEFAULT: the user the server runs as. Database servers have no business
 # running as root (PostgreSQL refuses to), so when Gokku runs as root the server runs as
 # DEFAULT, the system user the distribution's package created; otherwise as the caller.
@@ -427,6 +437,60 @@ show_logs() {
   fi
   [ -f "$file" ] || return 0
   tail -n "$lines" "$file"
+}
+
+# service_state: running; paused when the plugin's pause stopped it and nothing started it
+# since (the `paused` file, which starting removes); else stopped. Uses the plugin's
+# is_running.
+service_state() {
+  if is_running; then
+    echo running
+  elif [ -f "$SERVICE_DIR/paused" ]; then
+    echo paused
+  else
+    echo stopped
+  fi
+}
+
+# show_info_flag FLAG: `info SERVICE --FIELD` (Dokku's single-field flags): that one value,
+# from the plugin's info_value FIELD; INFO_FLAGS lists the fields it knows.
+show_info_flag() {
+  local field
+  for field in "${INFO_FLAGS[@]}"; do
+    if [ "$1" = "--$field" ]; then
+      info_value "$field"
+      return
+    fi
+  done
+  usage_error "unknown flag '$1'; valid flags: ${INFO_FLAGS[*]/#/--}"
+}
+
+# make_tls_cert DIR: a self-signed certificate for the service (DIR/server.crt) and its key
+# (DIR/server.key, mode 0600), both the server user's, unless there already is one: its
+# fingerprint stays what clients pinned. Valid for ten years, for the host's name.
+make_tls_cert() {
+  local dir="$1"
+  [ -f "$dir/server.crt" ] && [ -f "$dir/server.key" ] && return 0
+  make_server_dir "$dir"
+  (umask 077 && as_server_user openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+    -nodes -days 3650 -subj "/CN=$(hostname -f 2>/dev/null || hostname)" \
+    -keyout "$dir/server.key" -out "$dir/server.crt" 2>/dev/null) ||
+    fail "could not make a TLS certificate for $SERVICE with openssl"
+  chmod 0600 "$dir/server.key"
+  chmod 0644 "$dir/server.crt"
+}
+
+# tls_fingerprint DIR: the SHA-256 fingerprint of DIR/server.crt, for clients to pin.
+tls_fingerprint() {
+  openssl x509 -in "$1/server.crt" -noout -fingerprint -sha256 | cut -d= -f2
+}
+
+# check_free_port PORT: refuse, in one line, a port that is no number, is taken by another
+# service or is listened on.
+check_free_port() {
+  [[ "$1" =~ ^[0-9]{1,5}$ ]] && [ "$1" -ge 1 ] && [ "$1" -le 65535 ] ||
+    usage_error "invalid port '$1': use a number from 1 to 65535"
+  port_available "$1" || fail "port $1 is in use"
 }
 
 # keep_stdout_clean: for commands whose stdout is data (an export). When stderr is the
