@@ -452,8 +452,24 @@ service_state() {
   fi
 }
 
-# show_info_flag FLAG: `info SERVICE --FIELD` (Dokku's single-field flags): that one value,
-# from the plugin's info_value FIELD; INFO_FLAGS lists the fields it knows.
+# pause_service / unpause_service: Dokku's pause (the server stopped, links and all left
+# as they are; status "paused" until it is started again, which removes the mark) and
+# unpause, with the plugin's stop_server and start_server.
+pause_service() {
+  stop_server
+  : >"$SERVICE_DIR/paused"
+  say "Service $SERVICE paused"
+}
+unpause_service() {
+  [ "$(service_state)" = paused ] || fail "service $SERVICE is not paused"
+  start_server
+}
+
+# show_info_flag FLAG: `info SERVICE --FIELD`: that one value, from the plugin's info_value
+# FIELD. Dokku's single-field flags that mean something without containers: not --id,
+# nor the Docker networks' --initial-network, --post-create-network, --post-start-network.
+# The internal address is the one linked apps use; links, those the caller may read.
+INFO_FLAGS=(config-dir data-dir dsn exposed-ports internal-ip links service-root status version)
 show_info_flag() {
   local field
   for field in "${INFO_FLAGS[@]}"; do
@@ -467,13 +483,16 @@ show_info_flag() {
 
 # make_tls_cert DIR: a self-signed certificate for the service (DIR/server.crt) and its key
 # (DIR/server.key, mode 0600), both the server user's, unless there already is one: its
-# fingerprint stays what clients pinned. Valid for ten years, for the host's name.
+# fingerprint stays what clients pinned. Valid for ten years, for the host's name and
+# 127.0.0.1.
 make_tls_cert() {
   local dir="$1"
   [ -f "$dir/server.crt" ] && [ -f "$dir/server.key" ] && return 0
   make_server_dir "$dir"
+  local host
+  host=$(hostname -f 2>/dev/null || hostname)
   (umask 077 && as_server_user openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
-    -nodes -days 3650 -subj "/CN=$(hostname -f 2>/dev/null || hostname)" \
+    -nodes -days 3650 -subj "/CN=$host" -addext "subjectAltName=DNS:$host,IP:127.0.0.1" \
     -keyout "$dir/server.key" -out "$dir/server.crt" 2>/dev/null) ||
     fail "could not make a TLS certificate for $SERVICE with openssl"
   chmod 0600 "$dir/server.key"

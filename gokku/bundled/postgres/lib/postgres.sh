@@ -142,11 +142,7 @@ unexpose_files() {
 }
 
 # ---- info SERVICE --FIELD -------------------------------------------------------------
-# Dokku's flags that mean something without containers (not --id, nor the Docker
-# networks' --initial-network, --post-create-network, --post-start-network). The internal
-# address is the one linked apps use.
-INFO_FLAGS=(config-dir data-dir dsn exposed-ports internal-ip links service-root status version)
-
+# info_value FIELD: one of show_info_flag's fields (the helpers'), for this plugin.
 info_value() {
   case "$1" in
     config-dir | data-dir) data_dir ;;
