@@ -12,8 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bundled_support import reachable_root, read_env, server_pid, statuses
-from conftest import Gokku, Result
+from bundled_support import (
+    host_address,
+    reachable_root,
+    read_env,
+    refused_in_one_line,
+    server_pid,
+    statuses,
+)
+from conftest import Gokku
 from sshkit import *  # noqa: F403 - fixtures
 from sshkit import Door, make_key
 
@@ -21,16 +28,6 @@ PG_BIN = max(
     glob.glob("/usr/lib/postgresql/*/bin"), default="", key=lambda p: int(p.split("/")[-2])
 )
 pytestmark = pytest.mark.skipif(not PG_BIN, reason="PostgreSQL server binaries are not installed")
-
-
-def host_address() -> str:
-    """An address of this machine beyond loopback; 127.0.0.2 when it has none (pg_hba
-    lets only 127.0.0.1 and ::1 in without TLS, so that one counts as beyond too)."""
-    shown = subprocess.run(
-        ["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True
-    ).stdout
-    found = re.findall(r"inet (\d+\.\d+\.\d+\.\d+)/", shown)
-    return found[0] if found else "127.0.0.2"
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +55,6 @@ def settings_of(gk: Gokku, service: str) -> dict[str, bytes]:
     names = ["config.json", "settings.env", "data/pg_hba.conf", "data/postgresql.conf"]
     names += ["data/gokku.conf", "data/gokku-exposed.conf"]
     return {n: (base / n).read_bytes() for n in names if (base / n).exists()}
-
-
-def refused_in_one_line(result: Result) -> bool:
-    return result.code != 0 and result.stdout == "" and result.stderr.count("\n") == 1
 
 
 def test_info_flags_print_just_that_value(gk: Gokku) -> None:
