@@ -488,6 +488,7 @@ show_info_flag() {
 make_tls_cert() {
   local dir="$1"
   [ -f "$dir/server.crt" ] && [ -f "$dir/server.key" ] && return 0
+  command -v openssl >/dev/null || fail "openssl is not installed: install the openssl package"
   make_server_dir "$dir"
   local host
   host=$(hostname -f 2>/dev/null || hostname)

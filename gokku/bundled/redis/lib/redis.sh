@@ -18,12 +18,16 @@ dsn() {
   printf '%s://:%s@127.0.0.1:%s\n' "$scheme" "$PASSWORD" "$PORT"
 }
 
-# cli ARGS...: redis-cli on this service. The password travels in the environment, never
-# on a command line that `ps` shows.
+# cli [--within SECONDS] ARGS...: redis-cli on this service (given up after SECONDS). The
+# password travels in the environment, never on a command line that `ps` shows.
 cli() {
-  local -a tls
+  local -a tls limit=()
+  if [ "${1:-}" = --within ]; then
+    limit=(timeout "$2")
+    shift 2
+  fi
   mapfile -t tls < <(tls_options)
-  REDISCLI_AUTH="$PASSWORD" redis-cli -h 127.0.0.1 -p "$PORT" "${tls[@]}" "$@"
+  REDISCLI_AUTH="$PASSWORD" "${limit[@]}" redis-cli -h 127.0.0.1 -p "$PORT" "${tls[@]}" "$@"
 }
 
 redis_pid() {
@@ -80,7 +84,8 @@ start_server() {
   offset=$(log_size "$log")
   # daemonize: redis-server forks into a session of its own and outlives this script.
   as_server_user redis-server "$(conf_file)"
-  until [ "$(cli ping 2>/dev/null)" = PONG ]; do
+  # A ping has a time limit: whoever else holds the port may never answer it.
+  until [ "$(cli --within 5 ping 2>/dev/null)" = PONG ]; do
     if log_since "$log" "$offset" | grep -q 'Address already in use'; then
       log_since "$log" "$offset" | tail -n 5 >&2
       return 3
