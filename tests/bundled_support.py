@@ -274,3 +274,19 @@ def next_available_port(gk: Gokku) -> int:
         for port in range(start, start + 100)
         if gk("services:next-port", "--check", str(port)).code == 0
     )
+
+
+def host_address() -> str:
+    """An address of this machine beyond loopback (an exposed service's clients come from
+    there); 127.0.0.2 when it has none (only 127.0.0.1 and ::1 count as this host's own
+    clients in what expose writes)."""
+    shown = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True
+    ).stdout
+    found = re.findall(r"inet (\d+\.\d+\.\d+\.\d+)/", shown)
+    return found[0] if found else "127.0.0.2"
+
+
+def refused_in_one_line(result: Result) -> bool:
+    """Bad input's answer: a non-zero exit, nothing on stdout, one line on stderr."""
+    return result.code != 0 and result.stdout == "" and result.stderr.count("\n") == 1

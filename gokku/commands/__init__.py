@@ -457,6 +457,40 @@ PLUGIN_FORMS: dict[str, Builtin] = _table(
         ),
     ],
 )
+# Dokku's questions about a plugin's services, answered for the caller (service_links).
+PLUGIN_FORMS |= _table(
+    "service_links",
+    [
+        (
+            "exists",
+            "exists_form",
+            "PLUGIN:exists SVC",
+            "Whether the plugin has that service (exit 0 or 1)",
+            GRANTED,
+        ),
+        (
+            "links",
+            "links_form",
+            "PLUGIN:links SVC",
+            "The apps linked to a service, one a line",
+            GRANTED,
+        ),
+        (
+            "linked",
+            "linked_form",
+            "PLUGIN:linked SVC APP",
+            "Whether a service is linked to an app (exit 0 or 1)",
+            GRANTED,
+        ),
+        (
+            "app-links",
+            "app_links_form",
+            "PLUGIN:app-links APP",
+            "The plugin's services linked to an app, one a line",
+            GRANTED,
+        ),
+    ],
+)
 
 # Namespaces a plugin may not take: every built-in verb's prefix, and a few reserved ones.
 RESERVED_NAMESPACES = {verb.split(":")[0] for verb in BUILTINS} | {

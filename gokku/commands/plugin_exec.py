@@ -55,6 +55,7 @@ def run_for(
     if service is not None:
         extra["SERVICE_NAME"] = service
         extra["GOKKU_SERVICE_DIR"] = str(ctx.root.service_dir(service))
+        extra["GOKKU_LINKED_APPS"] = " ".join(_linked_apps(ctx, service))
     if writer:
         return run_script(ctx, plugin, script, args, extra, io)
     record = services.load(ctx.root, service).data if service is not None else None
@@ -73,6 +74,13 @@ def script_of(plugin: Plugin, namespace: str, command: str) -> Path:
             f"plugin {plugin.name!r} has no command {command!r}{hint} (see: gokku {namespace}:help)"
         )
     return script
+
+
+def _linked_apps(ctx: Context, service: str) -> list[str]:
+    """The apps linked to ``service`` that the caller may read (``info --links``): a
+    script cannot tell which those are, and must not name the others."""
+    linked = services.load(ctx.root, service).data.get("linked_apps", [])
+    return access.visible(ctx.request.identity, "app", linked)
 
 
 def _service_of(ctx: Context, plugin: Plugin, command: str, args: list[str]) -> str | None:

@@ -188,7 +188,7 @@ def _list(ctx: Context, fmt: str, plugin: registry.Plugin | None) -> int:
 # services:list asks each plugin's ``status`` command, all at once, and waits this long
 # in all: a listing stays quick, and a plugin that hangs shows ``unknown``, not a hang.
 STATUS_SECONDS = 2.0
-STATUSES = ("running", "stopped")
+STATUSES = ("running", "stopped", "paused")
 UNKNOWN = "unknown"
 NO_STATUS = "-"  # the plugin has no status command (or is no longer installed)
 

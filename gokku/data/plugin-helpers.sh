@@ -324,6 +324,16 @@ save_settings() {
   mv -f "$tmp" "$file"
 }
 
+# set_setting NAME VALUE: change one of the service's settings (settings.env), keeping the
+# others as they are; atomic, as save_settings.
+set_setting() {
+  local file="$SERVICE_DIR/settings.env" tmp
+  tmp=$(mktemp "$file.XXXXXX")
+  grep -v "^$1=" "$file" >"$tmp" || true
+  printf '%s=%q\n' "$1" "$2" >>"$tmp"
+  mv -f "$tmp" "$file"
+}
+
 # pick_server_user DEFAULT: the user the server runs as. Database servers have no business
 # running as root (PostgreSQL refuses to), so when Gokku runs as root the server runs as
 # DEFAULT, the system user the distribution's package created; otherwise as the caller.
@@ -449,6 +459,80 @@ show_logs() {
   fi
   [ -f "$file" ] || return 0
   tail -n "$lines" "$file"
+}
+
+# service_state: running; paused when the plugin's pause stopped it and nothing started it
+# since (the `paused` file, which starting removes); else stopped. Uses the plugin's
+# is_running.
+service_state() {
+  if is_running; then
+    echo running
+  elif [ -f "$SERVICE_DIR/paused" ]; then
+    echo paused
+  else
+    echo stopped
+  fi
+}
+
+# pause_service / unpause_service: Dokku's pause (the server stopped, links and all left
+# as they are; status "paused" until it is started again, which removes the mark) and
+# unpause, with the plugin's stop_server and start_server.
+pause_service() {
+  stop_server
+  : >"$SERVICE_DIR/paused"
+  say "Service $SERVICE paused"
+}
+unpause_service() {
+  [ "$(service_state)" = paused ] || fail "service $SERVICE is not paused"
+  start_server
+}
+
+# show_info_flag FLAG: `info SERVICE --FIELD`: that one value, from the plugin's info_value
+# FIELD. Dokku's single-field flags that mean something without containers: not --id,
+# nor the Docker networks' --initial-network, --post-create-network, --post-start-network.
+# The internal address is the one linked apps use; links, those the caller may read.
+INFO_FLAGS=(config-dir data-dir dsn exposed-ports internal-ip links service-root status version)
+show_info_flag() {
+  local field
+  for field in "${INFO_FLAGS[@]}"; do
+    if [ "$1" = "--$field" ]; then
+      info_value "$field"
+      return
+    fi
+  done
+  usage_error "unknown flag '$1'; valid flags: ${INFO_FLAGS[*]/#/--}"
+}
+
+# make_tls_cert DIR: a self-signed certificate for the service (DIR/server.crt) and its key
+# (DIR/server.key, mode 0600), both the server user's, unless there already is one: its
+# fingerprint stays what clients pinned. Valid for ten years, for the host's name and
+# 127.0.0.1.
+make_tls_cert() {
+  local dir="$1"
+  [ -f "$dir/server.crt" ] && [ -f "$dir/server.key" ] && return 0
+  command -v openssl >/dev/null || fail "openssl is not installed: install the openssl package"
+  make_server_dir "$dir"
+  local host
+  host=$(hostname -f 2>/dev/null || hostname)
+  (umask 077 && as_server_user openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+    -nodes -days 3650 -subj "/CN=$host" -addext "subjectAltName=DNS:$host,IP:127.0.0.1" \
+    -keyout "$dir/server.key" -out "$dir/server.crt" 2>/dev/null) ||
+    fail "could not make a TLS certificate for $SERVICE with openssl"
+  chmod 0600 "$dir/server.key"
+  chmod 0644 "$dir/server.crt"
+}
+
+# tls_fingerprint DIR: the SHA-256 fingerprint of DIR/server.crt, for clients to pin.
+tls_fingerprint() {
+  openssl x509 -in "$1/server.crt" -noout -fingerprint -sha256 | cut -d= -f2
+}
+
+# check_free_port PORT: refuse, in one line, a port that is no number, is taken by another
+# service or is listened on.
+check_free_port() {
+  [[ "$1" =~ ^[0-9]{1,5}$ ]] && [ "$1" -ge 1 ] && [ "$1" -le 65535 ] ||
+    usage_error "invalid port '$1': use a number from 1 to 65535"
+  port_available "$1" || fail "port $1 is in use"
 }
 
 # keep_stdout_clean: for commands whose stdout is data (an export). When stderr is the

@@ -66,6 +66,7 @@ start_server() {
   # pg_ctl starts the server in a session of its own: it outlives this script and is
   # not hung up with it.
   if as_server_user "$PG_BIN/pg_ctl" start -D "$(data_dir)" -l "$log" -w -t 120 -s; then
+    rm -f -- "$SERVICE_DIR/paused"
     say "PostgreSQL $PG_VERSION for $SERVICE running on 127.0.0.1:$PORT"
     return 0
   fi
@@ -91,4 +92,66 @@ stop_server() {
     kill -KILL "$pid" 2>/dev/null || true
   wait_gone "$pid" 30 || fail "PostgreSQL for $SERVICE (pid $pid) does not stop"
   say "PostgreSQL for $SERVICE stopped"
+}
+
+# ---- Exposure beyond loopback (expose, unexpose) -----------------------------------------
+# Exposed, the server listens on every address with TLS on; pg_hba.conf lets connections
+# from beyond loopback in only over TLS and with scram-sha-256 (a marked block of its own,
+# after initdb's loopback lines: a plain connection from elsewhere matches no line). The
+# settings live in a file of their own that postgresql.conf includes.
+
+EXPOSED_CONF=gokku-exposed.conf
+HBA_BEGIN='# gokku: exposed beyond loopback, TLS only (begin)'
+HBA_END='# gokku: exposed (end)'
+
+tls_dir() { printf '%s/tls\n' "$SERVICE_DIR"; }
+
+is_exposed() {
+  [ -s "$(data_dir)/$EXPOSED_CONF" ]
+}
+
+# expose_files: write the settings and the pg_hba.conf lines (read when the server starts).
+expose_files() {
+  local data tls
+  data=$(data_dir)
+  tls=$(tls_dir)
+  as_server_user tee "$data/$EXPOSED_CONF" >/dev/null <<EOF
+# Written by Gokku's $GOKKU_PLUGIN_NAME:expose for service $SERVICE; removed by unexpose.
+listen_addresses = '*'
+ssl = on
+ssl_cert_file = '$tls/server.crt'
+ssl_key_file = '$tls/server.key'
+ssl_min_protocol_version = 'TLSv1.2'
+password_encryption = 'scram-sha-256'
+EOF
+  grep -qxF "include_if_exists '$EXPOSED_CONF'" "$data/postgresql.conf" ||
+    printf "include_if_exists '%s'\n" "$EXPOSED_CONF" |
+    as_server_user tee -a "$data/postgresql.conf" >/dev/null
+  printf '%s\n' "$HBA_BEGIN" "hostssl all all 0.0.0.0/0 scram-sha-256" \
+    "hostssl all all ::/0 scram-sha-256" "$HBA_END" |
+    as_server_user tee -a "$data/pg_hba.conf" >/dev/null
+}
+
+# unexpose_files: back to loopback only (from the next start on). The settings file is
+# left empty, not removed: the server would log a missing one at every start.
+unexpose_files() {
+  local data
+  data=$(data_dir)
+  : | as_server_user tee "$data/$EXPOSED_CONF" >/dev/null
+  as_server_user sed -i "\|^$HBA_BEGIN\$|,\|^$HBA_END\$|d" "$data/pg_hba.conf"
+}
+
+# ---- info SERVICE --FIELD -------------------------------------------------------------
+# info_value FIELD: one of show_info_flag's fields (the helpers'), for this plugin.
+info_value() {
+  case "$1" in
+    config-dir | data-dir) data_dir ;;
+    dsn) dsn ;;
+    exposed-ports) if is_exposed; then echo "$PORT"; else echo -; fi ;;
+    internal-ip) echo 127.0.0.1 ;;
+    links) echo "${GOKKU_LINKED_APPS:--}" ;;
+    service-root) echo "$SERVICE_DIR" ;;
+    status) service_state ;;
+    version) "$PG_BIN/postgres" --version | sed -n 's/.*(PostgreSQL) \([^ ]*\).*/\1/p' ;;
+  esac
 }
