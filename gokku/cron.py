@@ -104,7 +104,7 @@ def parse(text: str) -> Cron:
     values = [_field(text, word, *spec) for word, spec in zip(words, FIELDS, strict=True)]
     weekdays = frozenset(d % 7 for d in values[4])
     cron = Cron(
-        text=spelled,
+        text=" ".join(words),
         minutes=values[0],
         hours=values[1],
         days=values[2],
