@@ -144,6 +144,13 @@ def test_appendonly_is_set_at_once_and_kept_across_a_restart(gk: Gokku, svc: str
     assert wait_gone(pid)
     assert appendonly() == "yes"
     assert get(gk, svc, "a") == "1"
+    # An import replaces the data, not only the snapshot the append-only files outrank.
+    snapshot = gk.ok("redis:export", svc).out
+    gk.ok("redis:connect", svc, "SET", "a", "after-export")
+    gk.ok("redis:import", svc, input=snapshot)
+    assert (get(gk, svc, "a"), appendonly()) == ("1", "yes")
+    gk.ok("redis:restart", svc)
+    assert get(gk, svc, "a") == "1"
     for bad in (["appendonly", "maybe"], ["maxmemory", "1"], ["appendonly"]):
         refused = gk("redis:set", svc, *bad)
         assert refused.code == 2 and refused.stderr.count("\n") == 1, bad
