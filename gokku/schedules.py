@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gokku import cron, services
-from gokku.errors import GokkuError, NotFound
+from gokku.errors import GokkuError, NotFound, ScriptFailed
 from gokku.names import check_name
 from gokku.paths import Root
 from gokku.storage import read_json, write_json
@@ -213,7 +213,8 @@ def log_path(root: Root, name: str, ident: str) -> Path:
 
 def run(root: Root, name: str, ident: str) -> int:
     """Run the schedule, recording its start, end and exit status, with its output in
-    ``services/SVC/schedule-ID.log``; its exit status is ours (cron mails a failure). A
+    ``services/SVC/schedule-ID.log``; its exit status is ours, with one line saying so
+    (cron mails that line: the output is in the log). A
     schedule that is no longer recorded (its line outlived it) runs nothing and takes its
     line out of the crontab."""
     check_name("service", name)
@@ -248,7 +249,10 @@ def run(root: Root, name: str, ident: str) -> int:
         if current is not None:
             current["last_run"] = {**record["last_run"], "end": _now(), "exit": code}
             _update(root, name, current)
-    return code
+    if code != 0:  # the one line cron mails
+        log = log_path(root, name, ident).relative_to(root.path)
+        raise ScriptFailed(f"{' '.join(record['command'])} exited {code}: see {log}", code)
+    return 0
 
 
 def _record(root: Root, name: str, ident: str) -> dict[str, Any] | None:

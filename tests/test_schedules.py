@@ -251,6 +251,7 @@ def test_doctor_reports_a_schedule_that_stopped_and_one_that_fails(gk: Gokku, ca
     finally:
         gk.ok("redis:start", cache)
     assert ran.returncode == 1
+    assert f"redis:backup cache exited 1: see services/cache/schedule-{failing}.log" in ran.stderr
     found = gk("doctor").stdout
     what = f"service cache's schedule {failing} (redis:backup cache, '*/5 * * * *')"
     assert f"{what} failed at " in found
@@ -325,10 +326,22 @@ class TestMembers:
             assert block(gokku) == before, command
         shown = door.ssh("redis:backup-schedule-cat cache", key=reader.path)
         assert shown.code == 0 and "0 3 * * *" in shown.stdout
-        # A key that may write the service may schedule it.
+        # Backups: a key that may read lists them, and takes none.
+        assert door.ssh("redis:backup cache", key=reader.path).code != 0
+        assert door.ssh("redis:backups cache --format json", key=reader.path).stdout == "[]\n"
+        # A key that may write the service may schedule and back it up, but a restore
+        # makes a new service: an admin's.
         gokku.ok("access:grant", "reader", "service:cache")
         assert door.ssh("redis:backup-schedule cache '0 4 * * *'", key=reader.path).code == 0
         assert len(block(gokku)) == 2
+        label = door.ssh("redis:backup cache", key=reader.path).stdout.strip()
+        refused = door.ssh(f"redis:restore cache --backup {label}", key=reader.path)
+        assert refused.code != 0 and "admin" in refused.stderr
+        listed = json.loads(gokku.ok("services:list", "--format", "json").stdout)
+        assert [s["name"] for s in listed] == ["cache"]
+        restored = door.ssh(f"redis:restore cache --backup {label} --into copy")  # alice: admin
+        assert restored.code == 0, restored.stderr
+        gokku.ok("redis:destroy", "copy", "--force")
 
 
 # ---- The cron expressions themselves -----------------------------------------------------
