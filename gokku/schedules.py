@@ -175,9 +175,10 @@ def wanted_lines(root: Root) -> list[str]:
 
 def render(root: Root) -> bool:
     """Rewrite this root's block of the crontab from the records (nothing else in the
-    crontab changes); whether it had to."""
-    lines = wanted_lines(root)
+    crontab changes); whether it had to. The records are read under the crontab's lock:
+    of two changes to two services at once, the one rendered last sees both."""
     with cron.crontab_lock():
+        lines = wanted_lines(root)
         if not lines and not _crontab_may_hold_block():
             return False
         current = cron.read_crontab()

@@ -10,12 +10,13 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from bundled_support import reachable_root
-from conftest import Gokku
+from conftest import Gokku, write_plugin
 from sshkit import *  # noqa: F403 - fixtures
 from sshkit import Door, make_key
 
@@ -282,6 +283,44 @@ def test_postgres_schedules_bring_a_weekly_verify_with_the_first(gk: Gokku) -> N
     finally:
         gk.ok("postgres:destroy", "db", "--force")
     assert block(gk) == []
+
+
+def test_roots_scheduling_at_once_never_lose_each_others_lines(
+    tmp_path: Path, base_env: dict[str, str]
+) -> None:
+    """Four roots of one user, a schedule on each of three services of each, all added at
+    the same moment: every root's block ends with its three lines (the crontab is read and
+    rewritten whole, under the user's lock)."""
+    tree = write_plugin(tmp_path / "src" / "x")
+    roots = [
+        Gokku(tmp_path / f"r{i}", {**base_env, "GOKKU_ROOT": str(tmp_path / f"r{i}")})
+        for i in range(4)
+    ]
+    for gk in roots:
+        gk.ok("plugins:add", str(tree))
+        for j in range(3):
+            gk.ok("services:create", "x", "--name", f"s{j}")
+    adds = [(gk, f"s{j}") for j in range(3) for gk in roots]
+    try:
+        with ThreadPoolExecutor(len(adds)) as pool:
+            done = list(
+                pool.map(
+                    lambda job: job[0](
+                        "services:schedule", "add", job[1], "0 3 * * *", "--", "x:info", job[1]
+                    ),
+                    adds,
+                )
+            )
+        assert [r.code for r in done] == [0] * len(adds), [r.stderr for r in done]
+        for gk in roots:
+            assert sorted(x.split(" # ")[1] for x in block(gk)) == [
+                f"x:info s{j}" for j in range(3)
+            ]
+    finally:
+        for gk in roots:
+            shutil.rmtree(gk.root / "services", ignore_errors=True)
+            schedules.render(Root(gk.root))
+            assert block(gk) == []
 
 
 # ---- Who may change schedules: a member key through both doors -----------------------
