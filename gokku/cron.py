@@ -192,6 +192,10 @@ def crontab_lock() -> Iterator[None]:
         yield
 
 
+def installed() -> bool:
+    return shutil.which("crontab") is not None
+
+
 def _crontab() -> str:
     found = shutil.which("crontab")
     if found is None:

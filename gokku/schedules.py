@@ -77,11 +77,11 @@ def add(
     """Add a schedule running ``gokku COMMAND`` (and, when the service had none so far,
     ``first_also``: a second one, e.g. a weekly verify); return what was added. The
     crontab is rendered again before the lock is let go."""
+    if not command:
+        raise GokkuError("a schedule needs a command")
     entries = [(cron.parse(expression).text, command)]
     if first_also is not None:
         entries.append((cron.parse(first_also[0]).text, first_also[1]))
-    if not command:
-        raise GokkuError("a schedule needs a command")
     with services.service_lock(root, name):
         service = services.load(root, name)
         if service.data.get("state") == services.CREATING:
@@ -179,7 +179,7 @@ def render(root: Root) -> bool:
     of two changes to two services at once, the one rendered last sees both."""
     with cron.crontab_lock():
         lines = wanted_lines(root)
-        if not lines and not _crontab_may_hold_block():
+        if not lines and not cron.installed():  # no cron: nothing to clean
             return False
         current = cron.read_crontab()
         new = cron.with_block(current, owner(root), lines)
@@ -189,18 +189,9 @@ def render(root: Root) -> bool:
     return True
 
 
-def _crontab_may_hold_block() -> bool:
-    """Without cron there is nothing to clean, and nothing to complain about."""
-    try:
-        cron._crontab()
-    except GokkuError:
-        return False
-    return True
-
-
 def block_in_step(root: Root) -> bool:
     lines = wanted_lines(root)
-    if not lines and not _crontab_may_hold_block():
+    if not lines and not cron.installed():
         return True
     return (cron.block_of(cron.read_crontab(), owner(root)) or []) == lines
 
