@@ -212,6 +212,20 @@ def test_a_destroy_cut_off_leaves_a_line_that_doctor_and_the_line_itself_clean_u
     assert gk.ok("doctor").stdout == "ok: nothing to report\n"
 
 
+def test_the_next_schedule_change_drops_the_line_a_cut_off_destroy_left(
+    gk: Gokku, cache: str
+) -> None:
+    gk.ok("services:create", "redis", "--name", "cutoff2")
+    gk.ok("redis:backup-schedule", "cutoff2", "0 3 * * *")
+    gk.ok("redis:stop", "cutoff2")
+    root = Root(gk.root)
+    services.remove_dir(root, services.load(root, "cutoff2"))
+    assert any(" cutoff2 " in x for x in block(gk))
+    gk.ok("redis:backup-schedule", cache, "0 4 * * *")
+    assert [x.split(" # ")[1] for x in block(gk)] == [f"redis:backup {cache}"]
+    gk.ok("doctor", "--fix")
+
+
 def test_doctor_renders_a_block_that_was_edited_by_hand(gk: Gokku, cache: str) -> None:
     gk.ok("redis:backup-schedule", cache, "0 3 * * *")
     wanted = block(gk)
