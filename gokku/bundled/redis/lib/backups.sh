@@ -44,6 +44,7 @@ persistence() {
 
 wait_no_bgsave() {
   until [ "$(persistence rdb_bgsave_in_progress)" = 0 ]; do
+    is_running || fail "Redis for $SERVICE stopped during the backup"
     sleep 0.1
   done
 }
