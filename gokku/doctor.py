@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from gokku import access, apps, keys, services
+from gokku import access, apps, cron, keys, schedules, services
 from gokku.errors import GokkuError
 from gokku.names import is_name
 from gokku.paths import Root
@@ -404,6 +404,31 @@ def cut_off_destroys(root: Root) -> list[Finding]:
     return [Finding(message, fix) for message, fix in found]
 
 
+def crontab_block(root: Root) -> list[Finding]:
+    """The crontab's block for this root against the schedules recorded (a change or a
+    destroy cut off before it rendered the block, or a hand edit)."""
+    if schedules.block_in_step(root):
+        return []
+    return [
+        Finding(
+            f"the crontab of {cron.user()} does not match the schedules recorded in "
+            "services/*/schedules.json (re-render it: gokku doctor --fix)",
+            partial(_render_crontab, root),
+        )
+    ]
+
+
+def _render_crontab(root: Root) -> str:
+    schedules.render(root)
+    return "rendered this root's block again from the records"
+
+
+def schedule_runs(root: Root) -> list[Finding]:
+    """Schedules that stopped running (dokku-postgres#341's silent stop) or fail: for a
+    human to look at, nothing to repair here."""
+    return [Finding(message) for message in schedules.problems(root)]
+
+
 CHECKS: list[tuple[Callable[[Root], list[Finding]], bool]] = [
     (temp_files, False),  # walks the whole state
     (plugin_staging, True),
@@ -418,4 +443,6 @@ CHECKS: list[tuple[Callable[[Root], list[Finding]], bool]] = [
     (links, False),  # reads every linked app's .env
     (dangling_grants, True),
     (cut_off_destroys, True),
+    (crontab_block, False),  # runs crontab -l
+    (schedule_runs, False),
 ]

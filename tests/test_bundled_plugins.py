@@ -14,6 +14,13 @@ from gokku.paths import Root
 BUNDLED = Path(__file__).resolve().parent.parent / "gokku" / "bundled"
 
 
+# The backup commands whose access is not the default (write), beyond the schedules'.
+BACKUP_ACCESS = {
+    "postgres": {},
+    "redis": {"backups": {"access": "read"}, "restore": {"access": "admin"}},
+}
+
+
 @pytest.mark.parametrize("name", ["postgres", "redis"])
 def test_plugin_follows_the_contract_and_declares_its_streams(gokku, name: str) -> None:
     assert gokku.ok("plugins:validate", str(BUNDLED / name)).stdout == (
@@ -38,6 +45,8 @@ def test_plugin_follows_the_contract_and_declares_its_streams(gokku, name: str) 
         "import": {"stdin": "data"},
         "connect": {"tty": "prefer"},
         "destroy": {"access": "admin"},
+        "backup-schedule-cat": {"access": "read"},
+        **BACKUP_ACCESS[name],
     }
     # What a door asks before it grants a pty, by name and by alias.
     root = Root(gokku.root)

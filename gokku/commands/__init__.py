@@ -194,6 +194,20 @@ BUILTINS: dict[str, Builtin] = {
         ],
     ),
     **_table(
+        "schedules",
+        [
+            (
+                "services:schedule",
+                "schedule",
+                "services:schedule add SVC CRON [--first-also VERB --first-also-cron CRON] "
+                "-- COMMAND... | list SVC [--format json] | remove SVC [ID] | run SVC ID",
+                "A service's schedules: gokku commands that cron runs",
+                LOCAL,
+                True,
+            ),
+        ],
+    ),
+    **_table(
         "apps",
         [
             ("apps:create", "create", APP_USAGES["apps:create"], "Create an app", ADMIN),

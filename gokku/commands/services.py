@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from gokku import access, apps, confirm, keys, services
+from gokku import access, apps, confirm, keys, schedules, services
 from gokku.cmdline import Parsed, is_number, parse
 from gokku.commands import form_usage, read_assignments, usage_line
 from gokku.commands.apps import finish_destroy
@@ -447,11 +447,23 @@ def _destroy(ctx: Context, name: str, force: bool, expect: registry.Plugin | Non
                     f"{plugin.name} uninstall of {name!r} exited {code}; the service is kept",
                     code,
                 )
+        scheduled = schedules.had_schedules(ctx.root, name)
         services.remove_dir(ctx.root, service)
+        if scheduled:  # its records went with the directory: their cron lines go now
+            _render_schedules(ctx)
         services.release_port(ctx.root, service.config.get("port"))
         keys.drop_grants(ctx.root, load_config(ctx.root), access.target("service", name))
     ctx.info(f"Service {name} destroyed")
     return 0
+
+
+def _render_schedules(ctx: Context) -> None:
+    """The crontab without the destroyed service's lines; the service is gone whatever
+    happens here, so a failure is a warning (doctor, or the next change, finishes it)."""
+    try:
+        schedules.render(ctx.root)
+    except GokkuError as exc:
+        ctx.warn(f"{exc.message}; its cron lines are left (repair: gokku doctor --fix)")
 
 
 # ---- services:start / services:stop: the servers of native services, e.g. at boot ----

@@ -100,6 +100,28 @@ port_available() {
   _gokku services:next-port --check "$1" 2>/dev/null
 }
 
+# ---- Schedules ---------------------------------------------------------------------------
+# Cron runs a service's schedules from the crontab of the state's owner; Gokku keeps the
+# records (services/SVC/schedules.json), renders that crontab from them, records each run,
+# and `gokku doctor` reports a schedule that stopped or fails.
+
+# add_schedule SVC CRON [--first-also VERB --first-also-cron CRON] -- COMMAND...: run
+# `gokku COMMAND...` on CRON (5 fields or @daily...; a bad one is refused with one line).
+# --first-also: when SVC had no schedule yet, `gokku VERB SVC` on the second expression too.
+add_schedule() {
+  _gokku services:schedule add "$@"
+}
+
+# list_schedules SVC [--format json]: ID, CRON, COMMAND and LAST RUN of each schedule.
+list_schedules() {
+  _gokku services:schedule list "$@"
+}
+
+# remove_schedules SVC [ID]: one schedule, or all of the service's.
+remove_schedules() {
+  _gokku services:schedule remove "$@"
+}
+
 # ---- App integration -------------------------------------------------------------------
 
 # set_app_env APP ENV KEY VALUE: the value is stored exactly (spaces, quotes, '=').
@@ -324,14 +346,18 @@ save_settings() {
   mv -f "$tmp" "$file"
 }
 
-# set_setting NAME VALUE: change one of the service's settings (settings.env), keeping the
-# others as they are; atomic, as save_settings.
-set_setting() {
-  local file="$SERVICE_DIR/settings.env" tmp
-  tmp=$(mktemp "$file.XXXXXX")
-  grep -v "^$1=" "$file" >"$tmp" || true
-  printf '%s=%q\n' "$1" "$2" >>"$tmp"
-  mv -f "$tmp" "$file"
+# update_settings VAR...: save_settings for these variables, keeping every other one the
+# service's settings.env holds (a command that changes one setting after install).
+update_settings() {
+  local -a names=()
+  local name
+  while IFS= read -r name; do
+    names+=("$name")
+  done < <(sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' "$SERVICE_DIR/settings.env")
+  for name in "$@"; do
+    [[ " ${names[*]} " == *" $name "* ]] || names+=("$name")
+  done
+  save_settings "${names[@]}"
 }
 
 # pick_server_user DEFAULT: the user the server runs as. Database servers have no business

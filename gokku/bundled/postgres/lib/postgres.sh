@@ -9,6 +9,8 @@ PG_SERVER_USER=postgres
 # Next to the usual port, which the distribution's own cluster may take at boot.
 PG_FIRST_PORT=5433
 PG_LIB=/usr/lib/postgresql
+# When the first backup schedule is added: a weekly verify (Sunday, 05:00), after the night's backups.
+PG_VERIFY_CRON='0 5 * * 0'
 
 data_dir() { printf '%s/data\n' "$SERVICE_DIR"; }
 log_file() { printf '%s/logs/postgresql.log\n' "$SERVICE_DIR"; }

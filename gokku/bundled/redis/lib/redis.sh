@@ -60,7 +60,7 @@ pidfile $(data_dir)/redis.pid
 logfile $(log_file)
 dir $(data_dir)
 dbfilename dump.rdb
-appendonly no
+appendonly ${APPENDONLY:-no}
 # Snapshots after 1 h with a change, 5 min with 100 changes, 1 min with 10000 (Redis'
 # defaults); stop saves one too.
 save 3600 1 300 100 60 10000
