@@ -35,6 +35,11 @@ class Plugin:
         """``GOKKU_CONFIG_<KEY>`` for each of its settings that has a value."""
         return settings_.config_env(self.record, self.settings)
 
+    def secret_settings(self) -> list[str]:
+        """The values of its settings declared secret: masked for callers who may only
+        read, as a service's passwords are."""
+        return settings_.secret_values(self.record, self.settings)
+
     @property
     def namespace(self) -> str | None:
         """The alias from ``commands/name`` (``pg`` for postgres), when it differs."""

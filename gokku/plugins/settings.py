@@ -91,6 +91,11 @@ def values(record: dict[str, Any], settings: Settings) -> dict[str, str]:
     return found
 
 
+def secret_values(record: dict[str, Any], settings: Settings) -> list[str]:
+    declarations = declared(record)
+    return [v for k, v in values(record, settings).items() if declarations[k].get("secret")]
+
+
 def config_env(record: dict[str, Any], settings: Settings) -> dict[str, str]:
     """What a plugin's scripts get: ``GOKKU_CONFIG_<KEY>`` for each setting with a value."""
     return {CONFIG_PREFIX + k: v for k, v in values(record, settings).items()}
