@@ -47,7 +47,6 @@ def remove(ctx: Context, args: list[str]) -> int:
         max_args=1,
     )
     name = check_name("plugin", opts.positional[0])
-    install.refuse_if_required(ctx.root, name)  # before asking; checked again under the lock
     users = [s.name for s in services.all_services(ctx.root) if s.plugin == name]
     force = opts.flag("force")
     if users and not force:
