@@ -5,7 +5,7 @@
 import functools
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,10 +28,6 @@ def _locked(ctx: Context, word: str) -> Iterator[registry.Plugin]:
     name = check_name("plugin", word)
     with lock(ctx.root.locks, f"plugin-{name}"):
         yield registry.load(ctx.root, name)
-
-
-def _edit(ctx: Context, plugin: registry.Plugin, edit: Callable[[dict[str, Any]], None]) -> None:
-    settings.change(ctx.root, plugin.name, edit)
 
 
 # ---- plugins:config, plugins:config:set, plugins:config:unset ----
@@ -78,7 +74,7 @@ def config_set(ctx: Context, args: list[str]) -> int:
     with _locked(ctx, name) as plugin:
         check = functools.partial(settings.check_key, plugin.name, plugin.record)
         given = read_assignments(ctx, opts, words, usage, check)
-        _edit(ctx, plugin, lambda data: data.setdefault("config", {}).update(given))
+        settings.change(ctx.root, plugin.name, lambda d: d.setdefault("config", {}).update(given))
     ctx.info(f"Set {', '.join(given)} for plugin {plugin.name}")
     return 0
 
@@ -93,7 +89,7 @@ def config_unset(ctx: Context, args: list[str]) -> int:
             for key in keys:
                 data.get("config", {}).pop(key, None)
 
-        _edit(ctx, plugin, unset)
+        settings.change(ctx.root, plugin.name, unset)
     ctx.info(f"Unset {', '.join(keys)} for plugin {plugin.name} (defaults apply)")
     return 0
 
@@ -113,7 +109,7 @@ def pin(ctx: Context, args: list[str]) -> int:
                 f"plugin {plugin.name} declares no version: give one (gokku plugins:pin "
                 f"{plugin.name} VERSION)"
             )
-        _edit(ctx, plugin, lambda data: data.update(pin=wanted))
+        settings.change(ctx.root, plugin.name, lambda data: data.update(pin=wanted))
     ctx.info(f"Pinned plugin {plugin.name} at {wanted}: plugins:update leaves it alone")
     return 0
 
@@ -121,7 +117,7 @@ def pin(ctx: Context, args: list[str]) -> int:
 def unpin(ctx: Context, args: list[str]) -> int:
     opts = parse(args, usage_line("plugins:unpin"), min_args=1, max_args=1)
     with _locked(ctx, opts.positional[0]) as plugin:
-        _edit(ctx, plugin, lambda data: data.pop("pin", None))
+        settings.change(ctx.root, plugin.name, lambda data: data.pop("pin", None))
     ctx.info(f"Plugin {plugin.name} is not pinned")
     return 0
 
@@ -146,7 +142,7 @@ def _set_disabled(ctx: Context, args: list[str], verb: str, disabled: bool) -> i
         if plugin.disabled == disabled:
             ctx.info(f"Plugin {plugin.name} is already {state}")
             return 0
-        _edit(ctx, plugin, lambda data: data.update(disabled=disabled))
+        settings.change(ctx.root, plugin.name, lambda data: data.update(disabled=disabled))
     ctx.info(f"Plugin {plugin.name} {state}")
     return 0
 
