@@ -12,6 +12,8 @@ from sshkit import *  # noqa: F403 - fixtures
 from sshkit import Door, KeyPair, make_key
 
 SECRET = "tok-9f8e7d6c-s3cret"
+# A secret whose name and shape give nothing away: only its declaration says it is one.
+LICENSE = "lic-4d3c2b1a-plain"
 MANIFEST = """\
 version: 1.0.0
 commands:
@@ -19,6 +21,7 @@ commands:
 config:
   API_URL: {default: "http://default.example", description: where it calls}
   TOKEN: {secret: true, description: the API token}
+  LICENSE: {secret: true}
   RETRIES: {default: 3}
   VERBOSE: {default: false}
 """
@@ -52,10 +55,13 @@ def test_settings_reach_the_scripts_and_secrets_stay_out_of_sight(
     add_cfg(gokku, tmp_path)
     assert door.ssh("cfg:show").stdout == DEFAULTS
 
-    done = door.ssh(f"plugins:config:set cfg TOKEN={SECRET} API_URL=http://api.example")
+    done = door.ssh(
+        f"plugins:config:set cfg TOKEN={SECRET} API_URL=http://api.example LICENSE={LICENSE}"
+    )
     assert (done.code, done.stdout) == (0, "")
     assert door.ssh("cfg:show").stdout == (
         "GOKKU_CONFIG_API_URL=http://api.example\n"
+        f"GOKKU_CONFIG_LICENSE={LICENSE}\n"
         "GOKKU_CONFIG_RETRIES=3\n"
         f"GOKKU_CONFIG_TOKEN={SECRET}\n"
         "GOKKU_CONFIG_VERBOSE=false\n"
@@ -64,11 +70,13 @@ def test_settings_reach_the_scripts_and_secrets_stay_out_of_sight(
     # member, as a service's password does not.
     as_bob = door.ssh("cfg:show", key=bob.path)
     assert "GOKKU_CONFIG_TOKEN=<redacted>\n" in as_bob.stdout and SECRET not in as_bob.stdout
+    assert "GOKKU_CONFIG_LICENSE=<redacted>\n" in as_bob.stdout and LICENSE not in as_bob.stdout
 
     listing = door.ssh("plugins:config cfg").stdout
     assert listing.splitlines() == [
         "KEY      VALUE               FROM     DESCRIPTION",
         "API_URL  http://api.example  set      where it calls",
+        "LICENSE  <redacted>          set",
         "RETRIES  3                   default",
         "TOKEN    <redacted>          set      the API token",
         "VERBOSE  false               default",
@@ -77,13 +85,14 @@ def test_settings_reach_the_scripts_and_secrets_stay_out_of_sight(
     assert {r["key"]: r["value"] for r in shown}["TOKEN"] == "<redacted>"
 
     audit = (gokku.root / "log" / "audit.log").read_bytes()
-    assert SECRET.encode() not in audit
+    assert SECRET.encode() not in audit and LICENSE.encode() not in audit
     line = next(e for e in door.audit() if e["argv"][:1] == ["plugins:config:set"])
     assert line["argv"] == [
         "plugins:config:set",
         "cfg",
         "TOKEN=<redacted>",
         "API_URL=<redacted>",
+        "LICENSE=<redacted>",
     ]
 
     stored = gokku.root / "plugin-settings" / "cfg.json"
@@ -91,7 +100,7 @@ def test_settings_reach_the_scripts_and_secrets_stay_out_of_sight(
     assert stat.S_IMODE(stored.parent.stat().st_mode) == 0o700
     assert SECRET in stored.read_text()
 
-    unset = door.ssh("plugins:config:unset cfg TOKEN API_URL")
+    unset = door.ssh("plugins:config:unset cfg TOKEN API_URL LICENSE")
     assert unset.code == 0, unset.stderr
     assert door.ssh("cfg:show").stdout == DEFAULTS
     assert SECRET not in stored.read_text()
@@ -126,7 +135,8 @@ def test_members_may_not_read_or_change_settings(
         (["cfg", "TOKN=x"], "plugin 'cfg' has no setting 'TOKN'; did you mean 'TOKEN'?"),
         (
             ["cfg", "COLOUR=red"],
-            "plugin 'cfg' has no setting 'COLOUR' (it has API_URL, RETRIES, TOKEN, VERBOSE)",
+            "plugin 'cfg' has no setting 'COLOUR' "
+            "(it has API_URL, LICENSE, RETRIES, TOKEN, VERBOSE)",
         ),
         (["cfg", "TOKEN=ok", "NOPE=x"], "plugin 'cfg' has no setting 'NOPE' (it has"),
         (["cfg", "TOKEN"], "expected KEY=VALUE, got 'TOKEN'"),
