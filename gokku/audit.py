@@ -50,11 +50,13 @@ class Entry:
 
 
 # Verbs whose arguments carry values to keep out of the log: KEY=VALUE -> KEY=<redacted>.
-SECRET_VALUES = ("config:set",)
+# (A plugin's settings too: whether one is secret is the plugin's to say, not the log's.)
+SECRET_VALUES = ("config:set", "plugins:config:set")
 
 
 def redacted(argv: list[str]) -> list[str]:
-    """``argv`` as the audit log keeps it: values given to config:set are not written."""
+    """``argv`` as the audit log keeps it: values given to config:set (and
+    plugins:config:set) are not written."""
     verbs = [i for i, word in enumerate(argv) if word in SECRET_VALUES]
     if not verbs:
         return argv

@@ -116,8 +116,9 @@ def locked(ctx: Context, app: str, doing: str) -> Iterator[None]:
 
 
 def triggers(ctx: Context, name: str) -> list[tuple[registry.Plugin, Path]]:
-    """Every installed plugin's ``hooks/NAME``, in plugin-name order."""
-    found = ((plugin, plugin.hook(name)) for plugin in registry.installed(ctx.root))
+    """Every enabled plugin's ``hooks/NAME``, in plugin-name order."""
+    enabled = (plugin for plugin in registry.installed(ctx.root) if not plugin.disabled)
+    found = ((plugin, plugin.hook(name)) for plugin in enabled)
     return [(plugin, script) for plugin, script in found if script is not None]
 
 

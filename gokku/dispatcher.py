@@ -14,6 +14,7 @@ from gokku import access, crashlog, suggest
 from gokku.cmdline import parse
 from gokku.commands import (
     BUILTINS,
+    KEEPS_ROOT,
     NAMESPACES,
     PLUGIN_FORMS,
     Builtin,
@@ -39,15 +40,16 @@ def dispatch(
 ) -> int:
     """Run the request to completion and return its exit code; never raises.
 
-    ``prepare`` runs first, inside the error handling (the CLI door changes user there).
+    ``prepare`` runs once the verb is known, inside the error handling (the CLI door
+    changes user there, but for the verbs in ``KEEPS_ROOT``).
     Anything that is not a GokkuError is unexpected: a bug, or the system refusing (a
     full disk). The user gets one line and exit 1; the traceback goes to the server log.
     """
     try:
         root = root or Root.from_env()
-        if prepare is not None:
-            prepare(root)
         ctx, verb, args = _global_flags(request, root)
+        if prepare is not None and verb not in KEEPS_ROOT:
+            prepare(root)
         if ctx.trace:
             access.require_admin(ctx, "use --trace (it shows what scripts read, secrets too)")
         code = route(ctx, verb, args)
@@ -150,6 +152,7 @@ def route(ctx: Context, verb: str, args: list[str]) -> int:
         return help_.namespace_help(ctx, namespace, args)
     plugin = registry.find(ctx.root, namespace)
     if plugin is not None:
+        registry.require_enabled(plugin)
         return _plugin_command(ctx, plugin, namespace, command or "help", args)
     raise UnknownCommand(f"unknown command {verb!r}{suggest.hint(ctx, verb)}")
 

@@ -73,6 +73,11 @@ class Root:
     def plugin_dir(self, name: str) -> Path:
         return self.plugins / check_name("plugin", name)
 
+    def plugin_settings(self, name: str) -> Path:
+        """What admins set on a plugin (config values, pin, disabled): beside its tree,
+        which an update replaces whole."""
+        return self.path / "plugin-settings" / f"{check_name('plugin', name)}.json"
+
     def service_dir(self, name: str) -> Path:
         return self.services / check_name("service", name)
 

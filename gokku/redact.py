@@ -59,9 +59,12 @@ class Masker:
         return _SHAPED.sub(rb"\1" + MASK, line)
 
 
-def masker(record: dict[str, Any] | None, fields: Iterable[str]) -> Masker:
-    """The masker for a service's ``record`` (None: no service) and declared ``fields``."""
-    found: set[str] = set()
+def masker(
+    record: dict[str, Any] | None, fields: Iterable[str], known: Iterable[str] = ()
+) -> Masker:
+    """The masker for a service's ``record`` (None: no service), declared ``fields`` and
+    ``known`` secrets (the plugin's secret settings)."""
+    found: set[str] = set(known)
     for section in ("config", "env"):
         values = (record or {}).get(section)
         for key, value in (values if isinstance(values, dict) else {}).items():

@@ -80,13 +80,15 @@ def callback_env() -> dict[str, str]:
 
 
 def script_env(ctx: Context, plugin: Plugin, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """A plugin script's environment: the base, its plugin, the helpers and a way back in."""
+    """A plugin script's environment: the base, its plugin and the settings an admin gave
+    it (``GOKKU_CONFIG_*``), the helpers and a way back in."""
     return {
         **base_env(ctx),
         **ORIGINAL_EXPORTS,
         "BASH_ENV": str(ctx.root.helpers),
         "GOKKU_PLUGIN_DIR": str(plugin.path),
         "GOKKU_PLUGIN_NAME": plugin.name,
+        **plugin.config_env(),
         **callback_env(),
         **(extra or {}),
     }

@@ -27,6 +27,14 @@ ATTEMPTS = {
     "plugins:update": "plugins:update t",
     "plugins:remove": "plugins:remove t --force",
     "plugins:validate": "plugins:validate t",
+    "plugins:config": "plugins:config t",
+    "plugins:config:set": "plugins:config:set t K=v",
+    "plugins:config:unset": "plugins:config:unset t K",
+    "plugins:pin": "plugins:pin t 1.0.0",
+    "plugins:unpin": "plugins:unpin t",
+    "plugins:disable": "plugins:disable t",
+    "plugins:enable": "plugins:enable t",
+    "plugins:install-dependencies": "plugins:install-dependencies t",
     "services:create": "services:create t --name evil",
     "services:destroy": "services:destroy db --force",
     "services:config-get": "services:config-get db",
@@ -196,7 +204,14 @@ def test_member_is_refused_every_admin_and_internal_verb(
 
 def test_admins_too_cannot_reach_door_and_helper_verbs(door: Door, estate: None) -> None:
     """alice is an admin: still no server of her own, no passwords through the helpers."""
-    for verb in ("serve", "ssh-command", "git-hook", "services:config-get", "services:next-port"):
+    for verb in (
+        "serve",
+        "ssh-command",
+        "git-hook",
+        "services:config-get",
+        "services:next-port",
+        "plugins:install-dependencies",
+    ):
         result = door.ssh(ATTEMPTS[verb])
         assert (result.code, result.stderr) == (1, f" !     {verb} is not available over SSH\n")
     nested = door.ssh("ssh-command --key x")

@@ -93,6 +93,55 @@ BUILTINS: dict[str, Builtin] = {
         ],
     ),
     **_table(
+        "plugin_settings",
+        [
+            (
+                "plugins:config",
+                "config",
+                "plugins:config NAME [--format json]",
+                "Show a plugin's settings (secrets redacted)",
+                ADMIN,
+            ),
+            (
+                "plugins:config:set",
+                "config_set",
+                "plugins:config:set NAME KEY=VALUE...|--stdin",
+                "Set settings a plugin declares (its scripts get GOKKU_CONFIG_KEY)",
+                ADMIN,
+            ),
+            (
+                "plugins:config:unset",
+                "config_unset",
+                "plugins:config:unset NAME KEY...",
+                "Unset a plugin's settings (their defaults apply)",
+                ADMIN,
+            ),
+            (
+                "plugins:pin",
+                "pin",
+                "plugins:pin NAME [VERSION]",
+                "Keep a plugin at a version (the installed one): plugins:update refuses it",
+                ADMIN,
+            ),
+            ("plugins:unpin", "unpin", "plugins:unpin NAME", "Let a plugin be updated", ADMIN),
+            (
+                "plugins:disable",
+                "disable",
+                "plugins:disable NAME",
+                "Keep a plugin installed but run none of it (services stay as they are)",
+                ADMIN,
+            ),
+            ("plugins:enable", "enable", "plugins:enable NAME", "Enable a plugin again", ADMIN),
+            (
+                "plugins:install-dependencies",
+                "install_dependencies",
+                "plugins:install-dependencies NAME",
+                "Install the Debian packages a plugin needs (as root, on the server)",
+                LOCAL,
+            ),
+        ],
+    ),
+    **_table(
         "services",
         [
             (
@@ -505,6 +554,10 @@ PLUGIN_FORMS |= _table(
         ),
     ],
 )
+
+# Verbs the server's CLI runs as root when root calls (not as the state's owner, as every
+# other verb): they install system packages and write nothing under GOKKU_ROOT.
+KEEPS_ROOT = {"plugins:install-dependencies"}
 
 # Namespaces a plugin may not take: every built-in verb's prefix, and a few reserved ones.
 RESERVED_NAMESPACES = {verb.split(":")[0] for verb in BUILTINS} | {

@@ -75,6 +75,8 @@ def verbs(ctx: Context) -> list[str]:
         if not builtin.hidden and access.verb_allowed(identity, builtin.access)
     ]
     for plugin in registry.installed(ctx.root):
+        if plugin.disabled:
+            continue
         for namespace in filter(None, (plugin.name, plugin.namespace)):
             found += [f"{namespace}:{command}" for command in plugin_commands(plugin)]
     return found

@@ -45,11 +45,14 @@ def help(ctx: Context, args: list[str]) -> int:  # noqa: A001 - the verb is "hel
     ctx.out("")
     ctx.out("=====> Built-in commands")
     _rows(ctx, _allowed(ctx, [verb for verb, b in BUILTINS.items() if not b.hidden]))
-    plugins = registry.installed(ctx.root)
+    installed = registry.installed(ctx.root)
+    plugins = [p for p in installed if not p.disabled]  # a disabled one has no commands
     ctx.out("")
     ctx.out("=====> Plugins")
-    if not plugins:
+    if not installed:
         ctx.out("  (none installed: gokku plugins:add SOURCE)")
+    if len(plugins) < len(installed):
+        ctx.out(f"  ({len(installed) - len(plugins)} disabled: see gokku plugins:list)")
     for plugin in plugins:
         alias = f" ({plugin.namespace})" if plugin.namespace else ""
         description = plugin.description() or "see: gokku " + plugin.name + ":help"

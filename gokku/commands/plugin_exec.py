@@ -59,7 +59,7 @@ def run_for(
     if writer:
         return run_script(ctx, plugin, script, args, extra, io)
     record = services.load(ctx.root, service).data if service is not None else None
-    mask = redact.masker(record, plugin.secrets(command))
+    mask = redact.masker(record, plugin.secrets(command), plugin.secret_settings())
     binary = io is not None and io.stdout == "binary"
     with redact.masked(ctx, mask, stdout=not binary) as masked_ctx:
         return run_script(masked_ctx, plugin, script, args, extra, io)

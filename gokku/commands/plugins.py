@@ -72,6 +72,8 @@ def list_(ctx: Context, args: list[str]) -> int:
             "sha256": p.record.get("sha256"),
             "installed_at": p.record.get("installed_at") or "",
             "services": counts.get(p.name, 0),
+            "pin": p.settings.pin,
+            "enabled": not p.disabled,
         }
         for p in registry.installed(ctx.root)
     ]
@@ -79,8 +81,16 @@ def list_(ctx: Context, args: list[str]) -> int:
         opts.get("format", ctx.format),
         records,
         "No plugins installed",
-        ["NAME", "NAMESPACE", "VERSION", "SOURCE", "SERVICES"],
-        lambda r: [r["name"], r["namespace"], r["version"] or "-", r["source"], str(r["services"])],
+        ["NAME", "NAMESPACE", "VERSION", "PIN", "STATE", "SOURCE", "SERVICES"],
+        lambda r: [
+            r["name"],
+            r["namespace"],
+            r["version"] or "-",
+            r["pin"] or "-",
+            "enabled" if r["enabled"] else "disabled",
+            r["source"],
+            str(r["services"]),
+        ],
     )
     return 0
 

@@ -24,7 +24,7 @@ from gokku.commands.plugin_exec import authorize, run_for
 from gokku.context import Context
 from gokku.errors import GokkuError, NotFound, ScriptFailed, UsageError
 from gokku.names import check_alias, check_env_key, check_name
-from gokku.plugins import registry
+from gokku.plugins import registry, settings
 from gokku.runner import forward_to_group, run_script, spawn_captured
 from gokku.ssh.config import load as load_config
 
@@ -41,7 +41,7 @@ def _plugin_of(
             f"service {service.name!r} belongs to plugin {service.plugin!r}, not {expect.name!r}"
         )
     try:
-        return registry.load(ctx.root, service.plugin)
+        return registry.require_enabled(registry.load(ctx.root, service.plugin))
     except NotFound:
         raise GokkuError(
             f"service {service.name!r} was made by plugin {service.plugin!r}, "
@@ -76,7 +76,7 @@ def create(ctx: Context, args: list[str]) -> int:
     plugin = registry.find(ctx.root, check_name("plugin", plugin_name))
     if plugin is None:
         raise NotFound(f"plugin {plugin_name!r} is not installed (see: gokku plugins:list)")
-    return _create(ctx, plugin, name, version)
+    return _create(ctx, registry.require_enabled(plugin), name, version)
 
 
 def create_form(ctx: Context, plugin: registry.Plugin, verb: str, args: list[str]) -> int:
@@ -209,7 +209,7 @@ def _start_status(ctx: Context, service: services.Service) -> subprocess.Popen |
         plugin = registry.load(ctx.root, service.plugin)
     except NotFound:
         return None
-    script = plugin.script("status")
+    script = None if plugin.disabled else plugin.script("status")
     if script is None:
         return None
     return spawn_captured(ctx, plugin, script, [service.name], _service_env(ctx, service.name))
@@ -309,7 +309,12 @@ def _alias(opts: Parsed) -> str | None:
 
 
 def _hook(ctx: Context, name: str, hook: str, app: str, env: str) -> None:
-    plugin = _plugin_of(ctx, services.load(ctx.root, name))
+    """Run the plugin's ``hooks/HOOK`` for a link just made or removed; a disabled
+    plugin's hooks do not run (as its deploy triggers do not)."""
+    service = services.load(ctx.root, name)
+    if settings.load(ctx.root, service.plugin).disabled:
+        return
+    plugin = _plugin_of(ctx, service)
     script = plugin.hook(hook)
     if script is not None:
         code = run_script(ctx, plugin, script, [name, app, env], _service_env(ctx, name))
@@ -512,6 +517,9 @@ def _control(ctx: Context, args: list[str], command: str) -> int:
 def _control_one(ctx: Context, name: str, command: str, skip_missing: bool) -> int:
     with services.service_lock(ctx.root, name):
         service = services.load(ctx.root, name)
+        if skip_missing and settings.load(ctx.root, service.plugin).disabled:
+            ctx.info(f"{name}: plugin {service.plugin} is disabled; skipped")
+            return 0
         plugin = _plugin_of(ctx, service)
         authorize(ctx, plugin, f"services:{command}", command, name)
         if skip_missing and plugin.script(command) is None:

@@ -14,7 +14,12 @@ from typing import Any
 from gokku.errors import GokkuError
 from gokku.names import is_name
 from gokku.plugins.bashscan import code_only
-from gokku.plugins.manifest import parse_commands
+from gokku.plugins.manifest import (
+    parse_commands,
+    parse_config,
+    parse_requires,
+    parse_system_packages,
+)
 
 REQUIRED_COMMANDS = ("help", "info", "logs")
 MANIFEST = "plugin.yml"
@@ -138,7 +143,8 @@ def _name_words(text: str) -> list[str]:
 
 
 def manifest(tree: Path) -> dict[str, Any]:
-    """The optional ``plugin.yml`` (version, description, per-command stream use)."""
+    """The optional ``plugin.yml`` (version, description, per-command stream use,
+    settings, requirements)."""
     path = tree / MANIFEST
     if not path.is_file():
         return {}
@@ -153,6 +159,9 @@ def manifest(tree: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise GokkuError(f"{MANIFEST} must be a mapping")
     data["commands"] = parse_commands(data)
+    data["config"] = parse_config(data)
+    data["requires"] = parse_requires(data)
+    data["system_packages"] = parse_system_packages(data)
     return data
 
 

@@ -23,7 +23,7 @@ from gokku.context import Context
 from gokku.errors import GokkuError
 from gokku.names import check_name, is_name
 from gokku.paths import Root
-from gokku.plugins import contract, registry, sources
+from gokku.plugins import contract, registry, settings, sources, system_packages
 from gokku.storage import fsync_dir, lock, write_json
 
 EXECUTABLE_DIRS = ("bin", "commands", "hooks")
@@ -118,6 +118,9 @@ def _prepare(ctx: Context, name: str, source: sources.Source, staging: Path, for
             "version": str(manifest.get("version") or ""),
             "description": str(manifest.get("description") or ""),
             "commands_io": manifest.get("commands", {}),
+            "config": manifest.get("config", {}),
+            "requires": manifest.get("requires", {}),
+            "system_packages": manifest.get("system_packages", []),
             "commit": fetched.commit,
             "sha256": fetched.sha256,
             "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -173,6 +176,7 @@ def add(
                 f"use plugins:update {name} or plugins:remove {name} first"
             )
         _check_namespace(ctx, name, None)
+        settings.forget(ctx.root, name)  # a remove cut off before it got there: start clean
         with _staging(ctx, name) as staging:
             tree = _prepare(ctx, name, source, staging, force)
             with _claiming(ctx, name, tree):
@@ -183,6 +187,7 @@ def add(
         f"Plugin {name} installed"
         + (f" (namespace {plugin.namespace})" if plugin.namespace else "")
     )
+    system_packages.report_missing(ctx, plugin)
     return plugin
 
 
@@ -191,6 +196,11 @@ def update(ctx: Context, name: str, ref: str | None, force: bool = False) -> reg
     with lock(ctx.root.locks, f"plugin-{name}"):
         _recover(ctx, name)
         current = registry.load(ctx.root, name)
+        if current.settings.pin:
+            raise GokkuError(
+                f"plugin {name!r} is pinned at {current.settings.pin}; "
+                f"unpin it first: gokku plugins:unpin {name}"
+            )
         recorded = current.record.get("source")
         if not isinstance(recorded, dict) or "kind" not in recorded:
             raise GokkuError(f"plugin {name!r} has no recorded source; remove and add it again")
@@ -223,6 +233,7 @@ def remove(ctx: Context, name: str, force: bool) -> None:
     with lock(ctx.root.locks, f"plugin-{name}"):
         _recover(ctx, name)
         plugin = registry.load(ctx.root, name)
+        refuse_if_required(ctx.root, name)
         users = [s.name for s in services.all_services(ctx.root) if s.plugin == name]
         if users and not force:
             raise GokkuError(
@@ -234,4 +245,20 @@ def remove(ctx: Context, name: str, force: bool) -> None:
         with _staging(ctx, name) as staging:
             os.rename(plugin.path, staging / "removed")
             fsync_dir(ctx.root.plugins)
+        settings.forget(ctx.root, name)
     ctx.info(f"Plugin {name} removed")
+
+
+def refuse_if_required(root: Root, name: str) -> None:
+    """A plugin that another installed plugin requires (``requires:``) stays."""
+    needing = [
+        other.name
+        for other in registry.installed(root)
+        if other.name != name and name in (other.record.get("requires") or {})
+    ]
+    if needing:
+        which = "plugin" if len(needing) == 1 else "plugins"
+        raise GokkuError(
+            f"plugin {name!r} is required by {which} {', '.join(needing)}; remove {which} "
+            f"{', '.join(needing)} first"
+        )

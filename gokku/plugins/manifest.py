@@ -1,4 +1,5 @@
-"""What a plugin's ``plugin.yml`` declares about each command's terminal and streams.
+"""What a plugin's ``plugin.yml`` declares: each command's terminal and streams, the
+settings an admin may give it, and what it needs (plugins, Debian packages).
 
 ```yaml
 version: 1.0.0
@@ -9,6 +10,12 @@ commands:
   connect: {tty: prefer}             # interactive: a pty when the client asked for one
   info:    {access: read, secret: [DSN]}  # who may run it (below); its secret "Field:" lines
   status:  {usage: SERVICE, summary: running or stopped}   # for status --help (below)
+config:                              # settings an admin sets with plugins:config:set
+  BACKUP_BUCKET: {description: where backups go}
+  API_TOKEN: {secret: true}          # never shown by plugins:config nor audited
+  RETRIES: {default: 3}
+requires: {postgres: ">=1.0"}        # plugins it needs (plugins:remove refuses to break it)
+system_packages: [postgresql-client] # Debian packages (plugins:install-dependencies)
 ```
 
 ``access`` is checked against the service the first argument names: ``write`` (the
@@ -27,10 +34,12 @@ The declarations are copied into the install record, so routing never parses YAM
 Plugins without a manifest keep the defaults: a pty when the client asked, no checks.
 """
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from gokku.errors import GokkuError
+from gokku.names import is_name
 
 TTY_MODES = ("never", "allow", "prefer")
 STDOUT_MODES = ("text", "binary")
@@ -40,6 +49,11 @@ DEFAULT_ACCESS = {"help": "any", "info": "read", "logs": "read"}
 SETTINGS = ("tty", "stdout", "stdin", "access", "description", "usage", "summary", "secret")
 # The first word of a usage that names a service (Dokku's plugins write <service>).
 SERVICE_WORDS = ("SERVICE", "SVC", "<service>")
+# A setting becomes the variable GOKKU_CONFIG_<KEY>: its name is a variable name's tail.
+CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+CONFIG_FIELDS = ("default", "description", "secret")
+# Debian policy: lowercase letters, digits, + - . ; at least two, starting alphanumeric.
+DEBIAN_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]{1,99}")
 
 
 @dataclass(frozen=True)
@@ -96,6 +110,71 @@ def _fields(command: str, value: Any) -> list[str]:
             f"plugin.yml: command {command!r}: secret must be a list of field names (DSN...)"
         )
     return [f.strip() for f in value]
+
+
+def parse_config(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Validate the ``config`` section: each KEY's default (a scalar, kept as the text
+    the script will see), description and whether it is secret."""
+    section = manifest.get("config") or {}
+    if not isinstance(section, dict):
+        raise GokkuError("plugin.yml: 'config' must map setting names to {default, ...}")
+    result: dict[str, dict[str, Any]] = {}
+    for key, settings in section.items():
+        if not isinstance(key, str) or not CONFIG_KEY.fullmatch(key):
+            raise GokkuError(
+                f"plugin.yml: config key {str(key)[:64]!r} must be uppercase letters, digits "
+                "and '_', starting with a letter (it becomes GOKKU_CONFIG_<KEY>)"
+            )
+        settings = settings or {}
+        if not isinstance(settings, dict):
+            raise GokkuError(f"plugin.yml: config {key}: must be a mapping ({{default: ...}})")
+        unknown = set(settings) - set(CONFIG_FIELDS)
+        if unknown:
+            raise GokkuError(
+                f"plugin.yml: config {key} has unknown keys {sorted(map(str, unknown))}"
+            )
+        default = settings.get("default")
+        if isinstance(default, (dict, list)):
+            raise GokkuError(f"plugin.yml: config {key}: default must be a single value")
+        if not isinstance(settings.get("description", ""), str):
+            raise GokkuError(f"plugin.yml: config {key}: description must be text")
+        if not isinstance(settings.get("secret", False), bool):
+            raise GokkuError(f"plugin.yml: config {key}: secret must be true or false")
+        result[key] = {
+            "default": None if default is None else _scalar_text(default),
+            "description": settings.get("description", ""),
+            "secret": settings.get("secret", False),
+        }
+    return result
+
+
+def _scalar_text(value: Any) -> str:
+    """YAML's ``true`` and ``3`` as a script reads them: ``true``, ``3``."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def parse_requires(manifest: dict[str, Any]) -> dict[str, str]:
+    """``requires: {PLUGIN: RANGE}``: the plugins this one needs, by name."""
+    section = manifest.get("requires") or {}
+    if not isinstance(section, dict) or not all(
+        isinstance(name, str) and is_name(name) and isinstance(wanted, (str, int, float))
+        for name, wanted in section.items()
+    ):
+        raise GokkuError("plugin.yml: 'requires' must map plugin names to version ranges")
+    return {name: str(wanted) for name, wanted in section.items()}
+
+
+def parse_system_packages(manifest: dict[str, Any]) -> list[str]:
+    """``system_packages: [NAME...]``: Debian packages, by name."""
+    section = manifest.get("system_packages") or []
+    if not isinstance(section, list):
+        raise GokkuError("plugin.yml: 'system_packages' must be a list of Debian package names")
+    for name in section:
+        if not isinstance(name, str) or not DEBIAN_PACKAGE.fullmatch(name):
+            raise GokkuError(
+                f"plugin.yml: system package {str(name)[:64]!r} is not a Debian package name"
+            )
+    return list(section)
 
 
 def command_io(record: dict[str, Any], command: str) -> CommandIO:

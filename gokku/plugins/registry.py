@@ -4,13 +4,14 @@ A plugin lives in ``plugins/<name>/`` with its install record in ``config.json``
 (Gokku's file: ``name`` and ``url``, plus where it came from and its namespace alias).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gokku.errors import NotFound
+from gokku.errors import GokkuError, NotFound
 from gokku.names import is_name
 from gokku.paths import Root
+from gokku.plugins import settings as settings_
 from gokku.plugins.manifest import (
     CommandIO,
     command_access,
@@ -31,6 +32,20 @@ class Plugin:
     name: str
     path: Path
     record: dict[str, Any]
+    settings: settings_.Settings = field(default_factory=settings_.Settings)
+
+    @property
+    def disabled(self) -> bool:
+        return self.settings.disabled
+
+    def config_env(self) -> dict[str, str]:
+        """``GOKKU_CONFIG_<KEY>`` for each of its settings that has a value."""
+        return settings_.config_env(self.record, self.settings)
+
+    def secret_settings(self) -> list[str]:
+        """The values of its settings declared secret: masked for callers who may only
+        read, as a service's passwords are."""
+        return settings_.secret_values(self.record, self.settings)
 
     @property
     def namespace(self) -> str | None:
@@ -92,7 +107,12 @@ def load(root: Root, name: str) -> Plugin:
         raise NotFound(f"plugin {name!r} is not installed (see: gokku plugins:list)")
     record_path = path / RECORD
     record = read_json(record_path) if record_path.is_file() else {}
-    return Plugin(name=name, path=path, record=record if isinstance(record, dict) else {})
+    return Plugin(
+        name=name,
+        path=path,
+        record=record if isinstance(record, dict) else {},
+        settings=settings_.load(root, name),
+    )
 
 
 def installed(root: Root) -> list[Plugin]:
@@ -103,6 +123,16 @@ def installed(root: Root) -> list[Plugin]:
         for path in sorted(root.plugins.iterdir())
         if path.is_dir() and is_name(path.name)
     ]
+
+
+def require_enabled(plugin: Plugin) -> Plugin:
+    """``plugin``, unless an admin disabled it: then none of its code runs."""
+    if plugin.disabled:
+        raise GokkuError(
+            f"plugin {plugin.name!r} is disabled; enable it with: "
+            f"gokku plugins:enable {plugin.name}"
+        )
+    return plugin
 
 
 def find(root: Root, word: str) -> Plugin | None:
