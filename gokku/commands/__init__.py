@@ -56,8 +56,10 @@ BUILTINS: dict[str, Builtin] = {
             (
                 "plugins:add",
                 "add",
-                "plugins:add SOURCE [--name NAME] [--ref REF] [--force]",
-                "Install a plugin (OWNER/REPO[@REF], URL, git URL, path or official name)",
+                "plugins:add NAME[@VERSION|@RANGE]|SOURCE [--name NAME] [--ref REF] [--yes] "
+                "[--force]",
+                "Install a plugin from an index with what it requires, or from a source "
+                "(OWNER/REPO[@REF], URL, git URL, path or official name: unverified)",
                 ADMIN,
             ),
             (
@@ -87,6 +89,40 @@ BUILTINS: dict[str, Builtin] = {
                 "plugins:validate PATH|NAME",
                 "Check a plugin against the plugin contract",
                 ADMIN,
+            ),
+        ],
+    ),
+    **_table(
+        "plugin_index",
+        [
+            (
+                "plugins:index",
+                "index_",
+                "plugins:index add NAME URL [--default] < allowed_signers | list | remove NAME",
+                "Manage the signed plugin indexes and the signers trusted for each",
+                ADMIN,
+            ),
+            (
+                "plugins:search",
+                "search",
+                "plugins:search [WORD] [--format json]",
+                "Find plugins in the plugin indexes",
+                ADMIN,
+            ),
+            (
+                "plugins:info",
+                "info",
+                "plugins:info NAME [--format json]",
+                "Show a plugin's versions in its index: compatibility and requirements",
+                ADMIN,
+            ),
+            (
+                "plugins:publish",
+                "publish",
+                "plugins:publish SOURCE[@REF] --index DIR --version X.Y.Z --sign-key KEY "
+                "[--name NAME]",
+                "Add a version of a plugin to an index directory and sign it (publisher side)",
+                LOCAL,
             ),
         ],
     ),

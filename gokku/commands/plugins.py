@@ -4,7 +4,7 @@ from pathlib import Path
 
 from gokku import confirm, services
 from gokku.cmdline import parse
-from gokku.commands import usage_line
+from gokku.commands import plugin_index, usage_line
 from gokku.context import Context
 from gokku.errors import GokkuError, UsageError
 from gokku.names import check_name, is_name
@@ -17,11 +17,16 @@ def add(ctx: Context, args: list[str]) -> int:
         args,
         usage_line("plugins:add"),
         values={"--name": "name", "--ref": "ref"},
-        flags={"--force": "force"},
+        flags={"--force": "force", "--yes": "yes", "-y": "yes"},
         min_args=1,
         max_args=1,
     )
-    install.add(ctx, opts.positional[0], opts.get("name"), opts.get("ref"), opts.flag("force"))
+    text, name, ref = opts.positional[0], opts.get("name"), opts.get("ref")
+    wanted = None if name or ref else plugin_index.request(ctx, text)
+    if wanted is not None:
+        plugin_index.add(ctx, *wanted, yes=opts.flag("yes"), force=opts.flag("force"))
+    else:
+        install.add(ctx, text, name, ref, opts.flag("force"))
     return 0
 
 
@@ -70,6 +75,7 @@ def list_(ctx: Context, args: list[str]) -> int:
             "source": p.record.get("url") or "",
             "commit": p.record.get("commit"),
             "sha256": p.record.get("sha256"),
+            "index": p.record.get("index") or "unverified",
             "installed_at": p.record.get("installed_at") or "",
             "services": counts.get(p.name, 0),
         }
@@ -79,8 +85,17 @@ def list_(ctx: Context, args: list[str]) -> int:
         opts.get("format", ctx.format),
         records,
         "No plugins installed",
-        ["NAME", "NAMESPACE", "VERSION", "SOURCE", "SERVICES"],
-        lambda r: [r["name"], r["namespace"], r["version"] or "-", r["source"], str(r["services"])],
+        ["NAME", "NAMESPACE", "VERSION", "INDEX", "COMMIT", "SHA256", "SOURCE", "SERVICES"],
+        lambda r: [
+            r["name"],
+            r["namespace"],
+            r["version"] or "-",
+            r["index"],
+            (r["commit"] or "-")[:12],
+            (r["sha256"] or "-")[:12],
+            r["source"],
+            str(r["services"]),
+        ],
     )
     return 0
 

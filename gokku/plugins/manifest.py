@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gokku.errors import GokkuError
+from gokku.names import check_name
+from gokku.plugins.semver import Range
 
 TTY_MODES = ("never", "allow", "prefer")
 STDOUT_MODES = ("text", "binary")
@@ -106,3 +108,18 @@ def command_access(record: dict[str, Any], command: str) -> str:
     """Who may run ``command``: its ``access`` in plugin.yml, else the default."""
     settings = (record.get("commands_io") or {}).get(command) or {}
     return settings.get("access") or DEFAULT_ACCESS.get(command, "write")
+
+
+def requirements(tree_manifest: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """plugin.yml's ``gokku:`` range and ``requires:`` map, checked."""
+    gokku_range = str(tree_manifest.get("gokku") or "*")
+    Range.parse(gokku_range)
+    requires = tree_manifest.get("requires") or {}
+    if not isinstance(requires, dict):
+        raise GokkuError("plugin.yml: 'requires' must map plugin names to version ranges")
+    checked = {}
+    for name, wanted in requires.items():
+        check_name("plugin", str(name))
+        Range.parse(str(wanted))
+        checked[str(name)] = str(wanted)
+    return gokku_range, checked

@@ -1,0 +1,184 @@
+"""``plugins:index``, ``plugins:search``, ``plugins:info``, ``plugins:publish``, and
+``plugins:add NAME[@RANGE]`` through the indexes (``gokku.plugins.index``)."""
+
+import re
+from pathlib import Path
+
+from gokku import confirm
+from gokku.cmdline import parse
+from gokku.commands import usage_line
+from gokku.context import Context
+from gokku.errors import NotFound, UsageError
+from gokku.names import check_name, is_name
+from gokku.plugins import index, install, plan, registry, semver
+
+_REQUEST = re.compile(r"^([a-z0-9][a-z0-9-]{0,62})(?:@(.+))?$")
+
+
+def index_(ctx: Context, args: list[str]) -> int:
+    """``plugins:index add NAME URL [--default] < allowed_signers``, ``list``, ``remove NAME``."""
+    usage = usage_line("plugins:index")
+    opts = parse(args, usage, flags={"--default": "default"}, min_args=1, max_args=3)
+    action, *rest = opts.positional
+    shapes = {"add": 2, "list": 0, "remove": 1}
+    if action not in shapes or len(rest) != shapes[action]:
+        raise UsageError(f"usage: gokku {usage}")
+    if action == "add":
+        signers = ctx.request.stdin.read(index.MAX_FILE).decode("utf-8", "replace")
+        over_ssh = ctx.request.identity.over_ssh
+        added = index.add(ctx.root, rest[0], rest[1], signers, opts.flag("default"), over_ssh)
+        ctx.info(f"Plugin index {added.name} added ({added.kind}: {added.url})")
+    elif action == "remove":
+        index.remove(ctx.root, check_name("index", rest[0]))
+        ctx.info(f"Plugin index {rest[0]} removed")
+    else:
+        records = [
+            {"name": i.name, "url": i.url, "kind": i.kind, "default": i.default}
+            for i in index.all_indexes(ctx.root)
+        ]
+        ctx.listing(
+            ctx.format,
+            records,
+            "No plugin indexes (add one: gokku plugins:index add NAME URL < allowed_signers)",
+            ["NAME", "URL", "DEFAULT"],
+            lambda r: [r["name"], r["url"], "yes" if r["default"] else ""],
+        )
+    return 0
+
+
+def search(ctx: Context, args: list[str]) -> int:
+    opts = parse(args, usage_line("plugins:search"), min_args=0, max_args=1)
+    word = (opts.positional or [""])[0].lower()
+    records = []
+    for source in index.all_indexes(ctx.root):
+        for name, description in sorted(source.catalog().items()):
+            if word in name.lower() or word in description.lower():
+                records.append({"name": name, "index": source.name, "description": description})
+    ctx.listing(
+        ctx.format,
+        records,
+        f"No plugin matches {word!r}" if word else "No plugins in any index",
+        ["NAME", "INDEX", "DESCRIPTION"],
+        lambda r: [r["name"], r["index"], r["description"]],
+    )
+    return 0
+
+
+def info(ctx: Context, args: list[str]) -> int:
+    opts = parse(args, usage_line("plugins:info"), min_args=1, max_args=1)
+    name = check_name("plugin", opts.positional[0])
+    found = index.find(ctx.root, name)
+    if found is None:
+        raise NotFound(f"no plugin index has {name!r} (see: gokku plugins:search)")
+    source, manifest = found
+    from gokku import __version__
+
+    versions = []
+    for number in sorted(manifest["versions"], key=semver.Version.parse, reverse=True):
+        entry = manifest["versions"][number]
+        works = semver.allows(entry.get("gokku") or "*", __version__)
+        versions.append(
+            {
+                "version": number,
+                "gokku": entry.get("gokku") or "*",
+                "compatible": works,
+                "requires": entry.get("requires") or {},
+                "published": entry.get("published") or "",
+                "sha256": entry.get("sha256"),
+                "commit": entry.get("commit"),
+            }
+        )
+    if ctx.format == "json":
+        ctx.out_json(
+            {
+                **{k: manifest.get(k) for k in ("name", "description", "source")},
+                "index": source.name,
+                "versions": versions,
+            }
+        )
+        return 0
+    ctx.out(f"{name}: {manifest.get('description') or ''}".rstrip())
+    ctx.out(f"index {source.name}, source {manifest.get('source') or '?'}")
+    ctx.table(
+        ["VERSION", "GOKKU", "COMPATIBLE", "REQUIRES", "PUBLISHED"],
+        [
+            [
+                v["version"],
+                v["gokku"],
+                "yes" if v["compatible"] else f"no (this is {__version__})",
+                ", ".join(f"{k} {r}" for k, r in v["requires"].items()) or "-",
+                v["published"],
+            ]
+            for v in versions
+        ],
+    )
+    return 0
+
+
+def publish(ctx: Context, args: list[str]) -> int:
+    opts = parse(
+        args,
+        usage_line("plugins:publish"),
+        values={"--index": "index", "--version": "version", "--sign-key": "key", "--name": "name"},
+        min_args=1,
+        max_args=1,
+    )
+    missing = [
+        f"--{k.replace('key', 'sign-key')}" for k in ("index", "version", "key") if not opts.get(k)
+    ]
+    if missing:
+        raise UsageError(f"plugins:publish needs {', '.join(missing)}")
+    from gokku.plugins import publish as publishing
+    from gokku.plugins import signing
+
+    text = opts.positional[0]
+    folder = Path(str(opts.get("index")))
+    key = signing.private_key(str(opts.get("key")))
+    entry = publishing.publish(text, folder, str(opts.get("version")), key, opts.get("name"))
+    ctx.info(
+        f"Published {opts.get('version')} to {folder} (sha256 {entry.get('sha256') or '-'}, "
+        f"commit {entry.get('commit') or '-'}), signed with {key}"
+    )
+    return 0
+
+
+def request(ctx: Context, text: str) -> tuple[str, str] | None:
+    """``NAME[@VERSION|@RANGE]`` when an index is meant: the name is in an index, or a
+    version is asked for. None: the text is a source (OWNER/REPO, a URL, a bundled name)."""
+    match = _REQUEST.match(text)
+    if not match or not is_name(match[1]) or not index.all_indexes(ctx.root):
+        return None
+    if match[2] is None and index.find(ctx.root, match[1]) is None:
+        return None
+    semver.Range.parse(match[2] or "*")
+    return match[1], match[2] or "*"
+
+
+def add(ctx: Context, name: str, wanted: str, yes: bool, force: bool) -> None:
+    """Resolve ``name`` at ``wanted`` with what it requires, show the plan, install it all."""
+    installed = {
+        p.name: plan.Installed(str(p.record.get("version") or ""), _requires(p))
+        for p in registry.installed(ctx.root)
+    }
+    cache: dict[str, tuple[index.Index, dict] | None] = {}
+
+    def lookup(plugin: str) -> tuple[index.Index, dict] | None:
+        if plugin not in cache:
+            cache[plugin] = index.find(ctx.root, plugin)
+        return cache[plugin]
+
+    if lookup(name) is None:
+        raise NotFound(f"no plugin index has {name!r} (see: gokku plugins:search)")
+    steps = plan.Resolver(installed, lookup).resolve({name: wanted})
+    if not steps:
+        ctx.info(f"Plugin {name} {installed[name].version} is already installed")
+        return
+    ctx.info("Plan: " + "; ".join(step.describe() for step in steps))
+    if any(step.name != name or step.previous is not None for step in steps):
+        confirm.proceed(ctx, f"plugins:add {name} does more than install {name}", yes)
+    install.apply(ctx, steps, force)
+
+
+def _requires(plugin: registry.Plugin) -> dict[str, str]:
+    found = plugin.record.get("requires")
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
