@@ -615,10 +615,12 @@ def test_list_table_and_json(gokku, tmp_path):
 
     lines = gokku.ok("plugins:list").stdout.splitlines()
 
-    assert lines[0].split() == ["NAME", "NAMESPACE", "VERSION", "SOURCE", "SERVICES"]
+    assert lines[0].split() == [
+        *("NAME", "NAMESPACE", "VERSION", "INDEX", "COMMIT", "SHA256", "SOURCE", "SERVICES")
+    ]
     assert [line.split() for line in lines[1:]] == [
-        ["postgres", "pg", "15.2", str(pg), "1"],
-        ["redis", "redis", "-", str(tmp_path / "redis"), "0"],
+        ["postgres", "pg", "15.2", "unverified", "-", "-", str(pg), "1"],
+        ["redis", "redis", "-", "unverified", "-", "-", str(tmp_path / "redis"), "0"],
     ]
     records = json.loads(gokku.ok("plugins:list", "--format", "json").stdout)
     assert [
