@@ -30,6 +30,7 @@ ATTEMPTS = {
     "plugins:index": "plugins:index add evil https://example.invalid/index",
     "plugins:search": "plugins:search t",
     "plugins:info": "plugins:info t",
+    "plugins:outdated": "plugins:outdated",
     "plugins:publish": "plugins:publish acme/t@v1 --index idx --version 1.0.0 --sign-key k",
     "services:create": "services:create t --name evil",
     "services:destroy": "services:destroy db --force",

@@ -414,3 +414,39 @@ def test_over_ssh_admins_use_indexes_and_publishing_stays_local(
         1,
         " !     plugins:publish is not available over SSH\n",
     )
+
+
+# --- outdated and updates ----------------------------------------------------------------
+
+
+def test_outdated_and_update_all_stay_within_the_ranges(gokku, main_index, tmp_path):
+    main_index.release("base", "1.0.0")
+    main_index.release("top", "1.0.0", requires={"base": "~1.0"})
+    main_index.release("solo", "1.0.0")
+    gokku.ok("plugins:add", "top", "--yes")
+    gokku.ok("plugins:add", "solo")
+    gokku.ok("plugins:add", str(write_plugin(tmp_path / "loose", namespace="loose")))
+    assert gokku.ok("plugins:outdated").stdout == "All plugins from indexes are up to date\n"
+    for name, version in (("base", "1.0.5"), ("base", "1.1.0"), ("solo", "2.0.0")):
+        main_index.release(name, version)
+
+    outdated = json.loads(gokku.ok("plugins:outdated", "--format", "json").stdout)
+    assert [(r["name"], r["installed"], r["allowed"], r["latest"]) for r in outdated] == [
+        ("base", "1.0.0", "1.0.5", "1.1.0"),
+        ("solo", "1.0.0", "2.0.0", "2.0.0"),
+    ]
+    updated = gokku.ok("plugins:update", "--all")
+
+    assert "Plan: upgrade base 1.0.0 -> 1.0.5; upgrade solo 1.0.0 -> 2.0.0" in updated.stderr
+    assert gokku.ok("base:which").stdout == "base 1.0.5\n"
+    assert gokku.ok("solo:which").stdout == "solo 2.0.0\n"
+    assert listed(gokku)["loose"]["index"] == "unverified"
+    assert "up to date" in gokku.ok("plugins:update", "solo").stderr
+    # A newer top that needs a plugin not yet installed: more than an update, asked first.
+    main_index.release("extra", "1.0.0")
+    main_index.release("top", "1.1.0", requires={"base": "^1", "extra": "^1"})
+    assert refused(gokku, "plugins:update", "top") == (
+        " !     plugins:update top does more than update those: confirm the plan on a "
+        "terminal (ssh -t) or add --yes"
+    )
+    assert "usage" in refused(gokku, "plugins:update", "top", "--all")

@@ -72,8 +72,9 @@ BUILTINS: dict[str, Builtin] = {
             (
                 "plugins:update",
                 "update",
-                "plugins:update NAME [--ref REF] [--force]",
-                "Fetch a plugin again from its recorded source",
+                "plugins:update NAME|--all [--ref REF] [--yes] [--force]",
+                "Move index plugins to the newest version their ranges allow; fetch others "
+                "again from their recorded source",
                 ADMIN,
             ),
             (
@@ -98,7 +99,8 @@ BUILTINS: dict[str, Builtin] = {
             (
                 "plugins:index",
                 "index_",
-                "plugins:index add NAME URL [--default] < allowed_signers | list | remove NAME",
+                "plugins:index add NAME URL [--default] < allowed_signers | list [--format json] "
+                "| remove NAME",
                 "Manage the signed plugin indexes and the signers trusted for each",
                 ADMIN,
             ),
@@ -114,6 +116,13 @@ BUILTINS: dict[str, Builtin] = {
                 "info",
                 "plugins:info NAME [--format json]",
                 "Show a plugin's versions in its index: compatibility and requirements",
+                ADMIN,
+            ),
+            (
+                "plugins:outdated",
+                "outdated",
+                "plugins:outdated [--format json]",
+                "Index plugins with newer versions: the newest their ranges allow, the newest",
                 ADMIN,
             ),
             (

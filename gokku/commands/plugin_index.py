@@ -2,6 +2,7 @@
 ``plugins:add NAME[@RANGE]`` through the indexes (``gokku.plugins.index``)."""
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from gokku import confirm
@@ -12,17 +13,18 @@ from gokku.errors import NotFound, UsageError
 from gokku.names import check_name, is_name
 from gokku.plugins import index, install, plan, registry, semver
 
+FORMAT = {"--format": "format"}
 _REQUEST = re.compile(r"^([a-z0-9][a-z0-9-]{0,62})(?:@(.+))?$")
 
 
 def index_(ctx: Context, args: list[str]) -> int:
     """``plugins:index add NAME URL [--default] < allowed_signers``, ``list``, ``remove NAME``."""
     usage = usage_line("plugins:index")
-    opts = parse(args, usage, flags={"--default": "default"}, min_args=1, max_args=3)
+    opts = parse(args, usage, values=FORMAT, flags={"--default": "default"}, min_args=1, max_args=3)
     action, *rest = opts.positional
     shapes = {"add": 2, "list": 0, "remove": 1}
     if action not in shapes or len(rest) != shapes[action]:
-        raise UsageError(f"usage: gokku {usage}")
+        raise UsageError(f"plugins:index takes add NAME URL, list or remove NAME; usage: {usage}")
     if action == "add":
         signers = ctx.request.stdin.read(index.MAX_FILE).decode("utf-8", "replace")
         over_ssh = ctx.request.identity.over_ssh
@@ -37,7 +39,7 @@ def index_(ctx: Context, args: list[str]) -> int:
             for i in index.all_indexes(ctx.root)
         ]
         ctx.listing(
-            ctx.format,
+            opts.get("format", ctx.format),
             records,
             "No plugin indexes (add one: gokku plugins:index add NAME URL < allowed_signers)",
             ["NAME", "URL", "DEFAULT"],
@@ -47,7 +49,7 @@ def index_(ctx: Context, args: list[str]) -> int:
 
 
 def search(ctx: Context, args: list[str]) -> int:
-    opts = parse(args, usage_line("plugins:search"), min_args=0, max_args=1)
+    opts = parse(args, usage_line("plugins:search"), values=FORMAT, max_args=1)
     word = (opts.positional or [""])[0].lower()
     records = []
     for source in index.all_indexes(ctx.root):
@@ -55,7 +57,7 @@ def search(ctx: Context, args: list[str]) -> int:
             if word in name.lower() or word in description.lower():
                 records.append({"name": name, "index": source.name, "description": description})
     ctx.listing(
-        ctx.format,
+        opts.get("format", ctx.format),
         records,
         f"No plugin matches {word!r}" if word else "No plugins in any index",
         ["NAME", "INDEX", "DESCRIPTION"],
@@ -65,7 +67,7 @@ def search(ctx: Context, args: list[str]) -> int:
 
 
 def info(ctx: Context, args: list[str]) -> int:
-    opts = parse(args, usage_line("plugins:info"), min_args=1, max_args=1)
+    opts = parse(args, usage_line("plugins:info"), values=FORMAT, min_args=1, max_args=1)
     name = check_name("plugin", opts.positional[0])
     found = index.find(ctx.root, name)
     if found is None:
@@ -88,7 +90,7 @@ def info(ctx: Context, args: list[str]) -> int:
                 "commit": entry.get("commit"),
             }
         )
-    if ctx.format == "json":
+    if opts.get("format", ctx.format) == "json":
         ctx.out_json(
             {
                 **{k: manifest.get(k) for k in ("name", "description", "source")},
@@ -127,7 +129,9 @@ def publish(ctx: Context, args: list[str]) -> int:
         f"--{k.replace('key', 'sign-key')}" for k in ("index", "version", "key") if not opts.get(k)
     ]
     if missing:
-        raise UsageError(f"plugins:publish needs {', '.join(missing)}")
+        raise UsageError(
+            f"plugins:publish needs {', '.join(missing)}; usage: {usage_line('plugins:publish')}"
+        )
     from gokku.plugins import publish as publishing
     from gokku.plugins import signing
 
@@ -154,29 +158,112 @@ def request(ctx: Context, text: str) -> tuple[str, str] | None:
     return match[1], match[2] or "*"
 
 
-def add(ctx: Context, name: str, wanted: str, yes: bool, force: bool) -> None:
-    """Resolve ``name`` at ``wanted`` with what it requires, show the plan, install it all."""
-    installed = {
+def _installed(ctx: Context) -> dict[str, plan.Installed]:
+    return {
         p.name: plan.Installed(str(p.record.get("version") or ""), _requires(p))
         for p in registry.installed(ctx.root)
     }
+
+
+def _lookup(ctx: Context) -> plan.Lookup:
+    """A plugin's manifest, from the index it was installed from when it was (else the
+    first that has it), each read once per command."""
+    origins = {p.name: p.record.get("index") for p in registry.installed(ctx.root)}
     cache: dict[str, tuple[index.Index, dict] | None] = {}
 
     def lookup(plugin: str) -> tuple[index.Index, dict] | None:
         if plugin not in cache:
-            cache[plugin] = index.find(ctx.root, plugin)
+            origin = origins.get(plugin)
+            if origin:
+                source = index.get(ctx.root, str(origin))
+                manifest = source.manifest(plugin)
+                cache[plugin] = (source, manifest) if manifest is not None else None
+            else:
+                cache[plugin] = index.find(ctx.root, plugin)
         return cache[plugin]
 
+    return lookup
+
+
+def add(ctx: Context, name: str, wanted: str, yes: bool, force: bool) -> None:
+    """Resolve ``name`` at ``wanted`` with what it requires, show the plan, install it all."""
+    installed = _installed(ctx)
+    lookup = _lookup(ctx)
     if lookup(name) is None:
         raise NotFound(f"no plugin index has {name!r} (see: gokku plugins:search)")
     steps = plan.Resolver(installed, lookup).resolve({name: wanted})
     if not steps:
         ctx.info(f"Plugin {name} {installed[name].version} is already installed")
         return
+    asked = f"plugins:add {name} does more than install {name}"
+    _run(ctx, asked, lambda s: s.name == name and s.previous is None, steps, yes, force)
+
+
+def update(ctx: Context, names: list[str], yes: bool, force: bool) -> None:
+    """Move index plugins (``names``, or all of them) to the newest versions the ranges
+    on them allow; what they then require comes along."""
+    indexed = sorted(p.name for p in registry.installed(ctx.root) if p.record.get("index"))
+    targets = names or indexed
+    steps = plan.Resolver(_installed(ctx), _lookup(ctx), upgrade=frozenset(targets)).resolve(
+        {name: "*" for name in targets}
+    )
+    if not steps:
+        ctx.info(f"{', '.join(targets) or 'No plugin from an index'}: up to date")
+        return
+    what = f"plugins:update {' '.join(names) or '--all'} does more than update those"
+    _run(ctx, what, lambda s: s.name in targets, steps, yes, force)
+
+
+def _run(
+    ctx: Context,
+    what: str,
+    expected: Callable[[plan.Step], bool],
+    steps: list[plan.Step],
+    yes: bool,
+    force: bool,
+) -> None:
+    """Show the plan; ask when it does more than the command said (``expected``)."""
     ctx.info("Plan: " + "; ".join(step.describe() for step in steps))
-    if any(step.name != name or step.previous is not None for step in steps):
-        confirm.proceed(ctx, f"plugins:add {name} does more than install {name}", yes)
+    if not all(expected(step) for step in steps):
+        confirm.proceed(ctx, what, yes)
     install.apply(ctx, steps, force)
+
+
+def outdated(ctx: Context, args: list[str]) -> int:
+    """Index plugins with a newer version: the newest the ranges allow, the newest at all."""
+    opts = parse(args, usage_line("plugins:outdated"), values=FORMAT, max_args=0)
+    installed = _installed(ctx)
+    lookup = _lookup(ctx)
+    records = []
+    for plugin in registry.installed(ctx.root):
+        if not plugin.record.get("index"):
+            continue
+        found = lookup(plugin.name)
+        if found is None:
+            continue
+        latest = max(found[1]["versions"], key=semver.Version.parse)
+        resolver = plan.Resolver(installed, lookup, upgrade=frozenset({plugin.name}))
+        steps = resolver.resolve({plugin.name: "*"})
+        allowed = next((s.version for s in steps if s.name == plugin.name), None)
+        current = installed[plugin.name].version
+        if latest != current:
+            records.append(
+                {
+                    "name": plugin.name,
+                    "installed": current,
+                    "allowed": allowed or current,
+                    "latest": latest,
+                    "index": found[0].name,
+                }
+            )
+    ctx.listing(
+        opts.get("format", ctx.format),
+        records,
+        "All plugins from indexes are up to date",
+        ["NAME", "INSTALLED", "ALLOWED", "LATEST", "INDEX"],
+        lambda r: [r["name"], r["installed"], r["allowed"], r["latest"], r["index"]],
+    )
+    return 0
 
 
 def _requires(plugin: registry.Plugin) -> dict[str, str]:

@@ -31,15 +31,23 @@ def add(ctx: Context, args: list[str]) -> int:
 
 
 def update(ctx: Context, args: list[str]) -> int:
+    usage = usage_line("plugins:update")
     opts = parse(
         args,
-        usage_line("plugins:update"),
+        usage,
         values={"--ref": "ref"},
-        flags={"--force": "force"},
-        min_args=1,
+        flags={"--force": "force", "--all": "all", "--yes": "yes", "-y": "yes"},
         max_args=1,
     )
-    install.update(ctx, opts.positional[0], opts.get("ref"), opts.flag("force"))
+    names, ref, force = opts.positional, opts.get("ref"), opts.flag("force")
+    if opts.flag("all") == bool(names) or (opts.flag("all") and ref):
+        raise UsageError(f"give NAME or --all (not both, no --ref with --all); usage: {usage}")
+    if names and (
+        ref or not registry.load(ctx.root, check_name("plugin", names[0])).record.get("index")
+    ):
+        install.update(ctx, names[0], ref, force)
+    else:
+        plugin_index.update(ctx, names, opts.flag("yes"), force)
     return 0
 
 

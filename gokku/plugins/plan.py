@@ -58,6 +58,7 @@ class Resolver:
     installed: dict[str, Installed]
     lookup: Lookup  # (index, manifest) of a plugin, or None
     gokku: str = __version__
+    upgrade: frozenset[str] = frozenset()  # move these to their newest allowed version
     chosen: dict[str, _Choice] = field(default_factory=dict)
 
     def resolve(self, wanted: dict[str, str]) -> list[Step]:
@@ -67,7 +68,7 @@ class Resolver:
             changed = False
             for name, on in ranges.items():
                 current = self.chosen.get(name)
-                if current is None and name in self.installed:
+                if current is None and name in self.installed and name not in self.upgrade:
                     current = _Choice(self.installed[name].version, self.installed[name].requires)
                 if current is not None and _fits(current.version, on):
                     if name not in self.chosen:
@@ -124,6 +125,12 @@ class Resolver:
         version = str(max(compatible, key=Version.parse))
         entry = manifest["versions"][version]
         previous = self.installed[name].version if name in self.installed else None
+        if (
+            previous is not None
+            and _fits(previous, on)
+            and _version(previous) >= Version.parse(version)
+        ):
+            return _Choice(previous, self.installed[name].requires)  # never an upgrade down
         step = Step(name, version, previous, index, entry)
         return _Choice(version, dict(entry.get("requires") or {}), step)
 
