@@ -169,17 +169,15 @@ def _lookup(ctx: Context) -> plan.Lookup:
     """A plugin's manifest, from the index it was installed from when it was (else the
     first that has it), each read once per command."""
     origins = {p.name: p.record.get("index") for p in registry.installed(ctx.root)}
+    indexes = index.all_indexes(ctx.root)  # a git index is fetched once, not per plugin
     cache: dict[str, tuple[index.Index, dict] | None] = {}
 
     def lookup(plugin: str) -> tuple[index.Index, dict] | None:
         if plugin not in cache:
-            origin = origins.get(plugin)
-            if origin:
-                source = index.get(ctx.root, str(origin))
-                manifest = source.manifest(plugin)
-                cache[plugin] = (source, manifest) if manifest is not None else None
-            else:
-                cache[plugin] = index.find(ctx.root, plugin)
+            origin = next((i for i in indexes if i.name == origins.get(plugin)), None)
+            if origins.get(plugin) and origin is None:
+                raise NotFound(f"plugin {plugin} came from index {origins[plugin]}, now removed")
+            cache[plugin] = index.find(ctx.root, plugin, [origin] if origin else indexes)
         return cache[plugin]
 
     return lookup

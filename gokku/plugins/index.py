@@ -17,8 +17,8 @@ trusts for that index is found to have signed it. A manifest::
                             "published": "2026-01-01T00:00:00Z"}}}
 """
 
+import json
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -30,13 +30,12 @@ from gokku.errors import GokkuError, NotFound, UsageError
 from gokku.names import check_name, is_name
 from gokku.paths import Root
 from gokku.plugins import semver, signing
-from gokku.plugins.sources import looks_like_path
+from gokku.plugins.sources import _GIT_URL, _git, looks_like_path
 from gokku.storage import lock, read_json, write_atomic, write_json
 
 CATALOG = "index.json"
 MAX_FILE = 1 << 20
 FETCH_TIMEOUT = 30
-_GIT_URL = re.compile(r"^(git://|ssh://|file://|git@[^:]+:)|\.git/?$")
 
 
 def folder(root: Root) -> Path:
@@ -83,8 +82,6 @@ class Index:
     @cached_property
     def _checkout(self) -> Path:
         """The git index's files, fetched once per command."""
-        from gokku.plugins.sources import _git
-
         cache = self.path / "cache"
         with lock(self.path.parent.parent / "locks", f"plugin-index-{self.name}"):
             if (cache / ".git").is_dir():
@@ -118,8 +115,6 @@ class Index:
         what = f"{relpath} of index {self.name}"
         signing.verify(data, self.read(relpath + ".sig"), self.signers, what)
         try:
-            import json
-
             return json.loads(data)
         except ValueError:
             raise GokkuError(f"{what} is not JSON") from None
@@ -219,9 +214,11 @@ def remove(root: Root, name: str) -> None:
         shutil.rmtree(index.path, ignore_errors=True)
 
 
-def find(root: Root, plugin: str) -> tuple[Index, dict[str, Any]] | None:
+def find(
+    root: Root, plugin: str, indexes: list[Index] | None = None
+) -> tuple[Index, dict[str, Any]] | None:
     """The first index (the default first) that has ``plugin``, with its manifest."""
-    for index in all_indexes(root):
+    for index in all_indexes(root) if indexes is None else indexes:
         manifest = index.manifest(plugin)
         if manifest is not None:
             return index, manifest

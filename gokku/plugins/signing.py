@@ -46,7 +46,9 @@ def check_allowed_signers(text: str) -> str:
     if not kept:
         raise GokkuError("give the index's signers on stdin, in ssh-keygen's allowed_signers form")
     for line in kept:
-        if len(line.split()) < 3 or not any(w.startswith(("ssh-", "ecdsa-")) for w in line.split()):
+        if len(line.split()) < 3 or not any(
+            w.startswith(("ssh-", "ecdsa-", "sk-")) for w in line.split()
+        ):
             raise GokkuError(f"not an allowed_signers line (PRINCIPAL KEYTYPE KEY): {line[:80]!r}")
     return "\n".join(kept) + "\n"
 
