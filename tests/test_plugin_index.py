@@ -407,6 +407,16 @@ def test_over_ssh_admins_use_indexes_and_publishing_stays_local(
     installed = door.ssh("plugins:add demo@^1")
     assert installed.code == 0, installed.stderr
     assert door.ssh("demo:which").stdout == "demo 1.0.0\n"
+    # On a terminal the plan is asked about: "n" changes nothing, "y" installs it.
+    shelf.release("demo", "1.1.0", requires={"base": "^1"})
+    shelf.release("base", "1.0.0")
+    declined = door.ssh("plugins:update demo", "-tt", input=b"n\n")
+    assert declined.code == 1 and "not confirmed: nothing was changed" in declined.stdout
+    assert door.ssh("demo:which").stdout == "demo 1.0.0\n"
+    accepted = door.ssh("plugins:update demo", "-tt", input=b"y\n")
+    assert accepted.code == 0, accepted.stdout
+    assert "Plan: install base 1.0.0; upgrade demo 1.0.0 -> 1.1.0" in accepted.stdout
+    assert door.ssh("demo:which").stdout == "demo 1.1.0\n"
     publish = door.ssh(
         f"plugins:publish acme/gokku-demo@v1.0.0 --index /tmp --version 1.0.0 --sign-key {bob.path}"
     )
