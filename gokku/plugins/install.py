@@ -25,7 +25,7 @@ from gokku.context import Context
 from gokku.errors import GokkuError
 from gokku.names import check_name, is_name
 from gokku.paths import Root
-from gokku.plugins import contract, registry, semver, sources
+from gokku.plugins import contract, plan, registry, semver, sources
 from gokku.plugins.manifest import requirements
 from gokku.storage import fsync_dir, lock, write_json
 
@@ -171,6 +171,8 @@ def _check_origin(name: str, origin: Origin, fetched: sources.Fetched) -> None:
 def _check_requires(
     root: Root, name: str, requires: dict[str, str], coming: dict[str, str]
 ) -> None:
+    """What a plugin requires must be installed, or come in the same plan, at a version
+    its range allows: nothing is installed behind the admin's back."""
     for dependency, wanted in requires.items():
         version = coming.get(dependency)
         if version is None and root.plugin_dir(dependency).is_dir():
@@ -180,11 +182,9 @@ def _check_requires(
         except GokkuError:
             fits = False  # installed without a version: no range holds
         if not fits:
-            have = (
-                f"{dependency} {version or '(no version)'} is installed"
-                if version is not None
-                else (f"{dependency} is not installed")
-            )
+            have = f"{dependency} is not installed"
+            if version is not None:
+                have = f"{dependency} {version or '(no version)'} is installed"
             raise GokkuError(
                 f"{name} requires {dependency} {wanted}, and {have}; "
                 f"add it first (plugins:add {dependency}@{wanted}): refused"
@@ -245,8 +245,8 @@ def _take_back(ctx: Context, name: str, staging: Path) -> None:
     fsync_dir(ctx.root.plugins)
 
 
-def apply(ctx: Context, steps: list[Any], force: bool = False) -> None:
-    """Install or change every plugin of a plan (``gokku.plugins.plan.Step``), or none.
+def apply(ctx: Context, steps: list[plan.Step], force: bool = False) -> None:
+    """Install or change every plugin of a plan, or none.
 
     Each is fetched, checked against its signed entry and validated before any is put in
     place; a failure while they are put in place takes back those already there."""
@@ -276,7 +276,7 @@ def apply(ctx: Context, steps: list[Any], force: bool = False) -> None:
         ctx.info(f"Plugin {step.name} {step.version} installed from index {step.index.name}")
 
 
-def _index_source(ctx: Context, step: Any) -> sources.Source:
+def _index_source(ctx: Context, step: plan.Step) -> sources.Source:
     """The signed entry's source; over SSH only one the server fetches from elsewhere."""
     record = step.entry.get("source")
     kinds = ("github", "url", "git")
