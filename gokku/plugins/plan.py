@@ -109,20 +109,15 @@ class Resolver:
             raise GokkuError(
                 f"conflict: {name} is required as {said}; index {index.name} has {offered}: refused"
             )
-        compatible = [
-            v
-            for v in allowed
-            if Range.parse(manifest["versions"][v].get("gokku") or "*").allows(
-                Version.parse(self.gokku)
-            )
-        ]
-        if not compatible:
+        gokku = Version.parse(self.gokku)
+        works = [v for v in allowed if _gokku_range(manifest["versions"][v]).allows(gokku)]
+        if not works:
             best = max(allowed, key=Version.parse)
             needs = manifest["versions"][best].get("gokku")
             raise GokkuError(
                 f"{name} {best} needs Gokku {needs}; this Gokku is {self.gokku}: refused"
             )
-        version = str(max(compatible, key=Version.parse))
+        version = str(max(works, key=Version.parse))
         entry = manifest["versions"][version]
         previous = self.installed[name].version if name in self.installed else None
         if (
@@ -169,6 +164,10 @@ class Resolver:
         for name in sorted(self.chosen):
             place(name)
         return [step for n in done if (step := self.chosen[n].step) is not None]
+
+
+def _gokku_range(entry: dict[str, Any]) -> Range:
+    return Range.parse(entry.get("gokku") or "*")
 
 
 def _version(text: str) -> Version:
