@@ -372,7 +372,7 @@ def test_index_commands_refuse_bad_input_with_one_line(gokku, shelf, publisher):
     assert "not an allowed_signers line" in refused(
         gokku, "plugins:index", "add", "main", shelf.url, input=b"just words here\n"
     )
-    assert "is not an http(s) URL, a git URL or an index directory" in refused(
+    assert "is not an http(s) URL or a git repository" in refused(
         gokku, "plugins:index", "add", "main", "ftp://x/y", input=publisher.allowed
     )
     gokku.ok("plugins:index", "add", "main", shelf.url, input=publisher.allowed)

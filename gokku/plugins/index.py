@@ -47,7 +47,7 @@ def manifest_path(name: str) -> str:
 
 
 def kind_of(url: str, over_ssh: bool) -> str:
-    """http (plain files), git, or dir (a local directory: on the server's own CLI only)."""
+    """http (plain files over HTTP(S)) or git (a repository, cloned)."""
     if url.startswith(("http://", "https://")) and not url.rstrip("/").endswith(".git"):
         return "http"
     local = looks_like_path(url) or url.startswith("file://")
@@ -55,13 +55,10 @@ def kind_of(url: str, over_ssh: bool) -> str:
         raise UsageError("over SSH an index is an http(s) or remote git URL, not a server path")
     if _GIT_URL.search(url):
         return "git"
-    if looks_like_path(url):
-        path = Path(url).expanduser()
-        if (path / ".git").exists() or (path / "HEAD").is_file():
-            return "git"
-        if path.is_dir():
-            return "dir"
-    raise UsageError(f"{url!r} is not an http(s) URL, a git URL or an index directory")
+    path = Path(url).expanduser()
+    if looks_like_path(url) and ((path / ".git").exists() or (path / "HEAD").is_file()):
+        return "git"  # a repository on this machine, for the server's own CLI
+    raise UsageError(f"{url!r} is not an http(s) URL or a git repository")
 
 
 @dataclass
@@ -96,7 +93,7 @@ class Index:
         """The file's bytes, or None when the index has no such file."""
         if self.kind == "http":
             return _download(f"{self.url.rstrip('/')}/{relpath}")
-        base = self._checkout if self.kind == "git" else Path(self.url).expanduser()
+        base = self._checkout
         path = base / relpath
         if not path.is_file():
             return None
