@@ -56,10 +56,9 @@ BUILTINS: dict[str, Builtin] = {
             (
                 "plugins:add",
                 "add",
-                "plugins:add NAME[@VERSION|@RANGE]|SOURCE [--name NAME] [--ref REF] [--yes] "
-                "[--force]",
-                "Install a plugin from an index with what it requires, or from a source "
-                "(OWNER/REPO[@REF], URL, git URL, path or official name: unverified)",
+                "plugins:add NAME[@RANGE]|SOURCE [--name NAME] [--ref REF] [--yes] [--force]",
+                "Install a plugin and what it requires from the indexes, or from a source "
+                "(OWNER/REPO[@REF], URL, git URL, path, official name)",
                 ADMIN,
             ),
             (
@@ -73,8 +72,7 @@ BUILTINS: dict[str, Builtin] = {
                 "plugins:update",
                 "update",
                 "plugins:update NAME|--all [--ref REF] [--yes] [--force]",
-                "Move index plugins to the newest version their ranges allow; fetch others "
-                "again from their recorded source",
+                "Move index plugins to the newest version their ranges allow (others: fetch again)",
                 ADMIN,
             ),
             (
@@ -99,9 +97,8 @@ BUILTINS: dict[str, Builtin] = {
             (
                 "plugins:index",
                 "index_",
-                "plugins:index add NAME URL [--default] < allowed_signers | list [--format json] "
-                "| remove NAME",
-                "Manage the signed plugin indexes and the signers trusted for each",
+                "plugins:index add NAME URL [--default] | list | remove NAME",
+                "Plugin indexes; add takes the signers it trusts on stdin (allowed_signers)",
                 ADMIN,
             ),
             (
@@ -122,7 +119,7 @@ BUILTINS: dict[str, Builtin] = {
                 "plugins:outdated",
                 "outdated",
                 "plugins:outdated [--format json]",
-                "Index plugins with newer versions: the newest their ranges allow, the newest",
+                "Plugins with newer versions in their index, within their ranges and at all",
                 ADMIN,
             ),
             (
