@@ -42,13 +42,19 @@ def update(ctx: Context, args: list[str]) -> int:
     names, ref, force = opts.positional, opts.get("ref"), opts.flag("force")
     if opts.flag("all") == bool(names) or (opts.flag("all") and ref):
         raise UsageError(f"give NAME or --all (not both, no --ref with --all); usage: {usage}")
-    if names and (
-        ref or not registry.load(ctx.root, check_name("plugin", names[0])).record.get("index")
-    ):
+    if names and (ref or not _from_index(ctx, names[0])):
         install.update(ctx, names[0], ref, force)
     else:
         plugin_index.update(ctx, names, opts.flag("yes"), force)
     return 0
+
+
+def _from_index(ctx: Context, name: str) -> bool:
+    """Installed from an index. A plugin missing after a cut-off update is not: its
+    recorded source's update puts the previous copy back first."""
+    if not ctx.root.plugin_dir(check_name("plugin", name)).is_dir():
+        return False
+    return bool(registry.load(ctx.root, name).record.get("index"))
 
 
 def remove(ctx: Context, args: list[str]) -> int:
