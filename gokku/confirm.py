@@ -31,3 +31,16 @@ def destroy(ctx: Context, what: str, name: str, losses: list[str], force: bool) 
     answer = stdin.readline(MAX_ANSWER).decode("utf-8", "replace").strip()
     if answer != name:
         raise GokkuError(f"confirmation did not match {name!r}: nothing was destroyed")
+
+
+def proceed(ctx: Context, what: str, yes: bool) -> None:
+    """Return when a plan just shown is confirmed (``--yes``, or "y" on a terminal)."""
+    if yes:
+        return
+    if not os.isatty(ctx.request.stdin.fileno()):
+        raise GokkuError(f"{what}: confirm the plan on a terminal (ssh -t) or add --yes")
+    ctx.request.stderr.write(b" !     Proceed? [y/N] ")
+    ctx.request.stderr.flush()
+    answer = ctx.request.stdin.readline(MAX_ANSWER).decode("utf-8", "replace").strip()
+    if answer.lower() not in ("y", "yes"):
+        raise GokkuError("not confirmed: nothing was changed")

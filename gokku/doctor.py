@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from gokku import access, apps, cron, keys, schedules, services
+from gokku import __version__, access, apps, cron, keys, schedules, services
 from gokku.errors import GokkuError
 from gokku.names import is_name
 from gokku.paths import Root
-from gokku.plugins import install, registry
+from gokku.plugins import install, registry, semver
 from gokku.ssh.config import load as load_config
 from gokku.storage import lock, read_json
 
@@ -399,6 +399,23 @@ def _drop_grants(root: Root, kind: str, name: str) -> str:
     return "dropped the grants on it"
 
 
+def incompatible_plugins(root: Root) -> list[Finding]:
+    """Plugins whose ``gokku:`` range excludes this Gokku: installed before an upgrade of
+    Gokku, they may no longer work. Only a new version of the plugin (or of Gokku) mends it."""
+    found = []
+    for plugin in registry.installed(root):
+        wanted = str(plugin.record.get("gokku") or "*")
+        try:
+            fits = semver.allows(wanted, __version__)
+        except GokkuError:
+            fits = False
+        if not fits:
+            found.append(
+                Finding(f"plugin {plugin.name} needs Gokku {wanted}; this Gokku is {__version__}")
+            )
+    return found
+
+
 def cut_off_destroys(root: Root) -> list[Finding]:
     found = apps.leftover_destroys(root) + services.leftover_destroys(root)
     return [Finding(message, fix) for message, fix in found]
@@ -445,4 +462,5 @@ CHECKS: list[tuple[Callable[[Root], list[Finding]], bool]] = [
     (cut_off_destroys, True),
     (crontab_block, False),  # runs crontab -l
     (schedule_runs, False),
+    (incompatible_plugins, True),
 ]

@@ -616,17 +616,23 @@ def test_list_table_and_json(gokku, tmp_path):
     lines = gokku.ok("plugins:list").stdout.splitlines()
 
     assert lines[0].split() == [
-        "NAME",
-        "NAMESPACE",
-        "VERSION",
-        "PIN",
-        "STATE",
-        "SOURCE",
-        "SERVICES",
+        *("NAME", "NAMESPACE", "VERSION", "PIN", "STATE", "INDEX", "COMMIT", "SHA256"),
+        *("SOURCE", "SERVICES"),
     ]
     assert [line.split() for line in lines[1:]] == [
-        ["postgres", "pg", "15.2", "-", "enabled", str(pg), "1"],
-        ["redis", "redis", "-", "-", "enabled", str(tmp_path / "redis"), "0"],
+        ["postgres", "pg", "15.2", "-", "enabled", "unverified", "-", "-", str(pg), "1"],
+        [
+            "redis",
+            "redis",
+            "-",
+            "-",
+            "enabled",
+            "unverified",
+            "-",
+            "-",
+            str(tmp_path / "redis"),
+            "0",
+        ],
     ]
     records = json.loads(gokku.ok("plugins:list", "--format", "json").stdout)
     assert [

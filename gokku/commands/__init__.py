@@ -58,8 +58,9 @@ BUILTINS: dict[str, Builtin] = {
             (
                 "plugins:add",
                 "add",
-                "plugins:add SOURCE [--name NAME] [--ref REF] [--force]",
-                "Install a plugin (OWNER/REPO[@REF], URL, git URL, path or official name)",
+                "plugins:add NAME[@RANGE]|SOURCE [--name NAME] [--ref REF] [--yes] [--force]",
+                "Install a plugin and what it requires from the indexes, or from a source "
+                "(OWNER/REPO[@REF], URL, git URL, path, official name)",
                 ADMIN,
             ),
             (
@@ -72,8 +73,8 @@ BUILTINS: dict[str, Builtin] = {
             (
                 "plugins:update",
                 "update",
-                "plugins:update NAME [--ref REF] [--force]",
-                "Fetch a plugin again from its recorded source",
+                "plugins:update NAME|--all [--ref REF] [--yes] [--force]",
+                "Move index plugins to the newest version their ranges allow (others: fetch again)",
                 ADMIN,
             ),
             (
@@ -137,6 +138,47 @@ BUILTINS: dict[str, Builtin] = {
                 "install_dependencies",
                 "plugins:install-dependencies NAME",
                 "Install the Debian packages a plugin needs (as root, on the server)",
+                LOCAL,
+            ),
+        ],
+    ),
+    **_table(
+        "plugin_index",
+        [
+            (
+                "plugins:index",
+                "index_",
+                "plugins:index add NAME URL [--default] | list | remove NAME",
+                "Plugin indexes; add takes the signers it trusts on stdin (allowed_signers)",
+                ADMIN,
+            ),
+            (
+                "plugins:search",
+                "search",
+                "plugins:search [WORD] [--format json]",
+                "Find plugins in the plugin indexes",
+                ADMIN,
+            ),
+            (
+                "plugins:info",
+                "info",
+                "plugins:info NAME [--format json]",
+                "Show a plugin's versions in its index: compatibility and requirements",
+                ADMIN,
+            ),
+            (
+                "plugins:outdated",
+                "outdated",
+                "plugins:outdated [--format json]",
+                "Plugins with newer versions in their index, within their ranges and at all",
+                ADMIN,
+            ),
+            (
+                "plugins:publish",
+                "publish",
+                "plugins:publish SOURCE[@REF] --index DIR --version X.Y.Z --sign-key KEY "
+                "[--name NAME]",
+                "Add a version of a plugin to an index directory and sign it (publisher side)",
                 LOCAL,
             ),
         ],

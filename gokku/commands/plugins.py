@@ -4,7 +4,7 @@ from pathlib import Path
 
 from gokku import confirm, services
 from gokku.cmdline import parse
-from gokku.commands import usage_line
+from gokku.commands import plugin_index, usage_line
 from gokku.context import Context
 from gokku.errors import GokkuError, UsageError
 from gokku.names import check_name, is_name
@@ -17,25 +17,44 @@ def add(ctx: Context, args: list[str]) -> int:
         args,
         usage_line("plugins:add"),
         values={"--name": "name", "--ref": "ref"},
-        flags={"--force": "force"},
+        flags={"--force": "force", "--yes": "yes", "-y": "yes"},
         min_args=1,
         max_args=1,
     )
-    install.add(ctx, opts.positional[0], opts.get("name"), opts.get("ref"), opts.flag("force"))
+    text, name, ref = opts.positional[0], opts.get("name"), opts.get("ref")
+    wanted = None if name or ref else plugin_index.request(ctx, text)
+    if wanted is not None:
+        plugin_index.add(ctx, *wanted, yes=opts.flag("yes"), force=opts.flag("force"))
+    else:
+        install.add(ctx, text, name, ref, opts.flag("force"))
     return 0
 
 
 def update(ctx: Context, args: list[str]) -> int:
+    usage = usage_line("plugins:update")
     opts = parse(
         args,
-        usage_line("plugins:update"),
+        usage,
         values={"--ref": "ref"},
-        flags={"--force": "force"},
-        min_args=1,
+        flags={"--force": "force", "--all": "all", "--yes": "yes", "-y": "yes"},
         max_args=1,
     )
-    install.update(ctx, opts.positional[0], opts.get("ref"), opts.flag("force"))
+    names, ref, force = opts.positional, opts.get("ref"), opts.flag("force")
+    if opts.flag("all") == bool(names) or (opts.flag("all") and ref):
+        raise UsageError(f"give NAME or --all (not both, no --ref with --all); usage: {usage}")
+    if names and (ref or not _from_index(ctx, names[0])):
+        install.update(ctx, names[0], ref, force)
+    else:
+        plugin_index.update(ctx, names, opts.flag("yes"), force)
     return 0
+
+
+def _from_index(ctx: Context, name: str) -> bool:
+    """Installed from an index. A plugin missing after a cut-off update is not: its
+    recorded source's update puts the previous copy back first."""
+    if not ctx.root.plugin_dir(check_name("plugin", name)).is_dir():
+        return False
+    return bool(registry.load(ctx.root, name).record.get("index"))
 
 
 def remove(ctx: Context, args: list[str]) -> int:
@@ -70,6 +89,7 @@ def list_(ctx: Context, args: list[str]) -> int:
             "source": p.record.get("url") or "",
             "commit": p.record.get("commit"),
             "sha256": p.record.get("sha256"),
+            "index": p.record.get("index") or "unverified",
             "installed_at": p.record.get("installed_at") or "",
             "services": counts.get(p.name, 0),
             "pin": p.settings.pin,
@@ -81,13 +101,27 @@ def list_(ctx: Context, args: list[str]) -> int:
         opts.get("format", ctx.format),
         records,
         "No plugins installed",
-        ["NAME", "NAMESPACE", "VERSION", "PIN", "STATE", "SOURCE", "SERVICES"],
+        [
+            "NAME",
+            "NAMESPACE",
+            "VERSION",
+            "PIN",
+            "STATE",
+            "INDEX",
+            "COMMIT",
+            "SHA256",
+            "SOURCE",
+            "SERVICES",
+        ],
         lambda r: [
             r["name"],
             r["namespace"],
             r["version"] or "-",
             r["pin"] or "-",
             "enabled" if r["enabled"] else "disabled",
+            r["index"],
+            (r["commit"] or "-")[:12],
+            (r["sha256"] or "-")[:12],
             r["source"],
             str(r["services"]),
         ],

@@ -15,15 +15,18 @@ import shutil
 import stat
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from gokku import services
+from gokku import __version__, services
 from gokku.commands import RESERVED_NAMESPACES
 from gokku.context import Context
 from gokku.errors import GokkuError
 from gokku.names import check_name, is_name
 from gokku.paths import Root
-from gokku.plugins import contract, registry, settings, sources, system_packages
+from gokku.plugins import contract, plan, registry, semver, settings, sources, system_packages
+from gokku.plugins.manifest import requirements
 from gokku.storage import fsync_dir, lock, write_json
 
 EXECUTABLE_DIRS = ("bin", "commands", "hooks")
@@ -89,10 +92,31 @@ def _staging(ctx: Context, name: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _prepare(ctx: Context, name: str, source: sources.Source, staging: Path, force: bool) -> Path:
-    """Fetch and validate into ``staging``; return the finished tree, record included."""
+@dataclass(frozen=True)
+class Origin:
+    """Where an index install comes from: the index and the signed entry of the version,
+    whose sha256 and commit the fetched plugin must match."""
+
+    index: str
+    version: str
+    entry: dict[str, Any]
+
+
+def _prepare(
+    ctx: Context,
+    name: str,
+    source: sources.Source,
+    staging: Path,
+    force: bool,
+    origin: Origin | None = None,
+    coming: dict[str, str] | None = None,
+) -> Path:
+    """Fetch and validate into ``staging``; return the finished tree, record included.
+    ``coming``: the versions the same plan installs, which count as installed."""
     ctx.info(f"Fetching {name} from {source.describe()}")
     fetched = sources.fetch(source, staging)
+    if origin is not None:
+        _check_origin(name, origin, fetched)
     findings = contract.validate(fetched.tree)
     if any(f.level == "error" for f in findings):
         raise GokkuError(contract.errors_line(name, findings))
@@ -107,6 +131,10 @@ def _prepare(ctx: Context, name: str, source: sources.Source, staging: Path, for
         ctx.warn(f"{name}: {finding.message}")
     namespace = contract.namespace(fetched.tree)
     manifest = contract.manifest(fetched.tree)
+    gokku_range, requires = requirements(manifest)
+    if not semver.allows(gokku_range, __version__):
+        raise GokkuError(f"{name} needs Gokku {gokku_range}; this Gokku is {__version__}: refused")
+    _check_requires(ctx.root, name, requires, coming or {})
     _make_executable(fetched.tree)
     write_json(
         fetched.tree / registry.RECORD,
@@ -115,18 +143,54 @@ def _prepare(ctx: Context, name: str, source: sources.Source, staging: Path, for
             "url": source.describe(),
             "source": source.to_record(),
             "namespace": namespace or name,
-            "version": str(manifest.get("version") or ""),
+            "version": origin.version if origin else str(manifest.get("version") or ""),
             "description": str(manifest.get("description") or ""),
             "commands_io": manifest.get("commands", {}),
             "config": manifest.get("config", {}),
-            "requires": manifest.get("requires", {}),
             "system_packages": manifest.get("system_packages", []),
             "commit": fetched.commit,
             "sha256": fetched.sha256,
+            "index": origin.index if origin else None,
+            "gokku": gokku_range,
+            "requires": requires,
             "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
     )
     return fetched.tree
+
+
+def _check_origin(name: str, origin: Origin, fetched: sources.Fetched) -> None:
+    """The bytes fetched are the ones the index signed for, or nothing is installed."""
+    for field, got in (("sha256", fetched.sha256), ("commit", fetched.commit)):
+        wanted = origin.entry.get(field)
+        if wanted and got != wanted:
+            raise GokkuError(
+                f"{name} {origin.version}: the {field} fetched ({got}) is not the one index "
+                f"{origin.index} signed ({wanted}): refused"
+            )
+
+
+def _check_requires(
+    root: Root, name: str, requires: dict[str, str], coming: dict[str, str]
+) -> None:
+    """What a plugin requires must be installed, or come in the same plan, at a version
+    its range allows: nothing is installed behind the admin's back."""
+    for dependency, wanted in requires.items():
+        version = coming.get(dependency)
+        if version is None and root.plugin_dir(dependency).is_dir():
+            version = str(registry.load(root, dependency).record.get("version") or "")
+        try:
+            fits = version is not None and semver.allows(wanted, version)
+        except GokkuError:
+            fits = False  # installed without a version: no range holds
+        if not fits:
+            have = f"{dependency} is not installed"
+            if version is not None:
+                have = f"{dependency} {version or '(no version)'} is installed"
+            raise GokkuError(
+                f"{name} requires {dependency} {wanted}, and {have}; "
+                f"add it first (plugins:add {dependency}@{wanted}): refused"
+            )
 
 
 def _check_namespace(ctx: Context, name: str, namespace: str | None) -> None:
@@ -158,6 +222,76 @@ def _make_executable(tree: Path) -> None:
             path.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
+def _put_in_place(ctx: Context, name: str, tree: Path, staging: Path) -> None:
+    """Rename the new tree into place; an installed one goes aside to ``staging/previous``
+    first and comes back if the second rename fails."""
+    target = ctx.root.plugin_dir(name)
+    with _claiming(ctx, name, tree):
+        if target.exists():
+            os.rename(target, staging / PREVIOUS)
+            try:
+                os.rename(tree, target)
+            except OSError:
+                os.rename(staging / PREVIOUS, target)
+                raise
+        else:
+            os.rename(tree, target)
+        fsync_dir(ctx.root.plugins)
+
+
+def _take_back(ctx: Context, name: str, staging: Path) -> None:
+    """Undo ``_put_in_place``: the plugin goes, its previous tree (if any) comes back."""
+    os.rename(ctx.root.plugin_dir(name), staging / "undone")
+    if (staging / PREVIOUS).is_dir():
+        os.rename(staging / PREVIOUS, ctx.root.plugin_dir(name))
+    fsync_dir(ctx.root.plugins)
+
+
+def apply(ctx: Context, steps: list[plan.Step], force: bool = False) -> None:
+    """Install or change every plugin of a plan, or none.
+
+    Each is fetched, checked against its signed entry and validated before any is put in
+    place; a failure while they are put in place takes back those already there."""
+    coming = {step.name: step.version for step in steps}
+    with contextlib.ExitStack() as stack:
+        for name in sorted(coming):
+            stack.enter_context(lock(ctx.root.locks, f"plugin-{name}"))
+            _recover(ctx, name)
+        staged = []
+        for step in steps:
+            staging = stack.enter_context(_staging(ctx, step.name))
+            source = _index_source(ctx, step)
+            origin = Origin(step.index.name, step.version, step.entry)
+            tree = _prepare(ctx, step.name, source, staging, force, origin, coming)
+            staged.append((step.name, tree, staging))
+        done: list[tuple[str, Path]] = []
+        try:
+            for name, tree, staging in staged:
+                _put_in_place(ctx, name, tree, staging)
+                done.append((name, staging))
+        except BaseException:
+            for name, staging in reversed(done):
+                _take_back(ctx, name, staging)
+                ctx.warn(f"took back {name}: the plan is installed whole or not at all")
+            raise
+    for step in steps:
+        ctx.info(f"Plugin {step.name} {step.version} installed from index {step.index.name}")
+
+
+def _index_source(ctx: Context, step: plan.Step) -> sources.Source:
+    """The signed entry's source; over SSH only one the server fetches from elsewhere."""
+    record = step.entry.get("source")
+    kinds = ("github", "url", "git")
+    if not isinstance(record, dict) or record.get("kind") not in kinds:
+        raise GokkuError(
+            f"index {step.index.name}: {step.name} {step.version} has no usable source"
+        )
+    source = sources.Source(record["kind"], str(record["location"]), str(record.get("ref") or ""))
+    if ctx.request.identity.over_ssh and not source.remote():
+        raise GokkuError(f"{step.name} {step.version}: {sources.REMOTE_ONLY}")
+    return source
+
+
 def add(
     ctx: Context, text: str, name: str | None, ref: str | None, force: bool = False
 ) -> registry.Plugin:
@@ -178,10 +312,7 @@ def add(
         _check_namespace(ctx, name, None)
         settings.forget(ctx.root, name)  # a remove cut off before it got there: start clean
         with _staging(ctx, name) as staging:
-            tree = _prepare(ctx, name, source, staging, force)
-            with _claiming(ctx, name, tree):
-                os.rename(tree, target)
-                fsync_dir(ctx.root.plugins)
+            _put_in_place(ctx, name, _prepare(ctx, name, source, staging, force), staging)
     plugin = registry.load(ctx.root, name)
     ctx.info(
         f"Plugin {name} installed"
@@ -213,16 +344,7 @@ def update(ctx: Context, name: str, ref: str | None, force: bool = False) -> reg
                 f"reads for no SSH caller: run plugins:update {name} on the server itself"
             )
         with _staging(ctx, name) as staging:
-            tree = _prepare(ctx, name, source, staging, force)
-            old = staging / PREVIOUS
-            with _claiming(ctx, name, tree):
-                os.rename(current.path, old)
-                try:
-                    os.rename(tree, current.path)
-                except OSError:
-                    os.rename(old, current.path)
-                    raise
-                fsync_dir(ctx.root.plugins)
+            _put_in_place(ctx, name, _prepare(ctx, name, source, staging, force), staging)
     plugin = registry.load(ctx.root, name)
     ctx.info(f"Plugin {name} updated from {source.describe()}")
     return plugin

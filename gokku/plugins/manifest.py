@@ -40,6 +40,7 @@ from typing import Any
 
 from gokku.errors import GokkuError
 from gokku.names import is_name
+from gokku.plugins.semver import Range
 
 TTY_MODES = ("never", "allow", "prefer")
 STDOUT_MODES = ("text", "binary")
@@ -161,6 +162,8 @@ def parse_requires(manifest: dict[str, Any]) -> dict[str, str]:
         for name, wanted in section.items()
     ):
         raise GokkuError("plugin.yml: 'requires' must map plugin names to version ranges")
+    for wanted in section.values():
+        Range.parse(str(wanted))
     return {name: str(wanted) for name, wanted in section.items()}
 
 
@@ -210,3 +213,10 @@ def takes_service(record: dict[str, Any], command: str) -> bool:
     declared = command_usage(record, command)
     words = declared[0].split() if declared else []
     return bool(words) and any(w in SERVICE_WORDS for w in words[0].split("|"))
+
+
+def requirements(tree_manifest: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """plugin.yml's ``gokku:`` range and ``requires:`` map, checked."""
+    gokku_range = str(tree_manifest.get("gokku") or "*")
+    Range.parse(gokku_range)
+    return gokku_range, parse_requires(tree_manifest)
