@@ -88,13 +88,22 @@ LONG_INFO = (
 )
 
 
+# A read command that prefers a terminal: says what its streams are, then the password.
+LOOK = (
+    'for fd in 0 1 2; do if [ -t "$fd" ]; then printf "%s:tty " "$fd"; '
+    'else printf "%s:pipe " "$fd"; fi; done\n'
+    'echo "password is pw-$1-s3cretvalue"\n'
+)
+
+
 @pytest.fixture
 def reader(gokku: Gokku, keydir: Path, tmp_path: Path) -> KeyPair:
     tree = write_plugin(
         tmp_path / "src" / "long",
-        commands={"commands/info": LONG_INFO},
+        commands={"commands/info": LONG_INFO, "commands/look": LOOK},
         install='update_service_config "$1" password "pw-$1-s3cretvalue"\n',
     )
+    (tree / "plugin.yml").write_text("commands:\n  look: {tty: prefer, access: read}\n")
     gokku.ok("plugins:add", str(tree))
     gokku.ok("services:create", "long", "--name", "lsvc")
     key = make_key(keydir, "carol")
@@ -107,3 +116,15 @@ def test_a_read_key_gets_a_long_line_with_no_newline_masked(door: Door, reader: 
     result = door.ssh("long:info lsvc", key=reader.path)
     expected = b"x" * (MAX_LINE - 9) + MASK + b"y" * 200000 + MASK
     assert result.code == 0 and result.out == expected
+
+
+def test_a_terminal_for_a_read_key_is_kept_from_its_output(door: Door, reader: KeyPair) -> None:
+    """Output for a caller who may only read goes through the masker, terminal or not:
+    a program that draws on a terminal (cursor moves, a line in pieces) could show a
+    secret no line masker sees whole. So such a script writes to pipes even when the
+    client asked for a terminal (``ssh -t``), and only its stdin is one."""
+    mine = door.ssh("long:look lsvc", "-tt")
+    assert mine.stdout.startswith("0:tty 1:tty 2:tty"), mine
+    theirs = door.ssh("long:look lsvc", "-tt", key=reader.path)
+    assert theirs.code == 0
+    assert theirs.stdout.replace("\r\n", "\n") == "0:tty 1:pipe 2:pipe password is <redacted>\n"
