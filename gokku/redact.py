@@ -115,7 +115,10 @@ def masker(record: dict[str, Any] | None, fields: Iterable[str]) -> Masker:
 @contextlib.contextmanager
 def masked(ctx: Context, mask: Masker, stdout: bool = True) -> Iterator[Context]:
     """``ctx`` with its request's stderr (and stdout, when ``stdout``) replaced by pipes
-    whose lines are masked on their way to the real streams, until the block ends."""
+    whose lines are masked on their way to the real streams, until the block ends.
+
+    Pipes even when the caller has a terminal (stdin keeps it): a program that draws on
+    one (cursor moves, a line written in pieces) could show a secret no masker sees whole."""
     request = ctx.request
     streams = {"stderr": request.stderr, **({"stdout": request.stdout} if stdout else {})}
     ends: dict[str, BinaryIO] = {}
