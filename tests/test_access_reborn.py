@@ -6,6 +6,7 @@ The member's command is held where the test wants it: a plugin command that wait
 file the test creates, or a built-in waiting on the app's lock, which the test holds."""
 
 import os
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from conftest import Gokku, write_plugin
 from sshkit import *  # noqa: F403 - fixtures
 from sshkit import Door, KeyPair, make_key, wait_until
+from test_git import IDENTITY, commit, remote
 
 from gokku.paths import Root
 from gokku.storage import HELD_LOCKS_VAR, lock
@@ -93,28 +95,44 @@ def test_the_same_command_acts_when_the_name_was_left_alone(
     assert "STOLEN" in gokku.ok("config:list", "-a", "api").stdout
 
 
+def _member_command(door: Door, bob: KeyPair, what: str, tmp_path: Path) -> subprocess.Popen:
+    """bob's ``config:set`` of api, or ``git push`` to it, started in the background."""
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    ssh = door.ssh_argv(key=bob.path)
+    if what == "config:set":
+        return subprocess.Popen([*ssh, "--", "config:set -a api S=1"], **pipes)
+    work = tmp_path / "home" / "work"
+    work.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    commit(work, "app.txt", b"stolen\n")
+    env = {**os.environ, **IDENTITY, "HOME": str(work.parent)}
+    env["GIT_SSH_COMMAND"] = shlex.join(ssh[:-1])
+    push = ["git", "push", remote(door, "api"), "main"]
+    return subprocess.Popen(push, cwd=work, env=env, **pipes)
+
+
+@pytest.mark.parametrize("what", ["config:set", "git push"])
 def test_a_builtin_waiting_on_the_lock_writes_nothing_into_the_new_app(
-    door: Door, gokku: Gokku, bob: KeyPair
+    door: Door, gokku: Gokku, bob: KeyPair, tmp_path: Path, what: str
 ) -> None:
-    """``config:set`` decided on api, then waited for its lock while api was destroyed
-    and made again by the lock's holder."""
+    """``config:set`` or ``git push``, decided on api, then waiting for its lock while the
+    lock's holder destroyed api and made it again."""
     gokku.ok("apps:create", "api")
     gokku.ok("access:grant", "bob", "app:api")
     with lock(Root(gokku.root).locks, "app-api", "an admin's destroy, slowed down"):
-        member = subprocess.Popen(
-            door.ssh_argv(key=bob.path) + ["--", "config:set -a api STOLEN=1"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
+        member = _member_command(door, bob, what, tmp_path)
         lock_file = Root(gokku.root).locks / "app-api.lock"
         assert wait_until(lambda: member.poll() is not None or _opened_elsewhere(lock_file), 60)
         assert member.poll() is None, member.communicate()
         for args in REBIRTH["app"]:
             gokku.ok(*args, env={HELD_LOCKS_VAR: "app-api"})
     _, err = member.communicate(timeout=60)
-    assert member.returncode == 1
-    assert err.decode() == f" !     {REFUSAL.format(kind='app', name='api')}: nothing done\n"
-    assert "STOLEN" not in gokku.ok("config:list", "-a", "api").stdout
-    assert door.audit()[-1]["denied"] == err.decode()[7:-1]
+    assert member.returncode != 0
+    refusal = f" !     {REFUSAL.format(kind='app', name='api')}: nothing done\n"
+    assert refusal in err.decode(), err
+    assert gokku.ok("config:list", "-a", "api", "--format", "json").stdout == "{}\n"
+    assert not (gokku.root / "repos" / "api.git").exists()
+    assert door.audit()[-1]["denied"] == refusal[7:-1]
 
 
 def _opened_elsewhere(path: Path) -> bool:
