@@ -40,7 +40,8 @@ class Identity:
 
     @classmethod
     def of_key(cls, key: "Key", remote: str) -> "Identity":
-        # An admin may act on whatever is under a name: its access is bound to none.
+        # An admin may act on whatever is under a name: its access is bound to none. ("": a
+        # grant from before ids, bound to an app or service from before ids, apps.LEGACY.)
         bound = {} if key.role == "admin" else {t: key.bound.get(t, "") for t in key.grants}
         return cls(key.name, key.fingerprint, key.role, remote, dict(key.grants), True, bound)
 
