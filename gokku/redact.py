@@ -203,10 +203,12 @@ class Stream:
                 if end is None:
                     break
                 self.dropping = None
-            newline = self.pending.find(b"\n") + 1
-            if newline:
-                out.append(self.mask(self.pending[:newline], self.line_start))
-                self.pending, self.line_start = self.pending[newline:], True
+            whole = self.pending.rfind(b"\n") + 1  # every complete line, at once
+            if whole:
+                lines = self.pending[:whole].splitlines(keepends=True)
+                out.append(self.mask(lines[0], self.line_start))
+                out.extend(self.mask(line) for line in lines[1:])
+                self.pending, self.line_start = self.pending[whole:], True
             elif len(self.pending) > MAX_LINE and (part := self._part()):
                 out.append(part)
             else:
@@ -227,7 +229,7 @@ class Stream:
         if cut == 0 and field is None and len(self.pending) < MAX_LINE * 16:
             return b""
         if cut == 0:
-            part = self.mask(self.pending, self.line_start)
+            part = field + MASK if field is not None else self.mask(self.pending, self.line_start)
             self.pending, self.dropping = b"", (_FIELD_END if field is not None else _TOKEN_END)
         else:
             part, self.pending = self.mask(self.pending[:cut], self.line_start), self.pending[cut:]
