@@ -5,7 +5,20 @@ An ``admin`` key may do everything; a ``member`` only what its grants name: ``wr
 state's owner and so an admin. Built-in verbs declare what they need in the command table
 (``gokku.commands``); plugin commands in ``plugin.yml``. A refusal is an ``AccessDenied``
 whose message tells the caller which grant to ask for.
+
+A member's access is decided when its command starts, on the incarnation of each app and
+service its grants hold on then (``decided``). A command can run long, and the name can be
+destroyed and made again meanwhile: the decision holds for that incarnation only. Every
+change to an app or a service happens under its lock, and the lock checks, once it is
+held, that the incarnation under the name is still the one decided on (``hold_decision``);
+the helpers' callbacks and git's hooks inherit the decision through the environment the
+runner builds (DECIDED_VAR), as they inherit the locks.
 """
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 
 from gokku.context import Context, Identity
 from gokku.errors import AccessDenied
@@ -81,3 +94,47 @@ def check_verb(ctx: Context, verb: str, need: str) -> None:
 def visible(identity: Identity, kind: str, names: list[str]) -> list[str]:
     """What a listing shows the caller: the names it may read."""
     return [name for name in names if allows(identity, kind, name, READ)]
+
+
+DECIDED_VAR = "GOKKU_DECIDED_ON"
+_decided: ContextVar[Mapping[str, str] | None] = ContextVar("gokku_decided_on", default=None)
+
+
+@contextlib.contextmanager
+def decided(identity: Identity) -> Iterator[None]:
+    """Within the block, changes hold the caller to the incarnations its access was
+    decided on (``identity.bound``)."""
+    token = _decided.set(identity.bound)
+    try:
+        yield
+    finally:
+        _decided.reset(token)
+
+
+def decided_on() -> dict[str, str]:
+    """``app:NAME`` -> the incarnation the running command's access holds on: this
+    process's request, and the command that started this one (a callback), if any."""
+    inherited = os.environ.get(DECIDED_VAR, "").split()
+    return {**dict(pair.partition("=")[::2] for pair in inherited), **(_decided.get() or {})}
+
+
+def decision_env() -> dict[str, str]:
+    """What a child's environment carries of ``decided_on`` (the runner adds it)."""
+    bound = decided_on()
+    return {DECIDED_VAR: " ".join(f"{t}={i}" for t, i in sorted(bound.items()))} if bound else {}
+
+
+def hold_decision(kind: str, name: str, current: Callable[[], str | None]) -> None:
+    """Refuse, under the lock of the app or service, when what is under ``name`` now
+    (``current()``: its incarnation, None when there is none) is not what the caller's
+    access was decided on: it was destroyed, perhaps made again, since the command began."""
+    bound = decided_on().get(target(kind, name))
+    if bound is None:
+        return
+    now = current()
+    if now != bound:
+        again = " and made again" if now is not None else ""
+        raise AccessDenied(
+            f"{kind} {name!r} was destroyed{again} since this command was allowed on it: "
+            "nothing done"
+        )

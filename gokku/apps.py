@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from gokku import envfile
+from gokku import access, envfile
 from gokku.errors import GokkuError, NotFound
 from gokku.names import check_name
 from gokku.paths import Root
@@ -48,8 +48,10 @@ def app_lock(
     timeout: float | None = None,
     waiting: Callable[[str], None] | None = None,
 ) -> Iterator[None]:
-    """The app's one lock: its files, its links and its deploys (see ``storage.lock``)."""
+    """The app's one lock: its files, its links and its deploys (see ``storage.lock``);
+    held only by a command whose access holds on the app under the name now."""
     with lock(root.locks, f"app-{check_name('app', app)}", holder, timeout, waiting):
+        access.hold_decision("app", app, lambda: incarnation(root, app))
         yield
 
 

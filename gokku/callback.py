@@ -13,14 +13,16 @@ reaches the interpreter or the commands it runs.
 
 import sys
 
+from gokku.access import DECIDED_VAR
 from gokku.storage import HELD_LOCKS_VAR
 
 # What a callback is started with, all of it set by Gokku (``runner.base_env``): the
-# state, the locks the calling command holds, how long to wait for others, and what the
-# scripts a callback runs in turn get from ours.
+# state, the locks the calling command holds and the incarnations its access holds on,
+# how long to wait for others, and what the scripts a callback runs in turn get from ours.
 CALLBACK_VARIABLES = (
     "GOKKU_ROOT",
     HELD_LOCKS_VAR,
+    DECIDED_VAR,
     "GOKKU_LOCK_TIMEOUT",
     "PATH",
     "HOME",

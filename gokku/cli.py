@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     request = local_request(args)
     if door:
         ignore_terminal_signals()
-        return dispatch(request)
+        return dispatch(request, _served_root(args))
     code = dispatch(request, prepare=_become_state_owner)
     if code in HINTED:
         _hint_other_side(list(args))
@@ -110,6 +110,19 @@ def _hint_other_side(args: list[str]) -> None:
     hint = client.local_hint(args, str(Root.from_env().path))
     if hint is not None:
         sys.stderr.write(f"       {hint}\n")
+
+
+def _served_root(args: list[str]) -> "Root | None":
+    """The state an ``ssh-command`` serves (its ``--root``), known before any of its code
+    runs: a crash anywhere in the door is logged there, never under the login user's
+    default root. None: the door's own parse reports a missing one."""
+    from gokku.paths import Root
+
+    words = args[1:]
+    for flag, value in zip(words, words[1:], strict=False):
+        if flag == "--root" and value:
+            return Root(Path(value).absolute())
+    return None
 
 
 def local_request(args: list[str]) -> "Request":

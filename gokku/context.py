@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Identity:
     """Who is calling: a registered key (over SSH) or the local user (always admin: it
-    owns the state anyway). ``grants`` maps ``app:NAME``/``service:NAME`` to read/write."""
+    owns the state anyway). ``grants`` maps ``app:NAME``/``service:NAME`` to read/write;
+    ``bound``, for a member, the incarnation of each that its grant holds on (``keys.live``)
+    when the command started: what its access was decided on (``access.decided``)."""
 
     name: str
     fingerprint: str = ""
@@ -28,6 +30,7 @@ class Identity:
     remote: str = ""
     grants: Mapping[str, str] = field(default_factory=dict)
     over_ssh: bool = False
+    bound: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def local(cls) -> "Identity":
@@ -37,7 +40,10 @@ class Identity:
 
     @classmethod
     def of_key(cls, key: "Key", remote: str) -> "Identity":
-        return cls(key.name, key.fingerprint, key.role, remote, dict(key.grants), over_ssh=True)
+        # An admin may act on whatever is under a name: its access is bound to none. ("": a
+        # grant from before ids, bound to an app or service from before ids, apps.LEGACY.)
+        bound = {} if key.role == "admin" else {t: key.bound.get(t, "") for t in key.grants}
+        return cls(key.name, key.fingerprint, key.role, remote, dict(key.grants), True, bound)
 
 
 @dataclass

@@ -52,7 +52,8 @@ def dispatch(
             prepare(root)
         if ctx.trace:
             access.require_admin(ctx, "use --trace (it shows what scripts read, secrets too)")
-        code = route(ctx, verb, args)
+        with access.decided(request.identity):
+            code = route(ctx, verb, args)
         # A bare ``gokku`` (or an SSH session with no command) is a usage error.
         return 2 if not request.argv and code == 0 else code
     except NotFound as exc:

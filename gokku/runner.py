@@ -21,6 +21,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from gokku import access
 from gokku.context import Context
 from gokku.paths import Root
 from gokku.plugins.manifest import CommandIO
@@ -59,6 +60,7 @@ def base_env(ctx: Context) -> dict[str, str]:
     held = held_locks()
     if held:  # a call back into gokku passes through these instead of waiting on us
         env[HELD_LOCKS_VAR] = " ".join(sorted(held))
+    env.update(access.decision_env())  # callbacks act on what the command was allowed on
     if ctx.request.term:
         env["TERM"] = ctx.request.term
     if ctx.app:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gokku import apps
+from gokku import access, apps
 from gokku.errors import GokkuError, NotFound
 from gokku.names import check_name, is_alias, is_name
 from gokku.paths import Root
@@ -65,7 +65,10 @@ class Service:
 
 @contextlib.contextmanager
 def service_lock(root: Root, name: str) -> Iterator[None]:
+    """The service's lock; held only by a command whose access holds on the service
+    under the name now (``access.hold_decision``)."""
     with lock(root.locks, f"service-{check_name('service', name)}"):
+        access.hold_decision("service", name, lambda: incarnation(root, name))
         yield
 
 

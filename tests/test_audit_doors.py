@@ -7,12 +7,16 @@ import os
 import pwd
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import Gokku
+import yaml
+from conftest import REPO, Gokku
 from sshkit import *  # noqa: F403 - fixtures
 from sshkit import Door, KeyPair
+
+from gokku.paths import default_root
 
 ODD = ["a\\b", "\\xff", "\x1b[31m", "\x7f", "\u0085", "\u2028", "\u2029", "²"]
 ODD_ESCAPED = ["a\\\\b", "\\\\xff", "\\x1b[31m", "\\x7f", "\\u0085", "\\u2028", "\\u2029", "²"]
@@ -67,6 +71,56 @@ def test_an_unusable_registry_is_named_under_the_root_served(
     assert line.startswith(f" !     {registry} is not a key registry"), line
     (entry,) = door.audit()
     assert entry["argv"] == ["t:args", "x"] and entry["exit"] == 1 and entry["key"] == ""
+
+
+# Where the planted crash goes off: routing ``ssh-command`` itself (before the door has
+# read its arguments), looking the key up (the door's own code), running the command.
+CRASH_SITES = {
+    "routing the door": ("gokku.dispatcher", "route"),
+    "key lookup": ("gokku.keys", "by_fingerprint"),
+    "the command": ("gokku.commands.plugin_exec", "run_plugin_command"),
+}
+
+
+@pytest.mark.parametrize("site", CRASH_SITES)
+def test_a_crash_under_sshd_is_logged_under_the_root_served(
+    gokku: Gokku, alice: KeyPair, test_plugin: str, sshd: int, tmp_path: Path, site: str
+) -> None:
+    """A real crash in the forced command: a ``sitecustomize`` on a PYTHONPATH that only
+    the forced command gets (gokku.yml's ``gokku_command``) makes a function of Gokku
+    raise. The client gets one line; the traceback is in the served root's log, not in
+    the login user's default root; the command has its audit line once the door runs."""
+    module, function = CRASH_SITES[site]
+    marker = f"planted-{os.urandom(6).hex()}"
+    plant = tmp_path / "plant"
+    plant.mkdir()
+    (plant / "sitecustomize.py").write_text(
+        f"import {module}\n\n\ndef crash(*args, **kwargs):\n"
+        f"    raise RuntimeError({marker!r})\n\n\n{module}.{function} = crash\n"
+    )
+    settings = {
+        "ssh": {"gokku_command": f"env PYTHONPATH={REPO}:{plant} {sys.executable} -m gokku"}
+    }
+    (gokku.root / "gokku.yml").write_text(yaml.safe_dump(settings))
+    gokku.ok(
+        "ssh-keys:add", "alice", str(alice.path) + ".pub", "--role", "admin"
+    )  # lines rewritten
+    assert str(plant) in (gokku.root / "ssh" / "authorized_keys").read_text()
+    default_log = default_root() / "log" / "gokku.log"
+    door = Door("openssh", sshd, pwd.getpwuid(os.geteuid()).pw_name, alice, gokku.root)
+    result = door.ssh("t:args x")
+    assert result.code == 1
+    assert result.stderr == (
+        f" !     internal error: RuntimeError: {marker}; details in log/gokku.log\n"
+    )
+    logged = (gokku.root / "log" / "gokku.log").read_text()
+    assert "Traceback" in logged and f"RuntimeError: {marker}" in logged
+    assert not default_log.exists() or marker not in default_log.read_text()
+    if site == "routing the door":  # the door's code, which writes the line, never ran
+        assert door.audit() == []
+    else:
+        (entry,) = door.audit()
+        assert entry["argv"] == ["t:args", "x"] and entry["exit"] == 1
 
 
 # A CR alone, a CRLF, C0, DEL, C1, U+2028, quotes, a dollar, a backslash, a trailing blank.

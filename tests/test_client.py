@@ -23,7 +23,7 @@ from sshkit import Door, ssh_argv
 
 from gokku import client, shapes
 from gokku.commands import BUILTINS
-from gokku.paths import default_root
+from gokku.paths import SYSTEM_ROOT
 
 
 def git(repo: Path, *args: str) -> None:
@@ -294,15 +294,16 @@ def test_the_ssh_command_line(repo: Workstation, tmp_path: Path) -> None:
     )
 
 
-def test_a_gokku_remote_makes_a_client_only_where_no_state_is(repo: Workstation, gokku) -> None:
+def test_a_gokku_remote_makes_a_client_only_where_no_state_is(
+    repo: Workstation, gokku, tmp_path: Path
+) -> None:
     ran = repo.cli.root.parent / "ssh-ran"
+    repo = _no_default_state(repo, tmp_path / "data-home")
     # A server's CLI (GOKKU_ROOT, or the door sshd runs) stays local, whatever the remotes.
     local = repo("apps:list", env={"GOKKU_ROOT": str(gokku.root)})
     assert (local.code, local.stdout, ran.exists()) == (0, "No apps\n", False)
     door = repo("ssh-command", "--fingerprint", "SHA256:x", env={"GOKKU_REMOTE": "gokku"})
     assert door.code != 0 and not ran.exists()
-    if default_root().exists():
-        pytest.skip(f"this machine has Gokku state in {default_root()}: the CLI stays local")
     outside = repo.cli("version", cwd=repo.repo.parent)  # no repository: no remote
     assert outside.code == 0 and not ran.exists()
     assert repo("apps:list").code == 0 and ran.exists()
@@ -401,3 +402,13 @@ def test_the_client_starts_no_server_code(repo: Workstation) -> None:
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
     assert "gokku.client" in imported
     assert not {"asyncssh", "gokku.dispatcher", "gokku.plugins"} & imported
+
+
+def _no_default_state(repo: Workstation, data_home: Path) -> Workstation:
+    """The workstation's CLI on a machine with no default state, whatever this one has:
+    root's (/opt/gokku) is behind an empty /opt in the CLI's own mount namespace, another
+    user's in a fresh XDG_DATA_HOME. What the door writes there is thrown away with it."""
+    prefix = ["bwrap", "--dev-bind", "/", "/", "--tmpfs", str(SYSTEM_ROOT.parent), "--"]
+    env = {**repo.cli.env, "XDG_DATA_HOME": str(data_home)}
+    cli = Gokku(repo.cli.root, env, prefix if os.geteuid() == 0 else [])
+    return Workstation(cli, repo.repo)
