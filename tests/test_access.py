@@ -46,6 +46,7 @@ ATTEMPTS = {
     "services:config-set": "services:config-set db password=x",
     "services:env-set": "services:env-set db DATABASE_URL=x",
     "services:next-port": "services:next-port 9000",
+    "services:schedule": "services:schedule add db '0 3 * * *' -- backup",
     "apps:create": "apps:create evil",
     "apps:destroy": "apps:destroy api --force",
     "ssh-keys:add": "ssh-keys:add evil --role admin",
@@ -215,6 +216,7 @@ def test_admins_too_cannot_reach_door_and_helper_verbs(door: Door, estate: None)
         "git-hook",
         "services:config-get",
         "services:next-port",
+        "services:schedule",
         "plugins:install-dependencies",
     ):
         result = door.ssh(ATTEMPTS[verb])

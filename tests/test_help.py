@@ -111,7 +111,7 @@ EXPORT_PAGE = (
     [
         ("export", "Usage: gokku {ns}:export SERVICE > FILE.dump\n"),
         ("connect", "Usage: gokku {ns}:connect SERVICE [PSQL-ARGS...]\n"),
-        ("info", "Usage: gokku {ns}:info SERVICE [--dsn]\n"),
+        ("info", "Usage: gokku {ns}:info SERVICE [--dsn|--FIELD]\n"),
     ],
 )
 def test_a_bundled_plugin_command_prints_its_usage(
@@ -259,11 +259,11 @@ def test_dokkus_namespaces_say_what_gokku_offers(
 
 @pytest.mark.parametrize(
     "verb",
-    ["pg:expose", "postgres:unexpose", "apps:rename", "apps:info", "cron:list", "registry:login"],
+    ["pg:impose", "postgres:expire", "apps:rename", "apps:info", "cron:list", "registry:login"],
 )
 def test_no_hint_rather_than_a_misleading_one(gokku: Gokku, bundled: None, verb: str) -> None:
-    """pg:expose -> pg:export, apps:rename -> apps:create, cron:list -> config:list: close
-    letters, other deeds."""
+    """pg:impose -> pg:expose, pg:expire -> pg:export, apps:rename -> apps:create,
+    cron:list -> config:list: close letters, other deeds."""
     result = gokku(verb, "db")
     assert result.code == 127 and result.stderr.count("\n") == 1
     assert "did you mean" not in result.stderr
