@@ -151,9 +151,11 @@ def test_publish_search_info_and_add_through_an_http_index(gokku, main_index):
     record = listed(gokku)["demo"]
     assert (record["version"], record["index"], record["sha256"]) == ("1.1.0", "main", sha["1.1.0"])
     table = gokku.ok("plugins:list").stdout.splitlines()
-    assert table[0].split()[:6] == ["NAME", "NAMESPACE", "VERSION", "INDEX", "COMMIT", "SHA256"]
-    assert table[1].split()[:6] == [
-        "demo", "demo", "1.1.0", "main", record["commit"][:12], sha["1.1.0"][:12]
+    assert table[0].split()[:8] == [
+        "NAME", "NAMESPACE", "VERSION", "PIN", "STATE", "INDEX", "COMMIT", "SHA256"
+    ]  # fmt: skip
+    assert table[1].split()[:8] == [
+        "demo", "demo", "1.1.0", "-", "enabled", "main", record["commit"][:12], sha["1.1.0"][:12]
     ]  # fmt: skip
 
     # Asking again is a no-op; a newer range changes an installed plugin: asked first.

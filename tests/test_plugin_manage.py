@@ -53,6 +53,9 @@ def test_a_pinned_plugin_is_not_updated_until_unpinned(gokku: Gokku, tmp_path: P
         "VERSION",
         "PIN",
         "STATE",
+        "INDEX",
+        "COMMIT",
+        "SHA256",
         "SOURCE",
         "SERVICES",
     ]
@@ -185,7 +188,7 @@ def test_a_disabled_plugins_services_stay_and_nothing_of_it_runs(
 
 
 def test_a_plugin_another_requires_is_not_removed(gokku: Gokku, tmp_path: Path) -> None:
-    add(gokku, tmp_path, "base")
+    add(gokku, tmp_path, "base", "version: 1.2.0\n")
     add(gokku, tmp_path, "addon", "requires: {base: '>=1.0'}\n")
     add(gokku, tmp_path, "extra", "requires: {base: '^1', addon: '*'}\n")
     before = gokku.snapshot()

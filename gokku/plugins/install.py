@@ -182,7 +182,8 @@ def _check_requires(
         try:
             fits = version is not None and semver.allows(wanted, version)
         except GokkuError:
-            fits = False  # installed without a version: no range holds
+            # Installed without a version: only "*" (any version at all) holds.
+            fits = version == "" and wanted.strip() == "*"
         if not fits:
             have = f"{dependency} is not installed"
             if version is not None:
