@@ -29,10 +29,10 @@ def auto_update(ctx: Context, args: list[str]) -> int:
     usage = usage_line(VERB)
     values = {"--level": "level", "--cooldown": "cooldown"}
     opts = parse(args, usage, values=values, max_args=1)
-    action = (opts.positional or ["show"])[0]
-    if action not in ("show", "on", "off", "run"):
+    action = opts.positional[0] if opts.positional else None  # None: show the state
+    if action not in (None, "on", "off", "run"):
         raise UsageError(f"unknown action {action!r}; usage: {usage}")
-    if action in ("show", "off") and (opts.get("level") or opts.get("cooldown")):
+    if action in (None, "off") and (opts.get("level") or opts.get("cooldown")):
         raise UsageError(f"--level and --cooldown go with on or run; usage: {usage}")
     if action == "run":
         return run(ctx, opts.get("level"), opts.get("cooldown"))
