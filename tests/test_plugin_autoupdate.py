@@ -78,6 +78,25 @@ def test_a_failing_post_update_hook_is_rolled_back_and_audited(gokku, main_index
     ]
 
 
+def test_a_version_that_fails_its_checks_is_not_installed_and_says_so(gokku, main_index, tmp_path):
+    main_index.release("demo", "1.0.0")
+    gokku.ok("plugins:add", "demo")
+    main_index.release("demo", "1.1.0")
+    backdate(main_index, "demo", 72, "1.0.0", "1.1.0")
+    tree = tmp_path / "src/demo-1.1.0"  # the archive served is not the one signed
+    (tree / "commands/which").write_text("#!/bin/bash\necho swapped\n")
+    main_index.github.publish("acme", "gokku-demo", tree, ref="v1.1.0")
+
+    failed = gokku("plugins:auto-update", "run")
+
+    assert failed.code == 1, failed.stderr
+    assert gokku.ok("demo:which").stdout == "demo 1.0.0\n"
+    [line] = updates(gokku)
+    assert line["outcome"].startswith("rolled back to 1.0.0: demo 1.1.0: the sha256 fetched (")
+    assert ") is not the one index main signed (" in line["outcome"]
+    assert line["outcome"].endswith("): refused")
+
+
 def test_a_version_inside_the_cooldown_is_not_taken(gokku, main_index):
     main_index.release("demo", "1.0.0")
     gokku.ok("plugins:add", "demo")
