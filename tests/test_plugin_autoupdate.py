@@ -132,7 +132,11 @@ def test_pins_and_the_level_hold(gokku, main_index):
     backdate(main_index, "solo", 100, "1.0.0", "1.0.1")
     gokku.ok("plugins:pin", "solo")
 
-    gokku.ok("plugins:auto-update", "run", "--level", "patch")
+    try:
+        gokku.ok("plugins:auto-update", "on", "--level", "patch")
+        gokku.ok("plugins:auto-update", "run")  # as on saved it
+    finally:
+        gokku.ok("plugins:auto-update", "off")
     assert installed(gokku) == {"base": "1.0.5", "solo": "1.0.0"}
     gokku.ok("plugins:auto-update", "run")  # minor, the default
     assert installed(gokku) == {"base": "1.1.0", "solo": "1.0.0"}
