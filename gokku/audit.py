@@ -47,6 +47,7 @@ class Entry:
     bytes_in: int | None = None
     bytes_out: int | None = None
     denied: str | None = None  # why access was refused, when it was
+    outcome: str | None = None  # what an automatic plugin update did (rolled back, why)
 
 
 # Verbs whose arguments carry values to keep out of the log: KEY=VALUE -> KEY=<redacted>.

@@ -136,8 +136,14 @@ def owner(root: Root) -> str:
 
 
 def command_line(root: Root, name: str, record: dict[str, Any]) -> str:
-    """What cron runs for RECORD: this very gokku (its interpreter, its package) on this
-    root, recording the run; the command follows as a comment for whoever reads it."""
+    """What cron runs for RECORD: ``services:schedule run``, recording the run."""
+    words = ["services:schedule", "run", name, record["id"]]
+    return cron_line(root, record["cron"], words, " ".join(record["command"]))
+
+
+def cron_line(root: Root, expression: str, verb: list[str], shown: str) -> str:
+    """A line of this root's block: this very gokku (its interpreter, its package) on
+    this root runs ``verb``; ``shown`` follows as a comment for whoever reads it."""
     python = sys.executable
     package = str(Path(__file__).resolve().parent.parent)
     for text in (python, package):
@@ -152,13 +158,10 @@ def command_line(root: Root, name: str, record: dict[str, Any]) -> str:
         "-m",
         "gokku",
         "--quiet",
-        "services:schedule",
-        "run",
-        name,
-        record["id"],
+        *verb,
     ]
-    shown = " ".join(record["command"]).replace("\n", " ").replace("%", "")
-    return f"{record['cron']} {' '.join(words)} # {shown}"
+    shown = shown.replace("\n", " ").replace("%", "")
+    return f"{expression} {' '.join(words)} # {shown}"
 
 
 def _all_records(root: Root) -> list[tuple[str, dict[str, Any]]]:
@@ -170,7 +173,11 @@ def _all_records(root: Root) -> list[tuple[str, dict[str, Any]]]:
 
 
 def wanted_lines(root: Root) -> list[str]:
-    return [command_line(root, name, record) for name, record in _all_records(root)]
+    """The services' schedules, then the plugins' automatic updates when they are on."""
+    from gokku.plugins import autoupdate
+
+    lines = [command_line(root, name, record) for name, record in _all_records(root)]
+    return lines + autoupdate.cron_lines(root)
 
 
 def render(root: Root) -> bool:

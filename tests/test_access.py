@@ -39,6 +39,7 @@ ATTEMPTS = {
     "plugins:search": "plugins:search t",
     "plugins:info": "plugins:info t",
     "plugins:outdated": "plugins:outdated",
+    "plugins:auto-update": "plugins:auto-update on",
     "plugins:publish": "plugins:publish acme/t@v1 --index idx --version 1.0.0 --sign-key k",
     "services:create": "services:create t --name evil",
     "services:destroy": "services:destroy db --force",

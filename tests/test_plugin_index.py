@@ -66,9 +66,12 @@ class Shelf:
     key: Path
     tmp: Path
 
-    def release(self, name: str, version: str, requires=None, gokku="^0.1", **extra) -> str:
-        """Publish ``name`` ``version`` on the fake GitHub and in the index; its sha256."""
-        tree = write_plugin(self.tmp / "src" / f"{name}-{version}", namespace=name)
+    def release(
+        self, name: str, version: str, requires=None, gokku="^0.1", files=None, **extra
+    ) -> str:
+        """Publish ``name`` ``version`` on the fake GitHub and in the index; its sha256.
+        ``files``: more scripts of the plugin (``{"hooks/post-update": "exit 0"}``)."""
+        tree = write_plugin(self.tmp / "src" / f"{name}-{version}", namespace=name, commands=files)
         manifest = {"version": version, "description": f"the {name} plugin", "gokku": gokku}
         (tree / "plugin.yml").write_text(
             yaml.safe_dump({**manifest, "requires": requires or {}, **extra})

@@ -184,6 +184,19 @@ BUILTINS: dict[str, Builtin] = {
         ],
     ),
     **_table(
+        "plugin_autoupdate",
+        [
+            (
+                "plugins:auto-update",
+                "auto_update",
+                "plugins:auto-update [on|off|run] [--level patch|minor] [--cooldown HOURS]",
+                "Daily updates within pins, ranges and level, to versions out for a cooldown "
+                "(48 h); a failed post-update hook rolls back",
+                ADMIN,
+            ),
+        ],
+    ),
+    **_table(
         "services",
         [
             (

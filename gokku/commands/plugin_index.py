@@ -158,14 +158,14 @@ def request(ctx: Context, text: str) -> tuple[str, str] | None:
     return match[1], match[2] or "*"
 
 
-def _installed(ctx: Context) -> dict[str, plan.Installed]:
+def installed_versions(ctx: Context) -> dict[str, plan.Installed]:
     return {
         p.name: plan.Installed(str(p.record.get("version") or ""), _requires(p))
         for p in registry.installed(ctx.root)
     }
 
 
-def _lookup(ctx: Context) -> plan.Lookup:
+def index_lookup(ctx: Context) -> plan.Lookup:
     """A plugin's manifest, from the index it was installed from when it was (else the
     first that has it), each read once per command."""
     origins = {p.name: p.record.get("index") for p in registry.installed(ctx.root)}
@@ -185,8 +185,8 @@ def _lookup(ctx: Context) -> plan.Lookup:
 
 def add(ctx: Context, name: str, wanted: str, yes: bool, force: bool) -> None:
     """Resolve ``name`` at ``wanted`` with what it requires, show the plan, install it all."""
-    installed = _installed(ctx)
-    lookup = _lookup(ctx)
+    installed = installed_versions(ctx)
+    lookup = index_lookup(ctx)
     if lookup(name) is None:
         raise NotFound(f"no plugin index has {name!r} (see: gokku plugins:search)")
     steps = plan.Resolver(installed, lookup).resolve({name: wanted})
@@ -212,9 +212,8 @@ def update(ctx: Context, names: list[str], yes: bool, force: bool) -> None:
     targets = names or [name for name in indexed if name not in pins]
     # A pinned plugin stays where its pin holds it, whatever the others now require.
     held = {name: pin for name, pin in pins.items() if name in indexed}
-    steps = plan.Resolver(_installed(ctx), _lookup(ctx), upgrade=frozenset(targets)).resolve(
-        held | {name: "*" for name in targets}
-    )
+    resolver = plan.Resolver(installed_versions(ctx), index_lookup(ctx), upgrade=frozenset(targets))
+    steps = resolver.resolve(held | {name: "*" for name in targets})
     if not steps:
         ctx.info(f"{', '.join(targets) or 'No plugin from an index'}: up to date")
         return
@@ -240,8 +239,8 @@ def _run(
 def outdated(ctx: Context, args: list[str]) -> int:
     """Index plugins with a newer version: the newest the ranges allow, the newest at all."""
     opts = parse(args, usage_line("plugins:outdated"), values=FORMAT, max_args=0)
-    installed = _installed(ctx)
-    lookup = _lookup(ctx)
+    installed = installed_versions(ctx)
+    lookup = index_lookup(ctx)
     records = []
     for plugin in registry.installed(ctx.root):
         if not plugin.record.get("index"):

@@ -14,7 +14,7 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,11 +248,17 @@ def _take_back(ctx: Context, name: str, staging: Path) -> None:
     fsync_dir(ctx.root.plugins)
 
 
-def apply(ctx: Context, steps: list[plan.Step], force: bool = False) -> None:
+def apply(
+    ctx: Context,
+    steps: list[plan.Step],
+    force: bool = False,
+    check: Callable[[], None] | None = None,
+) -> None:
     """Install or change every plugin of a plan, or none.
 
     Each is fetched, checked against its signed entry and validated before any is put in
-    place; a failure while they are put in place takes back those already there."""
+    place; a failure while they are put in place, or of ``check`` once they all are (a
+    health check), takes back those already there: the previous versions come back."""
     coming = {step.name: step.version for step in steps}
     with contextlib.ExitStack() as stack:
         for name in sorted(coming):
@@ -270,6 +276,8 @@ def apply(ctx: Context, steps: list[plan.Step], force: bool = False) -> None:
             for name, tree, staging in staged:
                 _put_in_place(ctx, name, tree, staging)
                 done.append((name, staging))
+            if check is not None:
+                check()
         except BaseException:
             for name, staging in reversed(done):
                 _take_back(ctx, name, staging)
