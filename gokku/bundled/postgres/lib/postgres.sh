@@ -10,6 +10,9 @@ PG_SERVER_USER=postgres
 PG_FIRST_PORT=5433
 PG_LIB=/usr/lib/postgresql
 
+# WAL archiving and backups (pgBackRest): prepare_archiving runs at every start.
+source "$(dirname "${BASH_SOURCE[0]}")/backup.sh"
+
 data_dir() { printf '%s/data\n' "$SERVICE_DIR"; }
 log_file() { printf '%s/logs/postgresql.log\n' "$SERVICE_DIR"; }
 
@@ -61,6 +64,7 @@ start_server() {
     say "PostgreSQL for $SERVICE is already running on port $PORT"
     return 0
   fi
+  prepare_archiving
   log=$(log_file)
   offset=$(log_size "$log")
   # pg_ctl starts the server in a session of its own: it outlives this script and is

@@ -1,0 +1,190 @@
+"""Backups of the bundled postgres plugin, by pgBackRest, on real servers (see
+bundled_support): WAL archiving, backups, restores."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from bundled_support import reachable_root
+from conftest import Gokku
+from sshkit import processes_under, wait_until
+from test_bundled_postgres import PG_BIN, sql
+
+pytestmark = pytest.mark.skipif(not PG_BIN, reason="PostgreSQL server binaries are not installed")
+
+
+@pytest.fixture(scope="module")
+def gk() -> Iterator[Gokku]:
+    with reachable_root() as gokku:
+        gokku.ok("plugins:add", "postgres")
+        yield gokku
+
+
+@pytest.fixture(scope="module")
+def db(gk: Gokku) -> str:
+    """A running service with a table of commits (one row each, with its commit time)."""
+    gk.ok("services:create", "postgres", "--name", "db")
+    gk.ok(
+        "pg:connect",
+        "db",
+        input=b"create table t (id serial primary key, at timestamptz default clock_timestamp());",
+    )
+    return "db"
+
+
+def backups(gk: Gokku, service: str) -> list[dict]:
+    return json.loads(gk.ok("pg:backups", service, "--format", "json").stdout)
+
+
+def one_line_refusal(gk: Gokku, *args: str, code: int | None = None) -> str:
+    """Run a command that must be refused: non-zero, one line on stderr; that line."""
+    result = gk(*args)
+    assert result.code != 0 if code is None else result.code == code, (result.code, args)
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    return result.stderr
+
+
+def archived_segments(gk: Gokku, service: str) -> list[Path]:
+    archive = gk.root / "services" / service / "backup" / "repo" / "archive" / service
+    return sorted(archive.glob("*/*/0*"))
+
+
+def test_every_service_archives_its_wal_through_pgbackrest(gk: Gokku, db: str) -> None:
+    service_dir = gk.root / "services" / db
+    command = sql(gk, db, "show archive_command")
+    assert "pgbackrest" in command and f"--stanza={db} archive-push" in command
+    assert f'--config="{service_dir}/backup/pgbackrest.conf"' in command
+    assert sql(gk, db, "show archive_mode") == "on"
+    assert sql(gk, db, "show archive_timeout") == "1min"
+    before = len(archived_segments(gk, db))
+    switched = sql(gk, db, "select pg_walfile_name(pg_switch_wal())")
+
+    def archived() -> bool:
+        return any(p.name.startswith(switched) for p in archived_segments(gk, db))
+
+    assert wait_until(archived, 60)
+    assert len(archived_segments(gk, db)) > before
+
+    # A service made before backups existed (no archive settings, no repository) gets them
+    # on its next start; the timeout comes from the service's config.
+    gk.ok("pg:stop", db)
+    conf = service_dir / "data" / "postgresql.conf"
+    conf.write_text(conf.read_text().replace("include_if_exists 'gokku-backup.conf'\n", ""))
+    (service_dir / "data" / "gokku-backup.conf").unlink()
+    subprocess.run(["rm", "-rf", str(service_dir / "backup")], check=True)
+    gk.ok("services:config-set", db, "archive_timeout=30")
+    gk.ok("pg:start", db)
+    assert sql(gk, db, "show archive_mode") == "on"
+    assert sql(gk, db, "show archive_timeout") == "30s"
+    assert (service_dir / "backup" / "pgbackrest.conf").exists()
+    gk.ok("pg:backup", db)
+    assert [b["type"] for b in backups(gk, db)] == ["full"]
+
+
+def test_backups_full_diff_incr_listed_while_the_service_takes_writes(gk: Gokku, db: str) -> None:
+    before = {b["label"] for b in backups(gk, db)}
+    # A writer commits a row every 20 ms over one connection for the whole time.
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "gokku", "pg:connect", db],
+        env=gk.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    stop = threading.Event()
+
+    def write() -> None:
+        while not stop.is_set():
+            writer.stdin.write(b"insert into t default values; select pg_sleep(0.02);\n")
+            writer.stdin.flush()
+            stop.wait(0.02)
+
+    feeder = threading.Thread(target=write)
+    feeder.start()
+    try:
+        for kind in ("full", "incr", "diff"):
+            gk.ok("pg:backup", db, "--type", kind)
+    finally:
+        stop.set()
+        feeder.join()
+        writer.stdin.close()
+        assert writer.wait(timeout=60) == 0, writer.stderr.read()
+    listed = [b for b in backups(gk, db) if b["label"] not in before]
+    assert [b["type"] for b in listed] == ["full", "incr", "diff"]
+    full = listed[0]
+    assert full["label"].endswith("F") and listed[1]["label"].startswith(full["label"] + "_")
+    for backup in listed:
+        assert backup["size_bytes"] > 0 and backup["database_bytes"] > backup["size_bytes"]
+        assert backup["duration_seconds"] >= 0
+        assert backup["restorable_from"] == backup["stop"]
+        assert backup["restorable_until"] >= backup["restorable_from"]
+    # Rows were committed while each backup ran: it never stopped the writes.
+    for backup in listed:
+        during = sql(
+            gk,
+            db,
+            f"select count(*) from t where at between '{backup['start']}' and '{backup['stop']}'",
+        )
+        assert int(during) > 0, backup
+    text = gk.ok("pg:backups", db).stdout
+    assert text.startswith(f"=====> postgres backups of {db}\nLABEL ")
+    assert all(b["label"] in text for b in listed)
+
+
+def test_a_backup_killed_half_way_is_not_listed_and_the_next_one_succeeds(
+    gk: Gokku, db: str
+) -> None:
+    # 64 MiB that zstd cannot shrink: the backup takes long enough to be caught.
+    gk.ok(
+        "pg:connect",
+        db,
+        input=b"create table filler as select g as id,"
+        b" decode(string_agg(md5(random()::text || g || i), ''), 'hex') as body"
+        b" from generate_series(1, 16384) g, generate_series(1, 256) i group by g;",
+    )
+    listed = [b["label"] for b in backups(gk, db)]
+    backup = subprocess.Popen(
+        [sys.executable, "-m", "gokku", "pg:backup", db],
+        env=gk.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    repo = gk.root / "services" / db / "backup" / "repo" / "backup" / db
+
+    def copying() -> list[int]:
+        """pgBackRest's processes once it copies files into a new backup's directory."""
+        started = [d for d in repo.glob("*F") if d.name not in listed and any(d.rglob("*.zst"))]
+        return processes_under(gk.root, b"pgbackrest") if started else []
+
+    assert wait_until(copying, 60), "the backup never started copying"
+    for pid in copying():
+        os.kill(pid, signal.SIGKILL)
+    assert backup.wait(timeout=60) != 0
+    assert f"backup of {db} failed" in backup.stderr.read().decode()
+    assert [b["label"] for b in backups(gk, db)] == listed
+    gk.ok("pg:backup", db)
+    after = backups(gk, db)
+    assert len(after) == len(listed) + 1 and after[-1]["type"] == "full"
+    gk.ok("pg:connect", db, input=b"drop table filler;")
+
+
+def test_bad_input_is_one_line_and_changes_nothing(gk: Gokku, db: str) -> None:
+    listed = backups(gk, db)
+    assert "unknown backup type 'weekly'" in one_line_refusal(
+        gk, "pg:backup", db, "--type", "weekly", code=2
+    )
+    assert "unknown argument '--fast'" in one_line_refusal(gk, "pg:backup", db, "--fast", code=2)
+    assert "unknown format 'yaml'" in one_line_refusal(
+        gk, "pg:backups", db, "--format", "yaml", code=2
+    )
+    for command in ("backup", "backups"):
+        assert one_line_refusal(gk, f"pg:{command}", "nope", code=1) == (
+            " !     service 'nope' does not exist (see: gokku services:list)\n"
+        )
+    assert backups(gk, db) == listed
