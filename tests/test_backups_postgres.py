@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bundled_support import reachable_root
+from bundled_support import reachable_root, run_in_pty
 from conftest import Gokku
 from sshkit import processes_under, wait_until
-from test_bundled_postgres import PG_BIN, sql
+from test_bundled_postgres import PG_BIN
 
 pytestmark = pytest.mark.skipif(not PG_BIN, reason="PostgreSQL server binaries are not installed")
 
@@ -36,6 +36,11 @@ def db(gk: Gokku) -> str:
         input=b"create table t (id serial primary key, at timestamptz default clock_timestamp());",
     )
     return "db"
+
+
+def sql(gk: Gokku, service: str, query: str) -> str:
+    """A query's rows (or RETURNING's), unaligned, through `pg:connect` (psql -qtA)."""
+    return gk.ok("pg:connect", service, "-qtA", "-c", query).stdout.strip()
 
 
 def backups(gk: Gokku, service: str) -> list[dict]:
@@ -188,3 +193,93 @@ def test_bad_input_is_one_line_and_changes_nothing(gk: Gokku, db: str) -> None:
             " !     service 'nope' does not exist (see: gokku services:list)\n"
         )
     assert backups(gk, db) == listed
+
+
+def ids(gk: Gokku, service: str, where: str = "true") -> list[int]:
+    listed = sql(
+        gk,
+        service,
+        f"select coalesce(string_agg(id::text, ',' order by id), '') from t where {where}",
+    )
+    return [int(i) for i in listed.split(",") if i]
+
+
+def services(gk: Gokku) -> list[str]:
+    return [s["name"] for s in json.loads(gk.ok("services:list", "--format", "json").stdout)]
+
+
+def test_point_in_time_restore_into_a_new_service_has_exactly_the_rows_committed_before(
+    gk: Gokku, db: str
+) -> None:
+    gk.ok("pg:backup", db, "--type", "incr")
+    before = int(sql(gk, db, "insert into t default values returning id"))
+    # A time after that commit and before the next one, by the server's clock.
+    moment = sql(gk, db, "select pg_sleep(0.5), clock_timestamp()::text").split("|")[1]
+    sql(gk, db, "select pg_sleep(0.5)")
+    after = int(sql(gk, db, "insert into t default values returning id"))
+    assert after > before
+
+    gk.ok("pg:restore", db, "--time", moment, "--into", "pitr")
+    assert ids(gk, "pitr") == ids(gk, db, f"id <= {before}")
+    assert before in ids(gk, "pitr") and after not in ids(gk, "pitr")
+    # A service of its own: another port and password, its database named after it.
+    for key in ("port", "password"):
+        mine = gk.ok("services:config-get", "pitr", key).stdout
+        assert mine != gk.ok("services:config-get", db, key).stdout
+    assert sql(gk, "pitr", "select current_database()") == "pitr"
+    # The original is untouched and archives on; so does the restored one, on its own.
+    assert after in ids(gk, db)
+    gk.ok("pg:backup", "pitr")
+    assert [b["type"] for b in backups(gk, "pitr")] == ["full"]
+    gk.ok("pg:destroy", "pitr", "--force")
+
+    listed = services(gk)
+    first = backups(gk, db)[0]["stop"]
+    early = one_line_refusal(gk, "pg:restore", db, "--time", "2001-01-01 00:00 UTC", code=1)
+    assert f"is before the first backup of {db} ended ({first})" in early
+    late = one_line_refusal(gk, "pg:restore", db, "--time", "2999-01-01 00:00 UTC", code=1)
+    assert f"is after the last archived WAL of {db}" in late
+    assert services(gk) == listed
+
+
+def test_clone_has_every_row_committed_before_it(gk: Gokku, db: str) -> None:
+    newest = int(sql(gk, db, "insert into t default values returning id"))
+    gk.ok("pg:clone", db, "copy")
+    assert ids(gk, "copy") == ids(gk, db, f"id <= {newest}")
+    assert "already exists" in one_line_refusal(gk, "pg:clone", db, "copy", code=1)
+    gk.ok("pg:destroy", "copy", "--force")
+
+
+def test_restore_in_place_needs_force_and_the_typed_name_on_a_terminal(gk: Gokku, db: str) -> None:
+    gk.ok("pg:backup", db, "--type", "diff")
+    label = backups(gk, db)[-1]["label"]
+    kept = ids(gk, db)
+    later = int(sql(gk, db, "insert into t default values returning id"))
+    port = gk.ok("services:config-get", db, "port").stdout
+    args = ("pg:restore", db, "--backup", label, "--force")
+    assert "confirm on a terminal (ssh -t) with --force" in one_line_refusal(gk, *args, code=1)
+    typo = run_in_pty(
+        gk,
+        *args,
+        stdin_tty=True,
+        stdout_tty=True,
+        stderr_tty=True,
+        dialogue=((rb'type "db": ', b"bd\r"),),
+    )
+    assert typo.code == 1 and b"confirmation did not match 'db': nothing was restored" in typo.out
+    assert later in ids(gk, db)
+
+    done = run_in_pty(
+        gk,
+        *args,
+        stdin_tty=True,
+        stdout_tty=True,
+        stderr_tty=True,
+        dialogue=((rb'type "db": ', b"db\r"),),
+    )
+    assert done.code == 0, done.out
+    assert ids(gk, db) == kept
+    assert gk.ok("services:config-get", db, "port").stdout == port
+    assert not (gk.root / "services" / db / "data.before-restore").exists()
+    # Archiving goes on (on a new timeline), and so do backups.
+    gk.ok("pg:backup", db, "--type", "incr")
