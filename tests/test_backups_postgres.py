@@ -283,3 +283,33 @@ def test_restore_in_place_needs_force_and_the_typed_name_on_a_terminal(gk: Gokku
     assert not (gk.root / "services" / db / "data.before-restore").exists()
     # Archiving goes on (on a new timeline), and so do backups.
     gk.ok("pg:backup", db, "--type", "incr")
+
+
+def test_retention_keeps_the_newest_full_backups_and_only_the_wal_they_need(
+    gk: Gokku, db: str
+) -> None:
+    assert "keeps every backup" in gk.ok("pg:backup-retention", db).stdout
+    gk.ok("pg:backup", db)
+    gk.ok("pg:backup", db, "--type", "incr")
+    gk.ok("pg:backup", db)
+    listed = backups(gk, db)
+    newest = listed[-1]
+    assert newest["type"] == "full" and len(listed) >= 3
+    assert min(p.name[:24] for p in archived_segments(gk, db)) < newest["wal_start"]
+
+    said = gk.ok("pg:backup-retention", db, "--full", "1")
+    assert said.stderr == f"-----> {db} keeps the newest 1 full backups\n"
+    assert backups(gk, db) == [newest]
+    # WAL from the start of the one backup kept on; none older.
+    assert min(p.name[:24] for p in archived_segments(gk, db)) == newest["wal_start"]
+    gone = one_line_refusal(gk, "pg:restore", db, "--time", listed[0]["stop"], code=1)
+    assert "is before the first backup" in gone
+    gk.ok("pg:backup", db, "--type", "diff")
+    assert len(backups(gk, db)) == 2
+
+    gk.ok("pg:backup-retention", db, "--days", "7")
+    assert "full backups of the last 7 days" in gk.ok("pg:backup-retention", db).stdout
+    assert len(backups(gk, db)) == 2
+    for bad in (["--full", "0"], ["--days", "x"], ["--weeks", "1"], ["--full"]):
+        one_line_refusal(gk, "pg:backup-retention", db, *bad, code=2)
+    assert "full backups of the last 7 days" in gk.ok("pg:backup-retention", db).stdout

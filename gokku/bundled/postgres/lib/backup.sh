@@ -179,7 +179,7 @@ wal_archived_until() {
 
 # backups_records: the backups as JSON records, oldest first: label, type, start and stop
 # (UTC), duration, size in the repository (what it adds on disk) and of the database,
-# and the span it can restore to: from its end to the newest archived WAL.
+# the first and last WAL segment it needs, and the span it can restore to: from its end to the newest archived WAL.
 backups_records() {
   local until
   until=$(wal_archived_until)
@@ -192,9 +192,23 @@ backups_records() {
       duration_seconds: (.timestamp.stop - .timestamp.start),
       size_bytes: .info.repository.delta,
       database_bytes: .info.size,
+      wal_start: .archive.start,
+      wal_stop: .archive.stop,
       restorable_from: (.timestamp.stop | todate),
       restorable_until: ([.timestamp.stop, $until] | max | todate)
     }]'
+}
+
+# retention_text: the retention in force, in words.
+retention_text() {
+  load_backup_settings
+  if [ -n "$RETENTION_DAYS" ]; then
+    echo "full backups of the last $RETENTION_DAYS days (and the one before them)"
+  elif [ -n "$RETENTION_FULL" ]; then
+    echo "the newest $RETENTION_FULL full backups"
+  else
+    echo "every backup (set a limit: gokku $GOKKU_PLUGIN_NAME:backup-retention $SERVICE --full N | --days D)"
+  fi
 }
 
 # human_bytes BYTES: "2.7 MiB", as the meter writes sizes.
