@@ -313,3 +313,47 @@ def test_retention_keeps_the_newest_full_backups_and_only_the_wal_they_need(
     for bad in (["--full", "0"], ["--days", "x"], ["--weeks", "1"], ["--full"]):
         one_line_refusal(gk, "pg:backup-retention", db, *bad, code=2)
     assert "full backups of the last 7 days" in gk.ok("pg:backup-retention", db).stdout
+
+
+def test_verify_restores_the_newest_backup_and_check_speaks_nagios(gk: Gokku, db: str) -> None:
+    gk.ok("pg:backup", db, "--type", "incr")
+    backup_dir = gk.root / "services" / db / "backup"
+    verified = gk.ok("pg:backup-verify", db)
+    assert "restored, started and answered" in verified.stderr.splitlines()[-1]
+    assert not list(backup_dir.glob("verify.*")), "the scratch cluster was left behind"
+    assert not processes_under(backup_dir, b"verify."), "the scratch server was left running"
+
+    # One damaged file in the newest backup: verify names it and fails.
+    newest = backups(gk, db)[-1]
+    label = newest["label"]
+    victim = max((backup_dir / "repo" / "backup" / db / label).rglob("*.zst"), key=os.path.getsize)
+    original = victim.read_bytes()
+    victim.write_bytes(original[:100] + bytes(b ^ 0xFF for b in original[100:108]) + original[108:])
+    try:
+        damaged = one_line_refusal(gk, "--quiet", "pg:backup-verify", db, code=1)
+    finally:
+        victim.write_bytes(original)
+    assert f"the backups of {db} are damaged: invalid checksum" in damaged
+    assert str(victim.relative_to(backup_dir / "repo" / "backup" / db)) in damaged
+
+    ok = gk("pg:backup-check", db)
+    assert ok.code == 0 and ok.stdout.startswith(
+        f"BACKUP OK - {db}: newest backup {label} ({newest['type']}) ended {newest['stop']}"
+    )
+    assert ok.stdout.count("\n") == 1
+    late = gk("pg:backup-check", db, "--max-age", "1s")
+    assert late.code == 1 and late.stdout.startswith(f"BACKUP WARNING - {db}: newest backup")
+    archive = backup_dir / "repo" / "archive" / db
+    try:  # the server's user can no longer write into the archive
+        for directory in (archive, *archive.rglob("*")):
+            if directory.is_dir():
+                directory.chmod(0o500)
+        sql(gk, db, "select pg_switch_wal() from (select txid_current()) x")
+        assert wait_until(lambda: gk("pg:backup-check", db).code == 2, 60)
+        failing = gk("pg:backup-check", db).stdout
+        assert failing.startswith(f"BACKUP CRITICAL - {db}: WAL archiving fails (segment 0")
+    finally:
+        for directory in (archive, *archive.rglob("*")):
+            if directory.is_dir():
+                directory.chmod(0o750)
+    assert gk("pg:backup-check", db, "--max-age", "1y").code == 2

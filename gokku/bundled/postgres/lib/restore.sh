@@ -58,13 +58,14 @@ archive_newest_wal() {
   backrest_run "archiving the newest WAL of $SERVICE" check
 }
 
-# restore_data_dir: pgBackRest's restore of the source's backups (SOURCE_CONF,
-# SOURCE_STANZA) into this service's empty data directory, with RESTORE_OPTS.
+# restore_data_dir DIR: pgBackRest's restore of the source's backups (SOURCE_CONF,
+# SOURCE_STANZA) into the empty directory DIR, with RESTORE_OPTS. pgBackRest checks every
+# file it restores against its checksum.
 restore_data_dir() {
   local err status=0 reason
   err=$(mktemp)
   as_server_user "$(pgbackrest_bin)" --config="$SOURCE_CONF" --stanza="$SOURCE_STANZA" \
-    --pg1-path="$(data_dir)" restore "${RESTORE_OPTS[@]}" 2>"$err" || status=$?
+    --pg1-path="$1" restore "${RESTORE_OPTS[@]}" 2>"$err" || status=$?
   reason=$(sed -n 's/^.*ERROR: \[[0-9]*\]: //p' "$err" | head -n 1)
   rm -f "$err"
   [ "$status" -eq 0 ] || fail "restoring into $SERVICE failed: ${reason:-pgBackRest exited $status}"
@@ -117,7 +118,7 @@ restore_into_new() {
   rm -rf -- "$(data_dir)" "$(backup_dir)"
   make_server_dir "$(data_dir)"
   say "Restoring $SOURCE_STANZA into $new"
-  restore_data_dir
+  restore_data_dir "$(data_dir)"
   start_recovered "$SOURCE_PASSWORD"
   {
     printf 'alter role "%s" password '"'%s'"';\n' "$DB_USER" "$PASSWORD"
@@ -148,7 +149,7 @@ restore_in_place() {
   trap '_undo_in_place "$aside" "$was_running"' EXIT
   make_server_dir "$(data_dir)"
   say "Restoring $SERVICE in place"
-  restore_data_dir
+  restore_data_dir "$(data_dir)"
   start_recovered "$PASSWORD"
   trap - EXIT
   rm -rf -- "$aside"
