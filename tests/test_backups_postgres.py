@@ -1,11 +1,13 @@
 """Backups of the bundled postgres plugin, by pgBackRest, on real servers (see
 bundled_support): WAL archiving, backups, restores."""
 
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import tarfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -357,3 +359,54 @@ def test_verify_restores_the_newest_backup_and_check_speaks_nagios(gk: Gokku, db
             if directory.is_dir():
                 directory.chmod(0o750)
     assert gk("pg:backup-check", db, "--max-age", "1y").code == 2
+
+
+def test_an_exported_backup_restores_as_a_new_service_and_a_damaged_one_creates_nothing(
+    gk: Gokku, db: str, tmp_path: Path
+) -> None:
+    gk.ok("pg:backup", db, "--type", "incr")  # a chain: the file holds the full one too
+    newest = backups(gk, db)[-1]
+    rows = ids(gk, db)
+    exported = gk.ok("pg:backup-export", db)
+    assert f"-----> {db}: " in exported.stderr
+    assert exported.out[257:262] == b"ustar"  # a plain tar, nothing of our own
+    # Encrypted to an age key: only its private key gives back the same file.
+    key = tmp_path / "key.txt"
+    subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True)
+    public = subprocess.run(
+        ["age-keygen", "-y", str(key)], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    sealed = gk.ok("pg:backup-export", db, newest["label"], "--recipient", public).out
+    assert sealed.startswith(b"age-encryption.org/v1\n") and exported.out[:512] not in sealed
+    opened = subprocess.run(
+        ["age", "-d", "-i", str(key)], input=sealed, check=True, capture_output=True
+    ).stdout
+    assert opened == exported.out
+
+    listed = services(gk)
+    with tarfile.open(fileobj=io.BytesIO(exported.out)) as tar:
+        member = max(
+            (m for m in tar.getmembers() if m.name.startswith(f"backup/{db}/") and m.isfile()),
+            key=lambda m: m.size,
+        )
+    altered = bytearray(exported.out)
+    altered[member.offset_data + member.size // 2] ^= 0xFF
+    refusals = {
+        exported.out[: len(exported.out) // 1024 * 512]: "the backup file is truncated",
+        exported.out[: len(exported.out) // 2 + 100]: "the backup file is truncated",
+        bytes(
+            altered
+        ): f"the backup file is damaged: invalid checksum '{member.name.split('/', 2)[2]}'",
+        sealed: "the backup file is encrypted with age: decrypt it on the way in",
+        b"not a backup": "it does not end as a tar file ends",
+    }
+    for bad, message in refusals.items():
+        result = gk("--quiet", "pg:restore", "copy", "--from-file", "-", input=bad)
+        assert result.code == 1 and message in result.stderr, result.stderr
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert services(gk) == listed
+
+    gk.ok("pg:restore", "copy", "--from-file", "-", input=exported.out)
+    assert ids(gk, "copy") == rows
+    assert sql(gk, "copy", "select current_database()") == "copy"
+    gk.ok("pg:destroy", "copy", "--force")

@@ -71,21 +71,34 @@ restore_data_dir() {
   [ "$status" -eq 0 ] || fail "restoring into $SERVICE failed: ${reason:-pgBackRest exited $status}"
 }
 
-# start_recovered PASSWORD: start the restored cluster and wait until recovery reached its
-# target and the server was promoted; PASSWORD is the superuser's in the restored data.
-# Replaying much WAL takes as long as it takes, while the server runs and says it is
+# start_recovered [SOURCE_DB]: start the restored cluster, wait until recovery reached
+# its target and the server was promoted, then give it this service's credentials: its
+# superuser gets this service's password (the restored data has the source's, which a
+# backup file from another host does not tell), and database SOURCE_DB, when given, is
+# renamed after this service's. Until then the server takes no TCP client at all: only
+# its own user, over a socket in a directory private to that user. Then it restarts as
+# usual. Replaying much WAL takes as long as it takes, while the server says it is
 # starting up; any other refusal for ten seconds ends the wait.
 start_recovered() {
-  local password="$1" state offset reason refusals=0
+  local source_db="${1:-}" socket state offset reason refusals=0
+  socket="$SERVICE_DIR/recovering"
+  rm -rf -- "$socket"
+  make_server_dir "$socket"
+  printf 'local all all trust\n' | as_server_user tee "$socket/pg_hba.conf" >/dev/null
   write_server_conf
+  as_server_user tee -a "$(data_dir)/gokku.conf" >/dev/null <<EOF
+# Until Gokku has finished the restore (then rewritten without these lines).
+listen_addresses = ''
+unix_socket_directories = '$socket'
+hba_file = '$socket/pg_hba.conf'
+EOF
   offset=$(log_size "$(log_file)")
-  start_server || fail "the restored cluster of $SERVICE did not start"
-  use_client
+  start_server >/dev/null || fail "the restored cluster of $SERVICE did not start"
   while :; do
-    state=$(PGPASSWORD="$password" "$PG_BIN/psql" -X -A -t -d postgres \
-      -c "select pg_is_in_recovery()" 2>&1) || true
+    state=$(as_server_user "$PG_BIN/psql" -X -A -t -h "$socket" -p "$PORT" -U "$DB_USER" \
+      -d postgres -c "select pg_is_in_recovery()" 2>&1) || true
     case "$state" in
-      f) return 0 ;;
+      f) break ;;
       t | *"starting up"*) refusals=0 ;;
       *) refusals=$((refusals + 1)) ;;
     esac
@@ -96,12 +109,22 @@ start_recovered() {
     [ "$refusals" -lt 50 ] || fail "the restored cluster of $SERVICE does not answer: ${state//$'\n'/ }"
     sleep 0.2
   done
+  {
+    printf 'alter role "%s" password '"'%s'"';\n' "$DB_USER" "$PASSWORD"
+    [ -z "$source_db" ] || [ "$source_db" = "$DB_NAME" ] ||
+      printf 'alter database "%s" rename to "%s";\n' "$source_db" "$DB_NAME"
+  } | as_server_user "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$socket" -p "$PORT" \
+    -U "$DB_USER" -d postgres >/dev/null ||
+    fail "could not give the restored cluster the credentials of $SERVICE"
+  stop_server >/dev/null
+  write_server_conf
+  rm -rf -- "$socket"
+  start_server
 }
 
 # remember_source: what restoring into another service needs of the loaded source.
 remember_source() {
-  SOURCE_STANZA="$SERVICE" SOURCE_CONF=$(backrest_conf) SOURCE_PASSWORD="$PASSWORD"
-  SOURCE_DB="$DB_NAME"
+  SOURCE_STANZA="$SERVICE" SOURCE_CONF=$(backrest_conf) SOURCE_DB="$DB_NAME"
 }
 
 # restore_into_new NEW: make service NEW (services:create: its own port and password),
@@ -119,19 +142,15 @@ restore_into_new() {
   make_server_dir "$(data_dir)"
   say "Restoring $SOURCE_STANZA into $new"
   restore_data_dir "$(data_dir)"
-  start_recovered "$SOURCE_PASSWORD"
-  {
-    printf 'alter role "%s" password '"'%s'"';\n' "$DB_USER" "$PASSWORD"
-    [ "$SOURCE_DB" = "$DB_NAME" ] ||
-      printf 'alter database "%s" rename to "%s";\n' "$SOURCE_DB" "$DB_NAME"
-  } | PGPASSWORD="$SOURCE_PASSWORD" "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -d postgres >/dev/null ||
-    fail "could not give the restored cluster the credentials of $new"
+  start_recovered "$SOURCE_DB"
   trap - EXIT
   say "Restored $SOURCE_STANZA into new service $new on 127.0.0.1:$PORT (link it: gokku services:link $new -a APP)"
 }
 
 _undo_new() {
-  [ "$?" -ne 0 ] || return 0
+  local status=$?
+  [ -z "${RESTORE_WORK:-}" ] || rm -rf -- "$RESTORE_WORK"
+  [ "$status" -ne 0 ] || return 0
   _gokku services:destroy "$1" --force >/dev/null 2>&1 || true
   printf ' !     service %s was removed again: nothing was changed\n' "$1" >&2
 }
@@ -150,7 +169,7 @@ restore_in_place() {
   make_server_dir "$(data_dir)"
   say "Restoring $SERVICE in place"
   restore_data_dir "$(data_dir)"
-  start_recovered "$PASSWORD"
+  start_recovered
   trap - EXIT
   rm -rf -- "$aside"
   say "Restored $SERVICE in place; it runs on 127.0.0.1:$PORT"
@@ -179,4 +198,74 @@ confirm_in_place() {
   printf ' !     To proceed, type "%s": ' "$SERVICE" >&2
   IFS= read -r answer || answer=""
   [ "$answer" = "$SERVICE" ] || fail "confirmation did not match '$SERVICE': nothing was restored"
+}
+
+# restore_from_file NEW: service NEW from a backup file on stdin, as backup-export writes
+# it (a tar of a pgBackRest repository's part; age-encrypted ones are decrypted by the
+# caller). The file is read whole into a private directory, its layout checked, and
+# pgBackRest's verify run over it before any service is made: a truncated or altered
+# file is refused, naming the problem, and nothing is created.
+restore_from_file() {
+  local new="$1" work listing stanza label report problem
+  [ ! -e "$(service_path "$new")" ] || fail "service '$new' already exists: restore into a new name"
+  [ "${GOKKU_ROLE:-}" = admin ] || fail "restoring into a new service creates one: admins only (services:create)"
+  [ ! -t 0 ] ||
+    usage_error "pipe the backup file in, without a terminal: gokku $GOKKU_PLUGIN_NAME:restore $new --from-file - < FILE"
+  SERVER_USER=$(pick_server_user "$PG_SERVER_USER")
+  work=$(mktemp -d "${TMPDIR:-/tmp}/gokku-restore.XXXXXX")
+  RESTORE_WORK="$work"
+  trap 'rm -rf -- "$RESTORE_WORK"' EXIT
+  [ "$EUID" -ne 0 ] || chown "$SERVER_USER:" "$work"
+  meter "$new" "$(input_size)" >"$work/backup.tar"
+  [ -s "$work/backup.tar" ] ||
+    fail "nothing on stdin: pipe a backup file in (gokku $GOKKU_PLUGIN_NAME:backup-export SVC > FILE)"
+  [ "$(head -c 21 "$work/backup.tar")" != "age-encryption.org/v1" ] ||
+    fail "the backup file is encrypted with age: decrypt it on the way in (age -d -i KEY FILE | gokku $GOKKU_PLUGIN_NAME:restore $new --from-file -)"
+  # A tar file ends with two zero blocks; tar itself takes a file cut at a header for
+  # one that ends there. Then read through, data and all: listing alone skips over a
+  # member cut short.
+  [ "$(tail -c 1024 "$work/backup.tar" | tr -d '\0' | wc -c)" -eq 0 ] ||
+    fail "the backup file is truncated: it does not end as a tar file ends"
+  listing=$(LC_ALL=C tar -xOf "$work/backup.tar" 2>&1 >/dev/null) ||
+    fail "the backup file is truncated or damaged: $(grep -m 1 '^tar: ' <<<"$listing" | sed 's/^tar: //')"
+  listing=$(LC_ALL=C tar -tvf "$work/backup.tar")
+  ! cut -c1 <<<"$listing" | grep -qv '^[-d]$' ||
+    fail "the backup file holds links or devices: it was not written by $GOKKU_PLUGIN_NAME:backup-export"
+  listing=$(tar -tf "$work/backup.tar")
+  ! grep -qvE '^(backup|archive)/[a-z0-9][a-z0-9-]*(/[A-Za-z0-9._-]+)*/?$' <<<"$listing" ||
+    fail "the backup file holds other files than a pgBackRest repository's: it was not written by $GOKKU_PLUGIN_NAME:backup-export"
+  stanza=$(sed -n 's|^backup/\([^/]*\)/backup\.info$|\1|p' <<<"$listing")
+  [ "$(wc -w <<<"$stanza")" -eq 1 ] && grep -qx "archive/$stanza/archive.info" <<<"$listing" ||
+    fail "the backup file holds no pgBackRest repository of one service: it was not written by $GOKKU_PLUGIN_NAME:backup-export"
+  label=$(sed -n "s|^backup/$stanza/\\([0-9]\\{8\\}-[0-9]\\{6\\}F[0-9_DI-]*\\)/backup\\.manifest\$|\\1|p" <<<"$listing" | sort | tail -n 1)
+  [ -n "$label" ] || fail "the backup file holds no backup: it was not written by $GOKKU_PLUGIN_NAME:backup-export"
+
+  as_server_user mkdir "$work/repo" "$work/log" "$work/lock"
+  as_server_user tar -xf "$work/backup.tar" -C "$work/repo" --no-same-owner --no-same-permissions
+  as_server_user tee "$work/pgbackrest.conf" >/dev/null <<EOF
+[global]
+repo1-path=$work/repo
+lock-path=$work/lock
+log-path=$work/log
+log-level-console=off
+log-level-stderr=warn
+log-level-file=off
+EOF
+  report=$(as_server_user "$(pgbackrest_bin)" --config="$work/pgbackrest.conf" --stanza="$stanza" \
+    verify --log-level-console=info 2>&1) ||
+    fail "the backup file is damaged: $(sed -n 's/^.*ERROR: \[[0-9]*\]: //p' <<<"$report" | head -n 1)"
+  # The repository's info files list the source's other backups too, which the file does
+  # not hold: only problems with what it holds (its backups, its WAL) count.
+  problem=$(grep -E 'INFO: .*(invalid|missing)' <<<"$report" | grep -F -e "$label" -e "${label%%_*}" |
+    head -n 1 | sed 's/^.*INFO: //') || true
+  [ -z "$problem" ] || fail "the backup file is damaged: $problem"
+  problem=$(grep -E 'INFO: .*(invalid|missing).*[0-9A-F]{24}' <<<"$report" | head -n 1 | sed 's/^.*INFO: //') ||
+    true
+  [ -z "$problem" ] || fail "the backup file is damaged: $problem"
+
+  SOURCE_CONF="$work/pgbackrest.conf" SOURCE_STANZA="$stanza" SOURCE_DB="$stanza"
+  RESTORE_OPTS=(--set="$label" --type=immediate --target-action=promote)
+  say "Backup $label of $stanza checked"
+  restore_into_new "$new"
+  rm -rf -- "$work"
 }
