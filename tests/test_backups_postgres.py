@@ -49,9 +49,9 @@ def backups(gk: Gokku, service: str) -> list[dict]:
     return json.loads(gk.ok("pg:backups", service, "--format", "json").stdout)
 
 
-def one_line_refusal(gk: Gokku, *args: str, code: int | None = None) -> str:
+def one_line_refusal(gk: Gokku, *args: str, code: int | None = None, input: bytes = b"") -> str:
     """Run a command that must be refused: non-zero, one line on stderr; that line."""
-    result = gk(*args)
+    result = gk(*args, input=input)
     assert result.code != 0 if code is None else result.code == code, (result.code, args)
     assert len(result.stderr.splitlines()) == 1, result.stderr
     return result.stderr
@@ -350,8 +350,13 @@ def test_verify_restores_the_newest_backup_and_check_speaks_nagios(gk: Gokku, db
         for directory in (archive, *archive.rglob("*")):
             if directory.is_dir():
                 directory.chmod(0o500)
-        sql(gk, db, "select pg_switch_wal() from (select txid_current()) x")
-        assert wait_until(lambda: gk("pg:backup-check", db).code == 2, 60)
+
+        def archiving_fails() -> bool:
+            """A new segment to archive, each time: then the check has a failure to see."""
+            sql(gk, db, "select pg_switch_wal() from (select txid_current()) x")
+            return gk("pg:backup-check", db).code == 2
+
+        assert wait_until(archiving_fails, 120)
         failing = gk("pg:backup-check", db).stdout
         assert failing.startswith(f"BACKUP CRITICAL - {db}: WAL archiving fails (segment 0")
     finally:
@@ -386,7 +391,11 @@ def test_an_exported_backup_restores_as_a_new_service_and_a_damaged_one_creates_
     listed = services(gk)
     with tarfile.open(fileobj=io.BytesIO(exported.out)) as tar:
         member = max(
-            (m for m in tar.getmembers() if m.name.startswith(f"backup/{db}/") and m.isfile()),
+            (
+                m
+                for m in tar.getmembers()
+                if m.name.startswith(f"backup/{db}/") and m.name.endswith(".zst")
+            ),
             key=lambda m: m.size,
         )
     altered = bytearray(exported.out)
@@ -410,3 +419,32 @@ def test_an_exported_backup_restores_as_a_new_service_and_a_damaged_one_creates_
     assert ids(gk, "copy") == rows
     assert sql(gk, "copy", "select current_database()") == "copy"
     gk.ok("pg:destroy", "copy", "--force")
+
+
+def test_the_repository_is_encrypted_at_rest_with_a_passphrase_from_stdin(
+    gk: Gokku, db: str
+) -> None:
+    backup_dir = gk.root / "services" / db / "backup"
+    listed = backups(gk, db)
+    for given, message in ((b"", "no passphrase on stdin"), (b"short\n", "too short")):
+        refused = one_line_refusal(gk, "pg:backup-set-encryption", db, code=2, input=given)
+        assert message in refused
+    assert backups(gk, db) == listed
+
+    passphrase = b"correct horse battery staple"
+    gk.ok("pg:backup-set-encryption", db, input=passphrase + b"\n")
+    assert [b["type"] for b in backups(gk, db)] == ["full"]  # a new repository
+    gk.ok("pg:backup", db, "--type", "incr")
+    manifests = list((backup_dir / "repo" / "backup" / db).glob("2*/backup.manifest"))
+    assert len(manifests) == 2
+    segments = archived_segments(gk, db)
+    assert segments and all(f.read_bytes().startswith(b"Salted__") for f in manifests + segments)
+    assert (backup_dir / "pgbackrest.conf").stat().st_mode & 0o077 == 0
+    # The newest backup restores (and its WAL is read back) with the passphrase.
+    gk.ok("pg:backup-verify", db)
+
+    gk.ok("pg:backup-unset-encryption", db)
+    manifests = list((backup_dir / "repo" / "backup" / db).glob("2*/backup.manifest"))
+    assert [m.read_bytes()[:10] for m in manifests] == [b"[backrest]"]
+    assert passphrase not in (backup_dir / "pgbackrest.conf").read_bytes()
+    assert "are not encrypted" in one_line_refusal(gk, "pg:backup-unset-encryption", db, code=1)

@@ -29,34 +29,39 @@ pgbackrest_bin() {
   command -v pgbackrest || fail "pgBackRest is not installed: install the pgbackrest package"
 }
 
-# load_backup_settings: RETENTION_FULL / RETENTION_DAYS as the service's backup.env says.
+# load_backup_settings: RETENTION_FULL / RETENTION_DAYS, and CIPHER_PASS (the repository's
+# passphrase when it is encrypted), as the service's backup.env (0600) says.
 load_backup_settings() {
-  RETENTION_FULL="" RETENTION_DAYS=""
+  RETENTION_FULL="" RETENTION_DAYS="" CIPHER_PASS=""
   if [ -f "$(backup_settings)" ]; then
     # shellcheck source=/dev/null
     source "$(backup_settings)"
   fi
 }
 
-# save_backup_settings VAR...: backup.env, atomically (the helpers' save_settings format).
+# save_backup_settings: backup.env from the variables load_backup_settings sets,
+# atomically, mode 0600 (the helpers' save_settings format).
 save_backup_settings() {
   local file tmp name
   file=$(backup_settings)
   tmp=$(mktemp "$file.XXXXXX")
-  for name in "$@"; do
+  for name in RETENTION_FULL RETENTION_DAYS CIPHER_PASS; do
     printf '%s=%q\n' "$name" "${!name}"
   done >"$tmp"
   mv -f "$tmp" "$file"
 }
 
-# write_backrest_conf: the service's pgBackRest configuration, from its settings.
+# write_backrest_conf [REPO]: the service's pgBackRest configuration, from its settings;
+# REPO: the repository's directory in backup/ when not "repo" (while it is replaced).
 # Console output off and warnings to stderr: pgBackRest's stdout is only what a command
 # answers (info's JSON). start-fast: a backup starts with an immediate checkpoint rather
 # than waiting for the next one (up to checkpoint_timeout, 5 minutes).
 write_backrest_conf() {
-  local dir retention
+  local dir retention cipher="" repo="${1:-repo}"
   dir=$(backup_dir)
   load_backup_settings
+  [ -z "$CIPHER_PASS" ] || cipher="repo1-cipher-type=aes-256-cbc
+repo1-cipher-pass=$CIPHER_PASS"
   if [ -n "$RETENTION_DAYS" ]; then
     retention="repo1-retention-full-type=time
 repo1-retention-full=$RETENTION_DAYS"
@@ -70,8 +75,9 @@ repo1-retention-full=${RETENTION_FULL:-$RETENTION_FULL_ALL}"
 # Written by Gokku's $GOKKU_PLUGIN_NAME plugin for service $SERVICE on every start and
 # backup setting change; changes made here are lost.
 [global]
-repo1-path=$dir/repo
+repo1-path=$dir/$repo
 $retention
+$cipher
 lock-path=$dir/lock
 log-path=$dir/log
 spool-path=$dir/spool
@@ -209,6 +215,31 @@ retention_text() {
   else
     echo "every backup (set a limit: gokku $GOKKU_PLUGIN_NAME:backup-retention $SERVICE --full N | --days D)"
   fi
+}
+
+# replace_repository WHAT: a new repository with the settings saved in backup.env (its
+# cipher), a first full backup in it, and only then the old one removed: a repository
+# cannot change its encryption, so the backups taken before go with the old one. While
+# the new one is made WAL is archived into it: the full backup taken there needs it.
+replace_repository() {
+  local what="$1" dir
+  dir=$(backup_dir)
+  require_running
+  use_client
+  require_archiving
+  as_server_user rm -rf -- "$dir/repo.new"
+  write_backrest_conf repo.new
+  # shellcheck disable=SC2064 # the directory is known now
+  trap "as_server_user rm -rf -- '$dir/repo.new'; write_backrest_conf" EXIT
+  backrest_run "$what" stanza-create
+  say "Taking a first full backup into the new repository of $SERVICE"
+  backrest_run "$what" backup --type=full
+  as_server_user rm -rf -- "$dir/repo.old"
+  as_server_user mv -- "$dir/repo" "$dir/repo.old"
+  as_server_user mv -- "$dir/repo.new" "$dir/repo"
+  trap - EXIT
+  write_backrest_conf
+  as_server_user rm -rf -- "$dir/repo.old"
 }
 
 # human_bytes BYTES: "2.7 MiB", as the meter writes sizes.
