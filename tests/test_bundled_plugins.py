@@ -16,7 +16,13 @@ BUNDLED = Path(__file__).resolve().parent.parent / "gokku" / "bundled"
 
 # The backup commands whose access is not the default (write), beyond the schedules'.
 BACKUP_ACCESS = {
-    "postgres": {},
+    "postgres": {
+        "backups": {"access": "read"},
+        "backup-check": {"access": "read"},
+        "backup-export": {"stdout": "binary", "access": "read"},
+        "backup-set-encryption": {"stdin": "data"},
+        "restore": {"access": "write"},
+    },
     "redis": {"backups": {"access": "read"}, "restore": {"access": "admin"}},
 }
 

@@ -77,3 +77,31 @@ def test_a_backup_key_may_export_and_nothing_more(door: Door, gokku: Gokku, keyd
         assert refused.code == 1, command
         assert refused.stderr.startswith(" !     backup may not"), refused.stderr
     assert gokku.ok("services:list", "--format", "json").stdout.count('"name": "db"') == 1
+
+
+def test_a_read_key_exports_a_backup_over_ssh_that_restores_on_the_other_side(
+    door: Door, gokku: Gokku, keydir: Path
+) -> None:
+    gokku.ok("plugins:add", "postgres")
+    gokku.ok("services:create", "postgres", "--name", "db")
+    gokku.ok("pg:connect", "db", input=b"create table t as select generate_series(1, 321) as id;")
+    gokku.ok("pg:backup", "db")
+    local = gokku.ok("pg:backup-export", "db").out
+    reader = make_key(keydir, "reader")
+    gokku.ok("ssh-keys:add", "reader", input=reader.public.encode())
+    gokku.ok("access:grant", "reader", "service:db", "--read")
+    # -tt: backup-export declares binary stdout, so no pty touches the tar.
+    exported = door.ssh("pg:backup-export db", "-tt")
+    assert exported.code == 0 and exported.out == local
+    # A key that may only read the service exports it too.
+    assert door.ssh("pg:backup-export db", key=reader.path).out == local
+    for command in ("pg:backups db --format json", "pg:backup-check db"):
+        assert door.ssh(command, key=reader.path).code == 0, command
+    for command in ("pg:backup db", "pg:restore db --into x", "pg:clone db x"):
+        refused = door.ssh(command, key=reader.path)
+        assert refused.code == 1, command
+        assert refused.stderr.startswith(" !     reader may not"), refused.stderr
+
+    restored = door.ssh("pg:restore copy --from-file -", input=exported.out)
+    assert restored.code == 0, restored.stderr
+    assert door.ssh("pg:connect copy -tA", input=b"select count(*) from t;").out == b"321\n"

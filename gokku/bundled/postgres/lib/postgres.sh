@@ -12,6 +12,9 @@ PG_LIB=/usr/lib/postgresql
 # When the first backup schedule is added: a weekly verify (Sunday, 05:00), after the night's backups.
 PG_VERIFY_CRON='0 5 * * 0'
 
+# WAL archiving and backups (pgBackRest): prepare_archiving runs at every start.
+source "$(dirname "${BASH_SOURCE[0]}")/backup.sh"
+
 data_dir() { printf '%s/data\n' "$SERVICE_DIR"; }
 log_file() { printf '%s/logs/postgresql.log\n' "$SERVICE_DIR"; }
 
@@ -63,6 +66,7 @@ start_server() {
     say "PostgreSQL for $SERVICE is already running on port $PORT"
     return 0
   fi
+  prepare_archiving
   log=$(log_file)
   offset=$(log_size "$log")
   # pg_ctl starts the server in a session of its own: it outlives this script and is
