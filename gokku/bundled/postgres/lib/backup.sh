@@ -153,6 +153,8 @@ backrest_run() {
   if [ "$status" -ne 0 ]; then
     reason=$(sed -n 's/^.*ERROR: \[[0-9]*\]: //p' "$err" | head -n 1)
     rm -f "$err"
+    # pgBackRest only says it waited for the WAL: say why it never came.
+    [[ "$reason" != *"was not archived"* ]] || reason+=$(archiving_trouble "; ")
     fail "$what failed: ${reason:-pgBackRest exited $status}"
   fi
   sed -n 's/^WARN: /-----> note: /p' "$err" >&2
@@ -167,6 +169,25 @@ require_archiving() {
     fail "cannot reach PostgreSQL for $SERVICE"
   [ "$mode" = on ] ||
     fail "$SERVICE does not archive its WAL yet: it starts on the next start (gokku $GOKKU_PLUGIN_NAME:restart $SERVICE)"
+}
+
+# archiving_trouble [PREFIX]: PREFIX and why the server's WAL archiving fails right now
+# (pgBackRest's last archive-push error: a full disk, say), or nothing when the newest
+# attempt succeeded. Not checked before a backup: the archiver retries a failed segment
+# only a minute later, and the backup's own WAL switch is what makes it try at once.
+archiving_trouble() {
+  local failing error
+  failing=$("$PG_BIN/psql" -X -A -t -d postgres -c "select coalesce(last_failed_time > \
+    coalesce(last_archived_time, '-infinity'), false) from pg_stat_archiver" 2>/dev/null) || return 0
+  [ "$failing" = t ] || return 0
+  # archive-push says why on its stderr, which lands in the server's log.
+  # The last error, with the indented lines that continue it, as one line.
+  error=$(tail -n 500 "$(log_file)" 2>/dev/null | awk '
+    /ERROR: \[[0-9]+\]: / { sub(/^.*ERROR: \[[0-9]+\]: /, ""); error = $0; more = 1; next }
+    more && /^[ \t]+[^ \t]/ { sub(/^[ \t]+/, ""); error = error " " $0; next }
+    { more = 0 }
+    END { print error }')
+  printf '%sWAL archiving fails (%s)' "${1:-}" "${error:-see gokku $GOKKU_PLUGIN_NAME:logs $SERVICE}"
 }
 
 # backup_info_json: pgBackRest's info of the stanza (JSON, one element).
