@@ -275,25 +275,17 @@ def test_restore_in_place_needs_force_and_the_typed_name_on_a_terminal(gk: Gokku
     port = gk.ok("services:config-get", db, "port").stdout
     args = ("pg:restore", db, "--backup", label, "--force")
     assert "confirm on a terminal (ssh -t) with --force" in one_line_refusal(gk, *args, code=1)
-    typo = run_in_pty(
-        gk,
-        *args,
-        stdin_tty=True,
-        stdout_tty=True,
-        stderr_tty=True,
-        dialogue=((rb'type "db": ', b"bd\r"),),
-    )
+
+    def typing(answer: bytes):
+        """The restore on a terminal, with ``answer`` typed at the confirmation."""
+        terminals = {"stdin_tty": True, "stdout_tty": True, "stderr_tty": True}
+        return run_in_pty(gk, *args, **terminals, dialogue=((rb'type "db": ', answer),))
+
+    typo = typing(b"bd\r")
     assert typo.code == 1 and b"confirmation did not match 'db': nothing was restored" in typo.out
     assert later in ids(gk, db)
 
-    done = run_in_pty(
-        gk,
-        *args,
-        stdin_tty=True,
-        stdout_tty=True,
-        stderr_tty=True,
-        dialogue=((rb'type "db": ', b"db\r"),),
-    )
+    done = typing(b"db\r")
     assert done.code == 0, done.out
     assert ids(gk, db) == kept
     assert gk.ok("services:config-get", db, "port").stdout == port
