@@ -165,10 +165,12 @@ def test_bad_targets_are_one_line_and_change_nothing(gk: Gokku, s3: S3) -> None:
     )
     closed = f"https://localhost:{free_port()}"
     faults = {
-        "adding target offsite failed: unable to connect": [
-            a.replace(s3.endpoint, closed) for a in add_args(s3, good)
+        "adding target three failed: unable to connect": [
+            a.replace(s3.endpoint, closed) for a in add_args(s3, good, "--name", "three")
         ],
-        "adding target offsite failed: HTTP request failed with 403": add_args(s3, good),
+        "adding target three failed: HTTP request failed with 403": add_args(
+            s3, good, "--name", "three"
+        ),
         "is target 'two' of db already": add_args(s3, f"s3://{BUCKET}/hosts/two/"),
         "has a target named 'two' already": add_args(s3, good, "--name", "two"),
     }

@@ -135,7 +135,8 @@ restore_into_new() {
   local new="$1"
   _gokku services:create "$GOKKU_PLUGIN_NAME" --name "$new" ||
     fail "could not create service '$new' to restore into"
-  trap '_undo_new "$new"' EXIT
+  # shellcheck disable=SC2064 # NEW is gone by the time the trap runs: its name, now
+  trap "_undo_new '$new'" EXIT
   load_service "$new"
   stop_server >/dev/null
   rm -rf -- "$(data_dir)" "$(backup_dir)"
