@@ -96,7 +96,11 @@ def test_a_target_gets_every_backup_and_the_wal_and_restores_when_the_local_one_
     listed = gk.ok("pg:backup-target", "db", "list").stdout
     assert f"offsite              s3://{BUCKET}/hosts/one " in listed and s3.key_id in listed
 
-    # From the target, by choice.
+    # From the target, by choice: its backups only.
+    local = next(b["label"] for b in backups(gk) if b["repo"] == "local")
+    args = ["pg:restore", "db", "--backup", local, "--from-target", "offsite", "--into", "x"]
+    assert f"db has no backup {local}" in one_line_refusal(gk, args, 1)
+    assert "x" not in gk.ok("services:list").stdout.split()
     sql(gk, "db", "insert into t default values")
     gk.ok("pg:restore", "db", "--from-target", "offsite", "--into", "fromtarget")
     assert rows(gk, "fromtarget") == rows(gk, "db")
