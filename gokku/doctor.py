@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from gokku import __version__, access, apps, cron, keys, schedules, services
+from gokku import __version__, access, apps, backup_checks, cron, keys, schedules, services
 from gokku.errors import GokkuError
 from gokku.names import is_name
 from gokku.paths import Root
@@ -446,6 +446,12 @@ def schedule_runs(root: Root) -> list[Finding]:
     return [Finding(message) for message in schedules.problems(root)]
 
 
+def backups(root: Root) -> list[Finding]:
+    """Services whose newest backup is too old, or that are scheduled and have none: for a
+    human to look at (take a backup, mend the schedule), nothing to repair here."""
+    return [Finding(message) for message in backup_checks.problems(root, _readable_services(root))]
+
+
 CHECKS: list[tuple[Callable[[Root], list[Finding]], bool]] = [
     (temp_files, False),  # walks the whole state
     (plugin_staging, True),
@@ -462,5 +468,6 @@ CHECKS: list[tuple[Callable[[Root], list[Finding]], bool]] = [
     (cut_off_destroys, True),
     (crontab_block, False),  # runs crontab -l
     (schedule_runs, False),
+    (backups, False),  # runs each backed-up service's backup-check
     (incompatible_plugins, True),
 ]

@@ -210,6 +210,20 @@ def log_path(root: Root, name: str, ident: str) -> Path:
     return root.service_dir(name) / f"schedule-{ident}.log"
 
 
+def cli_env(root: Root) -> dict[str, str]:
+    """The environment of a gokku that Gokku starts itself, outside any request (a cron
+    line's command, doctor's backup checks): cron's own is nearly empty."""
+    env = {
+        "GOKKU_ROOT": str(root.path),
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        "PATH": os.environ.get("PATH") or CRON_PATH,
+    }
+    for var in ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ"):
+        if os.environ.get(var):
+            env[var] = os.environ[var]
+    return env
+
+
 def run(root: Root, name: str, ident: str) -> int:
     """Run the schedule, recording its start, end and exit status, with its output in
     ``services/SVC/schedule-ID.log``; its exit status is ours, with one line saying so
@@ -227,14 +241,7 @@ def run(root: Root, name: str, ident: str) -> int:
         raise GokkuError(
             f"service {name!r} has no schedule {ident} (any longer): its cron line was removed"
         )
-    env = {
-        "GOKKU_ROOT": str(root.path),
-        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
-        "PATH": os.environ.get("PATH") or CRON_PATH,
-    }
-    for var in ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ"):
-        if os.environ.get(var):
-            env[var] = os.environ[var]
+    env = cli_env(root)
     with open(log_path(root, name, ident), "wb") as log:
         code = subprocess.run(
             [sys.executable, "-P", "-m", "gokku", *record["command"]],

@@ -455,3 +455,35 @@ def test_the_repository_is_encrypted_at_rest_with_a_passphrase_from_stdin(
     assert [m.read_bytes()[:10] for m in manifests] == [b"[backrest]"]
     assert passphrase not in (backup_dir / "pgbackrest.conf").read_bytes()
     assert "are not encrypted" in one_line_refusal(gk, "pg:backup-unset-encryption", db, code=1)
+
+
+def test_doctor_reports_backups_too_old_and_a_scheduled_service_without_one(
+    gk: Gokku, db: str
+) -> None:
+    gk.ok("pg:backup", db, "--type", "incr")
+    # Neither backups nor schedules: no check runs for it (it would say: no backup at all).
+    gk.ok("services:create", "postgres", "--name", "plain")
+    gk.ok("services:create", "postgres", "--name", "planned")
+    gk.ok("pg:backup-schedule", "planned", "0 3 * * *")
+
+    def said() -> list[str]:
+        return [line for line in gk("doctor").stdout.splitlines() if "'s backups: " in line]
+
+    assert said() == [
+        "service planned's backups: BACKUP CRITICAL - planned: no backup at all"
+        " (take one: gokku postgres:backup planned)"
+    ]
+    gk.ok("pg:backup", "planned")
+    assert said() == []
+
+    # The service's own max age (backup-check's --max-age): its newest backup is older.
+    gk.ok("services:config-set", db, "backup_max_age=1s")
+    try:
+        assert wait_until(lambda: said(), 30)
+        assert said()[0].startswith(
+            f"service {db}'s backups: BACKUP WARNING - {db}: newest backup "
+        ) and said()[0].endswith("older than 1s; WAL archiving works")
+    finally:
+        gk.ok("services:config-set", db, "backup_max_age=26h")
+    for name in ("plain", "planned"):
+        gk.ok("pg:destroy", name, "--force")

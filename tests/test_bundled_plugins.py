@@ -21,6 +21,8 @@ BACKUP_ACCESS = {
         "backup-check": {"access": "read"},
         "backup-export": {"stdout": "binary", "access": "read"},
         "backup-set-encryption": {"stdin": "data"},
+        # list is read level; add (keys on stdin) and remove check for write themselves.
+        "backup-target": {"access": "read", "stdin": "any"},
         "restore": {"access": "write"},
     },
     "redis": {"backups": {"access": "read"}, "restore": {"access": "admin"}},

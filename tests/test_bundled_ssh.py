@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from bundled_support import pg_dump_without_creation_time, reachable_root
 from conftest import Gokku
+from s3standin import REGION, s3_standin
 from sshkit import *  # noqa: F403 (the door fixtures)
 from sshkit import Door, make_key
 
@@ -105,3 +106,39 @@ def test_a_read_key_exports_a_backup_over_ssh_that_restores_on_the_other_side(
     restored = door.ssh("pg:restore copy --from-file -", input=exported.out)
     assert restored.code == 0, restored.stderr
     assert door.ssh("pg:connect copy -tA", input=b"select count(*) from t;").out == b"321\n"
+
+
+def test_backup_target_keys_come_on_stdin_unaudited_and_a_read_key_may_only_list(
+    door: Door, gokku: Gokku, keydir: Path, tmp_path: Path
+) -> None:
+    """The bucket is served by moto, a local stand-in for S3 (no real cloud is reachable)."""
+    gokku.ok("plugins:add", "postgres")
+    gokku.ok("services:create", "postgres", "--name", "db")
+    reader = make_key(keydir, "reader")
+    gokku.ok("ssh-keys:add", "reader", input=reader.public.encode())
+    gokku.ok("access:grant", "reader", "service:db", "--read")
+    with s3_standin(tmp_path) as s3:
+        s3.client().create_bucket(Bucket="offsite")
+        add = (
+            f"pg:backup-target db add s3://offsite/db --endpoint {s3.endpoint}"
+            f" --region {REGION} --ca-file {s3.ca_file}"
+        )
+        keys = f"{s3.key_id}\n{s3.secret}\n".encode()
+        refused = door.ssh(add, key=reader.path, input=keys)
+        assert refused.code == 1 and refused.stderr == (
+            " !     adding a backup target of db needs write access to it\n"
+        )
+        added = door.ssh(add, input=keys)
+        assert added.code == 0, added.stderr
+        assert any(k.startswith("db/backup/db/") for k in s3.keys("offsite"))
+
+    listed = door.ssh("pg:backup-target db list", key=reader.path)
+    assert listed.code == 0 and "s3://offsite/db" in listed.stdout
+    assert s3.secret not in listed.stdout
+    refused = door.ssh("pg:backup-target db remove offsite", key=reader.path)
+    assert refused.code == 1 and "removing a backup target of db needs write access" in (
+        refused.stderr
+    )
+    assert "s3://offsite/db" in gokku.ok("pg:backup-target", "db", "list").stdout
+    audited = [e for e in door.audit() if e["argv"][:3] == ["pg:backup-target", "db", "add"]]
+    assert len(audited) == 2 and s3.secret not in (door.root / "log" / "audit.log").read_text()

@@ -57,18 +57,9 @@ save_backup_settings() {
 # answers (info's JSON). start-fast: a backup starts with an immediate checkpoint rather
 # than waiting for the next one (up to checkpoint_timeout, 5 minutes).
 write_backrest_conf() {
-  local dir retention cipher="" repo="${1:-repo}"
+  local dir repo="${1:-repo}"
   dir=$(backup_dir)
   load_backup_settings
-  [ -z "$CIPHER_PASS" ] || cipher="repo1-cipher-type=aes-256-cbc
-repo1-cipher-pass=$CIPHER_PASS"
-  if [ -n "$RETENTION_DAYS" ]; then
-    retention="repo1-retention-full-type=time
-repo1-retention-full=$RETENTION_DAYS"
-  else
-    retention="repo1-retention-full-type=count
-repo1-retention-full=${RETENTION_FULL:-$RETENTION_FULL_ALL}"
-  fi
   (
     umask 077
     as_server_user tee "$dir/pgbackrest.conf.tmp" >/dev/null <<EOF
@@ -76,8 +67,8 @@ repo1-retention-full=${RETENTION_FULL:-$RETENTION_FULL_ALL}"
 # backup setting change; changes made here are lost.
 [global]
 repo1-path=$dir/$repo
-$retention
-$cipher
+$(repo_options 1 "$CIPHER_PASS")
+$(targets_conf)
 lock-path=$dir/lock
 log-path=$dir/log
 spool-path=$dir/spool
@@ -204,15 +195,17 @@ wal_archived_until() {
   printf '%s\n' "${newest%.*}"
 }
 
-# backups_records: the backups as JSON records, oldest first: label, type, start and stop
+# backups_records: the backups as JSON records, oldest first: label, the repository that
+# holds it ("local" or a target's name), type, start and stop
 # (UTC), duration, size in the repository (what it adds on disk) and of the database,
 # the first and last WAL segment it needs, and the span it can restore to: from its end to the newest archived WAL.
 backups_records() {
   local until
   until=$(wal_archived_until)
-  backup_info_json | jq --argjson until "${until:-0}" '
+  backup_info_json | jq --argjson until "${until:-0}" --argjson repos "$(repo_names_json)" '
     [.[0].backup[]? | {
       label: .label,
+      repo: $repos[.database."repo-key" | tostring],
       type: .type,
       start: (.timestamp.start | todate),
       stop: (.timestamp.stop | todate),
@@ -223,7 +216,7 @@ backups_records() {
       wal_stop: .archive.stop,
       restorable_from: (.timestamp.stop | todate),
       restorable_until: ([.timestamp.stop, $until] | max | todate)
-    }]'
+    }] | sort_by(.start)'
 }
 
 # retention_text: the retention in force, in words.
@@ -254,7 +247,7 @@ replace_repository() {
   trap "as_server_user rm -rf -- '$dir/repo.new'; write_backrest_conf" EXIT
   backrest_run "$what" stanza-create
   say "Taking a first full backup into the new repository of $SERVICE"
-  backrest_run "$what" backup --type=full
+  backrest_run "$what" backup --repo=1 --type=full
   as_server_user rm -rf -- "$dir/repo.old"
   as_server_user mv -- "$dir/repo" "$dir/repo.old"
   as_server_user mv -- "$dir/repo.new" "$dir/repo"

@@ -14,6 +14,8 @@ PG_VERIFY_CRON='0 5 * * 0'
 
 # WAL archiving and backups (pgBackRest): prepare_archiving runs at every start.
 source "$(dirname "${BASH_SOURCE[0]}")/backup.sh"
+# Off-site targets: further pgBackRest repositories in S3-compatible buckets.
+source "$(dirname "${BASH_SOURCE[0]}")/targets.sh"
 
 data_dir() { printf '%s/data\n' "$SERVICE_DIR"; }
 log_file() { printf '%s/logs/postgresql.log\n' "$SERVICE_DIR"; }

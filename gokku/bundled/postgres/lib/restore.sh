@@ -9,9 +9,10 @@
 # restore_target_options MODE VALUE: the pgBackRest restore options for --latest, --backup
 # LABEL or --time T into RESTORE_OPTS, after checking VALUE against the backups (one line
 # and a non-zero exit when there is nothing to restore to). Needs the source loaded.
+# RESTORE_FROM: a repository's name (an off-site target) when only its backups count.
 restore_target_options() {
   local mode="$1" value="${2:-}" records first last wanted
-  records=$(backups_records)
+  records=$(backups_records | jq --arg repo "${RESTORE_FROM:-}" 'map(select($repo == "" or .repo == $repo))')
   [ "$(jq length <<<"$records")" -gt 0 ] ||
     fail "$SERVICE has no backups to restore from (take one: gokku $GOKKU_PLUGIN_NAME:backup $SERVICE)"
   case "$mode" in
@@ -135,7 +136,8 @@ restore_into_new() {
   local new="$1"
   _gokku services:create "$GOKKU_PLUGIN_NAME" --name "$new" ||
     fail "could not create service '$new' to restore into"
-  trap '_undo_new "$new"' EXIT
+  # shellcheck disable=SC2064 # NEW is gone by the time the trap runs: its name, now
+  trap "_undo_new '$new'" EXIT
   load_service "$new"
   stop_server >/dev/null
   rm -rf -- "$(data_dir)" "$(backup_dir)"
