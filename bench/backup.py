@@ -33,6 +33,7 @@ PostgreSQL: python bench/backup.py [--size MB] [--runs N] [--write-seconds S]
 import argparse
 import fcntl
 import glob
+import json
 import os
 import pty
 import shutil
@@ -220,45 +221,47 @@ def backups(env: dict[str, str], dsn: str, runs: int) -> dict:
         else ["setpriv", f"--reuid={owner}", f"--regid={conf.stat().st_gid}", "--init-groups", "--"]
     )
     pgbackrest = shutil.which("pgbackrest") or "pgbackrest"
+    through_gokku = [sys.executable, "-m", "gokku", "--quiet", "postgres:backup", SERVICE]
+    directly = [*as_owner, pgbackrest, f"--config={conf}", f"--stanza={SERVICE}", "backup"]
     commands = {
-        "gokku full": [sys.executable, "-m", "gokku", "--quiet", "postgres:backup", SERVICE],
-        "direct full": [
-            *as_owner,
-            pgbackrest,
-            f"--config={conf}",
-            f"--stanza={SERVICE}",
-            "backup",
-            "--type=full",
-        ],
+        "gokku full": [*through_gokku, "--type", "full"],
+        "direct full": [*directly, "--type=full"],
         "pg_dump": [pg_bin("pg_dump"), "--format=custom", f"--dbname={dsn}"],
-        "gokku incr": [
-            *(sys.executable, "-m", "gokku", "--quiet", "postgres:backup", SERVICE),
-            *("--type", "incr"),
-        ],
+        "gokku incr": [*through_gokku, "--type", "incr"],
+        "direct incr": [*directly, "--type=incr"],
     }
     direct_env = {**env, **client_env(dsn)}
     dump = Path(env["GOKKU_ROOT"]).parent / "dump"
     times: dict[str, list[float]] = {name: [] for name in commands}
     for run in range(1, runs + 1):
-        # Alternately first: the second full of a pair finds the first one's WAL archived.
-        fulls = [("gokku full", env), ("direct full", direct_env)]
-        for name, how in fulls if run % 2 else reversed(fulls):
-            times[name].append(timed(commands[name], how))
+        # Alternately first: the second of a pair finds the first one's WAL archived.
+        ways = [("gokku", env), ("direct", direct_env)]
+        for way, how in ways if run % 2 else reversed(ways):
+            times[f"{way} full"].append(timed(commands[f"{way} full"], how))
         times["pg_dump"].append(timed(commands["pg_dump"], env, dump))
-        sql(dsn, "update blobs set version = version + 1 where id % 100 = 0")
-        times["gokku incr"].append(timed(commands["gokku incr"], env))
+        for way, how in ways if run % 2 else reversed(ways):
+            sql(dsn, "update blobs set version = version + 1 where id % 100 = 0")
+            times[f"{way} incr"].append(timed(commands[f"{way} incr"], how))
         print(
             f"run {run}: "
             + ", ".join(f"{name} {values[-1]:.3f} s" for name, values in times.items()),
             flush=True,
         )
-    return {"seconds": times, "dump_bytes": dump.stat().st_size}
+    listing = gokku(env, "postgres:backups", SERVICE, "--format", "json", capture_output=True)
+    stored = {
+        kind: [b["size_bytes"] for b in json.loads(listing.stdout) if b["type"] == kind]
+        for kind in ("full", "incr")
+    }
+    return {"seconds": times, "dump_bytes": dump.stat().st_size, "repository_bytes": stored}
 
 
 def recovery_point(env: dict[str, str], dsn: str, write_seconds: float) -> dict:
     """Writer on, data directory destroyed, restore --latest in place: what was lost."""
     data = Path(env["GOKKU_ROOT"]) / "services" / SERVICE / "data"
+    blobs = "select count(*), sum(version) from blobs"
+    before = sql(dsn, blobs)
     writer = Writer(dsn)
+    started = time.monotonic()
     writer.start()
     time.sleep(write_seconds)
     pid = postmaster(data)
@@ -276,13 +279,14 @@ def recovery_point(env: dict[str, str], dsn: str, write_seconds: float) -> dict:
         raise SystemExit(f"postgres:restore --latest --force failed ({code}):\n{shown}")
     answering(dsn)
     back = time.monotonic() - lost_at
-    restored = [int(i) for i in sql(dsn, "select id from ticks order by id").split()]
+    assert sql(dsn, blobs) == before, "the restored service lacks rows it had"
+    restored = {int(i) for i in sql(dsn, "select id from ticks").split()}
     ids = [i for i, _ in acked]
-    kept = [i for i in ids if i in set(restored)]
+    kept = [i for i in ids if i in restored]
     assert kept == ids[: len(kept)], "the restored commits are not a prefix of those made"
     lost = ids[len(kept) :]
-    last_kept = acked[len(kept) - 1][1] if kept else acked[0][1]
-    lost_seconds = (acked[-1][1] - last_kept) if lost else 0.0
+    # The window lost: from the last commit restored (or the writer's start) to the loss.
+    lost_seconds = lost_at - (acked[len(kept) - 1][1] if kept else started) if lost else 0.0
     return {
         "write_seconds": write_seconds,
         "acknowledged": len(ids),
@@ -371,7 +375,11 @@ def main() -> None:
             "gokku/direct": medians["gokku full"] / medians["direct full"],
             "full/pg_dump": medians["gokku full"] / medians["pg_dump"],
             "incr/full": medians["gokku incr"] / medians["gokku full"],
+            "incr gokku/direct": medians["gokku incr"] / medians["direct incr"],
+            "direct incr/full": medians["direct incr"] / medians["direct full"],
         }
+        sizes = measured["repository_bytes"]
+        stored = {kind: statistics.median(sizes[kind]) for kind in sizes}
         rpo = recovery_point(env, dsn, args.write_seconds)
         pitr = point_in_time(env, dsn)
 
@@ -382,18 +390,18 @@ def main() -> None:
             [
                 f"database:              {database / 1e6:.0f} MB "
                 f"(dump {measured['dump_bytes'] / 1e6:.0f} MB)",
-                *(
-                    f"median {name + ':':15}{medians[name]:8.3f} s"
-                    for name in ("gokku full", "direct full", "pg_dump", "gokku incr")
-                ),
+                *(f"median {name + ':':15}{medians[name]:8.3f} s" for name in times),
                 f"full gokku/direct:     {ratios['gokku/direct']:.3f}x (target <= 1.05x) "
                 + verdict(ratios["gokku/direct"], 1.05),
                 f"full gokku/pg_dump:    {ratios['full/pg_dump']:.3f}x (target <= 0.2x) "
                 + verdict(ratios["full/pg_dump"], 0.2),
                 f"incr/full after 1%:    {ratios['incr/full']:.3f}x (target <= 0.1x) "
                 + verdict(ratios["incr/full"], 0.1),
+                f"  the same directly:   {ratios['direct incr/full']:.3f}x; incr gokku/direct"
+                f" {ratios['incr gokku/direct']:.3f}x; stored: incr {stored['incr'] / 1e6:.2f} MB,"
+                f" full {stored['full'] / 1e6:.0f} MB",
                 f"recovery point:        {rpo['lost_commits']} of {rpo['acknowledged']} commits"
-                f" lost ({rpo['lost_seconds']:.1f} s of them; target <= {RPO_TARGET:.0f} s) "
+                f" lost (the last {rpo['lost_seconds']:.1f} s; target <= {RPO_TARGET:.0f} s) "
                 + verdict(rpo["lost_seconds"], RPO_TARGET),
                 f"loss to answering:     {rpo['loss_to_answering_seconds']:.1f} s"
                 " (restore --latest in place)",
@@ -407,6 +415,7 @@ def main() -> None:
             "database_bytes": database,
             **measured,
             "medians": medians,
+            "median_repository_bytes": stored,
             "ratios": ratios,
             "recovery_point": rpo,
             "point_in_time": pitr,
