@@ -38,15 +38,19 @@ PID_FILES = {"data/postmaster.pid": "postgres", "data/redis.pid": "redis-server"
 
 
 @contextlib.contextmanager
-def reachable_root() -> Iterator[Gokku]:
-    """A Gokku CLI on a fresh state root that the servers' users can reach."""
+def reachable_root(*plugins: str) -> Iterator[Gokku]:
+    """A Gokku CLI on a fresh state root that the servers' users can reach, with the
+    bundled ``plugins`` added."""
     top = Path(tempfile.mkdtemp(prefix="gokku-bundled-"))
     top.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GOKKU_", "PYTEST_"))}
     env.update(GOKKU_ROOT=str(top / "root"), PYTHONPATH=str(REPO), GOKKU_LOCK_TIMEOUT="60")
     write_settings(top / "root")
     try:
-        yield Gokku(top / "root", env)
+        gokku = Gokku(top / "root", env)
+        for plugin in plugins:
+            gokku.ok("plugins:add", plugin)
+        yield gokku
     finally:
         kill_servers(top / "root")
         shutil.rmtree(top, ignore_errors=True)

@@ -36,8 +36,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
 
 @pytest.fixture(scope="module")
 def gk() -> Iterator[Gokku]:
-    with reachable_root() as gokku:
-        gokku.ok("plugins:add", "postgres")
+    with reachable_root("postgres") as gokku:
         gokku.ok("services:create", "postgres", "--name", "db")
         gokku.ok("pg:connect", "db", input=b"create table t (id serial primary key);")
         yield gokku

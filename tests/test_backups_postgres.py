@@ -23,8 +23,7 @@ pytestmark = pytest.mark.skipif(not PG_BIN, reason="PostgreSQL server binaries a
 
 @pytest.fixture(scope="module")
 def gk() -> Iterator[Gokku]:
-    with reachable_root() as gokku:
-        gokku.ok("plugins:add", "postgres")
+    with reachable_root("postgres") as gokku:
         yield gokku
 
 

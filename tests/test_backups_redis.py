@@ -24,8 +24,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def gk() -> Iterator[Gokku]:
-    with reachable_root() as gokku:
-        gokku.ok("plugins:add", "redis")
+    with reachable_root("redis") as gokku:
         yield gokku
 
 

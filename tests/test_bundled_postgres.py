@@ -53,8 +53,7 @@ select md5(string_agg(id || ':' || coalesce(note, '<null>'), ',' order by id)) f
 
 @pytest.fixture(scope="module")
 def gk() -> Iterator[Gokku]:
-    with reachable_root() as gokku:
-        gokku.ok("plugins:add", "postgres")
+    with reachable_root("postgres") as gokku:
         yield gokku
 
 

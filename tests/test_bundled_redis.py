@@ -35,8 +35,7 @@ BIG_KEYS = 1400
 
 @pytest.fixture(scope="module")
 def gk() -> Iterator[Gokku]:
-    with reachable_root() as gokku:
-        gokku.ok("plugins:add", "redis")
+    with reachable_root("redis") as gokku:
         yield gokku
 
 

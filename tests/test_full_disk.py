@@ -26,8 +26,7 @@ from conftest import REPO, Gokku
 def gk() -> Iterator[Gokku]:
     if not shutil.which("redis-server"):
         pytest.skip("redis-server is not installed")
-    with reachable_root() as gokku:
-        gokku.ok("plugins:add", "redis")
+    with reachable_root("redis") as gokku:
         yield gokku
 
 

@@ -32,8 +32,7 @@ pytestmark = pytest.mark.skipif(not PG_BIN, reason="PostgreSQL server binaries a
 
 @pytest.fixture(scope="module")
 def gk() -> Iterator[Gokku]:
-    with reachable_root() as gokku:
-        gokku.ok("plugins:add", "postgres")
+    with reachable_root("postgres") as gokku:
         gokku.ok("apps:create", "api")
         gokku.ok("services:create", "postgres", "--name", "db")
         gokku.ok("pg:link", "db", "api")

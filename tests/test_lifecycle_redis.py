@@ -27,8 +27,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def gk() -> Iterator[Gokku]:
-    with reachable_root() as gokku:
-        gokku.ok("plugins:add", "redis")
+    with reachable_root("redis") as gokku:
         gokku.ok("apps:create", "api")
         gokku.ok("services:create", "redis", "--name", "cache")
         gokku.ok("redis:link", "cache", "api")

@@ -63,8 +63,7 @@ def backup_count(gk: Gokku, service: str) -> int:
 
 @pytest.fixture(scope="module")
 def gk() -> Iterator[Gokku]:
-    with reachable_root() as gokku:
-        gokku.ok("plugins:add", "redis")
+    with reachable_root("redis") as gokku:
         try:
             yield gokku
         finally:
