@@ -32,7 +32,6 @@ PostgreSQL: python bench/backup.py [--size MB] [--runs N] [--write-seconds S]
 
 import argparse
 import fcntl
-import glob
 import json
 import os
 import pty
@@ -41,39 +40,18 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import termios
 import threading
 import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from pgroot import REPO, SERVICE, gokku, pg_bin, postgres_root, timed
 from sshbench import report
 
-REPO = Path(__file__).resolve().parent.parent
-SERVICE = "bench"
 PITR = "bench-pitr"
 TICK = 0.1  # the writer's commit interval, seconds
 RPO_TARGET = 60.0  # the default archive_timeout
-
-
-def pg_bin(name: str) -> str:
-    """The newest installed PostgreSQL's NAME."""
-    found = glob.glob(f"/usr/lib/postgresql/*/bin/{name}")
-    return max(found, key=lambda p: int(p.split("/")[-3]))
-
-
-def gokku(env: dict[str, str], *args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "gokku", *args], env=env, cwd=REPO, check=True, **kwargs
-    )
-
-
-def timed(command: list[str], env: dict[str, str], out: Path | None = None) -> float:
-    with open(out or os.devnull, "wb") as sink:
-        start = time.perf_counter()
-        subprocess.run(command, env=env, cwd=REPO, stdout=sink, check=True)
-        return time.perf_counter() - start
 
 
 def sql(dsn: str, query: str) -> str:
@@ -338,14 +316,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    # The server's user must be able to reach the state root: not a private temp dir.
-    top = Path(tempfile.mkdtemp(prefix="gokku-bench-"))
-    top.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GOKKU_")}
-    env |= {"GOKKU_ROOT": str(top / "root"), "PYTHONPATH": str(REPO)}
-    try:
-        gokku(env, "--quiet", "plugins:add", "postgres")
-        gokku(env, "--quiet", "services:create", "postgres", "--name", SERVICE)
+    with postgres_root(PITR) as (top, env):
         # Two full backups kept: the runs' repository stays near twice the database.
         gokku(env, "--quiet", "postgres:backup-retention", SERVICE, "--full", "2")
         dsn = gokku(env, "pg:info", SERVICE, "--dsn", capture_output=True, text=True).stdout.strip()
@@ -421,15 +392,6 @@ def main() -> None:
             "point_in_time": pitr,
         }
         report("backup", text, data)
-    finally:
-        for name in (PITR, SERVICE):
-            subprocess.run(
-                [sys.executable, "-m", "gokku", "--quiet", "services:destroy", name, "--force"],
-                env=env,
-                cwd=REPO,
-                stderr=subprocess.DEVNULL,
-            )
-        shutil.rmtree(top, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -15,35 +15,12 @@ PostgreSQL: python bench/export.py [--size MB] [--runs N]
 """
 
 import argparse
-import glob
-import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
+from pgroot import SERVICE, gokku, pg_bin, postgres_root, timed
 from sshbench import report
-
-REPO = Path(__file__).resolve().parent.parent
-SERVICE = "bench"
-
-
-def gokku(env: dict[str, str], *args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "gokku", *args], env=env, cwd=REPO, check=True, **kwargs
-    )
-
-
-def timed(command: list[str], env: dict[str, str], out: Path) -> float:
-    with open(out, "wb") as sink:
-        start = time.perf_counter()
-        subprocess.run(
-            command, env=env, cwd=REPO, stdout=sink, stderr=subprocess.DEVNULL, check=True
-        )
-        return time.perf_counter() - start
 
 
 def main() -> None:
@@ -51,18 +28,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=100, help="MB of data (default 100)")
     parser.add_argument("--runs", type=int, default=5, help="runs of each (default 5)")
     args = parser.parse_args()
-    pg_dump = max(
-        glob.glob("/usr/lib/postgresql/*/bin/pg_dump"), key=lambda p: int(p.split("/")[-3])
-    )
+    pg_dump = pg_bin("pg_dump")
 
-    # The server's user must be able to reach the state root: not a private temp dir.
-    top = Path(tempfile.mkdtemp(prefix="gokku-bench-"))
-    top.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GOKKU_")}
-    env |= {"GOKKU_ROOT": str(top / "root"), "PYTHONPATH": str(REPO)}
-    try:
-        gokku(env, "--quiet", "plugins:add", "postgres")
-        gokku(env, "--quiet", "services:create", "postgres", "--name", SERVICE)
+    with postgres_root() as (top, env):
         rows = args.size * 256  # 4 KiB each
         fill = (
             "create table blobs (id int primary key, body bytea);"
@@ -76,12 +44,12 @@ def main() -> None:
         through_gokku = [sys.executable, "-m", "gokku", "postgres:export", SERVICE]
         directly = [pg_dump, "--format=custom", f"--dbname={dsn}"]
         dump = top / "dump"
-        timed(through_gokku, env, dump)  # warm the caches for both
+        timed(through_gokku, env, dump, subprocess.DEVNULL)  # warm the caches for both
         size = dump.stat().st_size
         times: dict[str, list[float]] = {"gokku": [], "pg_dump": []}
         for run in range(1, args.runs + 1):
-            times["gokku"].append(timed(through_gokku, env, dump))
-            times["pg_dump"].append(timed(directly, env, dump))
+            times["gokku"].append(timed(through_gokku, env, dump, subprocess.DEVNULL))
+            times["pg_dump"].append(timed(directly, env, dump, subprocess.DEVNULL))
             print(
                 f"run {run}: gokku {times['gokku'][-1]:.3f} s, pg_dump {times['pg_dump'][-1]:.3f} s"
             )
@@ -97,14 +65,6 @@ def main() -> None:
         )
         data = {"size_mb": args.size, "dump_bytes": size, "seconds": times, "ratio": ratio}
         report("export", text, data)
-    finally:
-        subprocess.run(
-            [sys.executable, "-m", "gokku", "--quiet", "services:destroy", SERVICE, "--force"],
-            env=env,
-            cwd=REPO,
-            stderr=subprocess.DEVNULL,
-        )
-        shutil.rmtree(top, ignore_errors=True)
 
 
 if __name__ == "__main__":
