@@ -157,13 +157,14 @@ def run_script(
     io: CommandIO | None = None,
     cwd: Path | None = None,
     own_group: bool = True,
+    last: bool = False,
 ) -> int:
     """Run a plugin's ``script`` with ``args`` (see ``run``), in ``cwd`` when given."""
     install_helpers(ctx.root)
     command = ["bash", str(script), *args]  # --trace: the helpers turn on set -x
     env = script_env(ctx, plugin, extra_env)
     where = script_cwd(ctx) if cwd is None else cwd
-    return run(ctx, command, where, env, io, own_group)
+    return run(ctx, command, where, env, io, own_group, last)
 
 
 def spawn_captured(
@@ -196,6 +197,7 @@ def run(
     env: dict[str, str],
     io: CommandIO | None = None,
     own_group: bool = True,
+    last: bool = False,
 ) -> int:
     """Run ``command`` to completion with the request's streams; return its exit code.
 
@@ -210,6 +212,10 @@ def run(
     group, which is what the door hangs up (HUP, TERM, KILL) when the client goes away.
     A group of their own would outlive the hook that the hang-up kills. Signals sent to
     the group reach them directly, so nothing is forwarded.
+
+    ``last=True`` says the caller returns the code as it is and does nothing after (its
+    locks aside): in a session of the embedded server the command may then replace this
+    process instead (``_hand_over``), and this never returns.
     """
     request = ctx.request
     for stream in (request.stdout, request.stderr):
@@ -227,6 +233,8 @@ def run(
     # the SSH door runs copy threads, and a fork with Python code in the child is unsafe.
     raw = fds if io is not None and not io.pty_allowed else ()
     keep_signals = io is not None and io.stdin != "data"
+    if last:
+        _hand_over(command, cwd, env, fds, raw, keep_signals)
     with _raw_terminals(raw, keep_signals), _Forwarder() as forwarder, _Watcher() as watcher:
         proc = subprocess.Popen(
             command,
@@ -262,6 +270,19 @@ def _exit_code(code: int) -> int:
 @contextlib.contextmanager
 def _raw_terminals(fds: tuple[int, ...], keep_signals: bool) -> Iterator[None]:
     import termios
+
+    saved = _set_raw(fds, keep_signals)
+    try:
+        yield
+    finally:
+        for fd, attrs in saved.values():
+            with contextlib.suppress(OSError, termios.error):
+                termios.tcsetattr(fd, termios.TCSADRAIN, attrs)
+
+
+def _set_raw(fds: tuple[int, ...], keep_signals: bool) -> dict[str, tuple[int, list]]:
+    """Put the terminals among ``fds`` in raw mode (ISIG kept if asked); what they were."""
+    import termios
     import tty
 
     saved: dict[str, tuple[int, list]] = {}
@@ -274,12 +295,26 @@ def _raw_terminals(fds: tuple[int, ...], keep_signals: bool) -> Iterator[None]:
                     attrs = termios.tcgetattr(fd)
                     attrs[3] |= termios.ISIG
                     termios.tcsetattr(fd, termios.TCSANOW, attrs)
-    try:
-        yield
-    finally:
-        for fd, attrs in saved.values():
-            with contextlib.suppress(OSError, termios.error):
-                termios.tcsetattr(fd, termios.TCSADRAIN, attrs)
+    return saved
+
+
+def _hand_over(
+    command: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    fds: tuple[int, int, int],
+    raw: tuple[int, ...],
+    keep_signals: bool,
+) -> None:
+    """Become ``command`` when this is a session the server worker can finish
+    (``gokku.ssh.handover``): nothing left to wait for, no Python process per held
+    session. The terminal's modes are set for it and never restored: the pty is the
+    session's and closes with it. Returns when this process has to wait instead."""
+    from gokku.ssh import handover
+
+    if handover.can_exec(fds):
+        _set_raw(raw, keep_signals)
+        handover.exec_command(command, str(cwd), env)
 
 
 def _hand_terminal(fd: int, pgid: int) -> None:

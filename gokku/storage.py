@@ -89,12 +89,28 @@ def write_json(path: Path, value: Any, mode: int = 0o600) -> None:
 
 # Locks this process holds (its own; those of a parent come from the environment).
 _held: ContextVar[frozenset[str]] = ContextVar("gokku_held_locks", default=frozenset())
+_held_fds: ContextVar[tuple[int, ...]] = ContextVar("gokku_held_lock_fds", default=())
 
 
 def held_locks() -> frozenset[str]:
     """What a lock here passes through: ours, and our parent's when we are a plugin
     script's call back into gokku. The runner hands this set on to children."""
     return _held.get() | frozenset(os.environ.get(HELD_LOCKS_VAR, "").split())
+
+
+def held_lock_fds() -> tuple[int, ...]:
+    """The descriptors of the locks this process holds (each closes at exec): a session
+    that hands its script over (``gokku.ssh.handover``) passes them on to be held until
+    the script exits, and ``release_lock_fd`` ends each."""
+    return _held_fds.get()
+
+
+def release_lock_fd(fd: int) -> None:
+    """End a lock held through ``fd`` (one of ``held_lock_fds``, passed on): clear its
+    holder's line, as ``lock`` does, then close it."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+    os.close(fd)
 
 
 def lock_timeout() -> float:
@@ -151,9 +167,11 @@ def lock(
         with contextlib.suppress(OSError):  # only for the message of whoever waits (full disk)
             os.pwrite(fd, f"pid {os.getpid()} {holder}".strip().encode() + b"\n", 0)
         token = _held.set(_held.get() | {name})
+        fds_token = _held_fds.set((*_held_fds.get(), fd))
         try:
             yield
         finally:
+            _held_fds.reset(fds_token)
             _held.reset(token)
             os.ftruncate(fd, 0)
     finally:

@@ -52,13 +52,15 @@ COMMANDS = {
         echo $pid
         """
     ),
-    # The session's process (our parent): pid, name, its parent and that one's name, and
-    # the command line it runs under.
+    # The session's process (our parent, or this script itself when the zygote's child
+    # became it): pid, name, its parent and that one's name, and its command line.
     "worker": textwrap.dedent(
         """\
-        up=$(cut -d' ' -f4 /proc/$PPID/stat)
-        echo "$PPID $(cat /proc/$PPID/comm) $up $(cat /proc/$up/comm)"
-        tr '\\0' ' ' < /proc/$PPID/cmdline
+        me=$PPID
+        [ "$(cat /proc/$PPID/comm)" = gokku-zygote ] && me=$$
+        up=$(cut -d' ' -f4 /proc/$me/stat)
+        echo "$me $(cat /proc/$me/comm) $up $(cat /proc/$up/comm)"
+        tr '\\0' ' ' < /proc/$me/cmdline
         """
     ),
     "forwarded": 'echo "agent=${SSH_AUTH_SOCK:-none} display=${DISPLAY:-none}"\n',

@@ -26,7 +26,7 @@ from sshkit import (
 )
 
 from gokku.ssh.spawn import LOST_STATUS, PING_SECONDS, READY_SECONDS, SILENT_SECONDS
-from gokku.ssh.zygote import SESSION_NAME, ZYGOTE_NAME
+from gokku.ssh.zygote import ZYGOTE_NAME
 
 pytestmark = pytest.mark.parametrize("ssh_settings", [{"workers": 1}])
 # A stopped zygote is killed SILENT_SECONDS after a ping it did not answer, sent at most
@@ -85,13 +85,15 @@ def embedded(gokku, base_env, ssh_config, alice: KeyPair, test_plugin) -> Iterat
 
 
 def test_sessions_are_forks_of_the_zygote_not_new_interpreters(embedded: Embedded) -> None:
+    """And a plugin command's session is its script itself: no Python process is left
+    between the server and the script (``gokku.ssh.handover``)."""
     zygote = _zygote(embedded.server)
     assert zygote is not None
     seen = set()
     for _ in range(3):
         pid, name, parent, parent_name, cmdline = _worker(embedded)
-        assert (name, parent, parent_name) == (SESSION_NAME, zygote, ZYGOTE_NAME)
-        assert "gokku.ssh.zygote" in cmdline and "ssh-command" not in cmdline
+        assert (name, parent, parent_name) == ("bash", zygote, ZYGOTE_NAME)
+        assert cmdline.startswith("bash ") and cmdline.split()[1].endswith("/commands/worker")
         seen.add(pid)
     assert len(seen) == 3  # a fresh process each time
 

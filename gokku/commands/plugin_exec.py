@@ -57,12 +57,12 @@ def run_for(
         extra["GOKKU_SERVICE_DIR"] = str(ctx.root.service_dir(service))
         extra["GOKKU_LINKED_APPS"] = " ".join(_linked_apps(ctx, service))
     if writer:
-        return run_script(ctx, plugin, script, args, extra, io)
+        return run_script(ctx, plugin, script, args, extra, io, last=True)
     record = services.load(ctx.root, service).data if service is not None else None
     mask = redact.masker(record, plugin.secrets(command), plugin.secret_settings())
     binary = io is not None and io.stdout == "binary"
     with redact.masked(ctx, mask, stdout=not binary) as masked_ctx:
-        return run_script(masked_ctx, plugin, script, args, extra, io)
+        return run_script(masked_ctx, plugin, script, args, extra, io, last=True)
 
 
 def script_of(plugin: Plugin, namespace: str, command: str) -> Path:

@@ -61,8 +61,11 @@ def _script(plugin: registry.Plugin, command: str) -> Path:
     return script
 
 
-def _run(ctx: Context, plugin: registry.Plugin, command: str, args: list[str]) -> int:
-    return run_script(ctx, plugin, _script(plugin, command), args, _service_env(ctx, args[0]))
+def _run(
+    ctx: Context, plugin: registry.Plugin, command: str, args: list[str], last: bool = False
+) -> int:
+    script = _script(plugin, command)
+    return run_script(ctx, plugin, script, args, _service_env(ctx, args[0]), last=last)
 
 
 def create(ctx: Context, args: list[str]) -> int:
@@ -525,7 +528,7 @@ def _control_one(ctx: Context, name: str, command: str, skip_missing: bool) -> i
         if skip_missing and plugin.script(command) is None:
             ctx.info(f"{name}: plugin {plugin.name} has no {command} command; skipped")
             return 0
-        return _run(ctx, plugin, command, [name])
+        return _run(ctx, plugin, command, [name], last=not skip_missing)
 
 
 def config_get(ctx: Context, args: list[str]) -> int:

@@ -82,7 +82,10 @@ def ssh_command(ctx: Context, args: list[str]) -> int:
     remote = (os.environ.get("SSH_CONNECTION") or os.environ.get("SSH_CLIENT") or "").split()
     fingerprint = opts.get("fingerprint") or ""
     entry = audit.Entry("", fingerprint, remote[0] if remote else "", None, pty=os.isatty(0))
+    from gokku.ssh import handover
+
     started = time.monotonic()
+    handover.begin(entry, started)
     try:
         return _run(ctx, root, opts.get("key"), entry)
     except GokkuError as exc:
@@ -93,13 +96,17 @@ def ssh_command(ctx: Context, args: list[str]) -> int:
         raise InternalError(crashlog.unexpected(root, entry.argv or [], exc)) from exc
     finally:
         entry.duration = round(time.monotonic() - started, 3)
-        _audit(ctx, root, entry)
+        if handover.active():  # the server worker writes it, with the bytes it relayed
+            handover.finish(entry)
+        else:
+            _audit(ctx, root, entry)
 
 
 def _run(ctx: Context, root: Root, legacy: str | None, entry: audit.Entry) -> int:
     """Split the command, find the key, dispatch; fill in ``entry`` as each is known."""
     from gokku.commands.keys import upgraded
     from gokku.dispatcher import dispatch
+    from gokku.ssh import handover
     from gokku.ssh.relay import relayed
 
     try:
@@ -121,7 +128,8 @@ def _run(ctx: Context, root: Root, legacy: str | None, entry: audit.Entry) -> in
     code = HANGUP_EXIT
     request = counts = None
     try:
-        with _hang_up_raises(), relayed() as streams:
+        streaming = handover.direct() if handover.active() else relayed()
+        with _hang_up_raises(), streaming as streams:
             counts = streams.counts
             term = os.environ.get("TERM") if entry.pty else None
             streams_ = (streams.stdin, streams.stdout, streams.stderr)

@@ -27,12 +27,13 @@ import pty
 import signal
 import struct
 import termios
+import time
 from collections.abc import Callable
 
 import asyncssh
 
-from gokku import keys
-from gokku.errors import GokkuError
+from gokku import audit, keys
+from gokku.errors import AuditFailed, GokkuError
 from gokku.paths import Root
 from gokku.plugins.manifest import CommandIO
 from gokku.ssh import split_command
@@ -64,6 +65,7 @@ class Session(asyncssh.SSHServerProcess):
         self._early_signals: list[int] = []
         self._lost = False  # the channel closed (the client or its connection gone)
         self._client_eof = False  # the client said its input ended, before any loss
+        self._counted = [0, 0]  # bytes in, bytes out (for an audit line written here)
 
     def add_done_callback(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once the session is over: its worker gone, or never started."""
@@ -159,9 +161,10 @@ class Session(asyncssh.SSHServerProcess):
         self._worker = worker
         for signum in self._early_signals:
             worker.send_signal(signum)
-        outputs = [asyncio.create_task(_pump_out(ours["out"], self.stdout))]
+        outputs = [asyncio.create_task(_pump_out(ours["out"], self.stdout, self._count_out))]
         if "err" in ours:
-            outputs.append(asyncio.create_task(_pump_out(ours["err"], self.stderr)))
+            errors = _pump_out(ours["err"], self.stderr, self._count_out)
+            outputs.append(asyncio.create_task(errors))
         feeding = asyncio.create_task(self._pump_in(ours["in"]))
         watching = asyncio.create_task(self._hang_up_when_closed(worker))
         try:
@@ -174,7 +177,28 @@ class Session(asyncssh.SSHServerProcess):
             if self._master is not None:
                 os.close(self._master)
                 self._master = None
-        return 128 - status if status < 0 else status
+        code = 128 - status if status < 0 else status
+        handover = getattr(worker, "handover", None)
+        if handover is not None:
+            await self._audit(handover, code, None if use_pty else self._counted)
+        return code
+
+    async def _audit(self, handover: dict, code: int, counted: list[int] | None) -> None:
+        """The audit line of a session that handed its command over (``gokku.ssh.handover``):
+        as it said, with the exit and duration of a script it became, and the bytes
+        relayed here (none through a terminal, as the door counts them)."""
+        entry = audit.Entry(**handover["audit"])
+        if entry.exit is None:
+            entry.exit = code
+        if entry.duration is None:
+            entry.duration = round(time.monotonic() - handover["started"], 3)
+        if counted is not None:
+            entry.bytes_in, entry.bytes_out = counted
+        try:
+            await asyncio.to_thread(audit.write, self._root, entry)
+        except AuditFailed as exc:  # the command's own result stands; the client is told
+            with contextlib.suppress(Exception):
+                await self._refuse(exc.message)
 
     def _io(self) -> CommandIO:
         """How the command uses its streams: a pty only for those that may have one."""
@@ -210,6 +234,7 @@ class Session(asyncssh.SSHServerProcess):
                 if self._keys_signal:
                     data = self._signal_keys(data)
                 await _write_all(fd, data)
+                self._counted[0] += len(data)
             if not self._client_eof:
                 await asyncio.get_running_loop().create_future()
         except OSError:
@@ -223,6 +248,9 @@ class Session(asyncssh.SSHServerProcess):
             return await self.stdin.read(CHUNK)
         except (OSError, asyncssh.Error):
             return b""
+
+    def _count_out(self, n: int) -> None:
+        self._counted[1] += n
 
     def _signal_keys(self, data: bytes) -> bytes:
         """Ctrl-C and Ctrl-\\ typed at the client's raw terminal, as its pty would: the
@@ -267,7 +295,7 @@ async def _write_all(fd: int, data: bytes) -> None:
             await _ready(fd, write=True)
 
 
-async def _pump_out(fd: int, writer: asyncssh.SSHWriter) -> None:
+async def _pump_out(fd: int, writer: asyncssh.SSHWriter, count: Callable[[int], None]) -> None:
     """Worker → client until end of output; waits for the channel so memory stays bounded.
 
     Closing ``fd`` when the channel breaks matters: a writer blocked on a full pipe gets
@@ -285,6 +313,7 @@ async def _pump_out(fd: int, writer: asyncssh.SSHWriter) -> None:
             if not data:
                 return
             writer.write(data)
+            count(len(data))
             await writer.drain()
     except (BrokenPipeError, asyncssh.Error):
         return

@@ -26,10 +26,13 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Iterator
 from typing import Protocol
 
 from gokku.paths import Root
+from gokku.runner import GRACE_SECONDS
 from gokku.ssh import door_argv, gokku_argv, zygote
+from gokku.storage import release_lock_fd
 
 log = logging.getLogger("gokku.serve")
 
@@ -68,24 +71,83 @@ def clean_env() -> dict[str, str]:
 
 
 class Forked:
-    """A session's process forked by the zygote."""
+    """A session's process forked by the zygote.
+
+    Once it has handed its command over (``gokku.ssh.handover``: it became the script),
+    ``handover`` holds what it said (its audit line, when it started) and this holds its
+    locks until it exits; signals go to its process group (its pid: it leads its own
+    session), and a hang-up is escalated as the runner does: HUP (with CONT), then TERM,
+    then KILL, GRACE_SECONDS apart, and KILL for what is left of the group once the
+    script has exited."""
 
     def __init__(self, pid: int, pidfd: int) -> None:
         self.pid = pid
         self.returncode: int | None = None
+        self.handover: dict | None = None
         self._pidfd = pidfd
+        self._locks: list[int] = []
+        self._execd = False
+        self._hung_up = False
+        self._escalation: asyncio.TimerHandle | None = None
         self._exited = asyncio.get_running_loop().create_future()
 
     def send_signal(self, signum: int) -> None:
         if self.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(self._pidfd, signum)
+                if not self._execd:
+                    signal.pidfd_send_signal(self._pidfd, signum)
+                elif signum == signal.SIGHUP:
+                    self._hang_up()
+                else:
+                    self._to_group(signum)
+
+    def handed_over(self, message: dict, locks: list[int]) -> None:
+        """What the process said before it exec'd (or at its end); the last word counts."""
+        self.handover = message
+        self._locks += locks
+        self._execd = self._execd or bool(message.get("exec"))
+
+    def _to_group(self, signum: int) -> None:
+        """Signal the script's group: only while its leader is ours (the pidfd says so;
+        the group lives on its number only while it has members)."""
+        signal.pidfd_send_signal(self._pidfd, 0)  # ProcessLookupError once it is reaped
+        os.killpg(self.pid, signum)
+
+    def _hang_up(self) -> None:
+        if self._hung_up:
+            return
+        self._hung_up = True
+        for signum in (signal.SIGHUP, signal.SIGCONT):
+            self._to_group(signum)
+        self._escalate(iter((signal.SIGTERM, signal.SIGKILL)))
+
+    def _escalate(self, steps: Iterator[int]) -> None:
+        self._escalation = None
+        if self.returncode is not None:
+            return
+        signum = next(steps, None)
+        if signum is not None:
+            loop = asyncio.get_running_loop()
+            self._escalation = loop.call_later(GRACE_SECONDS, self._step, signum, steps)
+
+    def _step(self, signum: int, steps: Iterator[int]) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self._to_group(signum)
+        self._escalate(steps)
 
     async def wait(self) -> int:
         return await asyncio.shield(self._exited)
 
     def exited(self, code: int) -> None:
         if self.returncode is None:
+            if self._hung_up:  # what the script left running in its group goes with it
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.pid, signal.SIGKILL)
+            if self._escalation is not None:
+                self._escalation.cancel()
+            for fd in self._locks:
+                release_lock_fd(fd)
+            self._locks = []
             self.returncode = code
             self._exited.set_result(code)
             asyncio.get_running_loop().remove_reader(self._pidfd)
@@ -187,7 +249,7 @@ class Spawner:
         assert self._sock is not None
         while True:
             try:
-                message, fds = zygote.receive(self._sock, 1)
+                message, fds = zygote.receive(self._sock, zygote.MAX_LOCKS)
             except (BlockingIOError, InterruptedError):
                 return
             except (OSError, ValueError):
@@ -205,6 +267,13 @@ class Spawner:
             self._ready = True
             self._settle()
             self._ping()
+        elif "handover" in message:
+            worker = self._running.get(message["pid"])
+            if worker is not None:
+                worker.handed_over(message["handover"], fds)
+            else:
+                for fd in fds:
+                    os.close(fd)
         elif "status" in message:
             worker = self._running.pop(message["pid"], None)
             if worker is not None:

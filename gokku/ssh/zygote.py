@@ -41,6 +41,7 @@ from gokku.ssh import door_argv, fdlimit
 READY, PING, PONG = "ready", "ping", "pong"
 ZYGOTE_NAME, SESSION_NAME = "gokku-zygote", "gokku-session"
 MAX_MESSAGE = 1 << 18  # a request: an SSH command string and a few variables
+MAX_LOCKS = 64  # the lock descriptors a session hands over with its command
 # Imported before the first fork: what every session runs (door, dispatcher, audit,
 # relays, runner, plugin registry) and every built-in command's module.
 PRELOAD = (
@@ -48,6 +49,7 @@ PRELOAD = (
     "gokku.commands.ssh",
     "gokku.dispatcher",
     "gokku.ssh.relay",
+    "gokku.ssh.handover",
     "gokku.runner",
     "gokku.plugins.registry",
 )
@@ -98,6 +100,7 @@ def serve(sock: socket.socket, root: str, nofile: int) -> None:
     selector = selectors.DefaultSelector()
     selector.register(sock, selectors.EVENT_READ)
     children: dict[int, int] = {}  # pidfd → pid
+    lines: dict[int, socket.socket | None] = {}  # pid → our end of its line (ssh.handover)
     send(sock, {READY: os.getpid()})
     while True:
         for key, _ in selector.select():
@@ -109,10 +112,8 @@ def serve(sock: socket.socket, root: str, nofile: int) -> None:
                     send(sock, {PONG: True})
                     continue
                 try:
-                    pid = os.fork()
-                    if pid == 0:
-                        argv = door_argv(root, message["fingerprint"])
-                        _session(argv, message, fds, base_env, nofile, (selector, sock))
+                    owned = (selector, sock, *filter(None, lines.values()))
+                    pid, ours = _fork(message, fds, root, base_env, nofile, owned)
                 except OSError as exc:  # no fork (memory, process limit): the server says so
                     send(sock, {"id": message["id"], "error": str(exc)})
                     continue
@@ -122,13 +123,63 @@ def serve(sock: socket.socket, root: str, nofile: int) -> None:
                 pidfd = os.pidfd_open(pid)
                 children[pidfd] = pid
                 selector.register(pidfd, selectors.EVENT_READ)
+                ours.setblocking(False)
+                lines[pid] = ours
+                selector.register(ours, selectors.EVENT_READ, pid)
                 send(sock, {"id": message["id"], "pid": pid}, [pidfd])
-            else:
+            elif key.fd in children:
                 pid = children.pop(key.fd)
                 selector.unregister(key.fd)
                 os.close(key.fd)
                 _, status = os.waitpid(pid, 0)
+                line = lines.pop(pid)
+                if line is not None:  # all it said before the exit, then the exit
+                    _pass_on(sock, pid, line)
+                    selector.unregister(line)
+                    line.close()
                 send(sock, {"pid": pid, "status": os.waitstatus_to_exitcode(status)})
+            elif not _pass_on(sock, key.data, key.fileobj):
+                selector.unregister(key.fileobj)  # it exec'd (or exits): nothing more comes
+                key.fileobj.close()
+                lines[key.data] = None
+
+
+def _fork(
+    message: dict, fds: list[int], root: str, base_env: dict[str, str], nofile: int, owned: tuple
+) -> tuple[int, socket.socket]:
+    """Fork the session ``message`` asks for: its pid, and our end of its line."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            argv = door_argv(root, message["fingerprint"])
+            _session(argv, message, [*fds, theirs.fileno()], base_env, nofile, (*owned, ours))
+    except OSError:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return pid, ours
+
+
+def _pass_on(sock: socket.socket, pid: int, line: socket.socket) -> bool:
+    """What a session said on its line (gokku.ssh.handover), to the server at once, with
+    the descriptors it passed (its locks); False at the end of the line (the session
+    closed it at exec or exit: its exit comes from its pidfd)."""
+    while True:
+        try:
+            message, fds = receive(line, MAX_LOCKS)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except (OSError, ValueError):
+            message, fds = None, []
+        if message is None:
+            return False
+        try:
+            send(sock, {"pid": pid, "handover": message}, fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
 
 
 def _session(
@@ -147,8 +198,13 @@ def _session(
         _name(SESSION_NAME)
         os.setsid()
         for target, fd in enumerate(fds):
-            os.dup2(fd, target)
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # received fds, other sessions' pidfds
+            if fd != target:
+                os.dup2(fd, target)
+        os.set_inheritable(3, False)  # the line to the server: no script inherits it
+        os.closerange(4, os.sysconf("SC_OPEN_MAX"))  # received fds, other sessions' pidfds
+        from gokku.ssh import handover
+
+        handover.take(3)
         become_session(nofile, request["pty"])
         os.environ.clear()
         os.environ.update(base_env)

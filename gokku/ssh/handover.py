@@ -1,0 +1,114 @@
+"""A session forked by the zygote hands its command over to the server worker.
+
+A session held open must not cost a Python process: where nothing of Gokku has to sit in
+the script's streams, the session's process, once it has routed the command, checked
+access and taken the locks, becomes the script (``exec``) instead of waiting for it. What
+it would have done after the script is then done by the server worker, which holds the
+channel and learns the exit from the zygote: it writes the audit line (it counts the
+bytes it relays, so no relay runs in the session at all), holds the locks until the
+script exits (their descriptors are passed on; the script's own copies close at exec,
+so nothing it starts keeps them), and signals the script's group itself, a hang-up
+escalated HUP, TERM, KILL as the runner does (``gokku.ssh.spawn``).
+
+The line to the worker is a socket the zygote made for this session (fd 3 until it is
+taken, close-on-exec); the zygote passes each message on at once, before the session's
+exit, so a session that ends right after (killed -9, or a script that exits at once)
+still gets its one audit line. A session without it (OpenSSH's door, the local CLI, a
+session started as a new interpreter) runs everything itself as before.
+"""
+
+import contextlib
+import json
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from dataclasses import asdict
+
+from gokku import audit
+from gokku.ssh.relay import Counts, Streams
+from gokku.storage import held_lock_fds
+
+_channel: socket.socket | None = None
+_entry: audit.Entry | None = None
+_started = 0.0
+# What the script starts with at default, as after the runner's Popen: the signals the
+# runner forwards (exec resets a handled one), those Python ignores (SIGPIPE, SIGXFSZ).
+DEFAULT_SIGNALS = (
+    signal.SIGHUP,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTERM,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGALRM,
+    signal.SIGPIPE,
+    signal.SIGXFSZ,
+)
+
+
+def take(fd: int) -> None:
+    """In the zygote's child: ``fd`` is the line to the worker."""
+    global _channel
+    _channel = socket.socket(fileno=fd)
+
+
+def active() -> bool:
+    return _channel is not None
+
+
+def begin(entry: audit.Entry, started: float) -> None:
+    """The audit line of this session, as the door fills it in (``time.monotonic``
+    start: one clock for every process of the machine)."""
+    global _entry, _started
+    _entry, _started = entry, started
+
+
+@contextlib.contextmanager
+def direct() -> Iterator[Streams]:
+    """The session's own descriptors as the request's streams: the worker counts bytes."""
+    opened = [os.fdopen(os.dup(0), "rb"), os.fdopen(os.dup(1), "wb"), os.fdopen(os.dup(2), "wb")]
+    try:
+        yield Streams(*opened, Counts())
+    finally:
+        for handle in opened:
+            with contextlib.suppress(OSError):
+                handle.close()
+
+
+def can_exec(fds: tuple[int, int, int]) -> bool:
+    """Whether a command on ``fds`` may become this process: only on the session's very
+    own streams (nothing of ours, a masker or a relay, in between)."""
+    if _channel is None or _entry is None:
+        return False
+    try:
+        return all(os.path.samestat(os.fstat(fd), os.fstat(n)) for n, fd in enumerate(fds))
+    except OSError:
+        return False
+
+
+def finish(entry: audit.Entry) -> None:
+    """The command ran here to its end: its line, for the worker to write."""
+    _send({"audit": asdict(entry)}, [])
+
+
+def exec_command(command: list[str], cwd: str, env: dict[str, str]) -> None:
+    """Become ``command``; the worker is told first (the line, the start, the locks).
+
+    Signals the script should start at default are set so before the worker learns it
+    may signal the group: one arriving before the exec ends this process as it would
+    have ended the script. Returns only if the exec failed (the caller reports it, and
+    the session ends as any other, with ``finish``)."""
+    assert _entry is not None
+    for signum in DEFAULT_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+    _send({"audit": asdict(_entry), "started": _started, "exec": True}, list(held_lock_fds()))
+    os.chdir(cwd)
+    os.execvpe(command[0], command, env)
+
+
+def _send(message: dict, fds: list[int]) -> None:
+    """To the worker; a worker gone means no line (as a killed session writes none)."""
+    if _channel is not None:
+        with contextlib.suppress(OSError):  # one datagram, as the zygote's own messages
+            socket.send_fds(_channel, [json.dumps(message).encode()], fds)
