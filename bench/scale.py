@@ -15,7 +15,12 @@ concurrency.py reports it) and proportional (PSS, shared pages divided among the
 processes sharing them: forks of one zygote share most of theirs). Per session is the
 PSS growth divided by N.
 
-    sudo python bench/scale.py [--sessions 2000] [--connecting 100]
+The bench key is an admin's (``--role``): a session of a command whose output nothing of
+Gokku has to touch becomes its script, with no Python process of its own. A member's
+output goes through the secret masker (``gokku.redact``), which keeps one per session:
+``--role member`` measures that.
+
+    sudo python bench/scale.py [--sessions 2000] [--connecting 100] [--role admin|member]
 """
 
 import argparse
@@ -85,8 +90,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=2000)
     parser.add_argument("--connecting", type=int, default=100)
+    parser.add_argument("--role", choices=("admin", "member"), default="admin")
     args = parser.parse_args()
-    with lab() as bed:
+    with lab(role=args.role) as bed:
         runs = [(bed.embedded, "bench:hold"), (bed.plain, "echo ready; cat > /dev/null")]
         results = []
         for target, command in runs:
@@ -110,7 +116,7 @@ def main() -> None:
     ]
     header = ["door", "sessions", "errors", "all open s", "processes", "RSS MiB", "PSS MiB"]
     text = table([*header, "PSS KiB/session", "x openssh"], rows)
-    report("scale", text, {"connecting": args.connecting, "results": results})
+    report("scale", text, {"connecting": args.connecting, "role": args.role, "results": results})
 
 
 if __name__ == "__main__":

@@ -81,8 +81,10 @@ class Lab:
 
 
 @contextlib.contextmanager
-def lab(settings: dict | None = None) -> Iterator[Lab]:
-    """Set everything up in a temp directory; tear it all down at the end."""
+def lab(settings: dict | None = None, role: str = "member") -> Iterator[Lab]:
+    """Set everything up in a temp directory; tear it all down at the end. ``role``: the
+    bench key's (a member's output goes through Gokku's secret masker; an admin's does
+    not)."""
     if os.geteuid() != 0:
         raise SystemExit("run as root: the OpenSSH baseline needs sshd on a loopback port")
     import yaml
@@ -103,7 +105,7 @@ def lab(settings: dict | None = None) -> Iterator[Lab]:
             (plugin / rel).write_text("#!/bin/bash\n" + body)
         (plugin / "plugin.yml").write_text(MANIFEST)
         gokku = [sys.executable, "-m", "gokku"]
-        for args in (["ssh-keys:add", "bench", f"{member.path}.pub"], ["plugins:add", str(plugin)]):
+        for args in (["ssh-keys:add", "bench", f"{member.path}.pub", "--role", role], ["plugins:add", str(plugin)]):
             subprocess.run([*gokku, *args], env=env, check=True, capture_output=True)
         plain_keys = folder / "plain_keys"
         plain_keys.write_text(admin.public)
