@@ -105,7 +105,8 @@ def lab(settings: dict | None = None, role: str = "member") -> Iterator[Lab]:
             (plugin / rel).write_text("#!/bin/bash\n" + body)
         (plugin / "plugin.yml").write_text(MANIFEST)
         gokku = [sys.executable, "-m", "gokku"]
-        for args in (["ssh-keys:add", "bench", f"{member.path}.pub", "--role", role], ["plugins:add", str(plugin)]):
+        key_add = ["ssh-keys:add", "bench", f"{member.path}.pub", "--role", role]
+        for args in (key_add, ["plugins:add", str(plugin)]):
             subprocess.run([*gokku, *args], env=env, check=True, capture_output=True)
         plain_keys = folder / "plain_keys"
         plain_keys.write_text(admin.public)

@@ -10,7 +10,10 @@ exactly (128+N when killed by signal N).
 When this process is told to hang up (the SSH door does that when the client goes away)
 the script's whole group gets HUP, then TERM, then KILL, a grace period apart. When this
 process dies without a word (SIGKILL), a watcher started beside the script kills its
-group: a script never runs on after the command that holds its locks is gone.
+group: a script never runs on after the command that holds its locks is gone. In a
+session of the embedded server, a command that is its caller's last act (``last``) may
+replace this process instead (``_hand_over``): the server worker then does what this
+would have done after it (``gokku.ssh.handover``).
 """
 
 import contextlib

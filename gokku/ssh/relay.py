@@ -1,7 +1,9 @@
 """Counting relays between an SSH door's descriptors and the command it runs.
 
-``gokku ssh-command`` puts a pipe between each non-terminal stream it was given (by sshd
-or by the embedded server) and the command, and copies the bytes itself. That gives the
+``gokku ssh-command`` puts a pipe between each non-terminal stream it was given (by sshd,
+or by the embedded server when it started a new interpreter) and the command, and copies
+the bytes itself. (A session forked by the zygote has none: the server worker counts the
+bytes, see ``gokku.ssh.handover``.) That gives the
 audit log its byte counts, and it notices the client going away even when the command is
 silent: the door's end of stdout reports an error once nobody reads it any more, and the
 relay then hangs this process up (SIGHUP), which the runner turns into HUP/TERM/KILL of

@@ -10,7 +10,9 @@ copied by our own coroutine and closed for EOF; stdout and stderr are read from 
 (or pty) descriptors by our own coroutines that wait for the channel to drain; signals
 and window changes go straight to the worker and the pty instead of through a stream; a
 closed channel hangs the worker up (SIGHUP, which it turns into HUP/TERM/KILL of the
-script's group); the exit status is always sent.
+script's group; ``gokku.ssh.spawn`` does that itself for a worker that became its
+script); the exit status is always sent. For a worker forked by the zygote, the bytes
+are counted here and the audit line written here (``gokku.ssh.handover``).
 
 Only the client's own end of input (its EOF) closes the worker's stdin. A connection that
 is lost (the client killed, the network gone) leaves it open until the worker, hung up,

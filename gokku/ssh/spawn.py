@@ -11,7 +11,10 @@ signal, as ``asyncio.subprocess``).
 A forked process is signalled through a pidfd the zygote passes along, so a signal
 never reaches a recycled pid. Its exit code comes from the zygote, its parent; if the
 zygote dies first the code is lost: the session ends, once the process has, with
-LOST_STATUS (the process still wrote its audit line).
+LOST_STATUS (its audit line too, when it had become its script). What the process says
+before it execs its script or exits (``gokku.ssh.handover``) the zygote passes on at once,
+with the locks it hands over: the worker holds those, not the zygote, so that a zygote
+that dies takes no lock from a script still running.
 
 A zygote that stops answering (stopped, wedged) holds both the sessions waiting to start
 and the exit codes of those it forked, so it is asked for a sign of life every

@@ -20,7 +20,10 @@ new interpreter.
 The zygote answers each request with the child's pid and a pidfd (the server signals
 through it: never a recycled pid), and once the child has exited, with its exit code
 (negative for a signal, as ``subprocess``); it answers a ping at once (the server kills
-a zygote that stops answering). It exits when the server's end closes.
+a zygote that stops answering). Each child gets a line of its own (fd 3, a socket) for
+what it hands over to the server (``gokku.ssh.handover``); the zygote passes each message
+on as it comes, and all of them before that child's exit. It exits when the server's end
+closes.
 """
 
 import contextlib
