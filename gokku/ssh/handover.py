@@ -97,8 +97,8 @@ def exec_command(command: list[str], cwd: str, env: dict[str, str]) -> None:
 
     Signals the script should start at default are set so before the worker learns it
     may signal the group: one arriving before the exec ends this process as it would
-    have ended the script. Returns only if the exec failed (the caller reports it, and
-    the session ends as any other, with ``finish``)."""
+    have ended the script. OSError when the exec fails: the caller reports it, and the
+    session ends as any other, its ``finish`` the last word."""
     assert _entry is not None
     for signum in DEFAULT_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
