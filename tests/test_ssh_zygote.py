@@ -122,7 +122,7 @@ def test_a_killed_zygote_is_replaced_and_sessions_go_on(embedded: Embedded) -> N
 
 def test_a_session_outlives_its_zygote(embedded: Embedded) -> None:
     """Signals still reach the session's process (through its pidfd) and the session
-    ends; its exit code died with the zygote."""
+    ends; its exit code died with the zygote, its audit line did not."""
 
     async def scenario() -> asyncssh.SSHCompletedProcess:
         async with _connect(embedded) as conn:
@@ -136,6 +136,8 @@ def test_a_session_outlives_its_zygote(embedded: Embedded) -> None:
     result = asyncio.run(scenario())
     assert "got TERM" in result.stdout
     assert result.exit_status == LOST_STATUS
+    lines = [e for e in embedded.audit() if e["argv"] == ["t:trap", "TERM"]]
+    assert [e["exit"] for e in lines] == [LOST_STATUS]  # its one line, as the client saw it
 
 
 def test_a_hung_up_session_outlives_its_zygote(embedded: Embedded) -> None:

@@ -96,9 +96,9 @@ def ssh_command(ctx: Context, args: list[str]) -> int:
         raise InternalError(crashlog.unexpected(root, entry.argv or [], exc)) from exc
     finally:
         entry.duration = round(time.monotonic() - started, 3)
-        if handover.active():  # the server worker writes it, with the bytes it relayed
-            handover.finish(entry)
-        else:
+        # The server worker writes it, with the bytes it relayed; else (no zygote to pass
+        # it on) it is written here.
+        if not (handover.active() and handover.finish(entry)):
             _audit(ctx, root, entry)
 
 

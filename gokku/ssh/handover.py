@@ -87,9 +87,10 @@ def can_exec(fds: tuple[int, int, int]) -> bool:
         return False
 
 
-def finish(entry: audit.Entry) -> None:
-    """The command ran here to its end: its line, for the worker to write."""
-    _send({"audit": asdict(entry)}, [])
+def finish(entry: audit.Entry) -> bool:
+    """The command ran here to its end: its line, for the worker to write. False when
+    it cannot be passed on (the zygote died): the caller writes it."""
+    return _send({"audit": asdict(entry)}, [])
 
 
 def exec_command(command: list[str], cwd: str, env: dict[str, str]) -> None:
@@ -97,18 +98,26 @@ def exec_command(command: list[str], cwd: str, env: dict[str, str]) -> None:
 
     Signals the script should start at default are set so before the worker learns it
     may signal the group: one arriving before the exec ends this process as it would
-    have ended the script. OSError when the exec fails: the caller reports it, and the
-    session ends as any other, its ``finish`` the last word."""
+    have ended the script. Returns when the worker cannot be told (the zygote died):
+    the caller waits for the command itself. OSError when the exec fails: the caller
+    reports it, and the session ends as any other, its ``finish`` the last word."""
     assert _entry is not None
-    for signum in DEFAULT_SIGNALS:
-        signal.signal(signum, signal.SIG_DFL)
-    _send({"audit": asdict(_entry), "started": _started, "exec": True}, list(held_lock_fds()))
+    saved = {signum: signal.signal(signum, signal.SIG_DFL) for signum in DEFAULT_SIGNALS}
+    message = {"audit": asdict(_entry), "started": _started, "exec": True}
+    if not _send(message, list(held_lock_fds())):
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        return
     os.chdir(cwd)
     os.execvpe(command[0], command, env)
 
 
-def _send(message: dict, fds: list[int]) -> None:
-    """To the worker; a worker gone means no line (as a killed session writes none)."""
-    if _channel is not None:
-        with contextlib.suppress(OSError):  # one datagram, as the zygote's own messages
-            socket.send_fds(_channel, [json.dumps(message).encode()], fds)
+def _send(message: dict, fds: list[int]) -> bool:
+    """To the worker, through the zygote (one datagram, as the zygote's own messages)."""
+    if _channel is None:
+        return False
+    try:
+        socket.send_fds(_channel, [json.dumps(message).encode()], fds)
+    except OSError:
+        return False
+    return True
