@@ -202,6 +202,13 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
+def spread(values: Sequence[float], digits: int = 0) -> str:
+    """``median (min-max)``: the middle run and how far the others strayed from it."""
+    form = f"{{:.{digits}f}}"
+    low, mid, high = (form.format(v) for v in (min(values), median(values), max(values)))
+    return f"{mid} ({low}-{high})"
+
+
 def machine() -> dict[str, str | int]:
     cpu = next(
         (

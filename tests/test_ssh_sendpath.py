@@ -5,6 +5,7 @@ still there, and either way every byte arrives in order."""
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import re
 from pathlib import Path
@@ -15,6 +16,7 @@ from sshkit import *  # noqa: F403 - fixtures
 from sshkit import KeyPair
 
 SIZE = 4 << 20
+PIECES = (1, 7, 32768 + 5, 100_003, 16, 262_147)  # bytes per write of an upload
 RECEIVED = re.compile(r"\] Received (MSG_\w+) \(")
 
 
@@ -79,3 +81,46 @@ def test_other_ciphers_keep_the_ignore_countermeasure(server, alice, test_plugin
     data, counts = _download(server, alice, payload, "aes128-ctr")
     assert hashlib.sha256(data).digest() == hashlib.sha256(payload.read_bytes()).digest()
     assert counts.get("MSG_IGNORE", 0) >= counts.get("MSG_CHANNEL_DATA", 0) >= SIZE // 32768
+
+
+def _upload(port: int, key: KeyPair, data: bytes, cipher: str) -> str:
+    """``data`` written in pieces of uneven sizes (a byte, a packet and a bit, ...), so
+    the server's socket reads end anywhere in a packet; the command's sha256 of stdin."""
+
+    async def scenario() -> str:
+        async with asyncssh.connect(
+            "127.0.0.1",
+            port,
+            username="gokku",
+            client_keys=[str(key.path)],
+            known_hosts=None,
+            agent_path=None,
+            encryption_algs=[cipher],
+        ) as conn:
+            process = await conn.create_process("t:sink", encoding=None)
+            offset = 0
+            for index, size in enumerate(itertools.cycle(PIECES)):
+                if offset >= len(data):
+                    break
+                process.stdin.write(data[offset : offset + size])
+                offset += size
+                if index % 3 == 0:
+                    await process.stdin.drain()
+            process.stdin.write_eof()
+            output = await process.stdout.read()
+            await process.wait(check=True)
+            return output.decode().strip()
+
+    return asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("ssh_settings", "cipher"),
+    [
+        ({"ciphers": "aes128-gcm@openssh.com"}, "aes128-gcm@openssh.com"),
+        ({"ciphers": "aes128-ctr"}, "aes128-ctr"),
+    ],
+)
+def test_uploads_arrive_whole_whatever_the_reads(server, alice, test_plugin, cipher) -> None:
+    data = hashlib.sha256(b"seed").digest() * (SIZE // 32)
+    assert _upload(server, alice, data, cipher) == hashlib.sha256(data).hexdigest()

@@ -13,6 +13,7 @@ kernel itself hangs the session up.
 Copying uses ``splice`` (no trip through user space) and falls back to read/write.
 """
 
+import _thread
 import contextlib
 import errno
 import fcntl
@@ -146,13 +147,28 @@ def relayed(fds: tuple[int, int, int] = (0, 1, 2)) -> Iterator[Streams]:
     """
     finished = threading.Event()
     counts = Counts()
-    drains: list[threading.Thread] = []
+    drains: list[Callable[[], object]] = []
     opened: list[BinaryIO] = []
 
-    def start(target: Callable[..., None], *args: object) -> threading.Thread:
-        thread = threading.Thread(target=_quiet, args=(target, *args), daemon=True)
-        thread.start()
-        return thread
+    def start(target: Callable[..., None], *args: object) -> Callable[[], object]:
+        """Run a relay in a thread of its own; returns what waits for its end.
+
+        ``threading.Thread.start`` waits until the new thread runs: three scheduler round
+        trips before the command starts, each a few milliseconds on a busy host (and the
+        largest part of a short command's session in the latency tail). These threads
+        start on their own; like daemon threads, they never hold up the interpreter's
+        exit."""
+        over = _thread.allocate_lock()
+        over.acquire()
+
+        def run() -> None:
+            try:
+                _quiet(target, *args)
+            finally:
+                over.release()
+
+        _thread.start_new_thread(run, ())
+        return over.acquire
 
     def stream(fd: int, mode: str) -> BinaryIO:
         handle = os.fdopen(fd, mode)
@@ -187,5 +203,5 @@ def relayed(fds: tuple[int, int, int] = (0, 1, 2)) -> Iterator[Streams]:
         for handle in opened:
             with contextlib.suppress(OSError):
                 handle.close()
-        for thread in drains:
-            thread.join()
+        for drained in drains:
+            drained()

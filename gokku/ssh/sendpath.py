@@ -1,4 +1,4 @@
-"""asyncssh's send path, made cheaper per byte for bulk output.
+"""asyncssh's send and receive paths, made cheaper per byte for bulk transfers.
 
 Profiling four concurrent downloads (py-spy and perf, bench/throughput.py) showed the
 server's CPU going mostly to two things asyncssh 2.x does for every SSH packet (at most
@@ -14,11 +14,22 @@ server's CPU going mostly to two things asyncssh 2.x does for every SSH packet (
   send() system call per packet. A channel's flush encrypts up to a window's worth of
   packets in one go; they are now written with one call.
 
-Both are patches on asyncssh's classes, so ``install`` is called by the serving process
+
+Profiling a single-stream upload the same way showed the receiving side copying each byte
+many times over. asyncssh keeps what the socket delivered (up to 256 KiB a read) in one
+bytes object and, for every packet (32 KiB from OpenSSH), slices the rest of it off into
+a new one twice, after the header and after the body: eight packets in a read copy about
+eight times the read. The socket's bytes now wait in a queue of their own and asyncssh's
+buffer is given just what the step it is at needs (a header, then that packet's body), so
+its slices copy one packet at a time, and only once.
+
+All are patches on asyncssh's classes, so ``install`` is called by the serving process
 only, never on import; tests/test_ssh_sendpath.py checks them against the installed
-asyncssh (no IGNOREs under AES-GCM, IGNOREs kept under AES-CTR, every byte intact).
+asyncssh (no IGNOREs under AES-GCM, IGNOREs kept under AES-CTR, every byte intact both
+ways, also when a read ends inside a packet or its header).
 """
 
+import collections
 import inspect
 import logging
 from collections.abc import Callable
@@ -34,10 +45,18 @@ PATCHED_METHODS = (
     ("connection", "SSHConnection", "send_packet", ("self", "pkttype", "*args", "handler=")),
     ("connection", "SSHConnection", "_send", ("self", "data")),
     ("channel", "SSHChannel", "_flush_send_buf", ("self",)),
+    ("connection", "SSHConnection", "data_received", ("self", "data", "datatype=")),
+    ("connection", "SSHConnection", "_recv_pkthdr", ("self",)),
+    ("connection", "SSHConnection", "_recv_packet", ("self",)),
 )
 # Attributes the replacements read on instances: set by the class's __init__.
 INSTANCE_ATTRIBUTES = (
     ("connection", "SSHConnection", "_send_encryption"),
+    ("connection", "SSHConnection", "_inpbuf"),
+    ("connection", "SSHConnection", "_recv_handler"),
+    ("connection", "SSHConnection", "_recv_blocksize"),
+    ("connection", "SSHConnection", "_recv_macsize"),
+    ("connection", "SSHConnection", "_pktlen"),
     ("channel", "SSHChannel", "_conn"),
 )
 
@@ -132,5 +151,77 @@ def install() -> bool:
     conn_class.send_packet = lean_send_packet
     conn_class._send = gathering_send
     channel.SSHChannel._flush_send_buf = gathered_flush
+    _meter_receive(conn_class)
     conn_class._gokku_send_path = True
     return True
+
+
+def _meter_receive(conn_class: Any) -> None:
+    """Feed asyncssh's receive buffer (``_inpbuf``) one step at a time: a packet's header,
+    then its body, from a queue of what the socket delivered.
+
+    The invariant asyncssh's loop (``while self._inpbuf and self._recv_handler()``)
+    needs: whenever bytes are queued, ``_inpbuf`` is not empty. Outside the two steps
+    (the version line, a packet handled asynchronously) everything queued is handed over,
+    as asyncssh would have it; and if a step still finds too little, it gets everything
+    before it is asked again, so a wrong size costs copies, never a stall."""
+    header: Callable[[Any], bool] = conn_class._recv_pkthdr
+    body: Callable[[Any], bool] = conn_class._recv_packet
+
+    def wanted(self: Any) -> int | None:
+        """Bytes the current step needs in ``_inpbuf``; None: all there are."""
+        step = getattr(self._recv_handler, "__func__", None)
+        if step is metered_header:
+            return self._recv_blocksize
+        if step is metered_body:
+            return 4 + self._pktlen + self._recv_macsize - self._recv_blocksize
+        return None
+
+    def feed(self: Any, everything: bool = False) -> None:
+        queue: collections.deque[bytes] | None = self.__dict__.get("_gokku_queue")
+        if not queue:
+            return
+        want = None if everything else wanted(self)
+        short = float("inf") if want is None else want - len(self._inpbuf)
+        parts = []
+        while queue and short > 0:
+            chunk, start = queue[0], self._gokku_start
+            take = int(min(short, len(chunk) - start))
+            if start + take == len(chunk):
+                queue.popleft()
+                self._gokku_start = 0
+                parts.append(chunk[start:] if start else chunk)
+            else:
+                self._gokku_start = start + take
+                parts.append(chunk[start : start + take])
+            short -= take
+        if parts:
+            self._inpbuf += parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def metered_data_received(self: Any, data: bytes, datatype: Any = None) -> None:
+        queue = self.__dict__.get("_gokku_queue")
+        if queue is None:
+            queue = self._gokku_queue = collections.deque()
+            self._gokku_start = 0
+        queue.append(data)
+        feed(self)
+        self._recv_data()
+
+    def step(self: Any, original: Callable[[Any], bool]) -> bool:
+        handler = self._recv_handler
+        done = original(self)
+        if not done and self._recv_handler == handler and self.__dict__.get("_gokku_queue"):
+            feed(self, everything=True)
+            done = original(self)
+        feed(self)
+        return done
+
+    def metered_header(self: Any) -> bool:
+        return step(self, header)
+
+    def metered_body(self: Any) -> bool:
+        return step(self, body)
+
+    conn_class.data_received = metered_data_received
+    conn_class._recv_pkthdr = metered_header
+    conn_class._recv_packet = metered_body

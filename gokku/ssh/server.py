@@ -14,6 +14,7 @@ worker's zygote (``gokku.ssh.spawn``).
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import random
@@ -342,6 +343,11 @@ async def _serve(
         window=WINDOW,
         encryption_algs=offer,
     )
+    # Everything so far (asyncssh, cryptography, the dispatch path: some 38,000 objects)
+    # lives as long as the worker. Frozen, the collector no longer walks it: a full
+    # collection took 65 ms on a busy 2-core host, and the first young ones up to 9 ms,
+    # out of whichever login they fell on (the latency tail).
+    gc.freeze()
     acceptor = Acceptor(sock, options, tally)
     acceptor.start()
     watching = asyncio.ensure_future(watch_registry(root, limits))
