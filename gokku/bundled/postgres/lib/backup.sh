@@ -136,7 +136,8 @@ prepare_archiving() {
   as_server_user mkdir -p "$dir/log" "$dir/lock" "$dir/spool"
   write_backrest_conf
   # The WAL shipper, where the server's user (the archive_command's) can run it.
-  as_server_user install -m 0700 "$(dirname "${BASH_SOURCE[0]}")/ship-wal" "$dir/ship-wal"
+  as_server_user tee "$dir/ship-wal" <"$(dirname "${BASH_SOURCE[0]}")/ship-wal" >/dev/null
+  as_server_user chmod 0700 "$dir/ship-wal"
   as_server_user tee "$(data_dir)/gokku-backup.conf" >/dev/null <<EOF
 # Written by Gokku's $GOKKU_PLUGIN_NAME plugin for service $SERVICE on every start.
 # Into the local repository; then the off-site targets get it in the background.
