@@ -140,9 +140,10 @@ prepare_archiving() {
   as_server_user chmod 0700 "$dir/ship-wal"
   as_server_user tee "$(data_dir)/gokku-backup.conf" >/dev/null <<EOF
 # Written by Gokku's $GOKKU_PLUGIN_NAME plugin for service $SERVICE on every start.
-# Into the local repository; then the off-site targets get it in the background.
+# Into the local repository; then the off-site targets get it in the background (their
+# trouble is never the archive_command's: it answers for the local repository alone).
 archive_mode = on
-archive_command = '$pgbackrest --config="$dir/archive.conf" --stanza=$SERVICE archive-push "%p" && "$dir/ship-wal" "$dir" $SERVICE $pgbackrest'
+archive_command = '$pgbackrest --config="$dir/archive.conf" --stanza=$SERVICE archive-push "%p" && { "$dir/ship-wal" "$dir" $SERVICE $pgbackrest || true; }'
 archive_timeout = ${timeout}s
 EOF
   grep -qxF "$include" "$(data_dir)/postgresql.conf" ||
