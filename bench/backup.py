@@ -11,7 +11,8 @@ not compress). Then, RUNS times, side by side:
 - 1% of the rows changed (their counter, rows spread over the whole table), then an
   incremental ``postgres:backup --type incr``: at or below 0.1x of the full one.
 
-Then the disasters, once:
+Each time is the median of the runs, printed with its spread (fastest .. slowest) and
+each run's ratios. Then the disasters, once:
 
 - recovery point: a writer commits a row every 100 ms; the postmaster and its children
   are killed (SIGKILL) and the data directory is removed; ``postgres:restore --latest
@@ -222,7 +223,9 @@ def backups(env: dict[str, str], dsn: str, runs: int) -> dict:
             times[f"{way} incr"].append(timed(commands[f"{way} incr"], how))
         print(
             f"run {run}: "
-            + ", ".join(f"{name} {values[-1]:.3f} s" for name, values in times.items()),
+            + ", ".join(f"{name} {values[-1]:.3f} s" for name, values in times.items())
+            + f"; full gokku/direct {times['gokku full'][-1] / times['direct full'][-1]:.3f}x"
+            + f", incr/full {times['gokku incr'][-1] / times['gokku full'][-1]:.3f}x",
             flush=True,
         )
     listing = gokku(env, "postgres:backups", SERVICE, "--format", "json", capture_output=True)
@@ -307,7 +310,12 @@ def point_in_time(env: dict[str, str], dsn: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1024, help="MB of data (default 1024)")
-    parser.add_argument("--runs", type=int, default=3, help="runs of each backup (default 3)")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=5,
+        help="runs of each backup (default 5: a backup's time varies by about a second)",
+    )
     parser.add_argument(
         "--write-seconds",
         type=float,
@@ -349,6 +357,14 @@ def main() -> None:
             "incr gokku/direct": medians["gokku incr"] / medians["direct incr"],
             "direct incr/full": medians["direct incr"] / medians["direct full"],
         }
+
+        def each_run(top: str, bottom: str) -> list[float]:
+            return [a / b for a, b in zip(times[top], times[bottom], strict=True)]
+
+        per_run = {
+            "full gokku/direct": each_run("gokku full", "direct full"),
+            "incr/full": each_run("gokku incr", "gokku full"),
+        }
         sizes = measured["repository_bytes"]
         stored = {kind: statistics.median(sizes[kind]) for kind in sizes}
         rpo = recovery_point(env, dsn, args.write_seconds)
@@ -361,7 +377,15 @@ def main() -> None:
             [
                 f"database:              {database / 1e6:.0f} MB "
                 f"(dump {measured['dump_bytes'] / 1e6:.0f} MB)",
-                *(f"median {name + ':':15}{medians[name]:8.3f} s" for name in times),
+                *(
+                    f"median {name + ':':15}{medians[name]:8.3f} s"
+                    f" (of {len(times[name])}: {min(times[name]):.3f} .. {max(times[name]):.3f} s)"
+                    for name in times
+                ),
+                "per run full gokku/direct: "
+                + ", ".join(f"{r:.3f}x" for r in per_run["full gokku/direct"]),
+                "per run incr/full:         "
+                + ", ".join(f"{r:.3f}x" for r in per_run["incr/full"]),
                 f"full gokku/direct:     {ratios['gokku/direct']:.3f}x (target <= 1.05x) "
                 + verdict(ratios["gokku/direct"], 1.05),
                 f"full gokku/pg_dump:    {ratios['full/pg_dump']:.3f}x (target <= 0.2x) "
@@ -388,6 +412,7 @@ def main() -> None:
             "medians": medians,
             "median_repository_bytes": stored,
             "ratios": ratios,
+            "ratios_per_run": per_run,
             "recovery_point": rpo,
             "point_in_time": pitr,
         }

@@ -26,6 +26,18 @@ class S3:
     ca_file: Path
     key_id: str  # an access key that may do anything with S3 there
     secret: str
+    serving: "_Serving"
+
+    @contextmanager
+    def down(self) -> Iterator[None]:
+        """The stand-in stopped for the duration: its port refuses connections, as an
+        endpoint that is down does; then it serves again, on the same port, with the
+        same objects (moto keeps them in this process)."""
+        self.serving.stop()
+        try:
+            yield
+        finally:
+            self.serving.serve()
 
     def client(self, service: str = "s3", key_id: str = "", secret: str = ""):  # noqa: ANN201
         """A boto3 client of the stand-in, with its access key unless given another."""
@@ -95,12 +107,12 @@ def _moto_api(endpoint: str, cert: Path, call: str, body: bytes) -> None:
         answer.read()
 
 
-def _with_credentials(endpoint: str, cert: Path) -> S3:
+def _with_credentials(endpoint: str, cert: Path, serving: "_Serving") -> S3:
     """An IAM user allowed everything on S3, its access key, and from then on moto
     checking every request's signature: wrong credentials are refused as S3 does."""
     import json
 
-    open_s3 = S3(endpoint, cert, "bootstrap", "bootstrap")
+    open_s3 = S3(endpoint, cert, "bootstrap", "bootstrap", serving)
     iam = open_s3.client("iam")
     iam.create_user(UserName="gokku")
     iam.put_user_policy(
@@ -115,37 +127,52 @@ def _with_credentials(endpoint: str, cert: Path) -> S3:
     )
     key = iam.create_access_key(UserName="gokku")["AccessKey"]
     _moto_api(endpoint, cert, "reset-auth", b"0")
-    return S3(endpoint, cert, key["AccessKeyId"], key["SecretAccessKey"])
+    return S3(endpoint, cert, key["AccessKeyId"], key["SecretAccessKey"], serving)
+
+
+class _Serving:
+    """moto's app served over TLS on a port of 127.0.0.1 (a free one the first time),
+    in a thread; stop closes the port (connections are refused), serve opens it again."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+        self.cert, self.key, self.port = cert, key, 0
+        self.app = DomainDispatcherApplication(create_backend_app)
+        self.serve()
+
+    def serve(self) -> None:
+        from moto.moto_server.werkzeug_app import MotoRequestHandler
+        from werkzeug.serving import make_server
+
+        self.server = make_server(
+            "127.0.0.1",
+            self.port,
+            self.app,
+            threaded=True,
+            request_handler=_closing_handler(MotoRequestHandler),
+            ssl_context=(str(self.cert), str(self.key)),
+        )
+        self.port = self.server.server_port
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
 
 
 @contextmanager
 def s3_standin(directory: Path) -> Iterator[S3]:
     """moto's S3 on a free port of 127.0.0.1, over TLS, for the duration."""
-    from moto.moto_server.werkzeug_app import (
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        create_backend_app,
-    )
-    from werkzeug.serving import make_server
-
     cert, key = make_certificate(directory)
-    app = DomainDispatcherApplication(create_backend_app)
-    server = make_server(
-        "127.0.0.1",
-        0,
-        app,
-        threaded=True,
-        request_handler=_closing_handler(MotoRequestHandler),
-        ssl_context=(str(cert), str(key)),
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    endpoint = f"https://localhost:{server.server_port}"
+    serving = _Serving(cert, key)
+    endpoint = f"https://localhost:{serving.port}"
     try:
-        yield _with_credentials(endpoint, cert)
+        yield _with_credentials(endpoint, cert, serving)
     finally:
         # moto's state is the process's: the next stand-in starts from nothing again.
         _moto_api(endpoint, cert, "reset-auth", b"inf")
         _moto_api(endpoint, cert, "reset", b"")
-        server.shutdown()
-        thread.join()
+        serving.stop()

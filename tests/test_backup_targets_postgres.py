@@ -232,3 +232,46 @@ def test_the_secret_key_is_never_shown_nor_in_argv(gk: Gokku, s3: S3) -> None:
     gk.ok("pg:backup-target", "db", "remove", "four")
     assert b"hosts/four" not in (service / "backup" / "pgbackrest.conf").read_bytes()
     assert not (service / "backup-targets" / "four.env").exists()
+
+
+def archived(gk: Gokku, segment: str) -> bool:
+    """The service's archiver has archived SEGMENT (or a later one)."""
+    last = sql(gk, "db", "select coalesce(last_archived_wal, '') from pg_stat_archiver")
+    return last >= segment
+
+
+def test_a_target_that_is_down_stops_neither_archiving_nor_local_backups(gk: Gokku, s3: S3) -> None:
+    gk("pg:backup-target", "db", "remove", "offsite")  # left by the first test, if it ran
+    gk.ok(*add_args(s3, f"s3://{BUCKET}/hosts/five", "--name", "five"), input=keys_of(s3))
+    switch = "select pg_walfile_name(pg_switch_wal()) from (select txid_current()) x"
+    archive = "hosts/five/archive/db/"
+    with s3.down():
+        sql(gk, "db", "insert into t default values")
+        lost = sql(gk, "db", switch)
+        # The service goes on archiving into its own repository.
+        assert wait_until(lambda: archived(gk, lost), 30)
+        started = time.monotonic()
+        backup = gk("pg:backup", "db", "--type", "incr")
+        took = time.monotonic() - started
+        print(f"backup with the target down: {took:.1f} s\n{backup.stderr}")
+        assert backup.code == 0, backup.stderr
+        assert took < 30
+        warnings = [line for line in backup.stderr.splitlines() if line.startswith(" !")]
+        assert len(warnings) == 1 and "target five lacks" in warnings[0], warnings
+        assert backups(gk)[-1]["repo"] == "local"
+        check = gk("pg:backup-check", "db")
+        assert check.code == 1 and "target five lacks" in check.stdout, check.stdout
+        # Stopped, the service archives its last segment: the target cannot have it.
+        gk.ok("pg:stop", "db")
+    # Back, but behind: a restore from it says what it lacks.
+    restored = gk("pg:restore", "db", "--from-target", "five", "--into", "lagging")
+    assert restored.code == 0, restored.stderr
+    warned = [line for line in restored.stderr.splitlines() if line.startswith(" !")]
+    assert len(warned) == 1 and "warning: target five lacks" in warned[0], warned
+    gk.ok("pg:destroy", "lagging", "--force")
+    # The next segment archived brings the target up to date.
+    gk.ok("pg:start", "db")
+    newest = sql(gk, "db", switch)
+    assert wait_until(lambda: any(newest in k for k in s3.keys(BUCKET, archive)), 60)
+    assert any(lost in k for k in s3.keys(BUCKET, archive))
+    assert gk("pg:backup-check", "db").code == 0

@@ -71,7 +71,8 @@ def test_every_service_archives_its_wal_through_pgbackrest(gk: Gokku, db: str) -
     service_dir = gk.root / "services" / db
     command = sql(gk, db, "show archive_command")
     assert "pgbackrest" in command and f"--stanza={db} archive-push" in command
-    assert f'--config="{service_dir}/backup/pgbackrest.conf"' in command
+    # The local repository alone (the off-site targets get the WAL from there).
+    assert f'--config="{service_dir}/backup/archive.conf"' in command
     assert sql(gk, db, "show archive_mode") == "on"
     assert sql(gk, db, "show archive_timeout") == "1min"
     before = len(archived_segments(gk, db))

@@ -51,25 +51,48 @@ save_backup_settings() {
   mv -f "$tmp" "$file"
 }
 
-# write_backrest_conf [REPO]: the service's pgBackRest configuration, from its settings;
+# write_backrest_conf [REPO]: the service's pgBackRest configurations, from its settings;
 # REPO: the repository's directory in backup/ when not "repo" (while it is replaced).
+#   pgbackrest.conf     every repository: the local one (1) and the targets (2...), for
+#                       backups, listings and restores
+#   archive.conf        the local repository alone: PostgreSQL's archive_command pushes
+#                       there only, so that a target that does not answer never stops it
+#   target-NAME.conf    target NAME alone, as repository 1: what ship-wal pushes WAL with
 # Console output off and warnings to stderr: pgBackRest's stdout is only what a command
 # answers (info's JSON). start-fast: a backup starts with an immediate checkpoint rather
 # than waiting for the next one (up to checkpoint_timeout, 5 minutes).
 write_backrest_conf() {
-  local dir repo="${1:-repo}"
+  local dir repo="${1:-repo}" name
   dir=$(backup_dir)
   load_backup_settings
+  _write_backrest_file pgbackrest.conf "repo1-path=$dir/$repo
+$(repo_options 1 "$CIPHER_PASS")
+$(targets_conf)" "$dir/lock"
+  _write_backrest_file archive.conf "repo1-path=$dir/$repo
+$(repo_options 1 "$CIPHER_PASS")" "$dir/lock"
+  as_server_user find "$dir" -maxdepth 1 -name 'target-*.conf' -delete
+  for name in $(target_names); do
+    load_target "$name"
+    # A lock directory of its own: pushing WAL there never waits for a local backup.
+    _write_backrest_file "target-$name.conf" "$(TARGET_REPO=1 target_conf)
+io-timeout=$TARGET_IO_TIMEOUT" "$dir/lock/target-$name"
+  done
+}
+
+# _write_backrest_file FILE REPOSITORIES LOCK: one of the service's pgBackRest
+# configurations in backup/, atomically, mode 0600, the server's user's.
+_write_backrest_file() {
+  local dir
+  dir=$(backup_dir)
   (
     umask 077
-    as_server_user tee "$dir/pgbackrest.conf.tmp" >/dev/null <<EOF
+    as_server_user mkdir -p "$3"
+    as_server_user tee "$dir/$1.tmp" >/dev/null <<EOF
 # Written by Gokku's $GOKKU_PLUGIN_NAME plugin for service $SERVICE on every start and
 # backup setting change; changes made here are lost.
 [global]
-repo1-path=$dir/$repo
-$(repo_options 1 "$CIPHER_PASS")
-$(targets_conf)
-lock-path=$dir/lock
+$2
+lock-path=$3
 log-path=$dir/log
 spool-path=$dir/spool
 log-level-console=off
@@ -84,7 +107,7 @@ pg1-path=$(data_dir)
 pg1-port=$PORT
 pg1-user=$DB_USER
 EOF
-    as_server_user mv -f "$dir/pgbackrest.conf.tmp" "$dir/pgbackrest.conf"
+    as_server_user mv -f "$dir/$1.tmp" "$dir/$1"
   )
 }
 
@@ -112,10 +135,15 @@ prepare_archiving() {
   make_server_dir "$dir"
   as_server_user mkdir -p "$dir/log" "$dir/lock" "$dir/spool"
   write_backrest_conf
+  # The WAL shipper, where the server's user (the archive_command's) can run it.
+  as_server_user tee "$dir/ship-wal" <"$(dirname "${BASH_SOURCE[0]}")/ship-wal" >/dev/null
+  as_server_user chmod 0700 "$dir/ship-wal"
   as_server_user tee "$(data_dir)/gokku-backup.conf" >/dev/null <<EOF
 # Written by Gokku's $GOKKU_PLUGIN_NAME plugin for service $SERVICE on every start.
+# Into the local repository; then the off-site targets get it in the background (their
+# trouble is never the archive_command's: it answers for the local repository alone).
 archive_mode = on
-archive_command = '$pgbackrest --config="$dir/pgbackrest.conf" --stanza=$SERVICE archive-push "%p"'
+archive_command = '$pgbackrest --config="$dir/archive.conf" --stanza=$SERVICE archive-push "%p" && { "$dir/ship-wal" "$dir" $SERVICE $pgbackrest || true; }'
 archive_timeout = ${timeout}s
 EOF
   grep -qxF "$include" "$(data_dir)/postgresql.conf" ||
@@ -181,9 +209,29 @@ archiving_trouble() {
   printf '%sWAL archiving fails (%s)' "${1:-}" "${error:-see gokku $GOKKU_PLUGIN_NAME:logs $SERVICE}"
 }
 
-# backup_info_json: pgBackRest's info of the stanza (JSON, one element).
+# backup_info_json: pgBackRest's info of the stanza (JSON, one element). A target that
+# does not answer is left out, with a warning: pgBackRest would try it for minutes.
 backup_info_json() {
-  backrest_run "reading the backups of $SERVICE" info --output=json
+  local name down=()
+  for name in $(target_names); do
+    load_target "$name"
+    target_answers || down+=("$name")
+  done
+  if [ ${#down[@]} -eq 0 ]; then
+    backrest_run "reading the backups of $SERVICE" info --output=json
+    return
+  fi
+  for name in "${down[@]}"; do
+    printf ' !     warning: target %s does not answer: its backups are not listed\n' "$name" >&2
+  done
+  {
+    backrest_run "reading the backups of $SERVICE" info --repo=1 --output=json
+    for name in $(target_names); do
+      [[ " ${down[*]} " != *" $name "* ]] || continue
+      load_target "$name"
+      backrest_run "reading the backups of $SERVICE" info --repo="$TARGET_REPO" --output=json
+    done
+  } | jq -s '[.[0][0] + {backup: (map(.[0].backup // []) | add)}]'
 }
 
 # wal_archived_until: the time (epoch seconds) of the newest archived WAL file in the

@@ -99,6 +99,8 @@ stop_server() {
     as_server_user "$PG_BIN/pg_ctl" stop -D "$(data_dir)" -m immediate -w -t 30 -s ||
     kill -KILL "$pid" 2>/dev/null || true
   wait_gone "$pid" 30 || fail "PostgreSQL for $SERVICE (pid $pid) does not stop"
+  # The server archives its last segment as it stops: the targets get it now too.
+  [ -z "$(target_names)" ] || ship_wal >/dev/null 2>&1 || true
   say "PostgreSQL for $SERVICE stopped"
 }
 

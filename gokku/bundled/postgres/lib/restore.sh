@@ -50,13 +50,28 @@ restore_target_options() {
 }
 
 # archive_newest_wal: when the source runs, a commit now, then a WAL switch that
-# pgBackRest's check waits to see archived: a restore gets everything committed so far.
+# pgBackRest's check waits to see archived in the local repository (archive.conf: the
+# targets get it after, from ship-wal): a restore gets everything committed so far. For a
+# restore from a target (RESTORE_FROM), the target gets it now, as far as it answers.
 archive_newest_wal() {
   is_running || return 0
   use_client
   "$PG_BIN/psql" -X -q -d postgres -c "select txid_current()" >/dev/null ||
     fail "cannot reach PostgreSQL for $SERVICE"
-  backrest_run "archiving the newest WAL of $SERVICE" check
+  (
+    backrest_conf() { printf '%s/archive.conf\n' "$(backup_dir)"; }
+    backrest_run "archiving the newest WAL of $SERVICE" check
+  )
+  [ -z "${RESTORE_FROM:-}" ] || ship_wal >/dev/null 2>&1 || true
+}
+
+# warn_target_lag: for a restore from a target (RESTORE_FROM), one line when that target
+# lacks WAL the local repository has: what was committed after it is not restored.
+warn_target_lag() {
+  local lag
+  [ -n "${RESTORE_FROM:-}" ] || return 0
+  lag=$(target_lag "$RESTORE_FROM")
+  [ -z "$lag" ] || printf ' !     warning: %s: the restore ends where its WAL does\n' "$lag" >&2
 }
 
 # restore_data_dir DIR: pgBackRest's restore of the source's backups (SOURCE_CONF,

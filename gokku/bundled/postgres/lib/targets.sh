@@ -1,7 +1,9 @@
 # Off-site backup targets of a postgres service: S3-compatible buckets that pgBackRest
 # keeps as further repositories (repo2, repo3...) next to the local one (repo1). The WAL is
-# archived to every repository as it is written (archive-push pushes to all), and every
-# backup is taken into each of them in turn (a pgBackRest backup goes to one repository).
+# archived into the local repository, then copied to each target in the background
+# (ship-wal: a target that does not answer falls behind and catches up later, and never
+# stops the service's archiving nor its local backups); every backup is taken into each
+# target in turn after the local one (a pgBackRest backup goes to one repository).
 #
 # One file per target, in a directory of the service only Gokku's user can enter:
 #   backup-targets/NAME.env   TARGET_* below, the secret key with them (mode 0600)
@@ -13,6 +15,9 @@ TARGET_FIELDS="TARGET_REPO TARGET_URL TARGET_BUCKET TARGET_PATH TARGET_HOST TARG
 TARGET_REGION TARGET_KEY TARGET_SECRET TARGET_CIPHER TARGET_CA"
 # pgBackRest numbers repositories 1 to 256; 1 is the local one.
 TARGET_REPO_MAX=256
+# Seconds without progress before a target's request is given up (pgBackRest retries a
+# request for up to about four times that).
+TARGET_IO_TIMEOUT=10
 
 targets_dir() { printf '%s/backup-targets\n' "$SERVICE_DIR"; }
 
@@ -52,8 +57,10 @@ target_ca_file() { printf '%s/target-%s.pem\n' "$(backup_dir)" "$1"; }
 
 # remove_target NAME: its files; the conf is the caller's to rewrite.
 remove_target() {
+  local dir
+  dir=$(backup_dir)
   rm -f -- "$(targets_dir)/$1.env"
-  as_server_user rm -f -- "$(target_ca_file "$1")"
+  as_server_user rm -f -- "$(target_ca_file "$1")" "$dir/target-$1.shipped" "$dir/target-$1.failed"
 }
 
 # repo_options N CIPHER: the retention (as repo1's: backup.env's) and cipher of repository N.
@@ -150,16 +157,70 @@ free_repo() {
   fail "$SERVICE has $((TARGET_REPO_MAX - 1)) targets already: remove one first"
 }
 
+# target_answers: the loaded target's endpoint takes a TCP connection within 3 seconds
+# (ship-wal asks the same before it pushes there).
+target_answers() {
+  timeout 3 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$TARGET_HOST" "${TARGET_PORT:-443}" 2>/dev/null
+}
+
+# ship_wal: the WAL archived so far copied to every target that lacks it, now (after a
+# run already at work); fails when a target could not take it.
+ship_wal() {
+  local dir
+  dir=$(backup_dir)
+  SHIP_WAL_BLOCK=1 as_server_user "$dir/ship-wal" "$dir" "$SERVICE" "$(pgbackrest_bin)" --wait
+}
+
+# mark_shipped NAME: the target has what the local repository has so far (a new target:
+# the WAL from before its first backup is of no use there).
+mark_shipped() {
+  local dir newest
+  dir=$(backup_dir)
+  newest=$(as_server_user find "$dir/repo/archive/$SERVICE" -type f -name '[0-9A-F]*-*' \
+    -printf '%f\n' 2>/dev/null | cut -c1-24 | sort | tail -n 1)
+  printf '%s\n' "$newest" | as_server_user tee "$dir/target-$1.shipped" >/dev/null
+}
+
+# target_lag NAME: nothing when the target has every WAL segment of the local repository;
+# else how far behind it is, in words: how many segments it lacks and, when the last
+# attempt failed, when and why.
+target_lag() {
+  local dir shipped="" failed="" behind
+  dir=$(backup_dir)
+  shipped=$(as_server_user cat "$dir/target-$1.shipped" 2>/dev/null) || true
+  failed=$(as_server_user cat "$dir/target-$1.failed" 2>/dev/null) || true
+  behind=$(as_server_user find "$dir/repo/archive/$SERVICE" -type f -name '[0-9A-F]*-*' \
+    -printf '%f\n' 2>/dev/null | cut -c1-24 | sort -u |
+    awk -v shipped="$shipped" '$0 > shipped' | wc -l)
+  [ -n "$failed" ] || [ "$behind" -gt 0 ] || return 0
+  printf 'target %s lacks %s WAL segment(s) after %s' "$1" "$behind" "${shipped:-the start}"
+  if [ -n "$failed" ]; then
+    # shellcheck disable=SC2086 # "TIME SEGMENT REASON..."
+    set -- $failed
+    printf ' (the last push there failed at %s: %s)' "$1" "${*:3}"
+  fi
+  printf '\n'
+}
+
 # backup_to_targets TYPE: the backup just taken locally, taken again into every target
 # (incremental and differential ones on each target's own chain: pgBackRest makes the first
-# one there full). Every target is tried; a failed one is named, and the command fails.
+# one there full), once the target has the WAL so far. A target that cannot take it is
+# named in a warning and skipped: the local backup stands, and the target catches up with
+# the WAL when it answers again (its backups with the next backup).
 backup_to_targets() {
-  local type="$1" name status=0
+  local type="$1" name lag
+  [ -n "$(target_names)" ] || return 0
+  ship_wal >/dev/null 2>&1 || true
   for name in $(target_names); do
     load_target "$name"
+    lag=$(target_lag "$name")
+    if [[ "$lag" == *"push there failed"* ]]; then
+      printf ' !     warning: %s; this backup did not go there\n' "$lag" >&2
+      continue
+    fi
     say "Backing up $SERVICE ($type) to target $name"
-    (backrest_run "backup of $SERVICE to target $name" backup --repo="$TARGET_REPO" --type="$type") ||
-      status=1
+    # Its failure is its one line (backrest_run's); the local backup stands.
+    (backrest_run "backup of $SERVICE to target $name" backup --repo="$TARGET_REPO" \
+      --type="$type" --io-timeout="$TARGET_IO_TIMEOUT") || true
   done
-  return "$status"
 }
