@@ -39,12 +39,11 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Parallel runs (pytest-xdist): leave out the serial tests, which a busy machine would
     make miss their deadlines. Groups for ``--dist loadgroup`` (one worker runs a group's
-    tests one after another): the modules that run real database servers
-    (``bundled_support.reachable_root``) form one, because every state root numbers its
-    servers' ports from the same first port knowing nothing of the others' (a server
-    stopped and started again would find its port taken by another test's new one); the
-    tests of any other module that share a module-scoped fixture form one, so that it is
-    made once."""
+    tests one after another): the tests of a module that share a module-scoped fixture
+    form one, so that it is made once, unless a test names its group itself (a slow
+    module splits its tests into groups that each make the fixture once). Modules that
+    run real database servers need no group of their own: each worker's roots take their
+    services' ports from the worker's own range (``write_settings``)."""
     serial_only = config.getoption("serial_only")
     if serial_only or os.environ.get("PYTEST_XDIST_WORKER"):  # set in xdist's workers
         runs: dict[bool, list[pytest.Item]] = {False: [], True: []}
@@ -54,12 +53,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             config.hook.pytest_deselected(items=runs[not serial_only])
         items[:] = runs[serial_only]
     for item in items:
-        module = getattr(item, "module", None)
         fixtures = getattr(item, "_fixtureinfo", None)
-        if module is not None and "reachable_root" in vars(module):
-            item.add_marker(pytest.mark.xdist_group("servers"))
-        elif fixtures and any(
-            defs[-1].scope == "module" for defs in fixtures.name2fixturedefs.values()
+        if item.get_closest_marker("xdist_group") is None and (
+            fixtures
+            and any(defs[-1].scope == "module" for defs in fixtures.name2fixturedefs.values())
         ):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 

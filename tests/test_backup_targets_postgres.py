@@ -26,6 +26,12 @@ pytestmark = pytest.mark.skipif(not PG_BIN, reason="PostgreSQL server binaries a
 
 BUCKET = "offsite"
 
+# The restores from a target take as long as the module's other tests together: two
+# groups, each on a worker with its own bucket and service (module fixtures are made once
+# per worker).
+RESTORES = pytest.mark.xdist_group("test_backup_targets_postgres.restores")
+REFUSALS = pytest.mark.xdist_group("test_backup_targets_postgres.refusals")
+
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
@@ -66,6 +72,7 @@ def backups(gk: Gokku) -> list[dict]:
     return json.loads(gk.ok("pg:backups", "db", "--format", "json").stdout)
 
 
+@RESTORES
 def test_a_target_gets_every_backup_and_the_wal_and_restores_when_the_local_one_is_lost(
     gk: Gokku, s3: S3
 ) -> None:
@@ -148,6 +155,7 @@ def state(gk: Gokku) -> tuple[str, bytes, list[str], list[dict]]:
     )
 
 
+@REFUSALS
 def test_bad_targets_are_one_line_and_change_nothing(gk: Gokku, s3: S3) -> None:
     gk.ok(*add_args(s3, f"s3://{BUCKET}/hosts/two", "--name", "two"), input=keys_of(s3))
     before = state(gk)
@@ -198,6 +206,7 @@ def command_lines() -> set[bytes]:
     return seen
 
 
+@REFUSALS
 def test_the_secret_key_is_never_shown_nor_in_argv(gk: Gokku, s3: S3) -> None:
     secret = s3.secret.encode()
     seen: set[bytes] = set()

@@ -20,6 +20,14 @@ from test_bundled_postgres import PG_BIN
 
 pytestmark = pytest.mark.skipif(not PG_BIN, reason="PostgreSQL server binaries are not installed")
 
+# The module's tests take minutes one after another, so they run in three groups, each on
+# a worker with its own root and service (the module fixtures are made once per worker).
+# A group's first backup of ``db`` is a full one, whatever the type asked (pgBackRest's
+# rule when there is none), so each group's incremental backups still make chains.
+ARCHIVING = pytest.mark.xdist_group("test_backups_postgres.archiving")
+RESTORES = pytest.mark.xdist_group("test_backups_postgres.restores")
+RETENTION = pytest.mark.xdist_group("test_backups_postgres.retention")
+
 
 @pytest.fixture(scope="module")
 def gk() -> Iterator[Gokku]:
@@ -67,6 +75,7 @@ def archived_segments(gk: Gokku, service: str) -> list[Path]:
     return sorted(archive.glob("*/*/0*"))
 
 
+@ARCHIVING
 def test_every_service_archives_its_wal_through_pgbackrest(gk: Gokku, db: str) -> None:
     service_dir = gk.root / "services" / db
     command = sql(gk, db, "show archive_command")
@@ -100,6 +109,7 @@ def test_every_service_archives_its_wal_through_pgbackrest(gk: Gokku, db: str) -
     assert [b["type"] for b in backups(gk, db)] == ["full"]
 
 
+@ARCHIVING
 def test_backups_full_diff_incr_listed_while_the_service_takes_writes(gk: Gokku, db: str) -> None:
     before = {b["label"] for b in backups(gk, db)}
     # A writer commits a row every 20 ms over one connection for the whole time.
@@ -150,6 +160,7 @@ def test_backups_full_diff_incr_listed_while_the_service_takes_writes(gk: Gokku,
     assert all(b["label"] in text for b in listed)
 
 
+@ARCHIVING
 def test_a_backup_killed_half_way_is_not_listed_and_the_next_one_succeeds(
     gk: Gokku, db: str
 ) -> None:
@@ -187,6 +198,7 @@ def test_a_backup_killed_half_way_is_not_listed_and_the_next_one_succeeds(
     gk.ok("pg:connect", db, input=b"drop table filler;")
 
 
+@ARCHIVING
 def test_bad_input_is_one_line_and_changes_nothing(gk: Gokku, db: str) -> None:
     listed = kept(gk, db)
     assert "unknown backup type 'weekly'" in one_line_refusal(
@@ -216,6 +228,7 @@ def services(gk: Gokku) -> list[str]:
     return [s["name"] for s in json.loads(gk.ok("services:list", "--format", "json").stdout)]
 
 
+@RESTORES
 def test_point_in_time_restore_into_a_new_service_has_exactly_the_rows_committed_before(
     gk: Gokku, db: str
 ) -> None:
@@ -250,6 +263,7 @@ def test_point_in_time_restore_into_a_new_service_has_exactly_the_rows_committed
     assert services(gk) == listed
 
 
+@RESTORES
 def test_clone_has_every_row_committed_before_it(gk: Gokku, db: str) -> None:
     gk.ok("pg:backup", db, "--type", "incr")
     # Committed after the backup, and in no archived segment yet.
@@ -260,6 +274,7 @@ def test_clone_has_every_row_committed_before_it(gk: Gokku, db: str) -> None:
     gk.ok("pg:destroy", "copy", "--force")
 
 
+@ARCHIVING
 def test_a_clone_of_an_exposed_service_listens_on_loopback_only(gk: Gokku) -> None:
     # The source's data directory carries its expose settings (and the path of its own
     # certificate): the copy must not listen beyond this host because the source does.
@@ -273,6 +288,7 @@ def test_a_clone_of_an_exposed_service_listens_on_loopback_only(gk: Gokku) -> No
         gk.ok("pg:destroy", name, "--force")
 
 
+@RESTORES
 def test_restore_in_place_needs_force_and_the_typed_name_on_a_terminal(gk: Gokku, db: str) -> None:
     gk.ok("pg:backup", db, "--type", "diff")
     label = backups(gk, db)[-1]["label"]
@@ -300,6 +316,7 @@ def test_restore_in_place_needs_force_and_the_typed_name_on_a_terminal(gk: Gokku
     gk.ok("pg:backup", db, "--type", "incr")
 
 
+@RETENTION
 def test_retention_keeps_the_newest_full_backups_and_only_the_wal_they_need(
     gk: Gokku, db: str
 ) -> None:
@@ -330,6 +347,7 @@ def test_retention_keeps_the_newest_full_backups_and_only_the_wal_they_need(
     assert "full backups of the last 7 days" in gk.ok("pg:backup-retention", db).stdout
 
 
+@RETENTION
 def test_verify_restores_the_newest_backup_and_check_speaks_nagios(gk: Gokku, db: str) -> None:
     gk.ok("pg:backup", db, "--type", "incr")
     backup_dir = gk.root / "services" / db / "backup"
@@ -379,6 +397,7 @@ def test_verify_restores_the_newest_backup_and_check_speaks_nagios(gk: Gokku, db
     assert gk("pg:backup-check", db, "--max-age", "1y").code == 2
 
 
+@RESTORES
 def test_an_exported_backup_restores_as_a_new_service_and_a_damaged_one_creates_nothing(
     gk: Gokku, db: str, tmp_path: Path
 ) -> None:
@@ -434,6 +453,7 @@ def test_an_exported_backup_restores_as_a_new_service_and_a_damaged_one_creates_
     gk.ok("pg:destroy", "copy", "--force")
 
 
+@RETENTION
 def test_the_repository_is_encrypted_at_rest_with_a_passphrase_from_stdin(
     gk: Gokku, db: str
 ) -> None:
@@ -463,6 +483,7 @@ def test_the_repository_is_encrypted_at_rest_with_a_passphrase_from_stdin(
     assert "are not encrypted" in one_line_refusal(gk, "pg:backup-unset-encryption", db, code=1)
 
 
+@RETENTION
 def test_doctor_reports_backups_too_old_and_a_scheduled_service_without_one(
     gk: Gokku, db: str
 ) -> None:

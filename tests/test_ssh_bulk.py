@@ -1,6 +1,6 @@
 """Volume through both doors: 200 MB each way, ten times in a row, byte-exact; and 50
-sessions at once. The data is made once per run and streamed; hashes are computed on
-the fly, so the test costs what the transfers cost."""
+sessions at once. The data is made for each door's test and streamed; hashes are
+computed on the fly, so the test costs what the transfers cost."""
 
 import concurrent.futures
 import hashlib
@@ -17,9 +17,11 @@ SIZE = 200 << 20
 ROUNDS = 10
 
 
-@pytest.fixture(scope="module")
-def payload(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    path = tmp_path_factory.mktemp("bulk") / "payload"
+@pytest.fixture
+def payload(tmp_path: Path) -> tuple[Path, str]:
+    """200 MB no two MiB of which are alike, and its hash: made for each door's test (a
+    second's work), so that the two doors' rounds can run on two workers at once."""
+    path = tmp_path / "payload"
     digest = hashlib.sha256()
     block = os.urandom(1 << 20)
     with open(path, "wb") as out:
