@@ -151,6 +151,25 @@ def test_a_hung_up_session_outlives_its_zygote(embedded: Embedded) -> None:
     assert wait_until(lambda: not group_alive(pgid), 5)
 
 
+def test_a_script_does_not_outlive_the_server_worker_that_held_its_locks(
+    embedded: Embedded,
+) -> None:
+    """A session that became its script (``gokku.ssh.handover``) left its locks and its
+    audit line to the worker: when the worker is killed, the zygote hangs the script's
+    group up before it goes, as the worker would have when the client went away."""
+    client = subprocess.Popen(embedded.ssh_argv() + ["t:hold idle"], stdout=subprocess.PIPE)
+    try:
+        assert client.stdout.readline() == b"ready\n"
+        pgid = int((embedded.root.parent / "held-idle").read_text())
+        assert Path(f"/proc/{pgid}/comm").read_text().strip() == "bash"  # no Python between
+        os.kill(embedded.server, signal.SIGKILL)
+        assert wait_until(lambda: not group_alive(pgid), 10), "the script ran on"
+    finally:
+        client.kill()
+        client.wait()
+        client.stdout.close()
+
+
 def test_a_stopped_zygote_is_replaced_and_the_waiting_session_told(embedded: Embedded) -> None:
     """A zygote that takes a request and never answers (here: stopped) would hold every
     new session: after SILENT_SECONDS it is killed, the waiting session fails with a

@@ -110,6 +110,7 @@ def serve(sock: socket.socket, root: str, nofile: int) -> None:
             if key.fileobj is sock:
                 message, fds = receive(sock, 3)
                 if message is None:
+                    _hang_up_scripts([pid for pid in children.values() if lines[pid] is None])
                     return
                 if PING in message:
                     send(sock, {PONG: True})
@@ -145,6 +146,34 @@ def serve(sock: socket.socket, root: str, nofile: int) -> None:
                 selector.unregister(key.fileobj)  # it exec'd (or exits): nothing more comes
                 key.fileobj.close()
                 lines[key.data] = None
+
+
+def _hang_up_scripts(pids: list[int]) -> None:
+    """The server worker is gone: the sessions that became their scripts lost what held
+    their locks and would write their audit lines, so their groups are hung up as the
+    worker would have (HUP, TERM, KILL, a grace period apart; the leaders are reaped only
+    at the end, so that no group's number is reused meanwhile) before the zygote goes.
+    Sessions still in Python hold their own locks and run on, as they always did."""
+    import signal
+    import time
+
+    from gokku.runner import GRACE_SECONDS
+
+    def running() -> list[int]:
+        flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+        return [pid for pid in pids if os.waitid(os.P_PID, pid, flags) is None]
+
+    for signals in ((signal.SIGHUP, signal.SIGCONT), (signal.SIGTERM,), (signal.SIGKILL,)):
+        for pid in pids:
+            for signum in signals:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signum)
+        deadline = time.monotonic() + GRACE_SECONDS
+        while signals[0] != signal.SIGKILL and running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
 
 
 def _fork(
