@@ -23,7 +23,8 @@ through it: never a recycled pid), and once the child has exited, with its exit 
 a zygote that stops answering). Each child gets a line of its own (fd 3, a socket) for
 what it hands over to the server (``gokku.ssh.handover``); the zygote passes each message
 on as it comes, and all of them before that child's exit. It exits when the server's end
-closes.
+closes, once it has hung up the sessions that became their scripts (the server held their
+locks).
 """
 
 import contextlib
