@@ -91,11 +91,13 @@ class Forked:
         self._locks: list[int] = []
         self._execd = False
         self._hung_up = False
+        self._hup_asked = False  # a hang-up was asked, maybe before the exec was known
         self._escalation: asyncio.TimerHandle | None = None
         self._exited = asyncio.get_running_loop().create_future()
 
     def send_signal(self, signum: int) -> None:
         if self.returncode is None:
+            self._hup_asked = self._hup_asked or signum == signal.SIGHUP
             with contextlib.suppress(ProcessLookupError):
                 if not self._execd:
                     signal.pidfd_send_signal(self._pidfd, signum)
@@ -105,10 +107,17 @@ class Forked:
                     self._to_group(signum)
 
     def handed_over(self, message: dict, locks: list[int]) -> None:
-        """What the process said before it exec'd (or at its end); the last word counts."""
+        """What the process said before it exec'd (or at its end); the last word counts.
+
+        The message comes through the zygote, so the script may run (and its client go
+        away) before it arrives: a hang-up asked meanwhile reached only the process, as
+        it was then, and is made the group's now."""
         self.handover = message
         self._locks += locks
         self._execd = self._execd or bool(message.get("exec"))
+        if self._execd and self._hup_asked and self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._hang_up()
 
     def _to_group(self, signum: int) -> None:
         """Signal the script's group: only while its leader is ours (the pidfd says so;
