@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from bundled_support import reachable_root
+from bundled_support import kill_servers, reachable_root
 from conftest import Gokku, write_plugin
 from sshkit import *  # noqa: F403 - fixtures
 from sshkit import Door, make_key
@@ -61,14 +61,21 @@ def backup_count(gk: Gokku, service: str) -> int:
     return len(json.loads(gk.ok("redis:backups", service, "--format", "json").stdout))
 
 
+def forget_services(gk: Gokku) -> None:
+    """The root's services gone, their servers first (their pid files are in them), and
+    with no records left its block out of the shared crontab."""
+    kill_servers(gk.root)
+    shutil.rmtree(gk.root / "services", ignore_errors=True)
+    schedules.render(Root(gk.root))
+
+
 @pytest.fixture(scope="module")
 def gk() -> Iterator[Gokku]:
     with reachable_root("redis") as gokku:
         try:
             yield gokku
         finally:
-            shutil.rmtree(gokku.root / "services", ignore_errors=True)
-            schedules.render(Root(gokku.root))  # no records: the block goes
+            forget_services(gokku)
 
 
 @pytest.fixture(scope="module")
@@ -331,8 +338,7 @@ def test_roots_scheduling_at_once_never_lose_each_others_lines(
             ]
     finally:
         for gk in roots:
-            shutil.rmtree(gk.root / "services", ignore_errors=True)
-            schedules.render(Root(gk.root))
+            forget_services(gk)
             assert block(gk) == []
 
 
@@ -346,8 +352,7 @@ class TestMembers:
             try:
                 yield gokku
             finally:
-                shutil.rmtree(gokku.root / "services", ignore_errors=True)
-                schedules.render(Root(gokku.root))
+                forget_services(gokku)
 
     @pytest.fixture
     def gokku(self, reachable: Gokku) -> Gokku:
