@@ -14,6 +14,8 @@ import pytest
 from sshkit import *  # noqa: F403 - fixtures
 from sshkit import KeyPair, open_files_limit, running_server, soft_open_files, wait_until
 
+from gokku.ssh.workers import STOP_DEADLINE_SECONDS
+
 WORKERS = 3
 
 
@@ -115,6 +117,21 @@ def test_a_dead_worker_is_replaced_and_a_stop_ends_all(
         assert proc.wait(30) == 0
     for pid in workers:
         assert not os.path.exists(f"/proc/{pid}")
+
+
+@pytest.mark.parametrize("ssh_settings", [{"workers": 2}])
+def test_a_stop_ends_the_server_even_when_a_worker_does_not_stop(
+    base_env, ssh_config, alice: KeyPair, test_plugin
+) -> None:
+    """A worker that cannot act on the stop (here: stopped itself, as a wedged one) is
+    killed STOP_DEADLINE_SECONDS after it: the server always ends."""
+    with running_server(base_env) as (proc, _port):
+        assert wait_until(lambda: len(_children(proc.pid)) == 2, 30)
+        wedged = min(_children(proc.pid))
+        os.kill(wedged, signal.SIGSTOP)
+        proc.terminate()
+        assert proc.wait(STOP_DEADLINE_SECONDS + 15) == 0
+    assert wait_until(lambda: not os.path.exists(f"/proc/{wedged}"), 10)
 
 
 def test_the_server_raises_its_descriptor_limit_to_the_hard_one(base_env, ssh_config) -> None:

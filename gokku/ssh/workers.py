@@ -39,6 +39,9 @@ KEY_CONNECTIONS = FIRST_SLOT + ADDRESS_SLOTS
 KEY_SESSIONS = KEY_CONNECTIONS + 2 * KEY_SLOTS
 ROW = KEY_SESSIONS + 2 * KEY_SLOTS
 RESPAWN_SECONDS = 1.0
+# How long workers get to stop once told to (their sessions' hang-up, their zygote's end):
+# one that has not stopped by then is killed, so that a stop always ends the server.
+STOP_DEADLINE_SECONDS = 20.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
 
@@ -115,22 +118,30 @@ class SharedCounts:
 
 def supervise(workers: int, run: Callable[[int], int]) -> int:
     """Run ``run(index)`` in ``workers`` forked processes until a stop signal, which each
-    of them gets in turn; a worker that dies otherwise is started again."""
+    of them gets in turn (one still there STOP_DEADLINE_SECONDS later is killed); a
+    worker that dies otherwise is started again."""
     children: dict[int, int] = {}
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
+        if not stopping:
+            signal.setitimer(signal.ITIMER_REAL, STOP_DEADLINE_SECONDS)
         stopping = True
         for pid in children:
             os.kill(pid, signum)
+
+    def overdue(_signum: int, _frame: object) -> None:
+        for pid, index in children.items():
+            log.warning("worker %d (pid %d) did not stop: killing it", index, pid)
+            os.kill(pid, signal.SIGKILL)
 
     def start(index: int) -> None:
         # Blocked around the fork: a stop signal must find the new pid in ``children``.
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         pid = os.fork()
         if pid == 0:
-            for signum in STOP_SIGNALS:
+            for signum in (*STOP_SIGNALS, signal.SIGALRM):
                 signal.signal(signum, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
             code = 1
@@ -142,6 +153,7 @@ def supervise(workers: int, run: Callable[[int], int]) -> int:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
     previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+    previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, overdue)
     try:
         for index in range(workers):
             start(index)
@@ -154,6 +166,7 @@ def supervise(workers: int, run: Callable[[int], int]) -> int:
                 if not stopping:
                     start(index)
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return 0
