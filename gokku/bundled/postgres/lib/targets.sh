@@ -174,11 +174,15 @@ ship_wal() {
 # mark_shipped NAME: the target has what the local repository has so far (a new target:
 # the WAL from before its first backup is of no use there).
 mark_shipped() {
-  local dir newest
-  dir=$(backup_dir)
-  newest=$(as_server_user find "$dir/repo/archive/$SERVICE" -type f -name '[0-9A-F]*-*' \
-    -printf '%f\n' 2>/dev/null | cut -c1-24 | sort | tail -n 1)
-  printf '%s\n' "$newest" | as_server_user tee "$dir/target-$1.shipped" >/dev/null
+  local newest
+  newest=$(local_segments | tail -n 1)
+  printf '%s\n' "$newest" | as_server_user tee "$(backup_dir)/target-$1.shipped" >/dev/null
+}
+
+# local_segments: the WAL segments in the local repository, each once, in order.
+local_segments() {
+  as_server_user find "$(backup_dir)/repo/archive/$SERVICE" -type f -name '[0-9A-F]*-*' \
+    -printf '%f\n' 2>/dev/null | cut -c1-24 | sort -u
 }
 
 # target_lag NAME: nothing when the target has every WAL segment of the local repository;
@@ -189,9 +193,7 @@ target_lag() {
   dir=$(backup_dir)
   shipped=$(as_server_user cat "$dir/target-$1.shipped" 2>/dev/null) || true
   failed=$(as_server_user cat "$dir/target-$1.failed" 2>/dev/null) || true
-  behind=$(as_server_user find "$dir/repo/archive/$SERVICE" -type f -name '[0-9A-F]*-*' \
-    -printf '%f\n' 2>/dev/null | cut -c1-24 | sort -u |
-    awk -v shipped="$shipped" '$0 > shipped' | wc -l)
+  behind=$(local_segments | awk -v shipped="$shipped" '$0 > shipped' | wc -l)
   [ -n "$failed" ] || [ "$behind" -gt 0 ] || return 0
   printf 'target %s lacks %s WAL segment(s) after %s' "$1" "$behind" "${shipped:-the start}"
   if [ -n "$failed" ]; then
