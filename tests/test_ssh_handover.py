@@ -3,6 +3,8 @@ server, ``gokku.ssh.handover``), and what the OpenSSH door keeps with Python wai
 audit line with the script's exit even when someone else kills it, and the command's
 locks held exactly as long as the script runs, never by a daemon it starts."""
 
+import asyncio
+import contextlib
 import fcntl
 import os
 import signal
@@ -94,3 +96,42 @@ def test_the_locks_are_held_while_the_script_runs_and_not_by_its_daemon(
         client.wait()
         if daemon:
             os.kill(daemon, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_hang_up_before_the_worker_learns_of_the_exec_still_clears_the_group() -> None:
+    """What a session hands over reaches the worker through the zygote, which may lag
+    behind the script: the client can be gone before the worker learns that the session
+    became its script. The hang-up then reached only the script's leader; once the
+    worker learns it, the whole group goes (the background ``sleep`` here). The zygote's
+    order is reproduced exactly: the script, leading its own session as a forked session
+    does, dies unreaped; the hand-over message comes; only then would its exit."""
+    from gokku.ssh.spawn import Forked
+
+    script = subprocess.Popen(
+        ["bash", "-c", "sleep 300 & echo $!; wait"], stdout=subprocess.PIPE, start_new_session=True
+    )
+    sleeper = int(script.stdout.readline())
+
+    async def scenario() -> None:
+        forked = Forked(script.pid, os.pidfd_open(script.pid))
+        forked.send_signal(signal.SIGHUP)  # the client went away; the exec is not known yet
+        assert wait_until(lambda: not _alive(script.pid), 10)
+        assert _alive(sleeper)
+        forked.handed_over({"exec": True}, [])
+        assert wait_until(lambda: not _alive(sleeper), 10), "the script's group ran on"
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        script.wait()
+        script.stdout.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(sleeper, signal.SIGKILL)

@@ -4,7 +4,6 @@ next, and a zygote that dies is replaced while sessions go on."""
 
 import asyncio
 import contextlib
-import functools
 import os
 import resource
 import signal
@@ -169,67 +168,6 @@ def test_a_script_does_not_outlive_the_server_worker_that_held_its_locks(
         client.kill()
         client.wait()
         client.stdout.close()
-
-
-def _children_of(pid: int) -> list[int]:
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{pid}/children") as listing:
-        return [int(child) for child in listing.read().split()]
-    return []
-
-
-def _group_gone(pgid: int) -> bool:
-    return not group_alive(pgid)
-
-
-def _gone_or_zombie(pid: int) -> bool:
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    return True
-
-
-def _hang_up_while_the_zygote_lags(door: Embedded, zygote: int) -> int | None:
-    """Start ``t:hold idle``, stop the zygote while the session is still in Python, and
-    kill the client once the script runs: the group of the script, or None when the
-    session had become its script before the zygote could be stopped."""
-    client = subprocess.Popen(door.ssh_argv() + ["t:hold idle"], stdout=subprocess.PIPE)
-    try:
-        assert wait_until(lambda: _children_of(zygote), 30)
-        os.kill(zygote, signal.SIGSTOP)
-        try:
-            [session] = _children_of(zygote)
-            if Path(f"/proc/{session}/comm").read_text().strip() == "bash":
-                return None
-            # Still in Python: what it hands over waits in the zygote.
-            assert client.stdout.readline() == b"ready\n"
-            pgid = int((door.root.parent / "held-idle").read_text())
-            client.kill()
-            client.wait()
-            assert wait_until(lambda: _gone_or_zombie(pgid), 10)  # the hang-up reached it
-            return pgid
-        finally:
-            os.kill(zygote, signal.SIGCONT)
-    finally:
-        client.kill()
-        client.wait()
-        client.stdout.close()
-
-
-def test_a_hang_up_before_the_worker_learns_of_the_exec_still_clears_the_group(
-    embedded: Embedded,
-) -> None:
-    """What a session hands over reaches the worker through the zygote, which may lag
-    behind the script: here it is stopped while the session still routes, so the client
-    is gone before the worker learns that the session became its script. The hang-up
-    then reached only the script's bash; once the worker learns it, the group goes too
-    (the script's background ``sleep`` here)."""
-    zygote = _zygote(embedded.server)
-    for _attempt in range(10):
-        pgid = _hang_up_while_the_zygote_lags(embedded, zygote)
-        if pgid is not None:
-            assert wait_until(functools.partial(_group_gone, pgid), 10), "its group ran on"
-            return
-        assert wait_until(lambda: not _children_of(zygote), 30)
-    pytest.fail("each session became its script before the zygote could be stopped")
 
 
 def test_a_stopped_zygote_is_replaced_and_the_waiting_session_told(embedded: Embedded) -> None:
