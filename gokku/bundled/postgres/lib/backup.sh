@@ -15,6 +15,9 @@
 # The default RPO: a segment is archived at least once a minute while there are writes.
 # Settable per service: gokku services:config-set SVC archive_timeout=SECONDS (next start).
 ARCHIVE_TIMEOUT_DEFAULT=60
+# How long a backup waits for the WAL it needs to be archived before it fails (pgBackRest's
+# archive-timeout), settable per service: services:config-set SVC backup_wal_wait=SECONDS.
+BACKUP_WAL_WAIT_DEFAULT=60
 # pgBackRest's way of saying "keep every full backup" without warning at each backup.
 RETENTION_FULL_ALL=9999999
 BACKUP_TYPES="full diff incr"
@@ -111,14 +114,13 @@ EOF
   )
 }
 
-# archive_timeout_setting: the service's archive_timeout in seconds (config key
-# archive_timeout), else the default.
-archive_timeout_setting() {
+# seconds_setting KEY DEFAULT: the service's setting KEY in whole seconds (gokku
+# services:config-set SVC KEY=SECONDS), else DEFAULT.
+seconds_setting() {
   local seconds
-  seconds=$(_gokku services:config-get "$SERVICE" archive_timeout 2>/dev/null) ||
-    seconds=$ARCHIVE_TIMEOUT_DEFAULT
+  seconds=$(_gokku services:config-get "$SERVICE" "$1" 2>/dev/null) || seconds=$2
   [[ "$seconds" =~ ^[1-9][0-9]{0,5}$ ]] ||
-    fail "archive_timeout of $SERVICE is '$seconds': give seconds (gokku services:config-set $SERVICE archive_timeout=60)"
+    fail "$1 of $SERVICE is '$seconds': give seconds (gokku services:config-set $SERVICE $1=$2)"
   printf '%s\n' "$seconds"
 }
 
@@ -130,7 +132,7 @@ archive_timeout_setting() {
 prepare_archiving() {
   local dir pgbackrest timeout include="include_if_exists 'gokku-backup.conf'"
   pgbackrest=$(pgbackrest_bin)
-  timeout=$(archive_timeout_setting)
+  timeout=$(seconds_setting archive_timeout $ARCHIVE_TIMEOUT_DEFAULT)
   dir=$(backup_dir)
   make_server_dir "$dir"
   as_server_user mkdir -p "$dir/log" "$dir/lock" "$dir/spool"
