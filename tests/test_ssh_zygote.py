@@ -233,7 +233,9 @@ import os, signal
 from pathlib import Path
 marker = Path(__file__).with_name("stopped-once")
 if b"gokku.ssh.zygote" in Path("/proc/self/cmdline").read_bytes() and not marker.exists():
-    marker.write_text(str(os.getpid()))
+    # Whole or not at all: the test reads the pid as soon as the name is there.
+    marker.with_suffix(".new").write_text(str(os.getpid()))
+    marker.with_suffix(".new").rename(marker)
     os.kill(os.getpid(), signal.SIGSTOP)
 """
 
