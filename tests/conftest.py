@@ -2,9 +2,11 @@
 HTTP server standing in for GitHub (it serves real ``git archive`` tarballs), and plugin
 trees written to disk."""
 
+import collections
 import functools
 import http.server
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -25,6 +27,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="run only the tests marked serial (ops/test runs them after the parallel pass)",
     )
+    parser.addoption(
+        "--cpu-profile",
+        metavar="FILE",
+        help="add a line per test to FILE: the CPU seconds of pytest's process and of the "
+        "children it reaped meanwhile (the CLI, servers, ssh, initdb); at the end, print "
+        "the modules that cost most in FILE",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -33,6 +42,39 @@ def pytest_configure(config: pytest.Config) -> None:
         "serial: times itself against a deadline, so it runs alone: left out of a parallel "
         "run (-n), run by --serial-only",
     )
+
+
+def _cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """``--cpu-profile``: the suite is CPU-bound, so wall times (``--durations``) say little
+    about what to cut; a server a module shares counts when its test reaps it."""
+    path = item.config.getoption("cpu_profile")
+    started = _cpu_seconds()
+    yield
+    if path:
+        with open(path, "a") as profile:
+            profile.write(f"{_cpu_seconds() - started:.2f}\t{item.nodeid}\n")
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    path = config.getoption("cpu_profile")
+    if not path or os.environ.get("PYTEST_XDIST_WORKER") or not os.path.exists(path):
+        return
+    by_module: collections.Counter[str] = collections.Counter()
+    with open(path) as profile:
+        for line in profile:
+            seconds, nodeid = line.rstrip("\n").split("\t", 1)
+            by_module[nodeid.split("::")[0]] += float(seconds)
+    total = sum(by_module.values())
+    terminalreporter.section(f"CPU by module ({path}: {total:.0f} s in all)")
+    for module, seconds in by_module.most_common(10):
+        terminalreporter.write_line(f"{seconds:8.1f} s {seconds / total:6.1%}  {module}")
 
 
 @pytest.hookimpl(tryfirst=True)
