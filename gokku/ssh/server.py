@@ -406,8 +406,8 @@ def _ack_at_once(conn: asyncssh.SSHServerConnection) -> None:
 
     OpenSSH's client without a terminal leaves Nagle on: the second of two small packets
     in a row (ECDH_INIT after KEXINIT, SERVICE_REQUEST after NEWKEYS) waits for the ACK of
-    the first, and Linux delays that ACK up to 40 ms when it has nothing to send back. A
-    login then took 40 or 80 ms more in one run out of three or seven.
+    the first, and Linux delays that ACK up to 40 ms when it has nothing to send back.
+    Most logins waited 40 ms for it, one in seven 80 (README, Performance).
     """
     sock = conn.get_extra_info("socket")
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
