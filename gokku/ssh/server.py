@@ -407,7 +407,7 @@ def _ack_at_once(conn: asyncssh.SSHServerConnection) -> None:
     OpenSSH's client without a terminal leaves Nagle on: the second of two small packets
     in a row (ECDH_INIT after KEXINIT, SERVICE_REQUEST after NEWKEYS) waits for the ACK of
     the first, and Linux delays that ACK up to 40 ms when it has nothing to send back.
-    Most logins waited 40 ms for it, one in seven 80 (README, Performance).
+    Most logins waited 40 ms for it, one in seven 80 (README, Benchmarks).
     """
     sock = conn.get_extra_info("socket")
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
