@@ -26,6 +26,15 @@ PASSWORD = "pw-bsvc-s3cretvalue"
 BLD = {
     "commands/set-port": 'echo "setting $1"\nset_app_env "$GOKKU_APP" shared PORT "$2"\n',
     "commands/app": 'echo "app=${GOKKU_APP-none} access=$GOKKU_ACCESS"\n',
+    # Who runs it (on the embedded door the session's process, once it became the
+    # script, is the zygote's child), then secrets in pieces, the last with no newline.
+    "commands/pieces": (
+        'echo "parent=$(cat /proc/$PPID/comm)"\n'
+        'pw="pw-$1-s3cretvalue"\n'
+        'printf "first %s\\n" "$pw"\n'
+        'printf "err %s\\n" "$pw" >&2\n'
+        'printf "last %s" "$pw"\n'
+    ),
     "commands/info": (
         'pw="pw-$1-s3cretvalue"\n'
         "cat <<EOF\n"
@@ -43,7 +52,9 @@ BLD_INSTALL = (
     'update_service_config "$1" password "pw-$1-s3cretvalue"\n'
     'set_service_env "$1" BLD_URL "bld://u:pw-$1-s3cretvalue@127.0.0.1:1/x"\n'
 )
-BLD_MANIFEST = "commands:\n  app: {access: any}\n  info: {secret: [Handle]}\n"
+BLD_MANIFEST = (
+    "commands:\n  app: {access: any}\n  info: {secret: [Handle]}\n  pieces: {access: read}\n"
+)
 INFO = (
     "Status: running\n"
     "URL: bld://u:{pw}@127.0.0.1:1/x\n"
@@ -167,6 +178,22 @@ def test_a_key_that_may_only_read_never_sees_a_secret(
     gokku.ok("access:grant", "bob", "service:bsvc")
     assert door.ssh("services:info bsvc", key=bob.path).stdout == plain
     assert PASSWORD.encode() not in (gokku.root / "log" / "audit.log").read_bytes()
+
+
+def test_a_read_callers_script_is_masked_without_a_process_of_ours_in_between(
+    door: Door, bob: KeyPair, estate: None
+) -> None:
+    """On the embedded door the session's process becomes the script for a caller who
+    may only read, as for any other (a held session costs no Python process): the
+    server's worker masks what the script writes, from its first byte to a last line
+    with no newline, on stdout and stderr alike."""
+    result = door.ssh("bld:pieces bsvc", key=bob.path)
+    assert result.code == 0, result.stderr
+    first, rest = result.stdout.split("\n", 1)
+    assert rest == "first <redacted>\nlast <redacted>"
+    assert result.stderr == "err <redacted>\n"
+    if door.kind == "embedded":
+        assert first == "parent=gokku-zygote"
 
 
 def test_names_a_member_may_not_see_answer_as_missing_ones_do(

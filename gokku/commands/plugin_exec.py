@@ -61,8 +61,20 @@ def run_for(
     record = services.load(ctx.root, service).data if service is not None else None
     mask = redact.masker(record, plugin.secrets(command), plugin.secret_settings())
     binary = io is not None and io.stdout == "binary"
+    if _worker_masks(ctx, mask, stdout=not binary):
+        return run_script(ctx, plugin, script, args, extra, io, last=True)
     with redact.masked(ctx, mask, stdout=not binary) as masked_ctx:
         return run_script(masked_ctx, plugin, script, args, extra, io, last=True)
+
+
+def _worker_masks(ctx: Context, mask: redact.Masker, stdout: bool) -> bool:
+    """Whether the embedded server's worker masks the output of the script this session
+    becomes (``gokku.ssh.handover``): no Python process is then left to mask it."""
+    from gokku.ssh import handover
+
+    request = ctx.request
+    fds = (request.stdin.fileno(), request.stdout.fileno(), request.stderr.fileno())
+    return handover.active() and handover.mask_here(fds, mask, stdout)
 
 
 def script_of(plugin: Plugin, namespace: str, command: str) -> Path:

@@ -10,6 +10,12 @@ script exits (their descriptors are passed on; the script's own copies close at 
 so nothing it starts keeps them), and signals the script's group itself, a hang-up
 escalated HUP, TERM, KILL as the runner does (``gokku.ssh.spawn``).
 
+A caller who may only read a service gets the script's output masked (``gokku.redact``):
+then the script writes into pipes of its own, whose read ends go to the worker with the
+hand-over, and the worker masks what it relays. Until the worker has them, nobody reads
+what the script writes, so nothing reaches the client unmasked whatever the zygote's lag.
+Not on a terminal: there the output must go through the session's pty.
+
 The line to the worker is a socket the zygote made for this session (fd 3 until it is
 taken, close-on-exec); the zygote passes each message on at once, before the session's
 exit, so a session that ends right after (killed -9, or a script that exits at once)
@@ -26,12 +32,15 @@ from collections.abc import Iterator
 from dataclasses import asdict
 
 from gokku import audit
+from gokku.errors import GokkuError
+from gokku.redact import Masker
 from gokku.ssh.relay import Counts, Streams
 from gokku.storage import held_lock_fds
 
 _channel: socket.socket | None = None
 _entry: audit.Entry | None = None
 _started = 0.0
+_mask: tuple[Masker, tuple[int, ...]] | None = None  # the masker, and the streams it masks
 # What the script starts with at default, as after the runner's Popen: the signals the
 # runner forwards (exec resets a handled one), those Python ignores (SIGPIPE, SIGXFSZ).
 DEFAULT_SIGNALS = (
@@ -87,6 +96,32 @@ def can_exec(fds: tuple[int, int, int]) -> bool:
         return False
 
 
+def mask_here(fds: tuple[int, int, int], mask: Masker, stdout: bool) -> bool:
+    """Whether the worker will mask this command's stderr (and stdout, when ``stdout``):
+    when it may become this process and none of its streams is a terminal."""
+    global _mask
+    if not can_exec(fds) or any(os.isatty(fd) for fd in fds):
+        return False
+    _mask = (mask, (1, 2) if stdout else (2,))
+    return True
+
+
+def masked_pipes(message: dict, fds: list[int]) -> tuple[Masker, dict[int, int], list[int]]:
+    """In the worker: what a hand-over ``message`` says of masking (``mask_here``), the
+    script's output pipes by stream (1, 2) taken off the end of ``fds``, and the rest of
+    ``fds`` (the locks)."""
+    spec = message.get("mask")
+    if not spec:
+        return Masker(), {}, fds
+    streams = spec["streams"]
+    mask = Masker(
+        tuple(value.encode("latin-1") for value in spec["values"]),
+        tuple(field.encode("latin-1") for field in spec["fields"]),
+    )
+    split = len(fds) - len(streams)
+    return mask, dict(zip(streams, fds[split:], strict=True)), fds[:split]
+
+
 def finish(entry: audit.Entry) -> bool:
     """The command ran here to its end: its line, for the worker to write. False when
     it cannot be passed on (the zygote died): the caller writes it."""
@@ -104,10 +139,30 @@ def exec_command(command: list[str], cwd: str, env: dict[str, str]) -> None:
     assert _entry is not None
     saved = {signum: signal.signal(signum, signal.SIG_DFL) for signum in DEFAULT_SIGNALS}
     message = {"audit": asdict(_entry), "started": _started, "exec": True}
-    if not _send(message, list(held_lock_fds())):
+    pipes = {}
+    if _mask is not None:
+        mask, streams = _mask
+        pipes = {stream: os.pipe() for stream in streams}
+        message["mask"] = {
+            "values": [value.decode("latin-1") for value in mask.values],
+            "fields": [field.decode("latin-1") for field in mask.fields],
+            "streams": list(streams),
+        }
+    readers = [read for read, _ in pipes.values()]
+    sent = _send(message, [*held_lock_fds(), *readers])
+    for read in readers:
+        os.close(read)
+    if not sent:
         for signum, handler in saved.items():
             signal.signal(signum, handler)
+        for _, write in pipes.values():
+            os.close(write)
+        if pipes:  # the output would go out unmasked: better none
+            raise GokkuError("the server is restarting: try again")
         return
+    for stream, (_, write) in pipes.items():
+        os.dup2(write, stream)
+        os.close(write)
     os.chdir(cwd)
     os.execvpe(command[0], command, env)
 

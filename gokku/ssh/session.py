@@ -38,6 +38,7 @@ from gokku import audit, keys
 from gokku.errors import AuditFailed, GokkuError
 from gokku.paths import Root
 from gokku.plugins.manifest import CommandIO
+from gokku.redact import Masker, Stream
 from gokku.ssh import split_command
 from gokku.ssh.relay import pipe
 from gokku.ssh.spawn import Spawner, Worker, ZygoteLost
@@ -167,6 +168,17 @@ class Session(asyncssh.SSHServerProcess):
         if "err" in ours:
             errors = _pump_out(ours["err"], self.stderr, self._count_out)
             outputs.append(asyncio.create_task(errors))
+
+        def masked(mask: Masker, pipes: dict[int, int]) -> None:
+            """The script's own output, which only a caller who may read gets, masked."""
+            for stream, fd in pipes.items():
+                os.set_blocking(fd, False)
+                writer = self.stdout if stream == 1 else self.stderr
+                relay = _pump_out(fd, writer, self._count_out, Stream(mask))
+                outputs.append(asyncio.create_task(relay))
+
+        if hasattr(worker, "when_masked"):
+            worker.when_masked(masked)
         feeding = asyncio.create_task(self._pump_in(ours["in"]))
         watching = asyncio.create_task(self._hang_up_when_closed(worker))
         try:
@@ -297,8 +309,14 @@ async def _write_all(fd: int, data: bytes) -> None:
             await _ready(fd, write=True)
 
 
-async def _pump_out(fd: int, writer: asyncssh.SSHWriter, count: Callable[[int], None]) -> None:
+async def _pump_out(
+    fd: int,
+    writer: asyncssh.SSHWriter,
+    count: Callable[[int], None],
+    mask: Stream | None = None,
+) -> None:
     """Worker → client until end of output; waits for the channel so memory stays bounded.
+    With ``mask``, what goes out is masked (``gokku.redact``), its last part at the end.
 
     Closing ``fd`` when the channel breaks matters: a writer blocked on a full pipe gets
     EPIPE instead of waiting forever for a reader that is gone.
@@ -311,12 +329,16 @@ async def _pump_out(fd: int, writer: asyncssh.SSHWriter, count: Callable[[int], 
                 await _ready(fd, write=False)
                 continue
             except OSError:
-                return  # EIO: the last holder of the pty slave closed it
-            if not data:
+                data = b""  # EIO: the last holder of the pty slave closed it
+            end = not data
+            if mask is not None:
+                data = mask.end() if end else mask.feed(data)
+            if data:
+                writer.write(data)
+                count(len(data))
+                await writer.drain()
+            if end:
                 return
-            writer.write(data)
-            count(len(data))
-            await writer.drain()
     except (BrokenPipeError, asyncssh.Error):
         return
     finally:

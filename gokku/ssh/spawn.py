@@ -29,12 +29,13 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from gokku.paths import Root
+from gokku.redact import Masker
 from gokku.runner import GRACE_SECONDS
-from gokku.ssh import door_argv, gokku_argv, zygote
+from gokku.ssh import door_argv, gokku_argv, handover, zygote
 from gokku.storage import release_lock_fd
 
 log = logging.getLogger("gokku.serve")
@@ -92,6 +93,8 @@ class Forked:
         self._execd = False
         self._hung_up = False
         self._hup_asked = False  # a hang-up was asked, maybe before the exec was known
+        self._masked: tuple[Masker, dict[int, int]] | None = None  # pipes not yet relayed
+        self._on_masked: Callable[[Masker, dict[int, int]], None] | None = None
         self._escalation: asyncio.TimerHandle | None = None
         self._exited = asyncio.get_running_loop().create_future()
 
@@ -106,18 +109,35 @@ class Forked:
                 else:
                     self._to_group(signum)
 
-    def handed_over(self, message: dict, locks: list[int]) -> None:
+    def handed_over(self, message: dict, fds: list[int]) -> None:
         """What the process said before it exec'd (or at its end); the last word counts.
 
         The message comes through the zygote, so the script may run (and its client go
         away) before it arrives: a hang-up asked meanwhile reached only the process, as
-        it was then, and is made the group's now."""
+        it was then, and is made the group's now. Output pipes that come with it are the
+        script's, to be masked (``when_masked``)."""
+        mask, pipes, locks = handover.masked_pipes(message, fds)
         self.handover = message
         self._locks += locks
+        if pipes:
+            self._masked = (mask, pipes)
+            self._start_masked()
         self._execd = self._execd or bool(message.get("exec"))
         if self._execd and self._hup_asked and self.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self._hang_up()
+
+    def when_masked(self, start: Callable[[Masker, dict[int, int]], None]) -> None:
+        """``start(mask, pipes)`` once the script's masked output pipes are here (now,
+        if they came before this was asked): the session relays them."""
+        self._on_masked = start
+        self._start_masked()
+
+    def _start_masked(self) -> None:
+        if self._masked is not None and self._on_masked is not None:
+            mask, pipes = self._masked
+            self._masked = None
+            self._on_masked(mask, pipes)
 
     def _to_group(self, signum: int) -> None:
         """Signal the script's group: only while its leader is ours (the pidfd says so;
@@ -160,6 +180,9 @@ class Forked:
             for fd in self._locks:
                 release_lock_fd(fd)
             self._locks = []
+            for fd in (self._masked or (None, {}))[1].values():  # nobody took them
+                os.close(fd)
+            self._masked = None
             self.returncode = code
             self._exited.set_result(code)
             asyncio.get_running_loop().remove_reader(self._pidfd)
