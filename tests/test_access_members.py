@@ -231,7 +231,7 @@ def test_names_a_member_may_not_see_answer_as_missing_ones_do(
             result = door.ssh(template.format(a=app, s=service), key=bob.path)
             hide = (result.stdout + result.stderr).replace(app, "NAME").replace(service, "NAME")
             seen.append((result.code, hide))
-        assert seen[0] == seen[1], template
+        assert seen[0] == seen[1], (template, seen)
 
     ssh = shlex.join(door.ssh_argv(key=bob.path)[:-1])
     user = door.ssh_argv()[-1]
