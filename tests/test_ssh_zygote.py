@@ -258,6 +258,42 @@ def test_a_zygote_never_ready_is_replaced(
         assert wait_until(lambda: _forked_by_a_new_zygote(door, proc.pid, stuck), 30)
 
 
+# The first fork of the first zygote: three silences' worth of CPU spent first, answering
+# nothing meanwhile (a burst of forks on a starved host looks the same from outside).
+SPIN_FIRST_FORK = f"""\
+import os, time
+from pathlib import Path
+if b"gokku.ssh.zygote" in Path("/proc/self/cmdline").read_bytes():
+    real_fork = os.fork
+    def fork():
+        marker = Path(__file__).with_name("spun")
+        if not marker.exists():
+            marker.write_text(str(os.getpid()))
+            end = time.monotonic() + {3 * SILENT_SECONDS}
+            while time.monotonic() < end:
+                pass
+        return real_fork()
+    os.fork = fork
+"""
+
+
+def test_a_zygote_silent_but_busy_is_waited_for(
+    gokku, base_env, ssh_config, alice: KeyPair, test_plugin, tmp_path: Path
+) -> None:
+    """Killed as stuck, a zygote that was only busy took the sessions it had forked with
+    it (seen once: one of 50 sessions at once ended with status 1 and no output). One
+    that still gets the CPU is waited for (up to BUSY_SECONDS): the session runs."""
+    hook = tmp_path / "site"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SPIN_FIRST_FORK)
+    env = {**base_env, "PYTHONPATH": f"{hook}:{base_env['PYTHONPATH']}"}
+    with running_server(env) as (proc, port):
+        door = Door("embedded", port, "gokku", alice, gokku.root)
+        result = door.ssh("t:args busy")
+        assert (result.code, result.stdout) == (0, "[busy]\n"), result.stderr
+        assert int((hook / "spun").read_text()) == _zygote(proc.pid)  # the same one
+
+
 def test_sessions_get_the_descriptor_limit_the_server_started_with(
     gokku, base_env, ssh_config, alice: KeyPair, test_plugin
 ) -> None:

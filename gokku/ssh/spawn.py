@@ -30,6 +30,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Protocol
 
 from gokku.paths import Root
@@ -44,9 +45,12 @@ log = logging.getLogger("gokku.serve")
 # killed and replaced (its imports take a fraction of a second).
 READY_SECONDS = 10.0
 # A zygote that answers no ping for this long is stuck (stopped, wedged): it is killed
-# and replaced. Busy, it answers every few milliseconds; noticed within 2 s in all.
+# and replaced. Busy, it answers every few milliseconds; noticed within 2 s in all. One
+# that is silent but still gets the CPU (a burst of forks on a starved host: seen once,
+# its sessions cut off) is given up to BUSY_SECONDS.
 PING_SECONDS = 0.25
 SILENT_SECONDS = 1.5
+BUSY_SECONDS = 30.0
 RESPAWN_SECONDS = 1.0
 STOP_SECONDS = 5.0
 LOST_STATUS = 1
@@ -212,6 +216,7 @@ class Spawner:
         self._closing = False
         self._starting: asyncio.Future | None = None
         self._asked: float | None = None  # when the ping it has not answered yet was sent
+        self._progress = (0.0, -1)  # when the zygote's CPU time last grew, and its ticks
         self._pinger: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
@@ -334,15 +339,30 @@ class Spawner:
             return
         now = self._loop.time()
         if self._asked is None:
-            self._asked = now
+            self._asked, self._progress = now, (now, self._cpu_ticks())
             with contextlib.suppress(OSError):  # its queue is full: it stays unanswered
                 zygote.send(self._sock, {zygote.PING: True})
-        elif now - self._asked >= SILENT_SECONDS:
+        elif now - self._asked >= SILENT_SECONDS and not self._busy(now):
             silent = now - self._asked
             log.warning("the session runner has not answered for %.1f s: replacing it", silent)
             self._kill()
             return
         self._pinger = self._loop.call_later(PING_SECONDS, self._ping)
+
+    def _busy(self, now: float) -> bool:
+        """Whether the silent zygote got the CPU within the last SILENT_SECONDS (and has
+        not been silent for BUSY_SECONDS): starved, not stuck."""
+        ticks = self._cpu_ticks()
+        if ticks > self._progress[1] >= 0:
+            self._progress = (now, ticks)
+        return now - self._progress[0] < SILENT_SECONDS and now - self._asked < BUSY_SECONDS
+
+    def _cpu_ticks(self) -> int:
+        """The zygote's CPU time so far, in clock ticks (-1: unknown)."""
+        with contextlib.suppress(OSError, ValueError, IndexError, AttributeError):
+            stat = Path(f"/proc/{self._process.pid}/stat").read_text()
+            return sum(int(ticks) for ticks in stat.rsplit(")", 1)[1].split()[11:13])
+        return -1
 
     def _kill(self) -> None:
         """Kill the zygote: its socket closes, and ``_lost`` takes it from there."""
