@@ -137,6 +137,9 @@ def exec_command(command: list[str], cwd: str, env: dict[str, str]) -> None:
     the caller waits for the command itself. OSError when the exec fails: the caller
     reports it, and the session ends as any other, its ``finish`` the last word."""
     assert _entry is not None
+    # Held back until the worker is told: one that came in between (Ctrl-C from the pty)
+    # would end this process with no word to the worker, and the session with no line.
+    mask_before = signal.pthread_sigmask(signal.SIG_BLOCK, DEFAULT_SIGNALS)
     saved = {signum: signal.signal(signum, signal.SIG_DFL) for signum in DEFAULT_SIGNALS}
     message = {"audit": asdict(_entry), "started": _started, "exec": True}
     pipes = {}
@@ -155,6 +158,7 @@ def exec_command(command: list[str], cwd: str, env: dict[str, str]) -> None:
     if not sent:
         for signum, handler in saved.items():
             signal.signal(signum, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask_before)
         for _, write in pipes.values():
             os.close(write)
         if pipes:  # the output would go out unmasked: better none
@@ -164,6 +168,7 @@ def exec_command(command: list[str], cwd: str, env: dict[str, str]) -> None:
         os.dup2(write, stream)
         os.close(write)
     os.chdir(cwd)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask_before)  # what came meanwhile ends us now
     os.execvpe(command[0], command, env)
 
 
