@@ -339,7 +339,7 @@ class Spawner:
             return
         now = self._loop.time()
         if self._asked is None:
-            self._asked, self._progress = now, (now, self._cpu_ticks())
+            self._asked, self._progress = now, (now, self._cpu()[0])
             with contextlib.suppress(OSError):  # its queue is full: it stays unanswered
                 zygote.send(self._sock, {zygote.PING: True})
         elif now - self._asked >= SILENT_SECONDS and not self._busy(now):
@@ -350,19 +350,20 @@ class Spawner:
         self._pinger = self._loop.call_later(PING_SECONDS, self._ping)
 
     def _busy(self, now: float) -> bool:
-        """Whether the silent zygote got the CPU within the last SILENT_SECONDS (and has
-        not been silent for BUSY_SECONDS): starved, not stuck."""
-        ticks = self._cpu_ticks()
-        if ticks > self._progress[1] >= 0:
+        """Whether the silent zygote got (or waited for) the CPU within the last
+        SILENT_SECONDS, and has not been silent for BUSY_SECONDS: starved, not stuck."""
+        ticks, runnable = self._cpu()
+        if runnable or ticks > self._progress[1] >= 0:
             self._progress = (now, ticks)
         return now - self._progress[0] < SILENT_SECONDS and now - self._asked < BUSY_SECONDS
 
-    def _cpu_ticks(self) -> int:
-        """The zygote's CPU time so far, in clock ticks (-1: unknown)."""
+    def _cpu(self) -> tuple[int, bool]:
+        """The zygote's CPU time so far in clock ticks (-1: unknown), and whether it is
+        runnable (waiting for a CPU on a starved host is not being stuck)."""
         with contextlib.suppress(OSError, ValueError, IndexError, AttributeError):
-            stat = Path(f"/proc/{self._process.pid}/stat").read_text()
-            return sum(int(ticks) for ticks in stat.rsplit(")", 1)[1].split()[11:13])
-        return -1
+            fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12]), fields[0] == "R"
+        return -1, False
 
     def _kill(self) -> None:
         """Kill the zygote: its socket closes, and ``_lost`` takes it from there."""
