@@ -273,7 +273,8 @@ def _tail_follows(root: Path) -> bool:
     """A ``tail`` under ``root`` has the file it follows open: what is logged from now on
     shows in its output."""
     for pid in processes_under(root, b"tail"):
-        with contextlib.suppress(OSError):
+        # A process that has just ended has an empty command line (IndexError).
+        with contextlib.suppress(OSError, IndexError):
             followed = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[-2].decode()
             if followed in {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}:
                 return True
