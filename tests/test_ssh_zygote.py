@@ -240,15 +240,21 @@ if b"gokku.ssh.zygote" in Path("/proc/self/cmdline").read_bytes() and not marker
 """
 
 
+def _hooked(tmp_path: Path, base_env: dict[str, str], code: str) -> tuple[Path, dict[str, str]]:
+    """A folder whose ``sitecustomize.py`` is ``code``, and an environment in which every
+    interpreter the server starts runs it first."""
+    hook = tmp_path / "site"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(code)
+    return hook, {**base_env, "PYTHONPATH": f"{hook}:{base_env['PYTHONPATH']}"}
+
+
 def test_a_zygote_never_ready_is_replaced(
     gokku, base_env, ssh_config, alice: KeyPair, test_plugin, tmp_path: Path
 ) -> None:
     """Sessions go the slow way while it is not ready; after READY_SECONDS it is killed
     and the next zygote forks them."""
-    hook = tmp_path / "site"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(STOP_FIRST_ZYGOTE)
-    env = {**base_env, "PYTHONPATH": f"{hook}:{base_env['PYTHONPATH']}"}
+    hook, env = _hooked(tmp_path, base_env, STOP_FIRST_ZYGOTE)
     with running_server(env) as (proc, port):
         door = Door("embedded", port, "gokku", alice, gokku.root)
         assert wait_until(lambda: (hook / "stopped-once").exists(), 10)
@@ -283,10 +289,7 @@ def test_a_zygote_silent_but_busy_is_waited_for(
     """Killed as stuck, a zygote that was only busy took the sessions it had forked with
     it (seen once: one of 50 sessions at once ended with status 1 and no output). One
     that still gets the CPU is waited for (up to BUSY_SECONDS): the session runs."""
-    hook = tmp_path / "site"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(SPIN_FIRST_FORK)
-    env = {**base_env, "PYTHONPATH": f"{hook}:{base_env['PYTHONPATH']}"}
+    hook, env = _hooked(tmp_path, base_env, SPIN_FIRST_FORK)
     with running_server(env) as (proc, port):
         door = Door("embedded", port, "gokku", alice, gokku.root)
         result = door.ssh("t:args busy")
