@@ -13,11 +13,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import test_plugin_index
 from conftest import Gokku, write_plugin
 from sshkit import *  # noqa: F403 - fixtures
 from sshkit import Door
 from test_deploy import HOOKS, build, triggers
 from test_git import commit, git, remote, rev
+from test_plugin_index import Shelf
+
+# The signed HTTP index of test_plugin_index, and its publisher.
+publisher = test_plugin_index.publisher
+shelf = test_plugin_index.shelf
+main_index = test_plugin_index.main_index
 
 
 def add(gokku: Gokku, tmp_path: Path, name: str, manifest: str = "", **kwargs) -> Path:
@@ -271,6 +278,21 @@ def test_add_says_what_is_missing_and_installs_nothing(gokku: Gokku, tmp_path: P
         plain = write_plugin(tmp_path / "src" / "plain")
         (plain / "plugin.yml").write_text("system_packages: [bash]\n")
         assert "needs system packages" not in gokku.ok("plugins:add", str(plain)).stderr
+
+
+def test_an_index_install_says_what_is_missing_too(gokku: Gokku, main_index: Shelf) -> None:
+    with host_packages():
+        assert not installed(ABSENT_PACKAGE)
+        main_index.release("base", "1.0.0", system_packages=["bash", ABSENT_PACKAGE])
+        main_index.release("top", "1.0.0", requires={"base": "^1"})
+        added = gokku.ok("plugins:add", "top", "--yes")
+        assert added.stderr.splitlines()[-3:] == [
+            "-----> Plugin base 1.0.0 installed from index main",
+            f" !     plugin base needs system packages that are not installed: {ABSENT_PACKAGE} "
+            "(as root on the server: gokku plugins:install-dependencies base)",
+            "-----> Plugin top 1.0.0 installed from index main",
+        ]
+        assert not installed(ABSENT_PACKAGE)
 
 
 def test_install_dependencies_over_ssh_is_refused(door: Door, gokku: Gokku) -> None:

@@ -285,6 +285,7 @@ def apply(
             raise
     for step in steps:
         ctx.info(f"Plugin {step.name} {step.version} installed from index {step.index.name}")
+        system_packages.report_missing(ctx, registry.load(ctx.root, step.name))
 
 
 def _index_source(ctx: Context, step: plan.Step) -> sources.Source:
