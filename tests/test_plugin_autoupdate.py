@@ -121,28 +121,31 @@ def test_a_version_inside_the_cooldown_is_not_taken(gokku, main_index):
 
 
 def test_pins_and_the_level_hold(gokku, main_index):
-    main_index.release("base", "1.0.0")
-    main_index.release("solo", "1.0.0")
-    gokku.ok("plugins:add", "base")
-    gokku.ok("plugins:add", "solo")
+    for name in ("base", "solo", "ranged"):
+        main_index.release(name, "1.0.0")
+        gokku.ok("plugins:add", name)
     for version in ("1.0.5", "1.1.0", "2.0.0"):
         main_index.release("base", version)
     main_index.release("solo", "1.0.1")
+    for version in ("1.0.2", "1.1.0"):
+        main_index.release("ranged", version)
     backdate(main_index, "base", 100, "1.0.0", "1.0.5", "1.1.0", "2.0.0")
     backdate(main_index, "solo", 100, "1.0.0", "1.0.1")
-    gokku.ok("plugins:pin", "solo")
+    backdate(main_index, "ranged", 100, "1.0.0", "1.0.2", "1.1.0")
+    gokku.ok("plugins:pin", "solo")  # at its version: stays
+    gokku.ok("plugins:pin", "ranged", "~1.0")  # a range: moves within it
 
     try:
         gokku.ok("plugins:auto-update", "on", "--level", "patch")
         gokku.ok("plugins:auto-update", "run")  # as on saved it
     finally:
         gokku.ok("plugins:auto-update", "off")
-    assert installed(gokku) == {"base": "1.0.5", "solo": "1.0.0"}
+    assert installed(gokku) == {"base": "1.0.5", "solo": "1.0.0", "ranged": "1.0.2"}
     gokku.ok("plugins:auto-update", "run")  # minor, the default
-    assert installed(gokku) == {"base": "1.1.0", "solo": "1.0.0"}
+    assert installed(gokku) == {"base": "1.1.0", "solo": "1.0.0", "ranged": "1.0.2"}
     gokku.ok("plugins:unpin", "solo")
     gokku.ok("plugins:auto-update", "run")
-    assert installed(gokku) == {"base": "1.1.0", "solo": "1.0.1"}
+    assert installed(gokku) == {"base": "1.1.0", "solo": "1.0.1", "ranged": "1.0.2"}
     assert gokku.ok("base:which").stdout == "base 1.1.0\n"
 
 

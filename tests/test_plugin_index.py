@@ -474,3 +474,37 @@ def test_outdated_and_update_all_stay_within_the_ranges(gokku, main_index, tmp_p
         "terminal (ssh -t) or add --yes"
     )
     assert "usage" in refused(gokku, "plugins:update", "top", "--all")
+
+
+def test_a_range_pin_is_moved_within_and_a_version_pin_stays(gokku, main_index):
+    main_index.release("solo", "1.0.0")
+    main_index.release("keep", "1.0.0")
+    gokku.ok("plugins:add", "solo")
+    gokku.ok("plugins:add", "keep")
+    for version in ("1.0.3", "1.1.0", "2.0.0"):
+        main_index.release("solo", version)
+    main_index.release("keep", "1.0.1")
+    assert "only within that range" in gokku.ok("plugins:pin", "solo", "~1.0").stderr
+    assert "updates leave it alone" in gokku.ok("plugins:pin", "keep").stderr
+
+    outdated = json.loads(gokku.ok("plugins:outdated", "--format", "json").stdout)
+    assert [(r["name"], r["installed"], r["allowed"], r["latest"]) for r in outdated] == [
+        ("keep", "1.0.0", "1.0.0", "1.0.1"),
+        ("solo", "1.0.0", "1.0.3", "2.0.0"),
+    ]
+    updated = gokku.ok("plugins:update", "--all")
+    assert "Plan: upgrade solo 1.0.0 -> 1.0.3\n" in updated.stderr
+    assert {n: r["version"] for n, r in listed(gokku).items()} == {"keep": "1.0.0", "solo": "1.0.3"}
+    assert gokku.ok("plugins:update", "--all").stderr == (
+        "-----> solo: up to date (keep: pinned at a version)\n"
+    )
+    gokku.ok("plugins:pin", "solo", "^1")
+    assert "Plan: upgrade solo 1.0.3 -> 1.1.0" in gokku.ok("plugins:update", "solo").stderr
+    assert gokku.ok("solo:which").stdout == "solo 1.1.0\n"
+    assert refused(gokku, "plugins:update", "keep") == (
+        " !     plugin 'keep' is pinned at 1.0.0; unpin it first: gokku plugins:unpin keep"
+    )
+    gokku.ok("plugins:pin", "solo")
+    assert gokku.ok("plugins:update", "--all").stderr == (
+        "-----> No plugin from an index to update (keep, solo: pinned at a version)\n"
+    )

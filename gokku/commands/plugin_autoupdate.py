@@ -1,12 +1,13 @@
 """``plugins:auto-update on|off [--level patch|minor] [--cooldown HOURS]``, and ``run``:
 what its cron line runs (also by hand, on the server).
 
-A run moves each index plugin that is not pinned, one at a time, to the newest version
-the ranges on it, the level and the cooldown allow (``gokku.plugins.autoupdate``), with
-the installed plugins it then requires. Each plan is installed as ``plugins:update``
-installs one (fetched, checked against its signed entry, validated), then each new
-version's ``hooks/post-update`` runs; any failure takes the plan back, the previous
-versions in place. One audit line per plugin moved says what happened, a rollback too.
+A run moves each index plugin not pinned at a version, one at a time, to the newest
+version the ranges and the pin on it, the level and the cooldown allow
+(``gokku.plugins.autoupdate``), with the installed plugins it then requires. Each plan
+is installed as ``plugins:update`` installs one (fetched, checked against its signed
+entry, validated), then each new version's ``hooks/post-update`` runs; any failure
+takes the plan back, the previous versions in place. One audit line per plugin moved
+says what happened, a rollback too.
 """
 
 import time
@@ -14,7 +15,7 @@ import time
 from gokku import audit, schedules
 from gokku.cmdline import parse
 from gokku.commands import usage_line
-from gokku.commands.plugin_index import index_lookup, installed_versions
+from gokku.commands.plugin_index import asked, index_lookup, installed_versions, pinned
 from gokku.context import Context
 from gokku.errors import AuditFailed, GokkuError, ScriptFailed, UsageError
 from gokku.plugins import autoupdate, install, plan, registry
@@ -69,18 +70,16 @@ def run(ctx: Context, level_text: str | None, cooldown_text: str | None) -> int:
         else float(state.get("cooldown_hours", autoupdate.DEFAULT_COOLDOWN_HOURS))
     )
     cutoff = time.time() - hours * 3600
-    plugins = registry.installed(ctx.root)
-    indexed = sorted(p.name for p in plugins if p.record.get("index"))
-    # A pinned plugin stays where its pin holds it, whatever the others now require.
-    held = {p.name: p.settings.pin for p in plugins if p.settings.pin and p.name in indexed}
+    plugins = [p for p in registry.installed(ctx.root) if p.record.get("index")]
+    pins = pinned(plugins)
     lookup = index_lookup(ctx)
     failed = []
-    for name in (n for n in indexed if n not in held):
+    for name in sorted(p.name for p in plugins if not p.settings.frozen):
         installed = installed_versions(ctx)
         eligible = autoupdate.eligible(lookup, installed, level, cutoff)
         try:
             resolver = plan.Resolver(installed, eligible, upgrade=frozenset({name}))
-            steps = resolver.resolve(held | {name: "*"})
+            steps = resolver.resolve(asked([name], pins))
         except GokkuError as exc:
             ctx.warn(f"{name}: not updated: {exc.message}")
             failed.append(name)

@@ -199,26 +199,39 @@ def add(ctx: Context, name: str, wanted: str, yes: bool, force: bool) -> None:
 
 def update(ctx: Context, names: list[str], yes: bool, force: bool) -> None:
     """Move index plugins (``names``, or all of them) to the newest versions the ranges
-    on them allow; what they then require comes along."""
-    plugins = registry.installed(ctx.root)
-    pins = {p.name: p.settings.pin for p in plugins if p.settings.pin}
+    and pins on them allow; what they then require comes along. A plugin pinned at a
+    version stays."""
+    plugins = [p for p in registry.installed(ctx.root) if p.record.get("index")]
+    frozen = sorted(p.name for p in plugins if p.settings.frozen)
     for name in names:
-        if name in pins:
+        if name in frozen:
             raise GokkuError(
-                f"plugin {name!r} is pinned at {pins[name]}; unpin it first: "
+                f"plugin {name!r} is pinned at {pinned(plugins)[name]}; unpin it first: "
                 f"gokku plugins:unpin {name}"
             )
-    indexed = sorted(p.name for p in plugins if p.record.get("index"))
-    targets = names or [name for name in indexed if name not in pins]
-    # A pinned plugin stays where its pin holds it, whatever the others now require.
-    held = {name: pin for name, pin in pins.items() if name in indexed}
+    targets = names or [p.name for p in plugins if p.name not in frozen]
     resolver = plan.Resolver(installed_versions(ctx), index_lookup(ctx), upgrade=frozenset(targets))
-    steps = resolver.resolve(held | {name: "*" for name in targets})
+    steps = resolver.resolve(asked(targets, pinned(plugins)))
     if not steps:
-        ctx.info(f"{', '.join(targets) or 'No plugin from an index'}: up to date")
+        said = (
+            f"{', '.join(targets)}: up to date" if targets else "No plugin from an index to update"
+        )
+        held = f" ({', '.join(frozen)}: pinned at a version)" if frozen and not names else ""
+        ctx.info(said + held)
         return
     what = f"plugins:update {' '.join(names) or '--all'} does more than update those"
     _run(ctx, what, lambda s: s.name in targets, steps, yes, force)
+
+
+def pinned(plugins: list[registry.Plugin]) -> dict[str, str]:
+    """Each pinned plugin's pin: a version (a freeze) or a range it moves within."""
+    return {p.name: p.settings.pin for p in plugins if p.settings.pin}
+
+
+def asked(targets: list[str], pins: dict[str, str]) -> dict[str, str]:
+    """The ranges a plan for updating ``targets`` asks for: each pinned plugin within its
+    pin, whatever the others now require, and the targets not pinned at any version."""
+    return {name: "*" for name in targets} | pins
 
 
 def _run(
@@ -241,16 +254,16 @@ def outdated(ctx: Context, args: list[str]) -> int:
     opts = parse(args, usage_line("plugins:outdated"), values=FORMAT, max_args=0)
     installed = installed_versions(ctx)
     lookup = index_lookup(ctx)
+    plugins = [p for p in registry.installed(ctx.root) if p.record.get("index")]
     records = []
-    for plugin in registry.installed(ctx.root):
-        if not plugin.record.get("index"):
-            continue
+    for plugin in plugins:
         found = lookup(plugin.name)
         if found is None:
             continue
         latest = max(found[1]["versions"], key=semver.Version.parse)
-        resolver = plan.Resolver(installed, lookup, upgrade=frozenset({plugin.name}))
-        steps = resolver.resolve({plugin.name: "*"})
+        targets = [] if plugin.settings.frozen else [plugin.name]
+        resolver = plan.Resolver(installed, lookup, upgrade=frozenset(targets))
+        steps = resolver.resolve(asked(targets, pinned(plugins)))
         allowed = next((s.version for s in steps if s.name == plugin.name), None)
         current = installed[plugin.name].version
         if latest != current:

@@ -110,7 +110,10 @@ def pin(ctx: Context, args: list[str]) -> int:
                 f"{plugin.name} VERSION)"
             )
         settings.change(ctx.root, plugin.name, lambda data: data.update(pin=wanted))
-    ctx.info(f"Pinned plugin {plugin.name} at {wanted}: plugins:update leaves it alone")
+    said = "updates leave it alone"
+    if not settings.Settings(pin=wanted).frozen:
+        said = "updates through an index move it only within that range"
+    ctx.info(f"Pinned plugin {plugin.name} at {wanted}: {said}")
     return 0
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from gokku.errors import GokkuError, UsageError
 from gokku.paths import Root
+from gokku.plugins.semver import Version
 from gokku.storage import fsync_dir, read_json, write_json
 
 CONFIG_PREFIX = "GOKKU_CONFIG_"
@@ -26,6 +27,18 @@ class Settings:
     config: dict[str, str] = field(default_factory=dict)
     pin: str | None = None
     disabled: bool = False
+
+    @property
+    def frozen(self) -> bool:
+        """Pinned at one version: no update moves the plugin. A range (``~1.4``) is a pin
+        updates move the plugin within."""
+        if self.pin is None:
+            return False
+        try:
+            Version.parse(self.pin)
+        except GokkuError:
+            return False
+        return True
 
 
 def load(root: Root, name: str) -> Settings:
