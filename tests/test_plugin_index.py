@@ -307,6 +307,34 @@ def test_a_conflict_and_a_cycle_are_refused_naming_them(gokku, main_index):
     assert plugin_entries(gokku) == []
 
 
+def test_an_older_version_is_taken_when_the_newest_cannot_fit(gokku, main_index):
+    main_index.release("base", "1.0.0")
+    main_index.release("base", "2.0.0")
+    main_index.release("keep", "1.0.0", requires={"base": "^1"})
+    gokku.ok("plugins:add", "keep", "--yes")  # base 1.0.0 comes along
+    for version, base in (("1.0.0", "^1"), ("1.1.0", "^1"), ("2.0.0", "^2")):
+        main_index.release("web", version, requires={"base": base})
+        main_index.release("mid", version, requires={"base": base})
+    main_index.release("top", "1.0.0", requires={"mid": "*"})
+
+    added = gokku.ok("plugins:add", "web", "--yes")
+    assert "Plan: install web 1.1.0\n" in added.stderr
+    deeper = gokku.ok("plugins:add", "top", "--yes")  # mid 2.0.0 would need base ^2
+    assert "Plan: install mid 1.1.0; install top 1.0.0\n" in deeper.stderr
+    assert {n: r["version"] for n, r in listed(gokku).items()} == {
+        "web": "1.1.0",
+        "base": "1.0.0",
+        "keep": "1.0.0",
+        "mid": "1.1.0",
+        "top": "1.0.0",
+    }
+    # A set no choice satisfies is still refused naming the plugins and ranges.
+    assert refused(gokku, "plugins:add", "web@2", "--yes") == (
+        " !     conflict: base is required as ^2 by web 2.0.0, ^1 by keep 1.0.0, ^1 by mid "
+        "1.1.0; index main has 1.0.0, 2.0.0: refused"
+    )
+
+
 def test_a_failure_midway_takes_back_what_the_plan_had_installed(gokku, main_index, tmp_path):
     main_index.release("base", "1.0.0")
     main_index.release("base", "1.2.0")
