@@ -48,7 +48,7 @@ def installed(gokku) -> dict[str, str]:
 
 def test_a_failing_post_update_hook_is_rolled_back_and_audited(gokku, main_index):
     main_index.release("demo", "1.0.0")
-    gokku.ok("plugins:add", "demo")
+    gokku.ok("plugins:add", "demo", "--yes")
     main_index.release("demo", "1.1.0", files={"hooks/post-update": "echo sick >&2\nexit 3\n"})
     backdate(main_index, "demo", 72, "1.0.0", "1.1.0")
 
@@ -80,7 +80,7 @@ def test_a_failing_post_update_hook_is_rolled_back_and_audited(gokku, main_index
 
 def test_a_version_that_fails_its_checks_is_not_installed_and_says_so(gokku, main_index, tmp_path):
     main_index.release("demo", "1.0.0")
-    gokku.ok("plugins:add", "demo")
+    gokku.ok("plugins:add", "demo", "--yes")
     main_index.release("demo", "1.1.0")
     backdate(main_index, "demo", 72, "1.0.0", "1.1.0")
     tree = tmp_path / "src/demo-1.1.0"  # the archive served is not the one signed
@@ -99,7 +99,7 @@ def test_a_version_that_fails_its_checks_is_not_installed_and_says_so(gokku, mai
 
 def test_a_version_inside_the_cooldown_is_not_taken(gokku, main_index):
     main_index.release("demo", "1.0.0")
-    gokku.ok("plugins:add", "demo")
+    gokku.ok("plugins:add", "demo", "--yes")
     for version in ("1.0.1", "1.0.2", "1.0.3"):
         main_index.release("demo", version)
     gokku.ok("plugins:auto-update", "run")  # all just out: nothing moves, nothing fails
@@ -123,7 +123,7 @@ def test_a_version_inside_the_cooldown_is_not_taken(gokku, main_index):
 def test_pins_and_the_level_hold(gokku, main_index):
     for name in ("base", "solo", "ranged"):
         main_index.release(name, "1.0.0")
-        gokku.ok("plugins:add", name)
+        gokku.ok("plugins:add", name, "--yes")
     for version in ("1.0.5", "1.1.0", "2.0.0"):
         main_index.release("base", version)
     main_index.release("solo", "1.0.1")

@@ -147,7 +147,11 @@ def test_publish_search_info_and_add_through_an_http_index(gokku, main_index):
     info = gokku.ok("plugins:info", "other").stdout
     assert info.splitlines()[3].split()[:5] == ["0.3.0", ">=9", "no", "(this", "is"]
 
-    added = gokku.ok("plugins:add", "demo@^1")
+    # Off a terminal the plan needs --yes, even for one plugin; nothing changes without.
+    assert refused(gokku, "plugins:add", "demo@^1") == (
+        " !     plugins:add demo: confirm the plan on a terminal (ssh -t) or add --yes"
+    )
+    added = gokku.ok("plugins:add", "demo@^1", "--yes")
 
     assert "Plan: install demo 1.1.0" in added.stderr
     assert gokku.ok("demo:which").stdout == "demo 1.1.0\n"
@@ -181,7 +185,7 @@ def test_a_git_index_is_cloned_and_fetched_again(gokku, shelf, publisher):
     shelf.release("demo", "1.2.0")
     subprocess.run([*run, "add", "-A"], check=True)
     subprocess.run([*run, "commit", "-q", "-m", "1.2.0"], check=True)
-    gokku.ok("plugins:add", "demo")
+    gokku.ok("plugins:add", "demo", "--yes")
 
     assert listed(gokku)["demo"]["version"] == "1.2.0"
     assert listed(gokku)["demo"]["index"] == "repo"
@@ -267,10 +271,7 @@ def test_requirements_are_resolved_shown_and_installed_together(gokku, main_inde
     main_index.release("top", "1.0.0", requires={"base": "^1"})
 
     line = refused(gokku, "plugins:add", "top")
-    assert line == (
-        " !     plugins:add top does more than install top: confirm the plan on a terminal "
-        "(ssh -t) or add --yes"
-    )
+    assert line == " !     plugins:add top: confirm the plan on a terminal (ssh -t) or add --yes"
     added = gokku.ok("plugins:add", "top", "--yes")
 
     assert "Plan: install base 1.2.0; install top 1.0.0" in added.stderr
@@ -339,7 +340,7 @@ def test_a_failure_midway_takes_back_what_the_plan_had_installed(gokku, main_ind
     main_index.release("base", "1.0.0")
     main_index.release("base", "1.2.0")
     main_index.release("top", "1.0.0", requires={"base": "^1.2"})
-    gokku.ok("plugins:add", "base@1.0.0")
+    gokku.ok("plugins:add", "base@1.0.0", "--yes")
     # A plugin already answers to "top": the plan fails at its last step.
     squatter = write_plugin(tmp_path / "squatter", namespace="top")
     gokku.ok("plugins:add", str(squatter))
@@ -368,7 +369,7 @@ def test_an_incompatible_gokku_range_is_refused_and_reported_by_doctor(gokku, ma
         " !     later needs Gokku ^2; this Gokku is 0.1.0: refused"
     )
     main_index.release("now", "1.0.0", gokku="^0.1")
-    gokku.ok("plugins:add", "now")
+    gokku.ok("plugins:add", "now", "--yes")
     assert "plugin now needs" not in gokku.ok("doctor").stdout
     # As after an upgrade of Gokku past the range the plugin was installed with:
     record = gokku.root / "plugins/now/config.json"
@@ -389,7 +390,7 @@ def test_unverified_sources_still_work_and_their_requirements_must_be_there(
         " !     extra requires base ^1, and base is not installed; add it first "
         "(plugins:add base@^1): refused"
     )
-    gokku.ok("plugins:add", "base")
+    gokku.ok("plugins:add", "base", "--yes")
     gokku.ok("plugins:add", str(local))
 
     assert {n: r["index"] for n, r in listed(gokku).items()} == {
@@ -437,7 +438,11 @@ def test_over_ssh_admins_use_indexes_and_publishing_stays_local(
     )
     added = door.ssh(f"plugins:index add main {shelf.url} --default", input=publisher.allowed)
     assert added.code == 0, added.stderr
-    installed = door.ssh("plugins:add demo@^1")
+    assert door.ssh("plugins:add demo@^1").stderr.splitlines() == [
+        "-----> Plan: install demo 1.0.0",
+        " !     plugins:add demo: confirm the plan on a terminal (ssh -t) or add --yes",
+    ]
+    installed = door.ssh("plugins:add demo@^1 --yes")
     assert installed.code == 0, installed.stderr
     assert door.ssh("demo:which").stdout == "demo 1.0.0\n"
     # On a terminal the plan is asked about: "n" changes nothing, "y" installs it.
@@ -467,7 +472,7 @@ def test_outdated_and_update_all_stay_within_the_ranges(gokku, main_index, tmp_p
     main_index.release("top", "1.0.0", requires={"base": "~1.0"})
     main_index.release("solo", "1.0.0")
     gokku.ok("plugins:add", "top", "--yes")
-    gokku.ok("plugins:add", "solo")
+    gokku.ok("plugins:add", "solo", "--yes")
     gokku.ok("plugins:add", str(write_plugin(tmp_path / "loose", namespace="loose")))
     assert gokku.ok("plugins:outdated").stdout == "All plugins from indexes are up to date\n"
     for name, version in (("base", "1.0.5"), ("base", "1.1.0"), ("solo", "2.0.0")):
@@ -507,8 +512,8 @@ def test_outdated_and_update_all_stay_within_the_ranges(gokku, main_index, tmp_p
 def test_a_range_pin_is_moved_within_and_a_version_pin_stays(gokku, main_index):
     main_index.release("solo", "1.0.0")
     main_index.release("keep", "1.0.0")
-    gokku.ok("plugins:add", "solo")
-    gokku.ok("plugins:add", "keep")
+    gokku.ok("plugins:add", "solo", "--yes")
+    gokku.ok("plugins:add", "keep", "--yes")
     for version in ("1.0.3", "1.1.0", "2.0.0"):
         main_index.release("solo", version)
     main_index.release("keep", "1.0.1")

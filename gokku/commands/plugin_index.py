@@ -2,7 +2,6 @@
 ``plugins:add NAME[@RANGE]`` through the indexes (``gokku.plugins.index``)."""
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 from gokku import confirm
@@ -193,8 +192,7 @@ def add(ctx: Context, name: str, wanted: str, yes: bool, force: bool) -> None:
     if not steps:
         ctx.info(f"Plugin {name} {installed[name].version} is already installed")
         return
-    asked = f"plugins:add {name} does more than install {name}"
-    _run(ctx, asked, lambda s: s.name == name and s.previous is None, steps, yes, force)
+    _run(ctx, f"plugins:add {name}", steps, yes, force, ask=True)
 
 
 def update(ctx: Context, names: list[str], yes: bool, force: bool) -> None:
@@ -220,7 +218,7 @@ def update(ctx: Context, names: list[str], yes: bool, force: bool) -> None:
         ctx.info(said + held)
         return
     what = f"plugins:update {' '.join(names) or '--all'} does more than update those"
-    _run(ctx, what, lambda s: s.name in targets, steps, yes, force)
+    _run(ctx, what, steps, yes, force, ask=not all(step.name in targets for step in steps))
 
 
 def pinned(plugins: list[registry.Plugin]) -> dict[str, str]:
@@ -235,16 +233,12 @@ def asked(targets: list[str], pins: dict[str, str]) -> dict[str, str]:
 
 
 def _run(
-    ctx: Context,
-    what: str,
-    expected: Callable[[plan.Step], bool],
-    steps: list[plan.Step],
-    yes: bool,
-    force: bool,
+    ctx: Context, what: str, steps: list[plan.Step], yes: bool, force: bool, ask: bool
 ) -> None:
-    """Show the plan; ask when it does more than the command said (``expected``)."""
+    """Show the plan; when ``ask``, install it only once confirmed (on a terminal, or
+    ``--yes``). ``what`` says which command's plan, in the refusal without either."""
     ctx.info("Plan: " + "; ".join(step.describe() for step in steps))
-    if not all(expected(step) for step in steps):
+    if ask:
         confirm.proceed(ctx, what, yes)
     install.apply(ctx, steps, force)
 
