@@ -17,6 +17,8 @@ from plugin_checks import error_line, plugin_entries
 from sshkit import *  # noqa: F403 - fixtures
 from sshkit import Door, make_key
 
+from gokku.plugins import signing
+
 GIT = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
 
 
@@ -260,6 +262,27 @@ def test_an_archive_that_differs_from_the_signed_sha256_installs_nothing(
         f"({signed}): refused"
     )
     assert plugin_entries(gokku) == []  # base, fetched first, was not installed either
+
+
+def test_a_version_without_the_hash_to_check_it_is_refused(gokku, main_index):
+    """Signed, but naming no sha256 (an archive) or commit (a git source): nothing to
+    check the fetched bytes against, so nothing is installed."""
+    main_index.release("demo", "1.0.0")
+    path = main_index.folder / "plugins/demo.json"
+    manifest = json.loads(path.read_text())
+    entry = manifest["versions"]["1.0.0"]
+    for change, said in (
+        ({"sha256": None}, "sha256"),
+        ({"source": {"kind": "git", "location": "https://example.com/demo.git"}}, "commit"),
+    ):
+        entry_now = {**entry, "commit": None, **change}
+        path.write_text(json.dumps({**manifest, "versions": {"1.0.0": entry_now}}))
+        signing.sign(path, main_index.key)  # the index's owner signed it so
+
+        assert refused(gokku, "plugins:add", "demo", "--yes") == (
+            f" !     index main: demo 1.0.0 has no {said} to check it against: refused"
+        )
+    assert plugin_entries(gokku) == []
 
 
 # --- versions and dependencies -----------------------------------------------------------

@@ -132,7 +132,9 @@ class Index:
 
 
 def check_manifest(manifest: Any, where: str) -> None:
-    """The shape every reader relies on; a version entry with a bad range is refused."""
+    """The shape every reader relies on; a version entry with a bad range is refused, and
+    so is one without the hash its bytes are checked against (an archive's sha256, a git
+    source's commit): it would install whatever the source serves."""
     if not isinstance(manifest, dict) or not is_name(str(manifest.get("name", ""))):
         raise GokkuError(f"{where}: a manifest without a plugin name")
     versions = manifest.get("versions")
@@ -142,6 +144,13 @@ def check_manifest(manifest: Any, where: str) -> None:
         semver.Version.parse(number)
         if not isinstance(entry, dict) or not entry.get("source"):
             raise GokkuError(f"{where}: {manifest['name']} {number} has no source")
+        source = entry["source"]
+        checked = "commit" if isinstance(source, dict) and source.get("kind") == "git" else "sha256"
+        if not entry.get(checked):
+            raise GokkuError(
+                f"{where}: {manifest['name']} {number} has no {checked} to check it against: "
+                "refused"
+            )
         semver.Range.parse(entry.get("gokku") or "*")
         for dependency, wanted in (entry.get("requires") or {}).items():
             check_name("plugin", dependency)
