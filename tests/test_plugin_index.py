@@ -522,6 +522,11 @@ def test_outdated_and_update_all_stay_within_the_ranges(gokku, main_index, tmp_p
     assert gokku.ok("solo:which").stdout == "solo 2.0.0\n"
     assert listed(gokku)["loose"]["index"] == "unverified"
     assert "up to date" in gokku.ok("plugins:update", "solo").stderr
+    assert refused(gokku, "plugins:update", "solo", "--ref", "v1.0.0") == (
+        " !     plugin solo comes from an index, which --ref would bypass (unsigned, unchecked): "
+        "update it through the index (plugins:add solo@VERSION), or plugins:remove solo then "
+        "plugins:add the source"
+    )
     # A newer top that needs a plugin not yet installed: more than an update, asked first.
     main_index.release("extra", "1.0.0")
     main_index.release("top", "1.1.0", requires={"base": "^1", "extra": "^1"})

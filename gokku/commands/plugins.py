@@ -42,6 +42,12 @@ def update(ctx: Context, args: list[str]) -> int:
     names, ref, force = opts.positional, opts.get("ref"), opts.flag("force")
     if opts.flag("all") == bool(names) or (opts.flag("all") and ref):
         raise UsageError(f"give NAME or --all (not both, no --ref with --all); usage: {usage}")
+    if names and ref and _from_index(ctx, names[0]):
+        raise UsageError(
+            f"plugin {names[0]} comes from an index, which --ref would bypass (unsigned, "
+            f"unchecked): update it through the index (plugins:add {names[0]}@VERSION), or "
+            f"plugins:remove {names[0]} then plugins:add the source"
+        )
     if names and (ref or not _from_index(ctx, names[0])):
         install.update(ctx, names[0], ref, force)
     else:
