@@ -217,6 +217,24 @@ def test_a_plugin_another_requires_is_not_removed(gokku: Gokku, tmp_path: Path) 
     assert not (gokku.root / "plugins" / "base").exists()
 
 
+def test_a_plugin_another_from_an_index_requires_is_not_removed(
+    gokku: Gokku, main_index: Shelf
+) -> None:
+    main_index.release("base", "1.0.0")
+    main_index.release("top", "1.0.0", requires={"base": "^1"})
+    gokku.ok("plugins:add", "top", "--yes")  # base comes along
+    before = gokku.snapshot()
+    refused = gokku("plugins:remove", "base", "--force")
+    assert (refused.code, refused.stderr) == (
+        1,
+        " !     plugin 'base' is required by plugin top; remove plugin top first\n",
+    )
+    assert gokku.snapshot() == before
+    gokku.ok("plugins:remove", "top")
+    gokku.ok("plugins:remove", "base")
+    assert not (gokku.root / "plugins" / "base").exists()
+
+
 @pytest.mark.parametrize(
     ("manifest", "message"),
     [
