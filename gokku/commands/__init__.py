@@ -120,8 +120,8 @@ BUILTINS: dict[str, Builtin] = {
             (
                 "plugins:pin",
                 "pin",
-                "plugins:pin NAME [VERSION]",
-                "Keep a plugin at a version (the installed one): plugins:update refuses it",
+                "plugins:pin NAME [VERSION|RANGE]",
+                "Keep a plugin at a version (the installed one), or updates within a range",
                 ADMIN,
             ),
             ("plugins:unpin", "unpin", "plugins:unpin NAME", "Let a plugin be updated", ADMIN),
