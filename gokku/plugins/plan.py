@@ -76,7 +76,9 @@ class Resolver:
         self._check_cycles(chosen)
         return self._ordered(chosen)
 
-    def _settle(self, wanted: dict[str, str], chosen: dict[str, _Choice], depth: int) -> dict:
+    def _settle(
+        self, wanted: dict[str, str], chosen: dict[str, _Choice], depth: int
+    ) -> dict[str, _Choice]:
         """``chosen`` completed: every plugin of the plan with a version every range on it
         allows. A plugin that needs a (new) version branches on its candidates."""
         self.tries += 1
