@@ -140,6 +140,11 @@ def test_every_app_verb_takes_its_app_the_same_three_ways(
     for verb in ("apps:deploy-log", "apps:deploy"):
         none = workstation(verb, "-a", "web")
         assert none.code == 1 and "'web'" in none.stderr and "usage" not in none.stderr, none
+    # A lone word in an optional slot ([N], [REV]) is that, of the remote's app.
+    for argv in (["apps:deploy-log", "2"], ["apps:deploy", "1a2b3c"]):
+        of_api = workstation(*argv)
+        assert of_api.code == 1 and "'api'" in of_api.stderr, of_api
+        assert "does not exist" not in of_api.stderr, of_api
 
     gokku.ok("config:set", "api", "G=1", "H=2", "K=3")
     unset = workstation("config:unset", "G", "H")
@@ -409,6 +414,10 @@ def test_a_usage_error_on_the_server_says_which_side_ran_it(repo: Workstation, g
         (["-a", "web", "apps:deploys"], "-a web apps:deploys"),
         (["apps:deploy-log"], "-a api apps:deploy-log"),
         (["apps:deploy-log", "web", "3"], "apps:deploy-log web 3"),
+        # A lone word that fits the verb without an app ([N], [REV]) is not the app.
+        (["apps:deploy-log", "2"], "-a api apps:deploy-log 2"),
+        (["apps:deploy-log", "web"], "apps:deploy-log web"),  # N is a number: web is the app
+        (["apps:deploy", "1a2b3c"], "-a api apps:deploy 1a2b3c"),
         (["apps:deploy", "web", "v1"], "apps:deploy web v1"),
         (["apps:deploy-set", "branch", "prod"], "-a api apps:deploy-set branch prod"),
         (["apps:deploy-set", "web", "wait", "5"], "apps:deploy-set web wait 5"),
