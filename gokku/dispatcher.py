@@ -78,7 +78,7 @@ def _similar(request: Request, root: Root | None, exc: NotFound) -> str:
     caller may read (a member learns no name it could not list)."""
     if root is None:
         return ""
-    return suggest.similar_name(root, request.identity, exc.kind, exc.name)
+    return suggest.similar_name(root, request.identity, exc.kind, exc.name, exc.plugin)
 
 
 def _report(request: Request, message: str) -> None:

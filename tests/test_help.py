@@ -11,6 +11,7 @@ import pytest
 from conftest import Gokku, write_plugin
 from sshkit import *  # noqa: F403 - fixtures
 from sshkit import Door, KeyPair, make_key
+from test_client import workstation_for
 
 from gokku.commands import BUILTINS, NAMESPACES, PLUGIN_FORMS, namespace_verbs
 
@@ -323,3 +324,24 @@ def test_a_plugin_commands_unknown_service_gets_a_hint_from_what_the_key_may_see
     assert "did you mean 'uxdb'?" in door.ssh("kv:info uxbd", key=bob.path).stderr
     assert "did you mean" not in door.ssh("kv:info secrte", key=bob.path).stderr
     assert door.ssh("kv:info uxdb", key=bob.path).stdout == "info uxdb\n"
+
+
+def test_a_services_hint_comes_from_the_plugins_own_services(
+    door: Door, gokku: Gokku, tmp_path: Path, base_env: dict[str, str]
+) -> None:
+    """Through the client: ``kv:info cc`` hints at none of another plugin's services
+    (``c`` is ot's), ``ot:info cc`` at its own."""
+    for name in ("kv", "ot"):
+        tree = write_plugin(tmp_path / "src" / name)
+        (tree / "plugin.yml").write_text("commands:\n  info: {usage: SERVICE}\n")
+        gokku.ok("plugins:add", str(tree))
+    gokku.ok("apps:create", "api")
+    gokku.ok("services:create", "kv", "--name", "uxdb")
+    gokku.ok("services:create", "ot", "--name", "c")
+    client = workstation_for(door, tmp_path / "workstation", base_env)
+    other = client("kv:info", "cc")
+    assert (other.code, other.stderr) == (
+        1,
+        " !     service 'cc' does not exist (see: gokku services:list)\n",
+    )
+    assert "did you mean 'c'?" in client("ot:info", "cc").stderr

@@ -135,7 +135,7 @@ def _service_of(ctx: Context, plugin: Plugin, command: str, args: list[str]) -> 
         return None  # any or admin: a word the caller may not read names nothing
     if not services.exists(ctx.root, args[0]):
         if plugin.takes_service(command):
-            services.load(ctx.root, args[0])  # NotFound, naming the service
+            services.load(ctx.root, args[0], plugin.name)  # NotFound, naming the service
         return None
     owner = services.load(ctx.root, args[0]).plugin
     if owner != plugin.name:
