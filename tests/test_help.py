@@ -4,6 +4,7 @@ lines of their help naming them); ``help`` over SSH lists what the key may run; 
 only when they are plausible (within the namespace typed, close on every word), or what
 Gokku offers where Dokku has a command it lacks."""
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from conftest import Gokku, write_plugin
 from sshkit import *  # noqa: F403 - fixtures
 from sshkit import Door, KeyPair, make_key
-from test_client import workstation_for
+from test_client import state, workstation_for
 
 from gokku.commands import BUILTINS, NAMESPACES, PLUGIN_FORMS, namespace_verbs
 
@@ -345,3 +346,55 @@ def test_a_services_hint_comes_from_the_plugins_own_services(
         " !     service 'cc' does not exist (see: gokku services:list)\n",
     )
     assert "did you mean 'c'?" in client("ot:info", "cc").stderr
+
+
+def test_help_and_hints_through_the_client(
+    door: Door, gokku: Gokku, bob: KeyPair, tmp_path: Path, base_env: dict[str, str]
+) -> None:
+    """What a Dokku user types at a workstation (a HOME without Gokku state): a plugin
+    command's usage, help on it, help as a member, a Dokku namespace Gokku lacks, and a
+    service's did-you-mean from the names the member may see (a plugin whose usage starts
+    with SERVICE, as postgres:info's does: no PostgreSQL server needed)."""
+    gokku.ok("plugins:add", "postgres")
+    kv = write_plugin(tmp_path / "src" / "kv")  # a service like postgres's, without a server
+    (kv / "plugin.yml").write_text("commands:\n  info: {usage: SERVICE}\n")
+    gokku.ok("plugins:add", str(kv))
+    gokku.ok("apps:create", "api")
+    gokku.ok("services:create", "kv", "--name", "uxdb")
+    admin = workstation_for(door, tmp_path / "admin", base_env)
+    member = workstation_for(dataclasses.replace(door, key=bob), tmp_path / "member", base_env)
+    gokku.ok("access:grant", "bob", "app:api", "--read")
+    before = state(gokku)
+
+    page = EXPORT_PAGE.format(ns="postgres")
+    for argv in (["postgres:export", "--help"], ["postgres:export", "-h"]):
+        shown = admin(*argv)
+        assert (shown.code, shown.stdout, shown.stderr) == (0, page, ""), argv
+    assert admin("help", "postgres:export").stdout == page
+
+    listed = member("help")
+    assert listed.code == 0, listed.stderr
+    assert "  config:set " in listed.stdout and "postgres (pg)" in listed.stdout
+    for verb in ("serve", "plugins:add", "ssh-keys:add", "apps:create"):
+        assert f"  {verb} " not in listed.stdout, verb
+
+    dokku = admin("ps:restart")
+    assert (dokku.code, dokku.stdout) == (127, "")
+    assert dokku.stderr == (
+        " !     unknown command 'ps:restart': Gokku runs no app processes: a deploy plugin "
+        "(hooks/deploy) builds and runs apps; to deploy again: apps:deploy APP "
+        "(see: gokku help apps)\n"
+    )
+
+    hidden = member("kv:info", "uxbd")
+    assert hidden.code == 1 and "did you mean" not in hidden.stderr, hidden.stderr
+    assert state(gokku) == before
+    gokku.ok("access:grant", "bob", "service:uxdb", "--read")
+    before = state(gokku)
+    hinted = member("kv:info", "uxbd")
+    assert (hinted.code, hinted.stderr) == (
+        1,
+        " !     bob may not read service 'uxbd': ask an admin for access:grant bob "
+        "service:uxbd --read; did you mean 'uxdb'?\n",
+    )
+    assert state(gokku) == before
