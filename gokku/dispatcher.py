@@ -78,7 +78,7 @@ def _similar(request: Request, root: Root | None, exc: NotFound) -> str:
     caller may read (a member learns no name it could not list)."""
     if root is None:
         return ""
-    return suggest.similar_name(root, request.identity, exc.kind, exc.name)
+    return suggest.similar_name(root, request.identity, exc.kind, exc.name, exc.plugin)
 
 
 def _report(request: Request, message: str) -> None:
@@ -172,8 +172,9 @@ def _plugin_command(
         access.check_verb(ctx, verb, form.access)
         access.require_named_app(ctx, form.access)
         return _function(form)(ctx, plugin, verb, args)
-    from gokku.commands.plugin_exec import run_plugin_command
+    from gokku.commands.plugin_exec import app_after_verb, run_plugin_command
 
+    args = app_after_verb(ctx, plugin, command, args)
     access.require_named_app(ctx, plugin.access(command))
     return run_plugin_command(ctx, plugin, namespace, command, args)
 

@@ -31,12 +31,14 @@ class NotFound(GokkuError):
     """An app, service or plugin named by the user does not exist (exit 1).
 
     ``kind`` and ``name`` (an app or a service) let the dispatcher add a did-you-mean
-    from the names the caller may see, and only those."""
+    from the names the caller may see, and only those; ``plugin``: of that plugin's
+    services only (``postgres:info cc`` means none of redis's)."""
 
-    def __init__(self, message: str, kind: str = "", name: str = "") -> None:
+    def __init__(self, message: str, kind: str = "", name: str = "", plugin: str = "") -> None:
         super().__init__(message)
         self.kind = kind
         self.name = name
+        self.plugin = plugin
 
 
 class ScriptFailed(GokkuError):

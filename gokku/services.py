@@ -131,11 +131,13 @@ def incarnation(root: Root, name: str) -> str | None:
         return None
 
 
-def load(root: Root, name: str) -> Service:
+def load(root: Root, name: str, plugin: str = "") -> Service:
+    """The service ``name``; NotFound when there is none (its hint among ``plugin``'s
+    services when given)."""
     path = root.service_dir(name)
     if not (path / RECORD).is_file():
         raise NotFound(
-            f"service {name!r} does not exist (see: gokku services:list)", "service", name
+            f"service {name!r} does not exist (see: gokku services:list)", "service", name, plugin
         )
     data = read_json(path / RECORD)
     problem = _record_problem(data)

@@ -54,12 +54,14 @@ class Shape:
     """``first``: the app may be the first word (Dokku's form); ``needs``: how many
     positional words the verb needs besides the app, unless the option ``unless`` is
     given (``config:set --stdin`` reads its KEY=VALUE from stdin); ``then``: the words
-    the one after the app must be, when the usage spells them (``branch|wait``)."""
+    the one after the app must be, when the usage spells them (``branch|wait``);
+    ``optional``: the optional words it takes after those (``[REV]``, ``[N]``)."""
 
     first: bool
     needs: int
     unless: str | None = None
     then: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
 
 
 def shape(verb: str) -> Shape | None:
@@ -74,7 +76,12 @@ def shape(verb: str) -> Shape | None:
     needed = [word for word in words if word not in ("-a", "APP")]
     unless = [word.partition("|")[2] for word in needed if "|-" in word]
     then = tuple(needed[0].split("|")) if needed and needed[0].islower() else ()
-    return Shape(first, len(needed), unless[0] if unless else None, then)
+    optional = tuple(
+        word
+        for word in re.findall(r"\[([^\]]*)\]", spec)
+        if not word.startswith("-") and "..." not in word
+    )
+    return Shape(first, len(needed), unless[0] if unless else None, then, optional)
 
 
 def positionals(args: list[str]) -> list[str]:
@@ -99,7 +106,11 @@ def names_app_option(args: list[str]) -> bool:
 
 def app_named(verb: str, args: list[str], is_name) -> bool | None:
     """Whether the words after ``verb`` name its app (``-a``, or Dokku's first word);
-    None when the verb takes no app. ``is_name``: whether a word can be an app's name."""
+    None when the verb takes no app. ``is_name``: whether a word can be an app's name.
+
+    Read for a client whose remote names an app: words that fit the verb without an app
+    are its own, so ``apps:deploy 1a2b3c`` is a rev and ``apps:deploy-log 2`` a number of
+    the remote's app (an ``N`` must be a number: ``apps:deploy-log web`` names web)."""
     found = shape(verb)
     if found is None:
         return None
@@ -110,4 +121,10 @@ def app_named(verb: str, args: list[str], is_name) -> bool | None:
     needs = 0 if found.unless in options else found.needs
     if not found.first or len(words) <= needs or not is_name(words[0]):
         return False
-    return not found.then or words[1] in found.then
+    if found.then:
+        return words[1] in found.then
+    extra = words[needs:]
+    if len(extra) > len(found.optional):
+        return True
+    numbers = [word for slot, word in enumerate(extra) if found.optional[slot] == "N"]
+    return not all(word.isascii() and word.isdigit() for word in numbers)

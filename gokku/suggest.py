@@ -134,10 +134,11 @@ def visible_names(root: "Root", identity: "Identity", kind: str, plugin: str = "
     return access.visible(identity, kind, every)
 
 
-def similar_name(root: "Root", identity: "Identity", kind: str, name: str) -> str:
-    """``; did you mean 'api'?`` for an unknown app or service."""
+def similar_name(root: "Root", identity: "Identity", kind: str, name: str, plugin: str = "") -> str:
+    """``; did you mean 'api'?`` for an unknown app or service (of ``plugin`` when
+    given: another plugin's service is not what a ``postgres:`` command meant)."""
     if kind not in access.KINDS:
         return ""
-    names = [n for n in visible_names(root, identity, kind) if n != name]
+    names = [n for n in visible_names(root, identity, kind, plugin) if n != name]
     close = closest(name, names, NAME_CUTOFF)
     return f"; did you mean {close!r}?" if close else ""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from bundled_support import run_in_pty
-from conftest import REPO, Gokku, Result
+from conftest import REPO, Gokku, Result, write_plugin
 from sshkit import *  # noqa: F403 - fixtures
 from sshkit import Door, ssh_argv
 
@@ -63,6 +63,11 @@ def workstation_for(door: Door, folder: Path, base_env: dict[str, str]) -> Works
     (folder / "home").mkdir()  # a workstation's HOME: no Gokku state, no ssh config
     env.update(GOKKU_REMOTE="gokku", GOKKU_SSH=ssh_command(door), HOME=str(folder / "home"))
     return Workstation(Gokku(folder / "no-state", env), repo)
+
+
+def state(gokku: Gokku) -> dict[str, bytes]:
+    """The server's state but its logs (each SSH command adds an audit line)."""
+    return {path: data for path, data in gokku.snapshot().items() if not path.startswith("log/")}
 
 
 @pytest.fixture
@@ -135,6 +140,11 @@ def test_every_app_verb_takes_its_app_the_same_three_ways(
     for verb in ("apps:deploy-log", "apps:deploy"):
         none = workstation(verb, "-a", "web")
         assert none.code == 1 and "'web'" in none.stderr and "usage" not in none.stderr, none
+    # A lone word in an optional slot ([N], [REV]) is that, of the remote's app.
+    for argv in (["apps:deploy-log", "2"], ["apps:deploy", "1a2b3c"]):
+        of_api = workstation(*argv)
+        assert of_api.code == 1 and "'api'" in of_api.stderr, of_api
+        assert "does not exist" not in of_api.stderr, of_api
 
     gokku.ok("config:set", "api", "G=1", "H=2", "K=3")
     unset = workstation("config:unset", "G", "H")
@@ -148,6 +158,46 @@ def test_every_app_verb_takes_its_app_the_same_three_ways(
         " !     expected KEY=VALUE, got 'MSG'; usage: gokku config:set [-a] APP "
         "KEY=VALUE...|--stdin [--encoded] [--env ENV]\n",
     )
+
+
+def test_a_plugin_command_takes_a_after_the_verb_where_its_usage_names_it(
+    workstation: Workstation, gokku: Gokku, tmp_path: Path
+) -> None:
+    """``-a APP`` after a plugin's command is the app (GOKKU_APP) when plugin.yml's usage
+    names ``-a APP``; else the script's own words (``SVC [-a PASS]``). Dokku's link forms
+    take it too, and refuse two different apps."""
+    show = 'echo "app=${GOKKU_APP:-} args=$*"\n'
+    tree = write_plugin(tmp_path / "envp", commands={"commands/show": show, "commands/pw": show})
+    usages = 'commands:\n  show: {usage: "X [-a APP]"}\n  pw: {usage: "X [-a PASS]"}\n'
+    (tree / "plugin.yml").write_text(usages)
+    gokku.ok("plugins:add", str(tree))
+    install = 'set_service_env "$1" REDIS_URL "redis://$1"\n'
+    gokku.ok("plugins:add", str(write_plugin(tmp_path / "cache", install=install)))
+    gokku.ok("services:create", "cache", "--name", "c")
+    for app in ("api", "web"):
+        gokku.ok("apps:create", app)
+    for argv, shown in [
+        (["envp:show", "x"], "app=api args=x"),
+        (["envp:show", "x", "-a", "web"], "app=web args=x"),
+        (["envp:show", "--app=web", "x", "--", "-a", "y"], "app=web args=x -- -a y"),
+        (["-a", "web", "envp:show", "x"], "app=web args=x"),
+        (["envp:pw", "x", "-a", "web"], "app= args=x -a web"),
+    ]:
+        ran = workstation(*argv)
+        assert (ran.code, ran.stdout) == (0, shown + "\n"), (argv, ran.stderr)
+
+    linked = workstation("cache:link", "c", "-a", "web")
+    assert linked.code == 0, linked.stderr
+    assert gokku.ok("config:list", "web").stdout == "REDIS_URL=redis://c\n"
+    before = state(gokku)
+    twice = workstation("cache:unlink", "c", "api", "-a", "web")
+    assert (twice.code, twice.stderr) == (
+        2,
+        " !     two apps given (api and web); usage: gokku cache:unlink SVC APP [--env ENV]\n",
+    )
+    assert state(gokku) == before
+    assert workstation("cache:unlink", "c", "--app", "web").code == 0
+    assert gokku.ok("config:list", "web").stdout == ""
 
 
 ONE_FILE = REPO / "ops" / "gokku-client"
@@ -364,6 +414,10 @@ def test_a_usage_error_on_the_server_says_which_side_ran_it(repo: Workstation, g
         (["-a", "web", "apps:deploys"], "-a web apps:deploys"),
         (["apps:deploy-log"], "-a api apps:deploy-log"),
         (["apps:deploy-log", "web", "3"], "apps:deploy-log web 3"),
+        # A lone word that fits the verb without an app ([N], [REV]) is not the app.
+        (["apps:deploy-log", "2"], "-a api apps:deploy-log 2"),
+        (["apps:deploy-log", "web"], "apps:deploy-log web"),  # N is a number: web is the app
+        (["apps:deploy", "1a2b3c"], "-a api apps:deploy 1a2b3c"),
         (["apps:deploy", "web", "v1"], "apps:deploy web v1"),
         (["apps:deploy-set", "branch", "prod"], "-a api apps:deploy-set branch prod"),
         (["apps:deploy-set", "web", "wait", "5"], "apps:deploy-set web wait 5"),

@@ -11,13 +11,8 @@ import pytest
 from conftest import Gokku, write_plugin
 from sshkit import *  # noqa: F403 - fixtures
 from sshkit import Door
-from test_client import Workstation, workstation_for
+from test_client import Workstation, state, workstation_for
 from test_git import IDENTITY
-
-
-def state(gokku: Gokku) -> dict[str, bytes]:
-    """The server's state but its logs (each SSH command adds an audit line)."""
-    return {path: data for path, data in gokku.snapshot().items() if not path.startswith("log/")}
 
 
 @pytest.fixture

@@ -325,7 +325,7 @@ def test_app_destroy_refuses_while_linked_and_force_unlinks(gokku, service):
         (["cache:promote", "ghost", "api"], 1, "service 'ghost' does not exist"),
         (["cache:link", "c1", "ghost"], 1, "app 'ghost' does not exist"),
         (["cache:link", "ghost", "api"], 1, "service 'ghost' does not exist"),
-        (["cache:link", "c1", "api", "-a", "BLUE"], 2, "unknown option -a"),
+        (["cache:link", "c1", "api", "-a", "BLUE"], 2, "two apps given (api and BLUE)"),
         (["cache:unlink", "c1", "api"], 1, "service 'c1' is not linked to app 'api'"),
         (["cache:destroy", "ghost"], 1, "service 'ghost' does not exist"),
         (["cache:destroy"], 2, "missing argument; usage: gokku cache:destroy SVC [--force]"),

@@ -4,6 +4,7 @@ lines of their help naming them); ``help`` over SSH lists what the key may run; 
 only when they are plausible (within the namespace typed, close on every word), or what
 Gokku offers where Dokku has a command it lacks."""
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -11,8 +12,10 @@ import pytest
 from conftest import Gokku, write_plugin
 from sshkit import *  # noqa: F403 - fixtures
 from sshkit import Door, KeyPair, make_key
+from test_client import state, workstation_for
 
 from gokku.commands import BUILTINS, NAMESPACES, PLUGIN_FORMS, namespace_verbs
+from gokku.commands.help import USAGE_COLUMN
 
 VISIBLE = [verb for verb, builtin in BUILTINS.items() if not builtin.hidden]
 
@@ -41,14 +44,15 @@ def test_every_builtin_namespace_has_its_help_three_ways(gokku: Gokku, namespace
     page = gokku.ok("help", namespace).stdout
     assert gokku.ok(f"{namespace}:help").stdout == gokku.ok(namespace).stdout == page
     assert page.startswith(f"=====> {namespace} commands\n")
+    listed = rows(page)
     for verb in namespace_verbs(namespace):
-        assert f"  {BUILTINS[verb].usage}  " in page
+        assert listed[BUILTINS[verb].usage] == BUILTINS[verb].summary
     assert "config-get" not in page and "next-port" not in page
 
 
 def test_help_config_lists_the_config_verbs_with_their_usage(gokku: Gokku) -> None:
-    lines = gokku.ok("help", "config").stdout.splitlines()
-    assert [line.split()[0] for line in lines[1:]] == [
+    usages = list(rows(gokku.ok("help", "config").stdout))
+    assert [usage.split()[0] for usage in usages] == [
         "config:set",
         "config:get",
         "config:list",
@@ -57,14 +61,14 @@ def test_help_config_lists_the_config_verbs_with_their_usage(gokku: Gokku) -> No
         "config:import",
         "config:unset",
     ]
-    assert "config:set [-a] APP KEY=VALUE...|--stdin [--encoded] [--env ENV]" in lines[1]
-    assert "config:import [-a] APP [--env ENV] < .env" in lines[6]
+    assert usages[0] == "config:set [-a] APP KEY=VALUE...|--stdin [--encoded] [--env ENV]"
+    assert usages[5] == "config:import [-a] APP [--env ENV] < .env"
 
 
 def test_services_help_shows_dokkus_forms(gokku: Gokku) -> None:
-    page = gokku.ok("services:help").stdout
+    listed = rows(gokku.ok("services:help").stdout)
     for form in PLUGIN_FORMS.values():
-        assert f"  {form.usage}  " in page
+        assert listed[form.usage] == form.summary
 
 
 def test_help_on_a_plugin_is_its_own_help(gokku: Gokku, bundled: None) -> None:
@@ -140,12 +144,18 @@ def test_without_a_declared_usage_the_lines_of_its_help_name_it(
         'echo "  gokku $GOKKU_PLUGIN_NAME:frob SVC        Frob a service"\n'
         'echo "  gokku $GOKKU_PLUGIN_NAME:frobnicate SVC  Something else"\n'
         'echo "  gokku dm:start|stop SVC  Control it"\n'
+        'help_rows "gokku dm:frobulate SVC --with-a-long-option VALUE [--and-more]" "At length" '
+        '"gokku dm:x" "X"\n'
     )
     scripts = {"commands/help": page}
-    scripts |= {f"commands/{name}": f"touch {ran}\n" for name in ("frob", "stop", "plain")}
+    commands = ("frob", "stop", "plain", "frobulate")
+    scripts |= {f"commands/{name}": f"touch {ran}\n" for name in commands}
     gokku.ok("plugins:add", str(write_plugin(tmp_path / "demo", namespace="dm", commands=scripts)))
     assert gokku.ok("demo:frob", "--help").stdout == "gokku demo:frob SVC        Frob a service\n"
     assert gokku.ok("help", "dm:stop").stdout == "gokku dm:start|stop SVC  Control it\n"
+    assert gokku.ok("dm:frobulate", "--help").stdout == (  # a usage too wide for help_rows
+        "gokku dm:frobulate SVC --with-a-long-option VALUE [--and-more]\nAt length\n"
+    )
     assert gokku.ok("dm:plain", "-h").stdout == (
         "dm:plain: its plugin's help does not name it (see: gokku dm:help)\n"
     )
@@ -164,10 +174,43 @@ def test_help_postgres_lists_dokkus_forms_in_columns(gokku: Gokku, bundled: None
 
 
 def assert_columns(page: str) -> None:
-    """Every command row's summary starts in the same column."""
-    rows = [re.match(r"  gokku \S.*?  +(?=\S)", line) for line in page.splitlines()]
-    starts = {row.end() for row in rows if row}
-    assert len(rows) > 5 and len(starts) == 1, page
+    """A page of command rows, in columns (``rows``)."""
+    assert len(rows(page)) > 5, page
+
+
+def rows(page: str) -> dict[str, str]:
+    """A help page's command rows, usage to summary: ``  USAGE  SUMMARY``, or a usage
+    wider than USAGE_COLUMN on a line of its own and its summary on the next. Every
+    summary of a section (``=====>``) starts in the same column, which no usage wider
+    than that sets (one long usage would push every summary past a terminal's width)."""
+    found: dict[str, str] = {}
+    starts: set[tuple[int, int]] = set()
+    lines = page.splitlines()
+    section = 0
+    for line, after in zip(lines, [*lines[1:], ""], strict=True):
+        section += line.startswith("=====>")
+        row = re.fullmatch(r"  (\S.*?)  +(\S.*)", line)
+        alone = re.fullmatch(r"  (\S+(?: \S+)*)", line)
+        if row:
+            assert len(row[1]) <= USAGE_COLUMN, line
+            found[row[1]], start = row[2], row.start(2)
+        elif alone and after.startswith("   "):
+            assert len(alone[1]) > USAGE_COLUMN, line
+            found[alone[1]], start = after.strip(), len(after) - len(after.lstrip())
+        else:
+            continue
+        starts.add((section, start))
+    columns = dict(starts)
+    assert len(columns) == len(starts) and max(columns.values()) <= USAGE_COLUMN + 4, page
+    return found
+
+
+def test_help_lists_the_builtins_in_columns_a_terminal_shows(gokku: Gokku) -> None:
+    """Long usages (plugins:publish ...) on lines of their own: the summaries' column is
+    no wider than USAGE_COLUMN allows."""
+    page = gokku.ok("help").stdout
+    builtins = page.partition("=====> Built-in commands\n")[2].partition("=====> Plugins")[0]
+    assert rows(builtins) == {BUILTINS[verb].usage: BUILTINS[verb].summary for verb in VISIBLE}
 
 
 @pytest.mark.parametrize(
@@ -323,3 +366,76 @@ def test_a_plugin_commands_unknown_service_gets_a_hint_from_what_the_key_may_see
     assert "did you mean 'uxdb'?" in door.ssh("kv:info uxbd", key=bob.path).stderr
     assert "did you mean" not in door.ssh("kv:info secrte", key=bob.path).stderr
     assert door.ssh("kv:info uxdb", key=bob.path).stdout == "info uxdb\n"
+
+
+def test_a_services_hint_comes_from_the_plugins_own_services(
+    door: Door, gokku: Gokku, tmp_path: Path, base_env: dict[str, str]
+) -> None:
+    """Through the client: ``kv:info cc`` hints at none of another plugin's services
+    (``c`` is ot's), ``ot:info cc`` at its own."""
+    for name in ("kv", "ot"):
+        tree = write_plugin(tmp_path / "src" / name)
+        (tree / "plugin.yml").write_text("commands:\n  info: {usage: SERVICE}\n")
+        gokku.ok("plugins:add", str(tree))
+    gokku.ok("apps:create", "api")
+    gokku.ok("services:create", "kv", "--name", "uxdb")
+    gokku.ok("services:create", "ot", "--name", "c")
+    client = workstation_for(door, tmp_path / "workstation", base_env)
+    other = client("kv:info", "cc")
+    assert (other.code, other.stderr) == (
+        1,
+        " !     service 'cc' does not exist (see: gokku services:list)\n",
+    )
+    assert "did you mean 'c'?" in client("ot:info", "cc").stderr
+
+
+def test_help_and_hints_through_the_client(
+    door: Door, gokku: Gokku, bob: KeyPair, tmp_path: Path, base_env: dict[str, str]
+) -> None:
+    """What a Dokku user types at a workstation (a HOME without Gokku state): a plugin
+    command's usage, help on it, help as a member, a Dokku namespace Gokku lacks, and a
+    service's did-you-mean from the names the member may see (a plugin whose usage starts
+    with SERVICE, as postgres:info's does: no PostgreSQL server needed)."""
+    gokku.ok("plugins:add", "postgres")
+    kv = write_plugin(tmp_path / "src" / "kv")  # a service like postgres's, without a server
+    (kv / "plugin.yml").write_text("commands:\n  info: {usage: SERVICE}\n")
+    gokku.ok("plugins:add", str(kv))
+    gokku.ok("apps:create", "api")
+    gokku.ok("services:create", "kv", "--name", "uxdb")
+    admin = workstation_for(door, tmp_path / "admin", base_env)
+    member = workstation_for(dataclasses.replace(door, key=bob), tmp_path / "member", base_env)
+    gokku.ok("access:grant", "bob", "app:api", "--read")
+    before = state(gokku)
+
+    page = EXPORT_PAGE.format(ns="postgres")
+    for argv in (["postgres:export", "--help"], ["postgres:export", "-h"]):
+        shown = admin(*argv)
+        assert (shown.code, shown.stdout, shown.stderr) == (0, page, ""), argv
+    assert admin("help", "postgres:export").stdout == page
+
+    listed = member("help")
+    assert listed.code == 0, listed.stderr
+    assert "  config:set " in listed.stdout and "postgres (pg)" in listed.stdout
+    for verb in ("serve", "plugins:add", "ssh-keys:add", "apps:create"):
+        assert f"  {verb} " not in listed.stdout, verb
+
+    dokku = admin("ps:restart")
+    assert (dokku.code, dokku.stdout) == (127, "")
+    assert dokku.stderr == (
+        " !     unknown command 'ps:restart': Gokku runs no app processes: a deploy plugin "
+        "(hooks/deploy) builds and runs apps; to deploy again: apps:deploy APP "
+        "(see: gokku help apps)\n"
+    )
+
+    hidden = member("kv:info", "uxbd")
+    assert hidden.code == 1 and "did you mean" not in hidden.stderr, hidden.stderr
+    assert state(gokku) == before
+    gokku.ok("access:grant", "bob", "service:uxdb", "--read")
+    before = state(gokku)
+    hinted = member("kv:info", "uxbd")
+    assert (hinted.code, hinted.stderr) == (
+        1,
+        " !     bob may not read service 'uxbd': ask an admin for access:grant bob "
+        "service:uxbd --read; did you mean 'uxdb'?\n",
+    )
+    assert state(gokku) == before

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 # How long a plugin's help script may take when Gokku reads it for one command's lines.
 HELP_SECONDS = 5
+# The widest usage column of a help page (the plugins' help_rows too): a longer usage has
+# a line of its own and its summary the next, so that one long usage does not push every
+# summary past the width of a terminal.
+USAGE_COLUMN = 48
 
 
 def help(ctx: Context, args: list[str]) -> int:  # noqa: A001 - the verb is "help"
@@ -92,9 +96,13 @@ def _rows(ctx: Context, builtins: list[Builtin]) -> None:
     if not builtins:
         ctx.out("  (none your key may run: ask an admin)")
         return
-    width = max(len(b.usage) for b in builtins)
+    width = min(max(len(b.usage) for b in builtins), USAGE_COLUMN)
     for builtin in builtins:
-        ctx.out(f"  {builtin.usage.ljust(width)}  {builtin.summary}")
+        if len(builtin.usage) > width:
+            ctx.out(f"  {builtin.usage}")
+            ctx.out(f"  {'':{width}}  {builtin.summary}")
+        else:
+            ctx.out(f"  {builtin.usage:{width}}  {builtin.summary}")
 
 
 def usage(ctx: Context, line: str, summary: str) -> int:
@@ -160,11 +168,15 @@ def _help_lines(ctx: Context, plugin: "Plugin", command: str) -> list[str]:
         out = b""
     names = "|".join(re.escape(n) for n in filter(None, (plugin.name, plugin.namespace)))
     named = re.compile(rf"(?<![\w-])(?:{names}):([\w|-]+)")
-    return [
-        line.strip()
-        for line in out.decode(errors="replace").splitlines()
-        if any(command in m.split("|") for m in named.findall(line))
-    ]
+    lines = out.decode(errors="replace").splitlines()
+    found = []
+    for line, after in zip(lines, [*lines[1:], ""], strict=True):
+        if any(command in m.split("|") for m in named.findall(line)):
+            found.append(line.strip())
+            # A usage too wide for the column (help_rows): its summary is the next line.
+            if "  " not in line.strip() and after.startswith(" " * (USAGE_COLUMN + 4)):
+                found.append(after.strip())
+    return found
 
 
 def version(ctx: Context, args: list[str]) -> int:

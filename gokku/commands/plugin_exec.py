@@ -7,7 +7,7 @@ from gokku import access, redact, services, suggest
 from gokku.commands import plugin_commands
 from gokku.context import Context
 from gokku.errors import AccessDenied, GokkuError, UnknownCommand, UsageError
-from gokku.names import is_name
+from gokku.names import check_name, is_name
 from gokku.plugins.manifest import CommandIO
 from gokku.plugins.registry import LIFECYCLE, Plugin
 from gokku.runner import run_script
@@ -30,6 +30,29 @@ def run_plugin_command(
             f"e.g. gokku {namespace}:{command} {' '.join(args)} < FILE".rstrip()
         )
     return run_for(ctx, plugin, command, script, args, service, io)
+
+
+def app_after_verb(ctx: Context, plugin: Plugin, command: str, args: list[str]) -> list[str]:
+    """``args`` without ``-a APP``/``--app APP``, which name the app (``ctx.app``,
+    ``GOKKU_APP``) as they do before the verb, when the command's declared usage names
+    ``-a APP``; otherwise ``args`` unchanged: the words are the script's own."""
+    if not plugin.takes_app_option(command):
+        return args
+    rest: list[str] = []
+    words = iter(args)
+    for word in words:
+        if word == "--":
+            rest += [word, *words]
+            break
+        name, eq, inline = word.partition("=")
+        if name not in ("-a", "--app"):
+            rest.append(word)
+            continue
+        app = inline if eq else next(words, None)
+        if not app:
+            raise UsageError(f"option {name} needs an app's name: {name} APP")
+        ctx.app = check_name("app", app)
+    return rest
 
 
 def run_for(
@@ -112,7 +135,7 @@ def _service_of(ctx: Context, plugin: Plugin, command: str, args: list[str]) -> 
         return None  # any or admin: a word the caller may not read names nothing
     if not services.exists(ctx.root, args[0]):
         if plugin.takes_service(command):
-            services.load(ctx.root, args[0])  # NotFound, naming the service
+            services.load(ctx.root, args[0], plugin.name)  # NotFound, naming the service
         return None
     owner = services.load(ctx.root, args[0]).plugin
     if owner != plugin.name:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from gokku import access, apps, confirm, keys, schedules, services
 from gokku.cmdline import Parsed, is_number, parse
-from gokku.commands import form_usage, read_assignments, usage_line
+from gokku.commands import APP_VALUES, form_usage, read_assignments, usage_line
 from gokku.commands.apps import finish_destroy
 from gokku.commands.doctor import report_cheap
 from gokku.commands.plugin_exec import authorize, run_for
@@ -288,10 +288,15 @@ def _link_args(
 def _form_link_args(
     ctx: Context, verb: str, args: list[str], more: dict[str, str] | None = None
 ) -> tuple[str, str, str, Parsed]:
-    """Dokku's ``SVC APP [--env ENV]`` (the app from the global -a when not given)."""
+    """Dokku's ``SVC APP [--env ENV]``; the app may be ``-a APP`` after the verb instead
+    (as for every verb that takes an app), else it is the global -a."""
     usage = form_usage(verb)
-    opts = parse(args, usage, values={**ENV, **(more or {})}, min_args=1, max_args=2)
-    app = opts.positional[1] if len(opts.positional) == 2 else ctx.app
+    values = {**APP_VALUES, **ENV, **(more or {})}
+    opts = parse(args, usage, values=values, min_args=1, max_args=2)
+    named = [*opts.positional[1:], *filter(None, [opts.get("app")])]
+    if len(set(named)) > 1:
+        raise UsageError(f"two apps given ({' and '.join(named)}); usage: {usage}")
+    app = named[0] if named else ctx.app
     if not app:
         raise UsageError(f"missing APP; usage: {usage}")
     return (*_link_target(ctx, opts.positional[0], app, opts.get("env")), opts)

@@ -301,15 +301,21 @@ usage_error() {
 }
 
 # help_rows USAGE SUMMARY [USAGE SUMMARY...]: help lines "  USAGE  SUMMARY", the summaries
-# in one column whatever the plugin's name.
+# in one column whatever the plugin's name; a usage wider than 48 characters (Gokku's own
+# help's limit) has a line of its own and its summary the next, in that column.
 help_rows() {
   local -a rows=("$@")
-  local width=0 i
+  local width=0 most=48 i
   for ((i = 0; i < ${#rows[@]}; i += 2)); do
     if ((${#rows[i]} > width)); then width=${#rows[i]}; fi
   done
+  if ((width > most)); then width=$most; fi
   for ((i = 0; i < ${#rows[@]}; i += 2)); do
-    printf '  %-*s  %s\n' "$width" "${rows[i]}" "${rows[i + 1]}"
+    if ((${#rows[i]} > width)); then
+      printf '  %s\n  %-*s  %s\n' "${rows[i]}" "$width" "" "${rows[i + 1]}"
+    else
+      printf '  %-*s  %s\n' "$width" "${rows[i]}" "${rows[i + 1]}"
+    fi
   done
 }
 

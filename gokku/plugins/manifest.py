@@ -28,7 +28,9 @@ plugin did not declare).
 ``usage`` (the arguments after ``PLUGIN:CMD``) and ``summary`` are what ``PLUGIN:CMD
 --help`` and ``help PLUGIN:CMD`` print. A usage whose first word is ``SERVICE`` (or
 ``SVC``) tells Gokku that the first argument names a service, so that one that does not
-exist is refused before the script runs, with a did-you-mean.
+exist is refused before the script runs, with a did-you-mean. A usage that names
+``-a APP`` (or ``[-a] APP``) tells it that ``-a APP`` after the command is the app
+(``GOKKU_APP``), as before it; any other command gets such words as its own arguments.
 
 The declarations are copied into the install record, so routing never parses YAML.
 Plugins without a manifest keep the defaults: a pty when the client asked, no checks.
@@ -50,6 +52,8 @@ DEFAULT_ACCESS = {"help": "any", "info": "read", "logs": "read"}
 SETTINGS = ("tty", "stdout", "stdin", "access", "description", "usage", "summary", "secret")
 # The first word of a usage that names a service (Dokku's plugins write <service>).
 SERVICE_WORDS = ("SERVICE", "SVC", "<service>")
+# A usage that names the app option: ``-a APP``, ``[-a APP]``, ``[-a] APP``.
+APP_OPTION = re.compile(r"(?<![\w-])-a\]? APP\b")
 # A setting becomes the variable GOKKU_CONFIG_<KEY>: its name is a variable name's tail.
 CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 CONFIG_FIELDS = ("default", "description", "secret")
@@ -213,6 +217,13 @@ def takes_service(record: dict[str, Any], command: str) -> bool:
     declared = command_usage(record, command)
     words = declared[0].split() if declared else []
     return bool(words) and any(w in SERVICE_WORDS for w in words[0].split("|"))
+
+
+def takes_app_option(record: dict[str, Any], command: str) -> bool:
+    """Whether ``command``'s declared usage names ``-a APP``: only then is ``-a APP``
+    after the command the app (``redis:connect c -a PASS`` means the script's own -a)."""
+    declared = command_usage(record, command)
+    return bool(declared) and APP_OPTION.search(declared[0]) is not None
 
 
 def requirements(tree_manifest: dict[str, Any]) -> tuple[str, dict[str, str]]:

@@ -18,6 +18,7 @@ from gokku.plugins.manifest import (
     command_io,
     command_secrets,
     command_usage,
+    takes_app_option,
     takes_service,
 )
 from gokku.storage import read_json
@@ -95,6 +96,10 @@ class Plugin:
     def takes_service(self, command: str) -> bool:
         """Whether ``command``'s first argument is a service (its declared usage)."""
         return takes_service(self.record, command)
+
+    def takes_app_option(self, command: str) -> bool:
+        """Whether ``-a APP`` after ``command`` is the app (its declared usage)."""
+        return takes_app_option(self.record, command)
 
     def description(self) -> str:
         return str(self.record.get("description") or "")
