@@ -1,4 +1,4 @@
-"""Shared fixtures: a temporary GOKKU_ROOT, the real ``gokku`` CLI in a subprocess, a local
+"""Shared fixtures: a temporary GOKKU_ROOT, the real ``gokku`` CLI in a process of its own, a local
 HTTP server standing in for GitHub (it serves real ``git archive`` tarballs), and plugin
 trees written to disk."""
 
@@ -10,12 +10,14 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cliforks import Forks
 
 REPO = Path(__file__).resolve().parent.parent
 STANDINS = Path(__file__).resolve().parent / "standins"
@@ -118,8 +120,32 @@ class Result:
         return self.err.decode()
 
 
+_FORKS: list[Forks] = []
+
+
+def _forks() -> Forks | None:
+    """This process's fork server for CLI calls (``cliforks``); none when
+    GOKKU_TEST_FORKS=0, which runs every call as ``python -m gokku`` (to compare)."""
+    if os.environ.get("GOKKU_TEST_FORKS") == "0":
+        return None
+    if not _FORKS:
+        folder = Path(tempfile.mkdtemp(prefix="gokku-forks-"))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GOKKU_", "PYTEST_"))}
+        _FORKS.append(Forks(folder, {**env, "PYTHONPATH": str(REPO)}, REPO))
+    return _FORKS[0]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_forks() -> Iterator[None]:
+    yield
+    for forks in _FORKS:
+        forks.close()
+        shutil.rmtree(forks.path.parent, ignore_errors=True)
+
+
 class Gokku:
-    """Runs the real CLI (``python -m gokku``) against one state root."""
+    """Runs the real CLI (``gokku/__main__.py``, forked by ``cliforks``) against one
+    state root."""
 
     def __init__(self, root: Path, env: dict[str, str], prefix: list[str] | None = None) -> None:
         self.root = root
@@ -134,11 +160,15 @@ class Gokku:
         timeout: float = 120,
         cwd: Path = REPO,
     ) -> Result:
+        env = {**self.env, **(env or {})}
+        forks = _forks()
+        if not self.prefix and forks is not None and forks.suits(env):
+            return Result(*forks.run(list(args), input, env, timeout, cwd))
         proc = subprocess.run(
             [*self.prefix, sys.executable, "-m", "gokku", *args],
             input=input,
             capture_output=True,
-            env={**self.env, **(env or {})},
+            env=env,
             timeout=timeout,
             cwd=cwd,
         )

@@ -134,9 +134,11 @@ def ssh_settings() -> dict:
 @pytest.fixture
 def ssh_config(gokku: Gokku, ssh_settings: dict) -> None:
     """gokku.yml for the tests: the forced command must find this checkout under sshd's
-    empty environment."""
+    empty environment. One worker unless a test asks for more: each is an interpreter and
+    a zygote to start, and only the tests of several workers need a second."""
     settings = {
         "gokku_command": f"env PYTHONPATH={REPO} {sys.executable} -m gokku",
+        "workers": 1,
         **ssh_settings,
     }
     write_settings(gokku.root, ssh=settings)

@@ -94,6 +94,7 @@ def test_a_member_holding_all_it_may_leaves_admins_in(
     assert asyncio.run(scenario()) < ADMIN_WAIT
 
 
+@pytest.mark.parametrize("ssh_settings", [{"workers": 2}])
 def test_a_member_cannot_open_more_sessions_than_its_key_may(
     server: int, alice: KeyPair, mallory: KeyPair, follow_plugin: str
 ) -> None:

@@ -1,0 +1,236 @@
+"""The tests' CLI calls, forked from an interpreter that has already imported Gokku.
+
+Tests set up their state through the real CLI (``plugins:add``, ``apps:create``,
+``ssh-keys:add``): thousands of calls a run, each paying an interpreter's start and Gokku's
+imports, about 50 ms of CPU, before its first line runs; on a two-core machine that was a
+quarter of the suite's CPU. Here each call still runs in a process of its own, as ``python -m
+gokku`` runs it: ``gokku/__main__.py`` with the caller's arguments, environment, working
+directory and standard streams, its exit status the process's. What it skips is the start
+of the interpreter, which the calls whose environment changes how an interpreter starts
+(``LD_PRELOAD``, ``PYTHON*``, the locale) still pay: they run ``python -m gokku`` itself.
+So does every start the tests do not make through ``Gokku`` (sshd's forced command, the
+plugins' helper callbacks, the tests of the CLI's own start).
+
+The server forks a manager per call, which forks the command and reports its pid, then its
+exit status; the server itself never runs a command, so each command starts from the same
+freshly imported state."""
+
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+# The loader and the interpreter read these at their start (preloads, stdio encodings,
+# paths, flags); a call that sets them gets an interpreter of its own.
+STARTUP_VARIABLES = ("LD_", "PYTHON", "LC_", "LANG")
+HEADER = struct.Struct("!Q")
+
+
+class Forks:
+    """One fork server, started on the first call and stopped with ``close``."""
+
+    def __init__(self, folder: Path, env: dict[str, str], cwd: Path) -> None:
+        self.path = folder / "cliforks.sock"
+        self.env = env
+        self.cwd = cwd
+        self.server: subprocess.Popen | None = None
+        self.lock = threading.Lock()
+
+    def suits(self, env: dict[str, str]) -> bool:
+        """Whether a call with ``env`` may be forked: its start-up variables are the
+        server's."""
+
+        def startup(variables: dict[str, str]) -> dict[str, str]:
+            return {k: v for k, v in variables.items() if k.startswith(STARTUP_VARIABLES)}
+
+        return startup(env) == startup(self.env)
+
+    def run(
+        self, args: list[str], input: bytes, env: dict[str, str], timeout: float, cwd: Path
+    ) -> tuple[int, bytes, bytes]:
+        """Like ``subprocess.run(..., capture_output=True)``: the exit code (minus the
+        signal for a killed command), stdout and stderr."""
+        conn = self._connect()
+        stdin_r, stdin_w = os.pipe()
+        stdout_r, stdout_w = os.pipe()
+        stderr_r, stderr_w = os.pipe()
+        body = json.dumps({"args": args, "env": env, "cwd": str(cwd)}).encode()
+        try:
+            socket.send_fds(conn, [HEADER.pack(len(body))], [stdin_r, stdout_w, stderr_w])
+            conn.sendall(body)
+        finally:
+            for fd in (stdin_r, stdout_w, stderr_w):
+                os.close(fd)
+        with conn, conn.makefile("rb") as replies:
+            pid = int(replies.readline())
+            try:
+                out, err = _communicate(stdin_w, stdout_r, stderr_r, input, timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(pid, signal.SIGKILL)
+                replies.readline()
+                raise
+            return int(replies.readline()), out, err
+
+    def _connect(self) -> socket.socket:
+        with self.lock:
+            if self.server is None:
+                self.server = subprocess.Popen(
+                    [sys.executable, __file__, str(self.path)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    env=self.env,
+                    cwd=self.cwd,
+                )
+                assert self.server.stdout.readline() == b"ready\n", "the fork server did not start"
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(str(self.path))
+        return conn
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stdin.close()  # its end of the pipe: it stops
+            self.server.wait(30)
+            self.server.stdout.close()
+
+
+def _communicate(
+    stdin: int, stdout: int, stderr: int, data: bytes, timeout: float
+) -> tuple[bytes, bytes]:
+    """Feed ``data`` and read both outputs to their end within ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    chunks: dict[int, list[bytes]] = {stdout: [], stderr: []}
+    offset = 0
+    with selectors.DefaultSelector() as selector:
+        for fd in chunks:
+            selector.register(fd, selectors.EVENT_READ)
+        if data:
+            os.set_blocking(stdin, False)
+            selector.register(stdin, selectors.EVENT_WRITE)
+        else:
+            os.close(stdin)
+        try:
+            while selector.get_map():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise subprocess.TimeoutExpired("gokku", timeout)
+                for key, _ in selector.select(left):
+                    if key.fd == stdin:
+                        try:
+                            offset += os.write(stdin, data[offset : offset + 65536])
+                        except BrokenPipeError:
+                            offset = len(data)
+                        done = offset >= len(data)
+                    else:
+                        chunk = os.read(key.fd, 65536)
+                        chunks[key.fd].append(chunk)
+                        done = not chunk
+                    if done:
+                        selector.unregister(key.fd)
+                        os.close(key.fd)
+        finally:
+            for fd in list(selector.get_map()):
+                os.close(fd)
+    return b"".join(chunks[stdout]), b"".join(chunks[stderr])
+
+
+def _serve(path: str) -> None:
+    """Import what every call imports, then fork a manager per connection until the
+    tests' end of the stdin pipe closes."""
+    import gokku.cli
+    import gokku.client
+    import gokku.dispatcher  # noqa: F401 - imported once, here
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)
+    sys.stdout.buffer.write(b"ready\n")
+    sys.stdout.flush()
+    with selectors.DefaultSelector() as selector:
+        selector.register(listener, selectors.EVENT_READ)
+        selector.register(0, selectors.EVENT_READ)
+        while True:
+            for key, _ in selector.select(1):
+                if key.fd == 0:
+                    return
+                conn, _ = listener.accept()
+                if os.fork() == 0:
+                    listener.close()
+                    _manage(conn)
+                conn.close()
+            _reap()
+
+
+def _reap() -> None:
+    """Wait for the managers that have ended (so that their CPU time, and their commands',
+    counts in the server's, and so in the run's)."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def _manage(conn: socket.socket) -> None:
+    """Fork the command, tell the caller its pid, then its exit status."""
+    header, fds, _, _ = socket.recv_fds(conn, HEADER.size, 3)
+    (size,) = HEADER.unpack(header)
+    body = b""
+    while len(body) < size:
+        body += conn.recv(size - len(body))
+    pid = os.fork()
+    if pid == 0:
+        conn.close()
+        _command(json.loads(body), fds)
+    for fd in fds:
+        os.close(fd)
+    conn.sendall(b"%d\n" % pid)
+    _, status = os.waitpid(pid, 0)
+    conn.sendall(b"%d\n" % os.waitstatus_to_exitcode(status))
+    os._exit(0)
+
+
+def _command(request: dict, fds: list[int]) -> None:
+    """Become ``python -m gokku ARGS`` in ``cwd`` with ``env``, and end as it would."""
+    import atexit
+    import runpy
+    import traceback
+
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.path[0] = os.getcwd()  # what -m puts first
+    code: int = 0
+    try:
+        sys.argv = ["gokku", *request["args"]]
+        runpy.run_module("gokku", run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:
+            code = code or 120  # as the interpreter reports an unflushable stdout
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1])
