@@ -78,8 +78,9 @@ def ignore_terminal_signals() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    # ssh-command is a door, not a caller: it runs as whoever sshd logged in, on the state
-    # its --root names (GOKKU_ROOT is not even set under sshd).
+    # ssh-command is a door, not a caller: it runs as whoever sshd logged in (root too
+    # works on the state as its owner), on the state its --root names (GOKKU_ROOT is not
+    # even set under sshd).
     door = list(args[:1]) == ["ssh-command"]
     if not door:
         from gokku import client
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     request = local_request(args)
     if door:
         ignore_terminal_signals()
-        return dispatch(request, _served_root(args))
+        return dispatch(request, _served_root(args), prepare=_become_state_owner)
     code = dispatch(request, prepare=_become_state_owner)
     if code in HINTED:
         _hint_other_side(list(args))
