@@ -36,7 +36,7 @@ HOOKS = {
         if [ -f SLOW ]; then sleep 0.3; fi
         if [ -f FAIL ]; then echo "build broke: $(cat FAIL)"; exit 3; fi
         mkdir -p "$GOKKU_APP_DIR/release"
-        cp app.txt "$GOKKU_APP_DIR/release/app.txt"
+        cp -P app.txt "$GOKKU_APP_DIR/release/app.txt"
         [ -z "${GREETING+set}" ] || { echo "the trigger got the app's GREETING"; exit 5; }
         run_in_sandbox "$1" -- /bin/sh -c 'printf "%s\\n" "$GREETING"' \\
           > "$GOKKU_APP_DIR/release/greeting"

@@ -27,7 +27,7 @@ BUILDER = """
 set -e
 run_in_sandbox "$1" -- /bin/bash ./build.sh
 mkdir -p "$GOKKU_APP_DIR/release"
-cp built "$GOKKU_APP_DIR/release/built"
+cp -P built linked "$GOKKU_APP_DIR/release/"
 """
 # The app's build: what it may do, and three things it may not (each says how it went).
 BUILD = """
@@ -41,6 +41,7 @@ echo "env file: $(cat "$root/apps/api/shared/.env" | tr '\\n' ' ')"
 echo "greeting: $GREETING"
 echo "privileges: $(grep -E '^(NoNewPrivs|CapEff)' /proc/self/status | tr -s '\\t\\n' '  ')"
 echo "$GREETING" > built
+ln -s "$root/ssh/keys.json" linked
 """
 # A plugin command that runs the sandbox outside any deploy, from a directory outside
 # GOKKU_ROOT (the other place it may write): it records its process group, and holds
@@ -120,9 +121,11 @@ def test_a_pushed_build_reaches_only_its_checkout_env_file_and_variables(
     assert f"env file: GREETING='hello sandbox' LD_PRELOAD={evil}" in said
     assert "greeting: hello sandbox" in said
     assert "privileges: CapEff: 0000000000000000 NoNewPrivs: 1" in said
-    # What it wrote in its checkout came out; nothing else changed.
-    release = gokku.root / "apps" / "api" / "release" / "built"
-    assert release.read_text() == "hello sandbox\n"
+    # What it wrote in its checkout came out; nothing else changed. Its link to the key
+    # registry came out as a link (cp -P): the trigger, unsandboxed, never followed it.
+    release = gokku.root / "apps" / "api" / "release"
+    assert (release / "built").read_text() == "hello sandbox\n"
+    assert (release / "linked").is_symlink()
     assert _untouched(gokku) == before and env_file.read_bytes() == env_before
     assert not (gokku.root.parent / "preloaded").exists()
 
