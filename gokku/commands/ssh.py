@@ -79,11 +79,11 @@ def ssh_command(ctx: Context, args: list[str]) -> int:
     if bool(opts.get("key")) == bool(opts.get("fingerprint")):
         raise UsageError(f"give --fingerprint FP; usage: {usage}")
     root = Root(Path(opts.get("root") or "").absolute()) if opts.get("root") else ctx.root
-    remote = (os.environ.get("SSH_CONNECTION") or os.environ.get("SSH_CLIENT") or "").split()
-    fingerprint = opts.get("fingerprint") or ""
-    entry = audit.Entry("", fingerprint, remote[0] if remote else "", None, pty=os.isatty(0))
+    entry = _entry(opts.get("fingerprint") or "")
     from gokku.ssh import handover
 
+    global _line_taken
+    _line_taken = True
     started = time.monotonic()
     handover.begin(entry, started)
     try:
@@ -100,6 +100,32 @@ def ssh_command(ctx: Context, args: list[str]) -> int:
         # it on) it is written here.
         if not (handover.active() and handover.finish(entry)):
             _audit(ctx, root, entry)
+
+
+# Whether ``ssh_command`` ran far enough to write its command's audit line (it does,
+# whatever happens next); until then ``owed_line`` writes one.
+_line_taken = False
+
+
+def _entry(fingerprint: str) -> audit.Entry:
+    """The audit line of this session's command, before anything is known but what sshd
+    (or the embedded server, the same way) said."""
+    remote = (os.environ.get("SSH_CONNECTION") or os.environ.get("SSH_CLIENT") or "").split()
+    return audit.Entry("", fingerprint, remote[0] if remote else "", None, pty=os.isatty(0))
+
+
+def owed_line(root: Root, fingerprint: str, code: int) -> None:
+    """The audit line of an ``ssh-command`` whose own code never ran (it crashed, or was
+    refused, on the way there): the command as it came and the fingerprint that logged
+    in, escaped like every line. A command gets exactly one line, whatever happened."""
+    if _line_taken:
+        return
+    entry = _entry(fingerprint)
+    with contextlib.suppress(UsageError):  # a string that does not split: no argv
+        entry.argv = audit.redacted(split_command(os.environ.get("SSH_ORIGINAL_COMMAND", "")))
+    entry.exit = code
+    with contextlib.suppress(AuditFailed):  # the client has had its line on stderr
+        audit.write(root, entry)
 
 
 def _run(ctx: Context, root: Root, legacy: str | None, entry: audit.Entry) -> int:
