@@ -156,6 +156,8 @@ def _run(ctx: Context, root: Root, legacy: str | None, entry: audit.Entry) -> in
     try:
         streaming = handover.direct() if handover.active() else relayed()
         with _hang_up_raises(), streaming as streams:
+            if not handover.active():  # sshd's door: the embedded server counts its own
+                _take_session_slot(root, key)
             counts = streams.counts
             term = os.environ.get("TERM") if entry.pty else None
             streams_ = (streams.stdin, streams.stdout, streams.stderr)
@@ -169,6 +171,16 @@ def _run(ctx: Context, root: Root, legacy: str | None, entry: audit.Entry) -> in
             entry.bytes_in, entry.bytes_out = counts.bytes_in, counts.bytes_out
     entry.exit = code
     return code
+
+
+def _take_session_slot(root: Root, key: keys.Key) -> None:
+    """One of the key's session slots (``gokku.sessions``), held until this process ends;
+    a member key gets no more than ``max_sessions_per_key``, as on the embedded server."""
+    from gokku import sessions
+    from gokku.access import ADMIN
+
+    cap = None if key.role == ADMIN else load_config(root).max_sessions_per_key
+    sessions.take(root, key.fingerprint, key.name, cap)
 
 
 def _audit(ctx: Context, root: Root, entry: audit.Entry) -> None:
