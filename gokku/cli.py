@@ -78,8 +78,9 @@ def ignore_terminal_signals() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    # ssh-command is a door, not a caller: it runs as whoever sshd logged in, on the state
-    # its --root names (GOKKU_ROOT is not even set under sshd).
+    # ssh-command is a door, not a caller: it runs as whoever sshd logged in (root too
+    # works on the state as its owner), on the state its --root names (GOKKU_ROOT is not
+    # even set under sshd).
     door = list(args[:1]) == ["ssh-command"]
     if not door:
         from gokku import client
@@ -92,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     request = local_request(args)
     if door:
         ignore_terminal_signals()
-        return dispatch(request, _served_root(args))
+        served = _served_root(args)
+        code = dispatch(request, served, prepare=_become_state_owner)
+        _owed_audit_line(served, args, code)
+        return code
     code = dispatch(request, prepare=_become_state_owner)
     if code in HINTED:
         _hint_other_side(list(args))
@@ -118,11 +122,29 @@ def _served_root(args: list[str]) -> "Root | None":
     default root. None: the door's own parse reports a missing one."""
     from gokku.paths import Root
 
+    value = _door_option(args, "--root")
+    return Root(Path(value).absolute()) if value else None
+
+
+def _door_option(args: list[str], flag: str) -> str:
     words = args[1:]
-    for flag, value in zip(words, words[1:], strict=False):
-        if flag == "--root" and value:
-            return Root(Path(value).absolute())
-    return None
+    for name, value in zip(words, words[1:], strict=False):
+        if name == flag and value:
+            return value
+    return ""
+
+
+def _owed_audit_line(served: "Root | None", args: list[str], code: int) -> None:
+    """The door's command has its audit line even when ``ssh-command``'s own code never
+    ran (a crash routing it): written here, the one place that still runs. Nothing more
+    can be said if that fails too: the crash is in the log already."""
+    try:
+        from gokku.commands import ssh
+        from gokku.paths import Root
+
+        ssh.owed_line(served or Root.from_env(), _door_option(args, "--fingerprint"), code)
+    except Exception:  # noqa: BLE001 - the last resort of a crash already reported
+        pass
 
 
 def local_request(args: list[str]) -> "Request":

@@ -6,8 +6,8 @@ has them, in plugin-name order, with the app's lock held:
 
 - ``pre-receive APP OLDREV NEWREV REFNAME`` for every ref a push updates: may refuse it;
 - ``deploy APP REV`` in ``GOKKU_SOURCE_DIR``, a clean checkout of REV (removed after),
-  with the app's ``.env`` variables in its environment and the file's path in
-  ``GOKKU_APP_ENV_FILE``: the build;
+  with the path of the app's ``.env`` in ``GOKKU_APP_ENV_FILE`` (its variables are in no
+  trigger's environment: the app's code gets them from ``run_in_sandbox``): the build;
 - ``post-deploy APP REV`` once the deploy branch points at REV.
 
 A push runs them from git's own hooks (``gokku git-hook``): pre-receive runs before any

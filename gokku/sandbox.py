@@ -21,9 +21,14 @@ linked to it, both over the network, as in Dokku's containers. So whatever liste
 host's loopback is in reach: a service there must ask for its password, as the bundled
 ones do (scram-sha-256, requirepass).
 
-An admin on a host without user namespaces may set ``sandbox: off`` in gokku.yml; the
-command then runs as the server's user with the same environment, and ``gokku serve`` and
-``gokku doctor`` say so.
+A user namespace changes no kernel uid: a sandbox started by root would still own root's
+files, and read ``/etc/shadow`` or the host keys through the read-only ``/etc``. So it is
+refused while Gokku runs as root (a root-owned GOKKU_ROOT: ops/install gives it a user of
+its own instead).
+
+An admin on a host without user namespaces, or who runs Gokku as root, may set ``sandbox:
+off`` in gokku.yml; the command then runs as the server's user with the same environment,
+and ``gokku serve`` and ``gokku doctor`` say so.
 """
 
 import os
@@ -39,6 +44,11 @@ from gokku.runner import DEFAULT_PATH
 from gokku.ssh.config import CONFIG_FILE, read_settings
 
 SETTING = "sandbox"
+AS_ROOT = "this Gokku runs as root, whose files a sandbox would still own"
+AS_ROOT_REMEDY = (
+    f"give GOKKU_ROOT to a user of its own (as ops/install does) or set '{SETTING}: off' "
+    f"in {CONFIG_FILE}"
+)
 # Namespaces: all of them but the network's, a user namespace even for root (it is what
 # makes the sandbox unprivileged, and where none can be made the sandbox is refused), none
 # inside; the process can gain nothing and takes its terminal nowhere.
@@ -69,14 +79,17 @@ def enabled(root: Root) -> bool:
     raise GokkuError(f"{root.path / CONFIG_FILE}: {SETTING} must be on or off, not {value!r}")
 
 
-def off_warning(root: Root) -> str | None:
-    """What an admin must hear when the sandbox is off (``serve`` and ``doctor`` say it)."""
-    if enabled(root):
-        return None
-    return (
-        f"{SETTING}: off in {CONFIG_FILE}: plugins run apps' code (a push's build) as this "
-        "server's user, with everything that user can reach"
-    )
+def warning(root: Root) -> str | None:
+    """What an admin must hear when apps' code cannot run sandboxed as set up: the sandbox
+    is off, or Gokku runs as root and it refuses (``serve`` and ``doctor`` say it)."""
+    if not enabled(root):
+        return (
+            f"{SETTING}: off in {CONFIG_FILE}: plugins run apps' code (a push's build) as "
+            "this server's user, with everything that user can reach"
+        )
+    if os.geteuid() == 0:
+        return f"{AS_ROOT}: it refuses to run apps' code; {AS_ROOT_REMEDY}"
+    return None
 
 
 def run(root: Root, app: str, command: list[str]) -> NoReturn:
@@ -88,6 +101,8 @@ def run(root: Root, app: str, command: list[str]) -> NoReturn:
     if not enabled(root):
         _exec(command, env, [])
     bwrap = _bwrap()
+    if os.geteuid() == 0:
+        raise GokkuError(f"no sandbox for apps' code: {AS_ROOT}: nothing was run; {AS_ROOT_REMEDY}")
     env_file = root.env_file(app).resolve()
     # An empty GOKKU_ROOT over the real one, holding only the two mount points, and made
     # read-only once they are in: nothing written there could even look like state.

@@ -147,10 +147,17 @@ class Gokku:
     """Runs the real CLI (``gokku/__main__.py``, forked by ``cliforks``) against one
     state root."""
 
-    def __init__(self, root: Path, env: dict[str, str], prefix: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        env: dict[str, str],
+        prefix: list[str] | None = None,
+        python: str = sys.executable,
+    ) -> None:
         self.root = root
         self.env = env
         self.prefix = prefix or []  # e.g. nsenter: the CLI run inside another namespace
+        self.python = python  # one the state's owner can run (see ``gokku_python``)
 
     def __call__(
         self,
@@ -162,10 +169,15 @@ class Gokku:
     ) -> Result:
         env = {**self.env, **(env or {})}
         forks = _forks()
-        if not self.prefix and forks is not None and forks.suits(env):
+        if (
+            not self.prefix
+            and self.python == sys.executable
+            and forks is not None
+            and forks.suits(env)
+        ):
             return Result(*forks.run(list(args), input, env, timeout, cwd))
         proc = subprocess.run(
-            [*self.prefix, sys.executable, "-m", "gokku", *args],
+            [*self.prefix, self.python, "-m", "gokku", *args],
             input=input,
             capture_output=True,
             env=env,
@@ -214,20 +226,94 @@ def named_ports(gokku: "Gokku") -> None:
 
 
 @pytest.fixture
-def base_env(tmp_path: Path) -> dict[str, str]:
+def state_owner() -> str | None:
+    """The user owning the state root: the tests' own (None) unless a test names one with
+    ``@pytest.mark.parametrize("state_owner", ["nobody"])``; root's CLI and doors then work
+    on it as that user, as on a host ops/install set up (the sandbox refuses root)."""
+    return None
+
+
+@pytest.fixture
+def state_parent(tmp_path: Path, state_owner: str | None) -> Iterator[Path]:
+    """Where the state root lies: ``tmp_path``, or for another owner a directory of its
+    own that this user can reach (``tmp_path`` is only its creator's)."""
+    if state_owner is None:
+        yield tmp_path
+        return
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="gokku-owned-"))
+    folder.chmod(0o755)
+    shutil.chown(folder, state_owner, state_owner_group(state_owner))
+    yield folder
+    shutil.rmtree(folder)
+
+
+def state_owner_group(user: str) -> int:
+    import pwd
+
+    return pwd.getpwnam(user).pw_gid
+
+
+@pytest.fixture
+def gokku_python(state_owner: str | None) -> str:
+    """The interpreter Gokku runs with: this one, which root's CLI can switch to the
+    state's owner only if that user can run it (one in root's home it cannot)."""
+    if state_owner is None or _reaches(state_owner, Path(sys.executable).resolve().parent):
+        return sys.executable
+    return _python_for_everyone()
+
+
+def _reaches(user: str, path: Path) -> bool:
+    """Whether ``user`` may walk to ``path``, by the rule root's CLI applies before it
+    switches to the state's owner."""
+    import pwd
+
+    from gokku.cli import _reachable
+
+    entry = pwd.getpwnam(user)
+    return _reachable(path, entry.pw_uid, os.getgrouplist(user, entry.pw_gid))
+
+
+@functools.cache
+def _python_for_everyone() -> str:
+    """A virtualenv of the system's interpreter of this version, in a directory every user
+    can reach, that finds this one's packages: made once per test process."""
+    import atexit
+    import sysconfig
+    import tempfile
+
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    system = shutil.which(version, path="/usr/local/bin:/usr/bin:/bin")
+    assert system, f"no {version} outside root's home for a state owned by another user"
+    folder = Path(tempfile.mkdtemp(prefix="gokku-python-"))
+    atexit.register(shutil.rmtree, folder, True)
+    folder.chmod(0o755)
+    subprocess.run([system, "-m", "venv", "--without-pip", str(folder)], check=True)
+    site = folder / "lib" / version / "site-packages"
+    (site / "tests-packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return str(folder / "bin" / "python")
+
+
+@pytest.fixture
+def base_env(state_parent: Path) -> dict[str, str]:
     env = {
         key: value for key, value in os.environ.items() if not key.startswith(("GOKKU_", "PYTEST_"))
     }
-    env["GOKKU_ROOT"] = str(tmp_path / "root")
+    env["GOKKU_ROOT"] = str(state_parent / "root")
     env["PYTHONPATH"] = str(REPO)
     env["GOKKU_LOCK_TIMEOUT"] = "60"
     return env
 
 
 @pytest.fixture
-def gokku(tmp_path: Path, base_env: dict[str, str]) -> Gokku:
-    write_settings(tmp_path / "root")
-    return Gokku(tmp_path / "root", base_env)
+def gokku(base_env: dict[str, str], state_owner: str | None, gokku_python: str) -> Gokku:
+    root = Path(base_env["GOKKU_ROOT"])
+    write_settings(root)
+    if state_owner is not None:
+        for path in (root, root / "gokku.yml"):
+            shutil.chown(path, state_owner, state_owner_group(state_owner))
+    return Gokku(root, base_env, python=gokku_python)
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):

@@ -9,7 +9,6 @@ import contextlib
 import os
 import resource
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -102,17 +101,18 @@ MANIFEST = (
 
 
 @pytest.fixture
-def test_plugin(gokku: Gokku, tmp_path: Path) -> str:
+def test_plugin(gokku: Gokku) -> str:
     scripts = {f"commands/{name}": body for name, body in COMMANDS.items()}
-    tree = write_plugin(tmp_path / "src" / "t", commands=scripts)
+    tree = write_plugin(gokku.root.parent / "src" / "t", commands=scripts)
     (tree / "plugin.yml").write_text(MANIFEST)
     gokku.ok("plugins:add", str(tree), "--name", "t")
     return "t"
 
 
 @pytest.fixture
-def keydir(tmp_path: Path) -> Path:
-    folder = tmp_path / "client-keys"
+def keydir(state_parent: Path) -> Path:
+    """Beside the state root: where its owner can read the public keys."""
+    folder = state_parent / "client-keys"
     folder.mkdir()
     return folder
 
@@ -137,7 +137,7 @@ def ssh_config(gokku: Gokku, ssh_settings: dict) -> None:
     empty environment. One worker unless a test asks for more: each is an interpreter and
     a zygote to start, and only the tests of several workers need a second."""
     settings = {
-        "gokku_command": f"env PYTHONPATH={REPO} {sys.executable} -m gokku",
+        "gokku_command": f"env PYTHONPATH={REPO} {gokku.python} -m gokku",
         "workers": 1,
         **ssh_settings,
     }
@@ -178,8 +178,8 @@ class Door:
 
 
 @pytest.fixture
-def server(base_env: dict[str, str], ssh_config: None) -> Iterator[int]:
-    with running_server(base_env) as (_, port):
+def server(base_env: dict[str, str], gokku: Gokku, ssh_config: None) -> Iterator[int]:
+    with running_server(base_env, python=gokku.python) as (_, port):
         yield port
 
 

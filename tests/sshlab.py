@@ -80,12 +80,14 @@ def stopping(proc: subprocess.Popen, timeout: float = 15) -> Iterator[subprocess
 
 
 @contextlib.contextmanager
-def running_server(env: dict[str, str], cwd: Path = REPO) -> Iterator[tuple[subprocess.Popen, int]]:
+def running_server(
+    env: dict[str, str], cwd: Path = REPO, python: str = sys.executable
+) -> Iterator[tuple[subprocess.Popen, int]]:
     """A real ``gokku serve`` on a free loopback port, stopped with SIGTERM at the end.
     Started as the installed command starts it: the working directory not on sys.path."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-P", "-m", "gokku", "serve", "--port", str(port)],
+        [python, "-P", "-m", "gokku", "serve", "--port", str(port)],
         env=env,
         cwd=cwd,
         stdout=subprocess.DEVNULL,

@@ -2,11 +2,14 @@
 user namespaces. A member pushes a build that tries to read the key registry, write into
 a service, and change another app through the helpers, through both SSH doors; it gets
 its checkout, its ``.env`` (read-only) and its variables, and nothing else. It dies with
-the script that started it. Where no user namespace can be made it is refused, unless
-gokku.yml says ``sandbox: off``, which ``serve`` and ``doctor`` then warn about."""
+the script that started it. Where no user namespace can be made, or Gokku runs as root
+(whose files the sandbox would still own), it is refused, unless gokku.yml says ``sandbox:
+off``, which ``serve`` and ``doctor`` then warn about. The tests that run it for real give
+the state to ``nobody``, as ops/install gives it to a user of its own."""
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import Gokku, write_plugin
 from sshkit import *  # noqa: F403 - fixtures
-from sshkit import REPO, Door, free_port, make_key, wait_until
+from sshkit import REPO, Door, KeyPair, free_port, make_key, wait_until
 from test_git import IDENTITY, commit
 from test_trust_env import preload_library
 
@@ -24,7 +27,7 @@ BUILDER = """
 set -e
 run_in_sandbox "$1" -- /bin/bash ./build.sh
 mkdir -p "$GOKKU_APP_DIR/release"
-cp built "$GOKKU_APP_DIR/release/built"
+cp -P built linked "$GOKKU_APP_DIR/release/"
 """
 # The app's build: what it may do, and three things it may not (each says how it went).
 BUILD = """
@@ -38,6 +41,7 @@ echo "env file: $(cat "$root/apps/api/shared/.env" | tr '\\n' ' ')"
 echo "greeting: $GREETING"
 echo "privileges: $(grep -E '^(NoNewPrivs|CapEff)' /proc/self/status | tr -s '\\t\\n' '  ')"
 echo "$GREETING" > built
+ln -s "$root/ssh/keys.json" linked
 """
 # A plugin command that runs the sandbox outside any deploy, from a directory outside
 # GOKKU_ROOT (the other place it may write): it records its process group, and holds
@@ -64,10 +68,10 @@ def _untouched(gokku: Gokku) -> dict[str, bytes]:
     }
 
 
-def test_a_pushed_build_reaches_only_its_checkout_env_file_and_variables(
-    door: Door, gokku: Gokku, keydir: Path, tmp_path: Path
-) -> None:
-    tree = write_plugin(tmp_path / "src" / "builder", commands={"hooks/deploy": BUILDER})
+def _builder(gokku: Gokku, keydir: Path) -> KeyPair:
+    """The builder plugin, apps api and other, service db, and bob, a member who may
+    write api: his key."""
+    tree = write_plugin(gokku.root.parent / "src" / "builder", commands={"hooks/deploy": BUILDER})
     gokku.ok("plugins:add", str(tree), "--name", "builder")
     for app in ("api", "other"):
         gokku.ok("apps:create", app)
@@ -75,27 +79,41 @@ def test_a_pushed_build_reaches_only_its_checkout_env_file_and_variables(
     bob = make_key(keydir, "bob")
     gokku.ok("ssh-keys:add", "bob", input=bob.public.encode())
     gokku.ok("access:grant", "bob", "app:api")
-    # A library of the app's own, named in full: loaded by whatever starts with the app's
-    # variables outside the sandbox (inside, its path does not exist).
-    evil = preload_library(tmp_path / "evil.so", tmp_path / "preloaded")
-    setting = shlex.quote(f"LD_PRELOAD={evil}")
-    assert door.ssh(f"config:set api 'GREETING=hello sandbox' {setting}", key=bob.path).code == 0
-    before, env_file = _untouched(gokku), gokku.root / "apps" / "api" / "shared" / ".env"
-    env_before = env_file.read_bytes()
+    return bob
 
+
+def _push(door: Door, key: Path, tmp_path: Path, build: str) -> subprocess.CompletedProcess:
+    """``git push`` of a commit whose build.sh is ``build``, to api, with ``key``."""
     work = tmp_path / "home" / "work"
     work.mkdir(parents=True)
     subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
-    commit(work, "build.sh", BUILD.format(root=shlex.quote(str(gokku.root.resolve()))).encode())
-    ssh = shlex.join(door.ssh_argv(key=bob.path)[:-1])
+    commit(work, "build.sh", build.encode())
+    ssh = shlex.join(door.ssh_argv(key=key)[:-1])
     env = {**os.environ, **IDENTITY, "HOME": str(work.parent), "GIT_SSH_COMMAND": ssh}
-    pushed = subprocess.run(
+    return subprocess.run(
         ["git", "push", f"{door.user}@127.0.0.1:api", "main"],
         cwd=work,
         env=env,
         capture_output=True,
         text=True,
     )
+
+
+@pytest.mark.parametrize("state_owner", ["nobody"])
+def test_a_pushed_build_reaches_only_its_checkout_env_file_and_variables(
+    door: Door, gokku: Gokku, keydir: Path, tmp_path: Path
+) -> None:
+    bob = _builder(gokku, keydir)
+    # A library of the app's own, named in full: loaded by whatever starts with the app's
+    # variables outside the sandbox (inside, its path does not exist).
+    evil = preload_library(gokku.root.parent / "evil.so", gokku.root.parent / "preloaded")
+    setting = shlex.quote(f"LD_PRELOAD={evil}")
+    assert door.ssh(f"config:set api 'GREETING=hello sandbox' {setting}", key=bob.path).code == 0
+    before, env_file = _untouched(gokku), gokku.root / "apps" / "api" / "shared" / ".env"
+    env_before = env_file.read_bytes()
+
+    build = BUILD.format(root=shlex.quote(str(gokku.root.resolve())))
+    pushed = _push(door, bob.path, tmp_path, build)
     assert pushed.returncode == 0, pushed.stderr
     said = [line.removeprefix("remote: ").rstrip() for line in pushed.stderr.splitlines()]
     for attempt in ("keys", "services", "helpers", "env-file-write"):
@@ -103,26 +121,68 @@ def test_a_pushed_build_reaches_only_its_checkout_env_file_and_variables(
     assert f"env file: GREETING='hello sandbox' LD_PRELOAD={evil}" in said
     assert "greeting: hello sandbox" in said
     assert "privileges: CapEff: 0000000000000000 NoNewPrivs: 1" in said
-    # What it wrote in its checkout came out; nothing else changed.
-    release = gokku.root / "apps" / "api" / "release" / "built"
-    assert release.read_text() == "hello sandbox\n"
+    # What it wrote in its checkout came out; nothing else changed. Its link to the key
+    # registry came out as a link (cp -P): the trigger, unsandboxed, never followed it.
+    release = gokku.root / "apps" / "api" / "release"
+    assert (release / "built").read_text() == "hello sandbox\n"
+    assert (release / "linked").is_symlink()
     assert _untouched(gokku) == before and env_file.read_bytes() == env_before
-    assert not (tmp_path / "preloaded").exists()
+    assert not (gokku.root.parent / "preloaded").exists()
+
+
+# What a build as root could read through the read-only /etc: root's own 0600 files.
+READ_AS_ROOT = """
+echo "shadow: $(head -c 5 /etc/shadow)"
+echo "done" > built
+"""
+
+
+def test_as_root_a_pushed_build_is_refused_in_one_line(
+    door: Door, gokku: Gokku, keydir: Path, tmp_path: Path
+) -> None:
+    """The tests' own state is root's: the sandbox would run the build as uid 0, owning
+    /etc/shadow and the host keys, so it refuses; doctor says why."""
+    bob = _builder(gokku, keydir)
+    before = _untouched(gokku)
+    pushed = _push(door, bob.path, tmp_path, READ_AS_ROOT)
+    assert pushed.returncode != 0
+    said = [line.removeprefix("remote: ") for line in pushed.stderr.splitlines()]
+    refused = [line for line in said if "no sandbox for apps' code" in line]
+    assert len(refused) == 1, pushed.stderr
+    assert "this Gokku runs as root" in refused[0] and "sandbox: off" in refused[0]
+    assert "shadow:" not in pushed.stderr
+    assert not (gokku.root / "apps" / "api" / "release").exists()
+    assert _untouched(gokku) == before
+    # A key that may not write api is refused before any trigger runs.
+    carol = make_key(keydir, "carol")
+    gokku.ok("ssh-keys:add", "carol", input=carol.public.encode())
+    shutil.rmtree(tmp_path / "home")
+    stranger = _push(door, carol.path, tmp_path, READ_AS_ROOT)
+    assert stranger.returncode != 0 and "carol may not write app 'api'" in stranger.stderr
+    assert "no sandbox" not in stranger.stderr
+
+    warning = "this Gokku runs as root, whose files a sandbox would still own"
+    assert warning in gokku.ok("doctor").stderr
+    with open(gokku.root / "gokku.yml", "a") as settings:
+        settings.write("sandbox: off\n")
+    doctor = gokku.ok("doctor").stderr
+    assert warning not in doctor and "sandbox: off in gokku.yml" in doctor
 
 
 @pytest.fixture
-def runner(gokku: Gokku, tmp_path: Path) -> Path:
-    tree = write_plugin(tmp_path / "src" / "sb", commands={"commands/run": RUNNER})
+def runner(gokku: Gokku) -> Path:
+    tree = write_plugin(gokku.root.parent / "src" / "sb", commands={"commands/run": RUNNER})
     gokku.ok("plugins:add", str(tree), "--name", "sb")
     gokku.ok("apps:create", "api")
     gokku.ok("config:set", "api", "GREETING=hi")
-    return tmp_path / "outside"
+    return gokku.root.parent / "outside"
 
 
+@pytest.mark.parametrize("state_owner", ["nobody"])
 def test_the_sandbox_dies_with_the_script_that_started_it(gokku: Gokku, runner: Path) -> None:
     hold = "echo $GREETING > held; while :; do sleep 0.05; done"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gokku", "sb:run", "api", hold],
+        [gokku.python, "-m", "gokku", "sb:run", "api", hold],
         env=gokku.env,
         cwd=REPO,
         stdout=subprocess.DEVNULL,

@@ -1,9 +1,13 @@
 """One key cannot lock everyone out of the embedded server: a key's connections and
 sessions are capped, member keys leave slots that only admin keys take, and a removed
-key's open connections are closed at once."""
+key's open connections are closed at once. Through sshd's forced command a key's
+sessions are capped and hung up the same way (its connections are sshd's to limit)."""
 
 import asyncio
 import contextlib
+import os
+import pwd
+import subprocess
 import time
 from pathlib import Path
 
@@ -11,7 +15,7 @@ import asyncssh
 import pytest
 from conftest import Gokku, write_plugin
 from sshkit import *  # noqa: F403 - fixtures
-from sshkit import KeyPair, free_port, make_key
+from sshkit import Door, KeyPair, free_port, make_key
 
 from gokku.ssh.config import SSHConfig
 
@@ -161,7 +165,49 @@ def test_removing_a_key_closes_its_connections_at_once(
 def test_a_reserve_larger_than_the_whole_is_refused_at_start(gokku: Gokku, ssh_config) -> None:
     result = gokku("serve", "--port", str(free_port()), timeout=60)
     assert result.code == 1
-    assert result.stderr.splitlines() == [
+    # Its last line (before it, as root, serve says the sandbox refuses apps' code).
+    assert result.stderr.splitlines()[-1:] == [
         " !     ssh.admin_connections (9) must not exceed ssh.max_connections (8)"
     ]
     assert not (gokku.root / "ssh" / "host_ed25519_key").exists()  # refused before anything
+
+
+def _follow(door: Door, key: KeyPair) -> subprocess.Popen:
+    """``f:follow`` through OpenSSH's client, streaming until it ends."""
+    return subprocess.Popen(
+        [*door.ssh_argv(key=key.path), "--", "f:follow"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+@pytest.mark.parametrize("ssh_settings", [{"max_sessions_per_key": 3}])
+def test_through_sshd_a_key_has_its_session_cap_and_is_hung_up_when_removed(
+    gokku: Gokku, sshd: int, alice: KeyPair, mallory: KeyPair, follow_plugin: str
+) -> None:
+    """sshd's forced command counts a key's sessions as the embedded server does: a member
+    gets three long streams and a one-line refusal for the fourth, an admin is not
+    capped; removing the member's key hangs up its streams within 2 seconds."""
+    door = Door("openssh", sshd, pwd.getpwuid(os.geteuid()).pw_name, alice, gokku.root)
+    streams: list[subprocess.Popen] = []
+    try:
+        for key in (mallory, mallory, mallory, alice, alice, alice, alice):
+            streams.append(_follow(door, key))
+            assert streams[-1].stdout.readline() == b"ready\n"
+        refused = door.ssh("f:follow", key=mallory.path, timeout=30)
+        assert refused.code == 1 and refused.out == b""
+        assert refused.stderr == " !     too many sessions with key mallory\n"
+        (entry,) = [e for e in door.audit() if e.get("exit") == 1]
+        assert entry["key"] == "mallory" and entry["argv"] == ["f:follow"]
+
+        gokku.ok("ssh-keys:remove", "mallory")
+        started = time.monotonic()
+        for stream in streams[:3]:
+            stream.wait(10)
+        assert time.monotonic() - started < ADMIN_WAIT
+        assert all(stream.poll() is None for stream in streams[3:])  # the admin's go on
+    finally:
+        for stream in streams:
+            stream.kill()
+            stream.wait()

@@ -49,6 +49,6 @@ def report_cheap(ctx: Context) -> None:
 def warn_settings(ctx: Context) -> None:
     """What an admin chose that leaves the server open to apps' code: a warning on stderr,
     not a finding (nothing is broken, there is nothing to repair)."""
-    warning = sandbox.off_warning(ctx.root)
+    warning = sandbox.warning(ctx.root)
     if warning:
         ctx.warn(warning)

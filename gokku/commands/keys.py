@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from gokku import keys
+from gokku import keys, sessions
 from gokku.cmdline import parse
 from gokku.commands import usage_line
 from gokku.context import Context
@@ -113,5 +113,7 @@ def remove(ctx: Context, args: list[str]) -> int:
         raise UsageError(f"give a NAME or --fingerprint FP; usage: {usage}")
     upgraded(ctx)
     key = keys.remove(ctx.root, load_config(ctx.root), name, fingerprint)
+    sessions.hang_up(ctx.root, key.fingerprint)  # its sessions through sshd (the embedded
+    # server closes its own connections when it sees the registry change)
     ctx.info(f"Removed key {key.name} ({key.fingerprint})")
     return 0

@@ -79,11 +79,11 @@ def ssh_command(ctx: Context, args: list[str]) -> int:
     if bool(opts.get("key")) == bool(opts.get("fingerprint")):
         raise UsageError(f"give --fingerprint FP; usage: {usage}")
     root = Root(Path(opts.get("root") or "").absolute()) if opts.get("root") else ctx.root
-    remote = (os.environ.get("SSH_CONNECTION") or os.environ.get("SSH_CLIENT") or "").split()
-    fingerprint = opts.get("fingerprint") or ""
-    entry = audit.Entry("", fingerprint, remote[0] if remote else "", None, pty=os.isatty(0))
+    entry = _entry(opts.get("fingerprint") or "")
     from gokku.ssh import handover
 
+    global _line_taken
+    _line_taken = True
     started = time.monotonic()
     handover.begin(entry, started)
     try:
@@ -100,6 +100,32 @@ def ssh_command(ctx: Context, args: list[str]) -> int:
         # it on) it is written here.
         if not (handover.active() and handover.finish(entry)):
             _audit(ctx, root, entry)
+
+
+# Whether ``ssh_command`` ran far enough to write its command's audit line (it does,
+# whatever happens next); until then ``owed_line`` writes one.
+_line_taken = False
+
+
+def _entry(fingerprint: str) -> audit.Entry:
+    """The audit line of this session's command, before anything is known but what sshd
+    (or the embedded server, the same way) said."""
+    remote = (os.environ.get("SSH_CONNECTION") or os.environ.get("SSH_CLIENT") or "").split()
+    return audit.Entry("", fingerprint, remote[0] if remote else "", None, pty=os.isatty(0))
+
+
+def owed_line(root: Root, fingerprint: str, code: int) -> None:
+    """The audit line of an ``ssh-command`` whose own code never ran (it crashed, or was
+    refused, on the way there): the command as it came and the fingerprint that logged
+    in, escaped like every line. A command gets exactly one line, whatever happened."""
+    if _line_taken:
+        return
+    entry = _entry(fingerprint)
+    with contextlib.suppress(UsageError):  # a string that does not split: no argv
+        entry.argv = audit.redacted(split_command(os.environ.get("SSH_ORIGINAL_COMMAND", "")))
+    entry.exit = code
+    with contextlib.suppress(AuditFailed):  # the client has had its line on stderr
+        audit.write(root, entry)
 
 
 def _run(ctx: Context, root: Root, legacy: str | None, entry: audit.Entry) -> int:
@@ -130,6 +156,8 @@ def _run(ctx: Context, root: Root, legacy: str | None, entry: audit.Entry) -> in
     try:
         streaming = handover.direct() if handover.active() else relayed()
         with _hang_up_raises(), streaming as streams:
+            if not handover.active():  # sshd's door: the embedded server counts its own
+                _take_session_slot(root, key)
             counts = streams.counts
             term = os.environ.get("TERM") if entry.pty else None
             streams_ = (streams.stdin, streams.stdout, streams.stderr)
@@ -143,6 +171,16 @@ def _run(ctx: Context, root: Root, legacy: str | None, entry: audit.Entry) -> in
             entry.bytes_in, entry.bytes_out = counts.bytes_in, counts.bytes_out
     entry.exit = code
     return code
+
+
+def _take_session_slot(root: Root, key: keys.Key) -> None:
+    """One of the key's session slots (``gokku.sessions``), held until this process ends;
+    a member key gets no more than ``max_sessions_per_key``, as on the embedded server."""
+    from gokku import sessions
+    from gokku.access import ADMIN
+
+    cap = None if key.role == ADMIN else load_config(root).max_sessions_per_key
+    sessions.take(root, key.fingerprint, key.name, cap)
 
 
 def _audit(ctx: Context, root: Root, entry: audit.Entry) -> None:
