@@ -12,8 +12,8 @@ So does every start the tests do not make through ``Gokku`` (sshd's forced comma
 plugins' helper callbacks, the tests of the CLI's own start).
 
 The server forks a manager per call, which forks the command and reports its pid, then its
-exit status; the server itself never runs a command, so each command starts from the same
-freshly imported state."""
+exit status and CPU time; the server itself never runs a command, so each command starts
+from the same freshly imported state."""
 
 import json
 import os
@@ -41,6 +41,7 @@ class Forks:
         self.cwd = cwd
         self.server: subprocess.Popen | None = None
         self.lock = threading.Lock()
+        self.cpu = 0.0  # the CPU seconds of the commands run so far, their children's too
 
     def suits(self, env: dict[str, str]) -> bool:
         """Whether a call with ``env`` may be forked: its start-up variables are the
@@ -73,9 +74,16 @@ class Forks:
                 out, err = _communicate(stdin_w, stdout_r, stderr_r, input, timeout)
             except subprocess.TimeoutExpired:
                 os.kill(pid, signal.SIGKILL)
-                replies.readline()
+                self._count(replies.readline())
                 raise
-            return int(replies.readline()), out, err
+            return self._count(replies.readline()), out, err
+
+    def _count(self, reply: bytes) -> int:
+        """The exit code in a manager's last reply; its CPU seconds added to ``cpu``."""
+        code, cpu = reply.split()
+        with self.lock:
+            self.cpu += float(cpu)
+        return int(code)
 
     def _connect(self) -> socket.socket:
         with self.lock:
@@ -151,31 +159,24 @@ def _serve(path: str) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)
+    # Managers are reaped by the kernel: each reports its command's CPU time to the caller,
+    # which counts it for its test (``--cpu-profile``), so the server must not count it too.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     sys.stdout.buffer.write(b"ready\n")
     sys.stdout.flush()
     with selectors.DefaultSelector() as selector:
         selector.register(listener, selectors.EVENT_READ)
         selector.register(0, selectors.EVENT_READ)
         while True:
-            for key, _ in selector.select(1):
+            for key, _ in selector.select():
                 if key.fd == 0:
                     return
                 conn, _ = listener.accept()
                 if os.fork() == 0:
                     listener.close()
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                     _manage(conn)
                 conn.close()
-            _reap()
-
-
-def _reap() -> None:
-    """Wait for the managers that have ended (so that their CPU time, and their commands',
-    counts in the server's, and so in the run's)."""
-    try:
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
-    except ChildProcessError:
-        pass
 
 
 def _manage(conn: socket.socket) -> None:
@@ -192,8 +193,9 @@ def _manage(conn: socket.socket) -> None:
     for fd in fds:
         os.close(fd)
     conn.sendall(b"%d\n" % pid)
-    _, status = os.waitpid(pid, 0)
-    conn.sendall(b"%d\n" % os.waitstatus_to_exitcode(status))
+    _, status, usage = os.wait4(pid, 0)
+    cpu = usage.ru_utime + usage.ru_stime
+    conn.sendall(b"%d %.3f\n" % (os.waitstatus_to_exitcode(status), cpu))
     os._exit(0)
 
 
