@@ -93,6 +93,7 @@ def test_bad_pins_are_one_line_and_change_nothing(gokku: Gokku, tmp_path: Path) 
         (["plain"], 2, "plugin plain declares no version: give one (gokku plugins:pin plain"),
         (["plain", "1.0 2"], 2, "'1.0 2' is not a version (1.4.2) or a range (~1.4)"),
         (["plain", "$(id)"], 2, "'$(id)' is not a version"),
+        (["plain", "abc"], 2, "'abc' is not a version (1.4.2) or a range (~1.4)"),
         (["nosuch", "1.0.0"], 1, "plugin 'nosuch' is not installed"),
         (["Bad/Name"], 2, "invalid plugin name"),
     ):

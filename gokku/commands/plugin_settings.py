@@ -100,7 +100,7 @@ def config_unset(ctx: Context, args: list[str]) -> int:
 def pin(ctx: Context, args: list[str]) -> int:
     opts = parse(args, usage_line("plugins:pin"), min_args=1, max_args=2)
     name, *version = opts.positional
-    if version and not PIN.fullmatch(version[0]):
+    if version and not _is_pin(version[0]):
         raise UsageError(f"{version[0][:64]!r} is not a version (1.4.2) or a range (~1.4)")
     with _locked(ctx, name) as plugin:
         wanted = version[0] if version else str(plugin.record.get("version") or "")
@@ -115,6 +115,20 @@ def pin(ctx: Context, args: list[str]) -> int:
         said = "updates through an index move it only within that range"
     ctx.info(f"Pinned plugin {plugin.name} at {wanted}: {said}")
     return 0
+
+
+def _is_pin(text: str) -> bool:
+    """A version or a range the resolver reads: refused now rather than at the next update
+    (``abc`` passes the characters' check)."""
+    from gokku.plugins import semver
+
+    if not PIN.fullmatch(text):
+        return False
+    try:
+        semver.Range.parse(text)
+    except GokkuError:
+        return False
+    return True
 
 
 def unpin(ctx: Context, args: list[str]) -> int:
