@@ -43,6 +43,14 @@ def _worker(door: Door) -> tuple[int, str, int, str, str]:
     return int(pid), name, int(parent), parent_name, cmdline
 
 
+def _dead(pid: int) -> bool:
+    """Exited (a zombie its parent has not reaped yet, or gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def _zygote(server: int) -> int | None:
     with open(f"/proc/{server}/task/{server}/children") as listing:
         children = [int(pid) for pid in listing.read().split()]
@@ -312,5 +320,10 @@ def test_sessions_get_the_descriptor_limit_the_server_started_with(
         assert open_files_limit(proc.pid) == (hard, hard)
         assert open_files_limit(_zygote(proc.pid)) == (hard, hard)
         assert door.ssh("t:nofile").stdout == f"{lowered}\n"
-        os.kill(_zygote(proc.pid), signal.SIGKILL)  # the next one may be exec'd
+        killed = _zygote(proc.pid)
+        os.kill(killed, signal.SIGKILL)  # the next session may be exec'd
+        # Once it is dead its socket is closed, and a request fails to reach it: the
+        # session is exec'd. One sent before it died fails instead ("failed while starting
+        # it"): it may have been forked, so the worker never runs it twice.
+        assert wait_until(lambda: _dead(killed), 10)
         assert door.ssh("t:nofile").stdout == f"{lowered}\n"
