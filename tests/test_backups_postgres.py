@@ -10,6 +10,7 @@ import sys
 import tarfile
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,11 @@ def sql(gk: Gokku, service: str, query: str) -> str:
 
 def backups(gk: Gokku, service: str) -> list[dict]:
     return json.loads(gk.ok("pg:backups", service, "--format", "json").stdout)
+
+
+def epoch(stamp: str) -> int:
+    """Seconds since the epoch of a listed time (UTC, ISO 8601)."""
+    return int(datetime.fromisoformat(stamp).timestamp())
 
 
 def kept(gk: Gokku, service: str) -> list[dict]:
@@ -145,7 +151,8 @@ def test_backups_full_diff_incr_listed_while_the_service_takes_writes(gk: Gokku,
     for backup in listed:
         assert backup["size_bytes"] > 0 and backup["database_bytes"] > backup["size_bytes"]
         assert backup["duration_seconds"] >= 0
-        assert backup["restorable_from"] == backup["stop"]
+        # The second after its end: pgBackRest records the end to the second.
+        assert epoch(backup["restorable_from"]) == epoch(backup["stop"]) + 1
         assert backup["restorable_until"] >= backup["restorable_from"]
     # Rows were committed while each backup ran: it never stopped the writes.
     for backup in listed:
@@ -234,7 +241,10 @@ def test_point_in_time_restore_into_a_new_service_has_exactly_the_rows_committed
 ) -> None:
     gk.ok("pg:backup", db, "--type", "incr")
     before = int(sql(gk, db, "insert into t default values returning id"))
-    # A time after that commit and before the next one, by the server's clock.
+    # A time after that commit and before the next one, by the server's clock, and one
+    # the backup restores to (from the second after it ended).
+    since = backups(gk, db)[-1]["restorable_from"]
+    assert wait_until(lambda: sql(gk, db, f"select now() >= '{since}'") == "t", 10)
     moment = sql(gk, db, "select pg_sleep(0.5), clock_timestamp()::text").split("|")[1]
     sql(gk, db, "select pg_sleep(0.5)")
     after = int(sql(gk, db, "insert into t default values returning id"))
@@ -255,9 +265,15 @@ def test_point_in_time_restore_into_a_new_service_has_exactly_the_rows_committed
     gk.ok("pg:destroy", "pitr", "--force")
 
     listed = services(gk)
-    first = backups(gk, db)[0]["stop"]
+    first = backups(gk, db)[0]
     early = one_line_refusal(gk, "pg:restore", db, "--time", "2001-01-01 00:00 UTC", code=1)
-    assert f"is before the first backup of {db} ended ({first})" in early
+    assert f"is before the first time {db} can be restored to ({first['restorable_from']}" in early
+    # Within the second the first backup ended, after its end: pgBackRest finds no backup
+    # for it, so it is refused before a service is made.
+    same_second = first["stop"].replace("Z", ".999Z")
+    assert "is before the first time" in one_line_refusal(
+        gk, "pg:restore", db, "--time", same_second, code=1
+    )
     late = one_line_refusal(gk, "pg:restore", db, "--time", "2999-01-01 00:00 UTC", code=1)
     assert f"is after the last archived WAL of {db}" in late
     assert services(gk) == listed
@@ -335,7 +351,7 @@ def test_retention_keeps_the_newest_full_backups_and_only_the_wal_they_need(
     # WAL from the start of the one backup kept on; none older.
     assert min(p.name[:24] for p in archived_segments(gk, db)) == newest["wal_start"]
     gone = one_line_refusal(gk, "pg:restore", db, "--time", listed[0]["stop"], code=1)
-    assert "is before the first backup" in gone
+    assert "is before the first time" in gone
     gk.ok("pg:backup", db, "--type", "diff")
     assert len(backups(gk, db)) == 2
 

@@ -252,7 +252,9 @@ wal_archived_until() {
 # backups_records: the backups as JSON records, oldest first: label, the repository that
 # holds it ("local" or a target's name), type, start and stop
 # (UTC), duration, size in the repository (what it adds on disk) and of the database,
-# the first and last WAL segment it needs, and the span it can restore to: from its end to the newest archived WAL.
+# the first and last WAL segment it needs, and the span it can restore to: up to the
+# newest archived WAL, from the second after its end (pgBackRest keeps a backup's end to
+# the second, and restores a time only from a backup that ended in an earlier second).
 backups_records() {
   local until
   until=$(wal_archived_until)
@@ -268,8 +270,8 @@ backups_records() {
       database_bytes: .info.size,
       wal_start: .archive.start,
       wal_stop: .archive.stop,
-      restorable_from: (.timestamp.stop | todate),
-      restorable_until: ([.timestamp.stop, $until] | max | todate)
+      restorable_from: (.timestamp.stop + 1 | todate),
+      restorable_until: ([.timestamp.stop + 1, $until] | max | todate)
     }] | sort_by(.start)'
 }
 

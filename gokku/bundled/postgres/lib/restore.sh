@@ -31,9 +31,9 @@ restore_target_options() {
     time)
       wanted=$(date -u -d "$value" +%s%6N 2>/dev/null) ||
         usage_error "cannot read the time '$value' (e.g. '2026-12-02 22:15:00 UTC')"
-      first=$(jq -r 'map(.stop) | min' <<<"$records")
+      first=$(jq -r 'map(.restorable_from) | min' <<<"$records")
       [ "$wanted" -ge "$(date -u -d "$first" +%s%6N)" ] ||
-        fail "$value is before the first backup of $SERVICE ended ($first): nothing to restore from"
+        fail "$value is before the first time $SERVICE can be restored to ($first, the second after its first backup ended): nothing to restore from"
       if is_running; then
         # Taken before archive_newest_wal's commit: recovery to any time up to this one
         # finds a commit after it, which is where it stops.
