@@ -8,6 +8,8 @@ import contextlib
 import os
 import resource
 import signal
+import socket
+import subprocess
 
 import asyncssh
 import pytest
@@ -132,6 +134,34 @@ def test_a_stop_ends_the_server_even_when_a_worker_does_not_stop(
         proc.terminate()
         assert proc.wait(STOP_DEADLINE_SECONDS + 15) == 0
     assert wait_until(lambda: not os.path.exists(f"/proc/{wedged}"), 10)
+
+
+@pytest.mark.parametrize("ssh_settings", [{"workers": 2}])
+def test_the_workers_end_with_a_killed_server(base_env, ssh_config, alice: KeyPair) -> None:
+    """A server killed outright (kill -9, the OOM killer) leaves no worker serving its port
+    with nobody to stop it: the next server could not bind it."""
+    with running_server(base_env) as (proc, port):
+        assert wait_until(lambda: len(_children(proc.pid)) == 2, 30)
+        workers = _children(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert wait_until(lambda: not any(os.path.exists(f"/proc/{p}") for p in workers), 30)
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0, "the port is still served"
+
+
+@pytest.mark.parametrize("ssh_settings", [{"workers": WORKERS}])
+def test_a_stop_while_the_workers_start_ends_them_all(base_env, ssh_config) -> None:
+    """A stop that comes as the server starts (a service manager restarting it at once)
+    reaches every worker, the ones forked after it too: none is left running with its
+    server waiting on it. The moment is a race, so the server is stopped as it starts ten
+    times over."""
+    for _ in range(10):
+        with running_server(base_env) as (proc, port):
+            proc.terminate()
+            assert proc.wait(STOP_DEADLINE_SECONDS / 2) == 0
+        left = subprocess.run(["pgrep", "-f", f"gokku serve --port {port}$"], capture_output=True)
+        assert left.stdout == b"", left.stdout
 
 
 def test_the_server_raises_its_descriptor_limit_to_the_hard_one(base_env, ssh_config) -> None:

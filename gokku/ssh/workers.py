@@ -119,15 +119,17 @@ class SharedCounts:
 def supervise(workers: int, run: Callable[[int], int]) -> int:
     """Run ``run(index)`` in ``workers`` forked processes until a stop signal, which each
     of them gets in turn (one still there STOP_DEADLINE_SECONDS later is killed); a
-    worker that dies otherwise is started again."""
+    worker that dies otherwise is started again. A worker dies with this process, however
+    it ends (a SIGKILL too): none is left serving the port with nobody to stop it."""
     children: dict[int, int] = {}
-    stopping = False
+    stopped_by: int | None = None
+    parent = os.getpid()
 
     def stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        if not stopping:
+        nonlocal stopped_by
+        if stopped_by is None:
             signal.setitimer(signal.ITIMER_REAL, STOP_DEADLINE_SECONDS)
-        stopping = True
+        stopped_by = signum
         for pid in children:
             os.kill(pid, signum)
 
@@ -137,12 +139,13 @@ def supervise(workers: int, run: Callable[[int], int]) -> int:
             os.kill(pid, signal.SIGKILL)
 
     def start(index: int) -> None:
-        # Blocked around the fork: a stop signal must find the new pid in ``children``.
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        """Fork worker ``index``; the stop signals are blocked (by the caller) around it,
+        so a stop finds its pid in ``children``."""
         pid = os.fork()
         if pid == 0:
             for signum in (*STOP_SIGNALS, signal.SIGALRM):
                 signal.signal(signum, signal.SIG_DFL)
+            _die_with(parent)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
             code = 1
             try:
@@ -150,23 +153,45 @@ def supervise(workers: int, run: Callable[[int], int]) -> int:
             finally:
                 os._exit(code)
         children[pid] = index
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+    def start_all(indexes: list[int]) -> None:
+        """Start them with the stop signals blocked: a stop that came meanwhile (even one
+        whose handler ran between two forks) reaches every one of them, the last too."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            for index in indexes:
+                if stopped_by is None:
+                    start(index)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        if stopped_by is not None:
+            for pid in children:
+                os.kill(pid, stopped_by)
 
     previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
     previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, overdue)
     try:
-        for index in range(workers):
-            start(index)
+        start_all(list(range(workers)))
         while children:
             pid, status = os.wait()
             index = children.pop(pid)
-            if not stopping:
+            if stopped_by is None:
                 log.warning("worker %d (pid %d) died (status %#x): restarting", index, pid, status)
                 time.sleep(RESPAWN_SECONDS)
-                if not stopping:
-                    start(index)
+                start_all([index])
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return 0
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel TERM this worker when ``parent`` ends (PR_SET_PDEATHSIG), and
+    end now if it already has."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
