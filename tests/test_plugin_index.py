@@ -537,6 +537,34 @@ def test_outdated_and_update_all_stay_within_the_ranges(gokku, main_index, tmp_p
     assert "usage" in refused(gokku, "plugins:update", "top", "--all")
 
 
+def test_a_pin_no_version_meets_holds_its_plugin_and_not_the_others(gokku, main_index):
+    main_index.release("solo", "1.0.0")
+    main_index.release("base", "1.0.0")
+    gokku.ok("plugins:add", "solo", "--yes")
+    gokku.ok("plugins:add", "base", "--yes")
+    gokku.ok("plugins:pin", "solo", "~3.0")  # ahead of a release the index does not have
+    main_index.release("solo", "1.1.0")
+    main_index.release("base", "1.1.0")
+
+    outdated = json.loads(gokku.ok("plugins:outdated", "--format", "json").stdout)
+    assert [(r["name"], r["installed"], r["allowed"], r["latest"]) for r in outdated] == [
+        ("base", "1.0.0", "1.1.0", "1.1.0"),
+        ("solo", "1.0.0", "1.0.0", "1.1.0"),
+    ]
+    updated = gokku.ok("plugins:update", "--all")
+    assert " !     solo stays at 1.0.0: no version meets its pin ~3.0 (" in updated.stderr
+    assert "Plan: upgrade base 1.0.0 -> 1.1.0\n" in updated.stderr
+    assert gokku.ok("base:which").stdout == "base 1.1.0\n"
+    assert gokku.ok("solo:which").stdout == "solo 1.0.0\n"
+    assert refused(gokku, "plugins:update", "solo").startswith(
+        " !     plugin 'solo' stays at 1.0.0: no version meets its pin ~3.0 ("
+    )
+    # Once the index has a version within it, the pin moves the plugin there.
+    main_index.release("solo", "3.0.1")
+    assert "Plan: upgrade solo 1.0.0 -> 3.0.1" in gokku.ok("plugins:update", "--all").stderr
+    assert gokku.ok("solo:which").stdout == "solo 3.0.1\n"
+
+
 def test_a_range_pin_is_moved_within_and_a_version_pin_stays(gokku, main_index):
     main_index.release("solo", "1.0.0")
     main_index.release("keep", "1.0.0")

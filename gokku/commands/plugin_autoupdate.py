@@ -15,7 +15,7 @@ import time
 from gokku import audit, schedules
 from gokku.cmdline import parse
 from gokku.commands import usage_line
-from gokku.commands.plugin_index import asked, index_lookup, installed_versions, pinned
+from gokku.commands.plugin_index import Pins, index_lookup, installed_versions, pinned
 from gokku.context import Context
 from gokku.errors import AuditFailed, GokkuError, ScriptFailed, UsageError
 from gokku.plugins import autoupdate, install, plan, registry
@@ -71,15 +71,17 @@ def run(ctx: Context, level_text: str | None, cooldown_text: str | None) -> int:
     )
     cutoff = time.time() - hours * 3600
     plugins = [p for p in registry.installed(ctx.root) if p.record.get("index")]
-    pins = pinned(plugins)
     lookup = index_lookup(ctx)
     failed = []
     for name in sorted(p.name for p in plugins if not p.settings.frozen):
         installed = installed_versions(ctx)
         eligible = autoupdate.eligible(lookup, installed, level, cutoff)
+        pins = Pins(pinned(plugins), installed, eligible)
         try:
+            if name in pins.stuck:
+                raise GokkuError(pins.stuck[name])
             resolver = plan.Resolver(installed, eligible, upgrade=frozenset({name}))
-            steps = resolver.resolve(asked([name], pins))
+            steps = resolver.resolve(pins.asked([name]))
         except GokkuError as exc:
             ctx.warn(f"{name}: not updated: {exc.message}")
             failed.append(name)

@@ -198,18 +198,27 @@ def add(ctx: Context, name: str, wanted: str, yes: bool, force: bool) -> None:
 def update(ctx: Context, names: list[str], yes: bool, force: bool) -> None:
     """Move index plugins (``names``, or all of them) to the newest versions the ranges
     and pins on them allow; what they then require comes along. A plugin pinned at a
-    version stays."""
+    version stays, and so does one pinned at a range no version meets (said, not fatal
+    to the others)."""
     plugins = [p for p in registry.installed(ctx.root) if p.record.get("index")]
+    installed, lookup = installed_versions(ctx), index_lookup(ctx)
+    pins = Pins(pinned(plugins), installed, lookup)
     frozen = sorted(p.name for p in plugins if p.settings.frozen)
     for name in names:
         if name in frozen:
             raise GokkuError(
-                f"plugin {name!r} is pinned at {pinned(plugins)[name]}; unpin it first: "
+                f"plugin {name!r} is pinned at {pins.pins[name]}; unpin it first: "
                 f"gokku plugins:unpin {name}"
             )
-    targets = names or [p.name for p in plugins if p.name not in frozen]
-    resolver = plan.Resolver(installed_versions(ctx), index_lookup(ctx), upgrade=frozenset(targets))
-    steps = resolver.resolve(asked(targets, pinned(plugins)))
+        if name in pins.stuck:
+            stays_at = installed[name].version
+            raise GokkuError(f"plugin {name!r} stays at {stays_at}: {pins.stuck[name]}")
+    for name in [] if names else sorted(pins.stuck):
+        ctx.warn(f"{name} stays at {installed[name].version}: {pins.stuck[name]}")
+    stays = set(frozen) | set(pins.stuck)
+    targets = names or [p.name for p in plugins if p.name not in stays]
+    resolver = plan.Resolver(installed, lookup, upgrade=frozenset(targets))
+    steps = resolver.resolve(pins.asked(targets))
     if not steps:
         said = (
             f"{', '.join(targets)}: up to date" if targets else "No plugin from an index to update"
@@ -226,10 +235,36 @@ def pinned(plugins: list[registry.Plugin]) -> dict[str, str]:
     return {p.name: p.settings.pin for p in plugins if p.settings.pin}
 
 
-def asked(targets: list[str], pins: dict[str, str]) -> dict[str, str]:
-    """The ranges a plan for updating ``targets`` asks for: each pinned plugin within its
-    pin, whatever the others now require, and the targets not pinned at any version."""
-    return {name: "*" for name in targets} | pins
+class Pins:
+    """The pins a plan must keep. A pin that neither the installed version nor any version
+    the indexes offer meets (``~3.0`` while they top out at 1.1) is *stuck*: its plugin
+    stays where it is, and plans for the others go on rather than fail on it."""
+
+    def __init__(self, pins: dict[str, str], installed: dict[str, plan.Installed], lookup) -> None:
+        self.pins = pins
+        self.installed = installed
+        self.stuck: dict[str, str] = {}  # name: why no version meets the pin
+        for name, pin in pins.items():
+            if name in installed and _meets(installed[name].version, pin):
+                continue
+            try:
+                plan.Resolver(installed, lookup, upgrade=frozenset({name})).resolve({name: pin})
+            except GokkuError as exc:
+                self.stuck[name] = f"no version meets its pin {pin} ({exc.message})"
+
+    def asked(self, targets: list[str]) -> dict[str, str]:
+        """The ranges a plan for updating ``targets`` asks for: each pinned plugin within
+        its pin (a stuck one at its version), and the targets not pinned at any version."""
+        kept = {n: p for n, p in self.pins.items() if n not in self.stuck}
+        stay = {n: self.installed[n].version for n in self.stuck if n in self.installed}
+        return {name: "*" for name in targets} | kept | stay
+
+
+def _meets(version: str, pin: str) -> bool:
+    try:
+        return semver.allows(pin, version)
+    except GokkuError:  # an installed plugin without a version meets no pin
+        return False
 
 
 def _run(
@@ -249,15 +284,17 @@ def outdated(ctx: Context, args: list[str]) -> int:
     installed = installed_versions(ctx)
     lookup = index_lookup(ctx)
     plugins = [p for p in registry.installed(ctx.root) if p.record.get("index")]
+    pins = Pins(pinned(plugins), installed, lookup)
     records = []
     for plugin in plugins:
         found = lookup(plugin.name)
         if found is None:
             continue
         latest = max(found[1]["versions"], key=semver.Version.parse)
-        targets = [] if plugin.settings.frozen else [plugin.name]
+        stays = plugin.settings.frozen or plugin.name in pins.stuck
+        targets = [] if stays else [plugin.name]
         resolver = plan.Resolver(installed, lookup, upgrade=frozenset(targets))
-        steps = resolver.resolve(asked(targets, pinned(plugins)))
+        steps = resolver.resolve(pins.asked(targets))
         allowed = next((s.version for s in steps if s.name == plugin.name), None)
         current = installed[plugin.name].version
         if latest != current:
