@@ -240,7 +240,9 @@ class Pins:
     the indexes offer meets (``~3.0`` while they top out at 1.1) is *stuck*: its plugin
     stays where it is, and plans for the others go on rather than fail on it."""
 
-    def __init__(self, pins: dict[str, str], installed: dict[str, plan.Installed], lookup) -> None:
+    def __init__(
+        self, pins: dict[str, str], installed: dict[str, plan.Installed], lookup: plan.Lookup
+    ) -> None:
         self.pins = pins
         self.installed = installed
         self.stuck: dict[str, str] = {}  # name: why no version meets the pin
