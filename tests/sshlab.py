@@ -84,18 +84,26 @@ def running_server(
     env: dict[str, str], cwd: Path = REPO, python: str = sys.executable
 ) -> Iterator[tuple[subprocess.Popen, int]]:
     """A real ``gokku serve`` on a free loopback port, stopped with SIGTERM at the end.
-    Started as the installed command starts it: the working directory not on sys.path."""
+    Started as the installed command starts it: the working directory not on sys.path.
+    Its log (stderr) goes to ``serve.log`` beside the root (``server_log``)."""
     port = free_port()
-    proc = subprocess.Popen(
-        [python, "-P", "-m", "gokku", "serve", "--port", str(port)],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with open(server_log(env["GOKKU_ROOT"]), "ab") as log:
+        proc = subprocess.Popen(
+            [python, "-P", "-m", "gokku", "serve", "--port", str(port)],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     with stopping(proc):
         wait_for_port(port, proc)
         yield proc, port
+
+
+def server_log(root: str | Path) -> Path:
+    """Where ``running_server`` writes the log of the server of ``root``: what it warned
+    of (a replaced zygote, a refused connection) explains a failed session."""
+    return Path(root).parent / "serve.log"
 
 
 @contextlib.contextmanager

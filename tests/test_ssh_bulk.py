@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sshkit import *  # noqa: F403 - fixtures
 from sshkit import Door
+from sshlab import server_log
 
 SIZE = 200 << 20
 ROUNDS = 10
@@ -67,10 +68,13 @@ def test_200_mb_each_way_ten_times(door: Door, payload: tuple[Path, str]) -> Non
 
 
 def test_50_concurrent_sessions(door: Door) -> None:
-    def one(index: int) -> tuple[int, str]:
+    def one(index: int) -> tuple[int, str, str]:
         result = door.ssh(f"t:args session-{index} 'x y'", timeout=120)
-        return result.code, result.stdout
+        return result.code, result.stdout, result.stderr
 
     with concurrent.futures.ThreadPoolExecutor(50) as pool:
         results = list(pool.map(one, range(50)))
-    assert results == [(0, f"[session-{i}]\n[x y]\n") for i in range(50)]
+    said = [err for _, _, err in results if err]  # what a failed session was told
+    log = server_log(door.root).read_text() if door.kind == "embedded" else ""
+    expected = [(0, f"[session-{i}]\n[x y]\n") for i in range(50)]
+    assert [r[:2] for r in results] == expected, (said, log[-2000:])
