@@ -327,3 +327,25 @@ def test_sessions_get_the_descriptor_limit_the_server_started_with(
         # it"): it may have been forked, so the worker never runs it twice.
         assert wait_until(lambda: _dead(killed), 10)
         assert door.ssh("t:nofile").stdout == f"{lowered}\n"
+
+
+def test_sessions_ending_together_never_take_the_zygote_down(embedded: Embedded) -> None:
+    """Fifty sessions at once, four times over: exits and hand-overs land in the zygote's
+    same wake-ups, and one that was handled first must not make it trip on the other (it
+    died on a closed line about one round in ten, failing the sessions it was starting)."""
+    import concurrent.futures
+
+    from sshlab import server_log
+
+    zygote = _zygote(embedded.server)
+
+    def one(index: int) -> tuple[int, str]:
+        result = embedded.ssh(f"t:args session-{index}", timeout=120)
+        return result.code, result.stdout + result.stderr
+
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        for _ in range(4):
+            results = list(pool.map(one, range(50)))
+            assert results == [(0, f"[session-{i}]\n") for i in range(50)]
+    assert _zygote(embedded.server) == zygote
+    assert "session runner died" not in server_log(embedded.root).read_text()

@@ -108,6 +108,10 @@ def serve(sock: socket.socket, root: str, nofile: int) -> None:
     send(sock, {READY: os.getpid()})
     while True:
         for key, _ in selector.select():
+            if selector.get_map().get(key.fd) is not key:
+                # Gone since this batch was read: a session's line closed with its exit
+                # (handled first), or its descriptor's number already taken again.
+                continue
             if key.fileobj is sock:
                 message, fds = receive(sock, 3)
                 if message is None:
