@@ -227,6 +227,25 @@ def test_admins_too_cannot_reach_door_and_helper_verbs(door: Door, estate: None)
     assert door.audit()[-1]["argv"] == ["ssh-command", "--key", "x"]
 
 
+def test_a_reader_gets_all_of_a_fast_scripts_masked_output(
+    door: Door, gokku: Gokku, bob: KeyPair, estate: None
+) -> None:
+    """A read grant's output goes through the worker's mask; a script that writes and ends
+    at once must still have its every line delivered (the embedded door once dropped it
+    when the script's exit arrived with its hand-over, before the session took the pipes)."""
+    import concurrent.futures
+
+    gokku.ok("access:grant", "bob", "service:db", "--read")
+
+    def one(_: int) -> tuple[int, str]:
+        result = door.ssh("t:info db", key=bob.path)
+        return result.code, result.stdout
+
+    # Ten at a time: a member key's connections are capped (16 by default).
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        assert list(pool.map(one, range(100))) == [(0, "info db\n")] * 100
+
+
 def test_grants_open_exactly_what_they_name(
     door: Door, gokku: Gokku, bob: KeyPair, estate: None
 ) -> None:

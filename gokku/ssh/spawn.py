@@ -184,9 +184,9 @@ class Forked:
             for fd in self._locks:
                 release_lock_fd(fd)
             self._locks = []
-            for fd in (self._masked or (None, {}))[1].values():  # nobody took them
-                os.close(fd)
-            self._masked = None
+            # Masked output pipes not yet taken stay for the session (``when_masked``):
+            # the exit can come in the same read as the hand-over, before the session has
+            # its worker, and what the script wrote is still in them.
             self.returncode = code
             self._exited.set_result(code)
             asyncio.get_running_loop().remove_reader(self._pidfd)
