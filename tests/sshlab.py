@@ -119,7 +119,10 @@ def running_sshd(
     ``login_rc=False``: the login user's bash runs commands at shell level 2 (SHLVL=1),
     where it reads no ~/.bashrc (at level 1 it would, being run by sshd). Gokku's user has
     none, but root's may do anything: a version manager's shim rehash there raced the
-    parallel tests' other logins and wrote on their stderr."""
+    parallel tests' other logins and wrote on their stderr.
+
+    sshd logs each connection and session (VERBOSE) to ``sshd.log`` in ``folder``: a
+    session the client saw end without its exit status is explained there, if anywhere."""
     folder.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / "host_key")], check=True
@@ -140,14 +143,15 @@ def running_sshd(
             PubkeyAuthentication yes
             PasswordAuthentication no
             KbdInteractiveAuthentication no
-            LogLevel ERROR
+            LogLevel VERBOSE
             MaxStartups 1000
             """
         )
         + ("" if login_rc else "SetEnv SHLVL=1\n")
     )
     Path("/run/sshd").mkdir(exist_ok=True)
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
+    with open(folder / "sshd.log", "ab") as log:
+        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=log)
     with stopping(proc, timeout=10):
         wait_for_port(port, proc)
         yield proc, port
