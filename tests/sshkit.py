@@ -240,7 +240,17 @@ def processes_under(root: Path, running: bytes = b"") -> list[int]:
 
 
 def group_alive(pgid: int) -> bool:
+    """Whether a process of the group still runs. A zombie runs nothing: an orphan's waits
+    for the host's init to reap it, which in a container can take seconds."""
     return any(group == pgid for _, group, _ in _processes())
+
+
+def runs(pid: int) -> bool:
+    """Whether ``pid`` runs: a zombie has ended, though its parent has not reaped it yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def wait_until(predicate, timeout: float) -> bool:

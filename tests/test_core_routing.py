@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, write_plugin
+from sshkit import group_alive
 
 COMMANDS = {
     "commands/help": 'echo "probe help"\n',
@@ -162,26 +163,18 @@ def _wait_for(path: Path, timeout: float = 10) -> str:
     raise AssertionError(f"{path} never appeared")
 
 
-def _group_alive(pgid: int) -> bool:
-    """Whether a process of the group still runs. A zombie runs nothing: an orphan's waits
-    for the host's init to reap it, which in a container can take seconds."""
-    from sshkit import group_alive
-
-    return group_alive(pgid)
-
-
 @pytest.mark.serial  # a 5-second deadline: the machine to itself
 @pytest.mark.parametrize("command", ["probe:sleep", "probe:stubborn"])
 def test_hang_up_clears_the_whole_process_group_within_5_seconds(gokku, probe, command):
     proc = _gokku_process(gokku, command)
     pgid = int(_wait_for(gokku.root / "pgid"))
-    assert _group_alive(pgid)
+    assert group_alive(pgid)
     started = time.monotonic()
     proc.send_signal(signal.SIGHUP)
     proc.wait(timeout=10)
-    while _group_alive(pgid) and time.monotonic() - started < 6:
+    while group_alive(pgid) and time.monotonic() - started < 6:
         time.sleep(0.05)
-    assert not _group_alive(pgid)
+    assert not group_alive(pgid)
     assert time.monotonic() - started < 5
     assert proc.returncode in (128 + signal.SIGHUP, 128 + signal.SIGKILL)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import Gokku, write_plugin
 from sshkit import *  # noqa: F403 - fixtures
-from sshkit import Door, processes_under, wait_until
+from sshkit import Door, processes_under, runs, wait_until
 
 # services:start runs this under the service's lock. It starts a daemon (its own session,
 # as pg_ctl start would), says where both are, and waits to be told to end.
@@ -111,14 +111,6 @@ def test_the_locks_are_held_while_the_script_runs_and_not_by_its_daemon(
             os.kill(daemon, signal.SIGKILL)
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie has ended)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_a_hang_up_before_the_worker_learns_of_the_exec_still_clears_the_group() -> None:
     """What a session hands over reaches the worker through the zygote, which may lag
     behind the script: the client can be gone before the worker learns that the session
@@ -136,10 +128,10 @@ def test_a_hang_up_before_the_worker_learns_of_the_exec_still_clears_the_group()
     async def scenario() -> None:
         forked = Forked(script.pid, os.pidfd_open(script.pid))
         forked.send_signal(signal.SIGHUP)  # the client went away; the exec is not known yet
-        assert wait_until(lambda: not _alive(script.pid), 10)
-        assert _alive(sleeper)
+        assert wait_until(lambda: not runs(script.pid), 10)
+        assert runs(sleeper)
         forked.handed_over({"exec": True}, [])
-        assert wait_until(lambda: not _alive(sleeper), 10), "the script's group ran on"
+        assert wait_until(lambda: not runs(sleeper), 10), "the script's group ran on"
 
     try:
         asyncio.run(scenario())

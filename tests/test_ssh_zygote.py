@@ -21,6 +21,7 @@ from sshkit import (
     group_alive,
     open_files_limit,
     running_server,
+    runs,
     soft_open_files,
     wait_until,
 )
@@ -41,14 +42,6 @@ def _worker(door: Door) -> tuple[int, str, int, str, str]:
     first, cmdline = result.stdout.splitlines()
     pid, name, parent, parent_name = first.split()
     return int(pid), name, int(parent), parent_name, cmdline
-
-
-def _dead(pid: int) -> bool:
-    """Exited (a zombie its parent has not reaped yet, or gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def _zygote(server: int) -> int | None:
@@ -325,7 +318,7 @@ def test_sessions_get_the_descriptor_limit_the_server_started_with(
         # Once it is dead its socket is closed, and a request fails to reach it: the
         # session is exec'd. One sent before it died fails instead ("failed while starting
         # it"): it may have been forked, so the worker never runs it twice.
-        assert wait_until(lambda: _dead(killed), 10)
+        assert wait_until(lambda: not runs(killed), 10)
         assert door.ssh("t:nofile").stdout == f"{lowered}\n"
 
 
