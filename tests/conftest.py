@@ -111,6 +111,10 @@ class Result:
     code: int
     out: bytes
     err: bytes
+    # What the server logged around a session that ended without its exit status (255):
+    # a failed assertion shows it (pytest prints the Result), so a rare loss is explained
+    # by the run that saw it.
+    server_log: str = ""
 
     @property
     def stdout(self) -> str:

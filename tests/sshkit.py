@@ -26,6 +26,7 @@ from sshlab import (  # noqa: F401 - re-exported for the test modules
     running_server,
     running_sshd,
     ssh_argv,
+    sshd_log,
     wait_for_port,
 )
 
@@ -153,6 +154,7 @@ class Door:
     user: str
     key: KeyPair
     root: Path
+    log: Path | None = None  # sshd's log (the OpenSSH door)
 
     def ssh_argv(self, *options: str, key: Path | None = None, user: str = "") -> list[str]:
         return ssh_argv(self.port, user or self.user, key or self.key.path, *options)
@@ -168,7 +170,14 @@ class Door:
         # "--": a command that starts with "-" is not for ssh's own option parser.
         argv = self.ssh_argv(*options, **kwargs) + (["--", command] if command is not None else [])
         proc = subprocess.run(argv, input=input, capture_output=True, timeout=timeout)
-        return Result(proc.returncode, proc.stdout, proc.stderr)
+        said = self.server_said() if proc.returncode == 255 else ""
+        return Result(proc.returncode, proc.stdout, proc.stderr, said)
+
+    def server_said(self) -> str:
+        """The end of sshd's log, for a Result that a failed assertion prints."""
+        if self.log is None or not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-80:])
 
     def audit(self) -> list[dict]:
         import json
@@ -201,7 +210,15 @@ def door(request: pytest.FixtureRequest, gokku: Gokku, alice: KeyPair, test_plug
     port = request.getfixturevalue("sshd")
     import pwd
 
-    return Door("openssh", port, pwd.getpwuid(os.geteuid()).pw_name, alice, gokku.root)
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    return Door(
+        "openssh",
+        port,
+        user,
+        alice,
+        gokku.root,
+        sshd_log(request.getfixturevalue("tmp_path") / "sshd"),
+    )
 
 
 def _processes() -> Iterator[tuple[int, int, bytes]]:

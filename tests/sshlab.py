@@ -106,6 +106,11 @@ def server_log(root: str | Path) -> Path:
     return Path(root).parent / "serve.log"
 
 
+def sshd_log(folder: Path) -> Path:
+    """Where ``running_sshd`` writes the log of the sshd whose config is in ``folder``."""
+    return folder / "sshd.log"
+
+
 @contextlib.contextmanager
 def running_sshd(
     folder: Path,
@@ -121,8 +126,9 @@ def running_sshd(
     none, but root's may do anything: a version manager's shim rehash there raced the
     parallel tests' other logins and wrote on their stderr.
 
-    sshd logs each connection and session (VERBOSE) to ``sshd.log`` in ``folder``: a
-    session the client saw end without its exit status is explained there, if anywhere."""
+    sshd logs each connection and session (VERBOSE) to ``sshd_log(folder)``: a session the
+    client saw end without its exit status (255) is explained there, if anywhere. (Not
+    DEBUG: the session's process logs to its stderr, which is the client's.)"""
     folder.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / "host_key")], check=True
@@ -150,7 +156,7 @@ def running_sshd(
         + ("" if login_rc else "SetEnv SHLVL=1\n")
     )
     Path("/run/sshd").mkdir(exist_ok=True)
-    with open(folder / "sshd.log", "ab") as log:
+    with open(sshd_log(folder), "ab") as log:
         proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=log)
     with stopping(proc, timeout=10):
         wait_for_port(port, proc)

@@ -28,7 +28,8 @@ def git(door: Door, *args: str, cwd: Path, wrap: str = "") -> Result:
     ssh = shlex.join(door.ssh_argv()[:-1])  # without user@host: git adds it
     env = {**os.environ, **IDENTITY, "HOME": str(cwd.parent), "GIT_SSH_COMMAND": wrap + ssh}
     proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, timeout=120)
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+    said = door.server_said() if proc.returncode != 0 else ""
+    return Result(proc.returncode, proc.stdout, proc.stderr, said)
 
 
 def remote(door: Door, app: str) -> str:
