@@ -17,27 +17,21 @@ what a killed destroy leaves is finished by its rerun, the next create of the na
 
 import contextlib
 import os
-import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from gokku import access, envfile
 from gokku.errors import GokkuError, NotFound
-from gokku.names import check_name
+from gokku.names import check_name, new_id
 from gokku.paths import Root
-from gokku.storage import fsync_dir, lock, write_atomic
+from gokku.storage import fsync_dir, lock, temp_dir, write_atomic
 
 DEFAULT_ENV = "shared"
 ID_FILE = ".id"
 LEGACY = ""  # the incarnation of an app or service made before ids existed
 REPO_ID_FILE = "gokku-app-id"  # in repos/APP.git: the incarnation it was pushed to
-
-
-def new_id() -> str:
-    return secrets.token_hex(8)
 
 
 @contextmanager
@@ -98,7 +92,7 @@ def create(root: Root, app: str) -> None:
             raise GokkuError(f"app {app!r} already exists")
         clear_leftovers(root, app)
         root.apps.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".creating-{app}.", dir=root.apps))
+        staging = temp_dir(root.apps, f".creating-{app}.")
         try:
             staging.chmod(0o755)
             (staging / DEFAULT_ENV).mkdir()
@@ -115,7 +109,7 @@ def destroy(root: Root, app: str) -> None:
     directory goes to a tombstone in one rename, then everything is deleted."""
     with app_lock(root, app):
         require(root, app)
-        tomb = Path(tempfile.mkdtemp(prefix=f".destroyed-{app}.", dir=root.apps))
+        tomb = temp_dir(root.apps, f".destroyed-{app}.")
         os.rename(root.app_dir(app), tomb / "app")
         fsync_dir(root.apps)
         clear_leftovers(root, app)
@@ -127,7 +121,7 @@ def clear_leftovers(root: Root, app: str) -> list[str]:
     app's lock. Returns what it removed."""
     done = []
     if root.repos.is_dir() and orphan_repo(root, app):
-        tomb = Path(tempfile.mkdtemp(prefix=f".destroyed-{app}.", dir=root.repos))
+        tomb = temp_dir(root.repos, f".destroyed-{app}.")
         os.rename(root.repo(app), tomb / "repo")
         fsync_dir(root.repos)
         done.append(f"repos/{root.repo(app).name}")

@@ -17,20 +17,15 @@ import fcntl
 import json
 import os
 import re
-import secrets
 import time
 from dataclasses import asdict, dataclass, field
 
 from gokku.errors import AuditFailed, system_error
+from gokku.names import new_id
 from gokku.paths import Root
 
 LOG_NAME = "audit.log"
 ATTEMPTS = 2  # a failed or short write is tried once more, then reported
-
-
-def new_id() -> str:
-    """A short transaction id, also handy to grep the server log for one command."""
-    return secrets.token_hex(8)
 
 
 @dataclass

@@ -23,7 +23,6 @@ while another one is the last build. Only the app's deploy branch deploys (``mai
 
 import contextlib
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from gokku.context import Context
 from gokku.errors import GokkuError, NotFound, ScriptFailed, UsageError
 from gokku.plugins import registry
 from gokku.runner import run_script
-from gokku.storage import read_json, write_json
+from gokku.storage import read_json, temp_dir, write_json
 
 ZERO = "0" * 40
 DEFAULT_WAIT = 600.0  # seconds a deploy waits for the one before it
@@ -260,7 +259,7 @@ def _checkout(ctx: Context, app: str, rev: str) -> Iterator[Path]:
     place = deploylog.folder(ctx.root, app)
     for stale in place.glob("checkout-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    work = Path(tempfile.mkdtemp(prefix="checkout-", dir=place))
+    work = temp_dir(place, "checkout-")
     try:
         source = work / "source"
         source.mkdir()

@@ -10,7 +10,7 @@ import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from gokku import access, crashlog, suggest
+from gokku import access
 from gokku.cmdline import parse
 from gokku.commands import (
     BUILTINS,
@@ -21,14 +21,13 @@ from gokku.commands import (
     asks_help,
     usage_line,
 )
-from gokku.commands import help as help_
 from gokku.context import Context, Request
 from gokku.errors import AccessDenied, GokkuError, NotFound, UnknownCommand, UsageError
 from gokku.names import check_name
 from gokku.paths import Root
-from gokku.plugins.manifest import CommandIO
 
 if TYPE_CHECKING:
+    from gokku.plugins.manifest import CommandIO
     from gokku.plugins.registry import Plugin
 
 GLOBAL_USAGE = "gokku [--quiet] [--trace] [--format text|json] [-a APP] COMMAND [ARGS...]"
@@ -69,6 +68,8 @@ def dispatch(
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
+        from gokku import crashlog
+
         _report(request, crashlog.unexpected(root, request.argv, exc))
         return 1
 
@@ -78,6 +79,8 @@ def _similar(request: Request, root: Root | None, exc: NotFound) -> str:
     caller may read (a member learns no name it could not list)."""
     if root is None:
         return ""
+    from gokku import suggest
+
     return suggest.similar_name(root, request.identity, exc.kind, exc.name, exc.plugin)
 
 
@@ -144,17 +147,23 @@ def route(ctx: Context, verb: str, args: list[str]) -> int:
         access.check_verb(ctx, verb, builtin.access)
         access.require_named_app(ctx, builtin.access)
         if asks_help(args):
+            from gokku.commands import help as help_
+
             return help_.usage(ctx, usage_line(verb), builtin.summary)
         return _function(builtin)(ctx, args)
     from gokku.plugins import registry
 
     namespace, _, command = verb.partition(":")
     if namespace in NAMESPACES and command in ("", "help"):
+        from gokku.commands import help as help_
+
         return help_.namespace_help(ctx, namespace, args)
     plugin = registry.find(ctx.root, namespace)
     if plugin is not None:
         registry.require_enabled(plugin)
         return _plugin_command(ctx, plugin, namespace, command or "help", args)
+    from gokku import suggest
+
     raise UnknownCommand(f"unknown command {verb!r}{suggest.hint(ctx, verb)}")
 
 
@@ -165,6 +174,8 @@ def _plugin_command(
     (``pg:link db api`` is ``services:link db -a api``), with that verb's access.
     With ``--help``/``-h``, the command's usage."""
     if asks_help(args):
+        from gokku.commands import help as help_
+
         return help_.plugin_command(ctx, plugin, namespace, command)
     form = PLUGIN_FORMS.get(command)
     if form is not None and plugin.script(command) is None:
@@ -179,7 +190,7 @@ def _plugin_command(
     return run_plugin_command(ctx, plugin, namespace, command, args)
 
 
-def command_io(argv: list[str], root: Root | None = None) -> CommandIO:
+def command_io(argv: list[str], root: Root | None = None) -> "CommandIO":
     """How the command in ``argv`` uses the terminal, for a door deciding on a pty.
 
     Anything that does not resolve to a plugin command (built-ins, typos, bad flags) gets
@@ -187,6 +198,7 @@ def command_io(argv: list[str], root: Root | None = None) -> CommandIO:
     """
     from gokku.context import Identity
     from gokku.plugins import registry
+    from gokku.plugins.manifest import CommandIO
 
     try:
         request = Request(argv=argv, identity=Identity(name=""))

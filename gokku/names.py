@@ -6,6 +6,7 @@ pass (``$`` also matches before a trailing newline) and make a second app, or a 
 line nobody can change. The Bash helpers get the same pattern (``helpers_text``).
 """
 
+import os
 import re
 
 from gokku.errors import UsageError
@@ -70,3 +71,9 @@ def check_alias(alias: str) -> str:
 def _shown(text: str) -> str:
     """A rejected name as the error shows it: quoted, and cut short (100 KB stay home)."""
     return repr(text[:64]) + ("..." if len(text) > 64 else "")
+
+
+def new_id() -> str:
+    """16 random hex digits: an app's or service's incarnation, a command's audit id.
+    (``secrets.token_hex(8)``, without the imports that cost every start a few ms.)"""
+    return os.urandom(8).hex()

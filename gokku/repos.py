@@ -17,13 +17,12 @@ next push to an app of that name.
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 from gokku import apps
 from gokku.errors import GokkuError, NotFound
 from gokku.paths import Root
-from gokku.storage import write_atomic
+from gokku.storage import temp_dir, write_atomic
 
 # Branches a clone should check out, in order of preference, once something is pushed.
 PREFERRED_HEADS = ("main", "master")
@@ -72,7 +71,7 @@ def ensure(root: Root, app: str) -> bool:
 
 def _init_bare(repo: Path, incarnation: str) -> None:
     repo.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}.", dir=repo.parent))
+    staging = temp_dir(repo.parent, f".{repo.name}.")
     try:
         git("init", "--bare", "--quiet", str(staging))
         if incarnation != apps.LEGACY:

@@ -12,8 +12,6 @@ has none). A record ``creating`` is a create still running or cut off: it is not
 import contextlib
 import os
 import shutil
-import socket
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -22,9 +20,9 @@ from typing import Any
 
 from gokku import access, apps
 from gokku.errors import GokkuError, NotFound
-from gokku.names import check_name, is_alias, is_name
+from gokku.names import check_name, is_alias, is_name, new_id
 from gokku.paths import Root
-from gokku.storage import fsync_dir, lock, read_json, write_json
+from gokku.storage import fsync_dir, lock, read_json, temp_dir, write_json
 
 RECORD = "config.json"
 CREATING = "creating"
@@ -95,7 +93,7 @@ def place(root: Root, name: str, record: dict[str, Any]) -> Service:
     root.services.mkdir(parents=True, exist_ok=True)
     for stale in root.services.glob(f".creating-{name}-*"):  # the caller holds the lock
         shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".creating-{name}-", dir=root.services))
+    staging = temp_dir(root.services, f".creating-{name}-")
     try:
         staging.chmod(0o755)  # a server running as another user walks through it
         write_json(staging / RECORD, record, mode=0o600)
@@ -183,7 +181,7 @@ def new_record(name: str, plugin: str, version: str) -> dict[str, Any]:
         "running": False,
         "linked_apps": [],
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "id": apps.new_id(),
+        "id": new_id(),
         "state": CREATING,  # until install succeeded: a crash leaves it for the next command
         "config": {},
         "env": {},
@@ -195,7 +193,7 @@ def remove_dir(root: Root, service: Service) -> None:
     """Rename the directory to a tombstone (one step: the service is gone), then delete
     it with any a destroy cut off left; the rerun or ``doctor`` finishes one cut off."""
     if service.path.is_dir():
-        tomb = Path(tempfile.mkdtemp(prefix=f".destroyed-{service.name}.", dir=root.services))
+        tomb = temp_dir(root.services, f".destroyed-{service.name}.")
         os.rename(service.path, tomb / "service")
         fsync_dir(root.services)
     clear_leftovers(root, service.name)
@@ -709,6 +707,8 @@ def drop_useless_port_holds(root: Root) -> None:
 
 
 def _listenable(port: int) -> bool:
+    import socket  # here: only a create picks a port
+
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
             sock.bind(("0.0.0.0", port))

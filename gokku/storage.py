@@ -18,7 +18,6 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -40,6 +39,8 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     refuses (a full disk) the old file stays, no temp file is left, and the error names the
     file it was writing. Once the rename is done the new value is what everyone reads: a
     failure to make the rename durable says so, and that it may not survive a crash."""
+    import tempfile  # here: a command that only reads (most callbacks) starts without it
+
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
@@ -64,6 +65,14 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
             f"{path} was written, but syncing its directory failed ({os_reason(exc)}): "
             "the new value is in place and may be lost if the system crashes now"
         ) from exc
+
+
+def temp_dir(parent: Path, prefix: str) -> Path:
+    """A new private directory in ``parent`` (a staging area or a tombstone to rename
+    into). ``tempfile`` is imported here: most commands, and most callbacks, only read."""
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
 
 
 def fsync_dir(path: Path) -> None:

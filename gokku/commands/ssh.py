@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from gokku import audit, crashlog, keys
+from gokku import audit, keys
 from gokku.cmdline import is_number, parse
 from gokku.commands import usage_line
 from gokku.commands.keys import grants_text
@@ -93,6 +93,8 @@ def ssh_command(ctx: Context, args: list[str]) -> int:
         raise
     except Exception as exc:  # logged under the root served, not the login user's default
         entry.exit = 1
+        from gokku import crashlog
+
         raise InternalError(crashlog.unexpected(root, entry.argv or [], exc)) from exc
     finally:
         entry.duration = round(time.monotonic() - started, 3)
