@@ -232,7 +232,9 @@ def test_a_reader_gets_all_of_a_fast_scripts_masked_output(
 ) -> None:
     """A read grant's output goes through the worker's mask; a script that writes and ends
     at once must still have its every line delivered (the embedded door once dropped it
-    when the script's exit arrived with its hand-over, before the session took the pipes)."""
+    when the script's exit arrived with its hand-over, before the session took the pipes).
+    That race is the embedded door's, whose zygote hands the pipes over: it takes 100
+    sessions to show. The OpenSSH door's session masks in its own process: ten check it."""
     import concurrent.futures
 
     gokku.ok("access:grant", "bob", "service:db", "--read")
@@ -241,9 +243,10 @@ def test_a_reader_gets_all_of_a_fast_scripts_masked_output(
         result = door.ssh("t:info db", key=bob.path)
         return result.code, result.stdout
 
+    sessions = 100 if door.kind == "embedded" else 10
     # Ten at a time: a member key's connections are capped (16 by default).
     with concurrent.futures.ThreadPoolExecutor(10) as pool:
-        assert list(pool.map(one, range(100))) == [(0, "info db\n")] * 100
+        assert list(pool.map(one, range(sessions))) == [(0, "info db\n")] * sessions
 
 
 def test_grants_open_exactly_what_they_name(
