@@ -30,6 +30,8 @@ ATTEMPTS = 2  # a failed or short write is tried once more, then reported
 
 @dataclass
 class Entry:
+    """One command's line in the audit log: who ran what, from where, and how it ended."""
+
     key: str
     fingerprint: str
     remote: str

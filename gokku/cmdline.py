@@ -15,6 +15,8 @@ from gokku.errors import UsageError
 
 @dataclass
 class Parsed:
+    """A command line split into its positional words and its options (``parse``)."""
+
     positional: list[str] = field(default_factory=list)
     options: dict[str, str | bool | None] = field(default_factory=dict)
 

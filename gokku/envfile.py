@@ -37,6 +37,9 @@ class Line:
 
 @dataclass
 class EnvFile:
+    """An app's ``.env`` as lines, kept as written (comments too) so that a change
+    rewrites only the lines it touches."""
+
     lines: list[Line]
 
     @property

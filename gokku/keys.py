@@ -55,6 +55,8 @@ VERSION = 2
 
 @dataclass(frozen=True)
 class Key:
+    """A registered public key and the name it is known by."""
+
     name: str
     type: str
     data: str  # base64 blob, as in an authorized_keys line

@@ -37,6 +37,8 @@ PORTS_SETTING = "service_ports"
 
 @dataclass
 class Service:
+    """A service as its directory and its record (``config.json``) say."""
+
     name: str
     path: Path
     data: dict[str, Any]

@@ -14,6 +14,8 @@ from gokku.shapes import APP_USAGES
 
 @dataclass(frozen=True)
 class Builtin:
+    """A built-in verb: where its function lives, its usage, and who may run it."""
+
     module: str
     function: str
     usage: str

@@ -63,6 +63,8 @@ DEBIAN_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]{1,99}")
 
 @dataclass(frozen=True)
 class CommandIO:
+    """How a plugin command uses the terminal and its streams (its manifest's ``io``)."""
+
     tty: str = "allow"
     stdout: str = "text"
     stdin: str = "any"

@@ -30,6 +30,8 @@ LIFECYCLE = ("install", "uninstall")
 
 @dataclass(frozen=True)
 class Plugin:
+    """An installed plugin: its directory, its record and what an admin set for it."""
+
     name: str
     path: Path
     record: dict[str, Any]

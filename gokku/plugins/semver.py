@@ -29,6 +29,8 @@ _OPS: dict[str, Callable[[object, object], bool]] = {
 
 @dataclass(frozen=True)
 class Version:
+    """A semantic version; pre-releases order before their release."""
+
     major: int
     minor: int
     patch: int
@@ -69,6 +71,8 @@ Comparator = tuple[str, Version]
 
 @dataclass(frozen=True)
 class Range:
+    """A version range as a plugin's requirements and pins write it (``^1.2``, ``~3.0``)."""
+
     text: str
     alternatives: tuple[tuple[Comparator, ...], ...]
 

@@ -24,6 +24,8 @@ REDACTED = "<redacted>"
 
 @dataclass(frozen=True)
 class Settings:
+    """What an admin set for a plugin: its configuration, its pin, whether it is disabled."""
+
     config: dict[str, str] = field(default_factory=dict)
     pin: str | None = None
     disabled: bool = False

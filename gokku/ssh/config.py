@@ -47,6 +47,8 @@ SECTION = "ssh"
 
 @dataclass(frozen=True)
 class SSHConfig:
+    """The ``ssh:`` settings of gokku.yml, defaults for what is not set."""
+
     host: str = "127.0.0.1"
     port: int = 2222
     user: str = "gokku"

@@ -61,6 +61,8 @@ class Counts:
 
 @dataclass
 class Streams:
+    """A session's three streams and the counts of the bytes relayed through them."""
+
     stdin: BinaryIO
     stdout: BinaryIO
     stderr: BinaryIO
