@@ -10,11 +10,20 @@ import resource
 import signal
 import socket
 import subprocess
+import sys
 
 import asyncssh
 import pytest
 from sshkit import *  # noqa: F403 - fixtures
-from sshkit import KeyPair, open_files_limit, running_server, soft_open_files, wait_until
+from sshkit import (
+    KeyPair,
+    free_port,
+    open_files_limit,
+    running_server,
+    soft_open_files,
+    wait_for_port,
+    wait_until,
+)
 
 from gokku.ssh.workers import STOP_DEADLINE_SECONDS
 
@@ -162,6 +171,34 @@ def test_a_stop_while_the_workers_start_ends_them_all(base_env, ssh_config) -> N
             assert proc.wait(STOP_DEADLINE_SECONDS / 2) == 0
         left = subprocess.run(["pgrep", "-f", f"gokku serve --port {port}$"], capture_output=True)
         assert left.stdout == b"", left.stdout
+
+
+@pytest.mark.parametrize("ssh_settings", [{"workers": WORKERS}])
+def test_a_stop_as_the_port_opens_ends_the_server_cleanly(base_env, ssh_config) -> None:
+    """The moment the port opens, before any handler is in place: strace holds the server
+    there for a few seconds (its listen() returns late), the stop comes meanwhile, and
+    the server must still stop as asked (exit 0, no worker left) rather than die of it."""
+    port = free_port()
+    argv = [sys.executable, "-P", "-m", "gokku", "serve", "--port", str(port)]
+    held = ["strace", "-qq", "-o", "/dev/null", "-e", "trace=listen"]
+    proc = subprocess.Popen(
+        [*held, "-e", "inject=listen:delay_exit=3000000", *argv],
+        env=base_env,
+        cwd="/",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, proc)
+        (server,) = _children(proc.pid)
+        os.kill(server, signal.SIGTERM)
+        # strace ends as its command did: 0, or killed by the same signal.
+        assert proc.wait(STOP_DEADLINE_SECONDS) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    left = subprocess.run(["pgrep", "-f", f"gokku serve --port {port}$"], capture_output=True)
+    assert left.stdout == b"", left.stdout
 
 
 def test_the_server_raises_its_descriptor_limit_to_the_hard_one(base_env, ssh_config) -> None:

@@ -34,7 +34,14 @@ from gokku.ssh import fdlimit, rawcommand, sendpath
 from gokku.ssh.config import SSHConfig
 from gokku.ssh.session import Session
 from gokku.ssh.spawn import Spawner
-from gokku.ssh.workers import KEY_CONNECTIONS, KEY_SESSIONS, SharedCounts, Tally, supervise
+from gokku.ssh.workers import (
+    KEY_CONNECTIONS,
+    KEY_SESSIONS,
+    STOP_SIGNALS,
+    SharedCounts,
+    Tally,
+    supervise,
+)
 from gokku.storage import write_atomic
 
 log = logging.getLogger("gokku.serve")
@@ -260,8 +267,14 @@ def serve(ctx: Context, config: SSHConfig) -> int:
     session_nofile = fdlimit.raise_to_hard()
     key = host_key(ctx.root)
     offer = ciphers(config)
-    sock = _listen(config)
     count = config.workers or os.cpu_count() or 1
+    if count > 1:
+        # A stop that comes once the port is open waits for the supervisor's handlers
+        # (``supervise`` unblocks it once they are in place and the workers forked): a
+        # service manager's stop right after the start would otherwise end this process
+        # by the signal's default, with an error status and no worker told.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    sock = _listen(config)
     host, port = sock.getsockname()[:2]
     ctx.out(f"Host key {key.get_fingerprint('sha256')} ({ctx.root.ssh / HOST_KEY})")
     ctx.out(f"Listening on {host}:{port}, login user {config.user!r}, {count} worker(s)")
