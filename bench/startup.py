@@ -1,41 +1,82 @@
-"""Start-up: ``gokku version`` run on the server, against ``python3 -c pass`` and
-``bash -c true`` (what any Python tool, and any shell script, costs to start).
+"""Start-up: ``gokku version`` and a plugin helper's callback run on the server, against
+``python3 -c pass`` and ``bash -c true`` (what any Python tool, and any shell script, costs
+to start). Wall time and CPU time (the command's user + system): a plugin calls back
+several times a command, and the test suite thousands of times a run.
 
     python bench/startup.py [--runs 200]
 """
 
 import argparse
+import os
+import resource
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 
-from sshbench import median, percentile, report, table, timed
+from sshbench import median, percentile, report, table
 
+PYTHON = [sys.executable, "-P"]
 COMMANDS = {
-    "gokku version": [sys.executable, "-m", "gokku", "version"],
-    "python3 -c pass": [sys.executable, "-c", "pass"],
+    "gokku version": [*PYTHON, "-m", "gokku", "version"],
+    # What the helpers' _gokku runs for config_get (plugin-helpers.sh).
+    "callback config:get": [*PYTHON, "-m", "gokku.callback", "config:get", "bench", "KEY"],
+    "python3 -c pass": [*PYTHON, "-c", "pass"],
     "bash -c true": ["bash", "-c", "true"],
 }
+
+
+def measured(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU seconds of one run (CPU: the command's and its children's)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    code = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL).returncode
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if code != 0:
+        raise SystemExit(f"{' '.join(argv)} exited {code}")
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return wall, cpu
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200)
     args = parser.parse_args()
-    times: dict[str, list[float]] = {name: [] for name in COMMANDS}
-    for _ in range(args.runs):
-        for name, argv in COMMANDS.items():
-            seconds, code = timed(argv, stdout=subprocess.DEVNULL)
-            if code != 0:
-                raise SystemExit(f"{name} exited {code}")
-            times[name].append(seconds)
-    python = median(times["python3 -c pass"])
+    root = tempfile.mkdtemp(prefix="gokku-bench-")
+    env = {**os.environ, "GOKKU_ROOT": root}
+    wall: dict[str, list[float]] = {name: [] for name in COMMANDS}
+    cpu: dict[str, list[float]] = {name: [] for name in COMMANDS}
+    try:
+        for setup in (["apps:create", "bench"], ["config:set", "bench", "KEY=value"]):
+            subprocess.run(
+                [*PYTHON, "-m", "gokku", *setup], env=env, check=True, capture_output=True
+            )
+        for _ in range(args.runs):
+            for name, argv in COMMANDS.items():
+                seconds, used = measured(argv, env)
+                wall[name].append(seconds)
+                cpu[name].append(used)
+    finally:
+        shutil.rmtree(root)
+    python = median(wall["python3 -c pass"])
     rows = [
-        [name, median(v) * 1000, percentile(v, 0.99) * 1000, median(v) / python]
-        for name, v in times.items()
+        [
+            name,
+            median(v) * 1000,
+            percentile(v, 0.99) * 1000,
+            median(cpu[name]) * 1000,
+            median(v) / python,
+        ]
+        for name, v in wall.items()
     ]
-    text = table(["command", "median ms", "p99 ms", "x python3 -c pass"], rows)
-    data = {n: {"median_s": median(v), "p99_s": percentile(v, 0.99)} for n, v in times.items()}
-    report("startup", text, {"runs": args.runs, "results": data})
+    header = ["command", "median ms", "p99 ms", "CPU ms (median)", "x python3 -c pass"]
+    data = {
+        n: {"median_s": median(v), "p99_s": percentile(v, 0.99), "cpu_median_s": median(cpu[n])}
+        for n, v in wall.items()
+    }
+    report("startup", table(header, rows), {"runs": args.runs, "results": data})
 
 
 if __name__ == "__main__":
