@@ -13,9 +13,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
-from sshbench import median, percentile, report, table
+from sshbench import median, percentile, report, table, timed
 
 PYTHON = [sys.executable, "-P"]
 COMMANDS = {
@@ -30,9 +29,7 @@ COMMANDS = {
 def measured(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Wall and CPU seconds of one run (CPU: the command's and its children's)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    code = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL).returncode
-    wall = time.perf_counter() - started
+    wall, code = timed(argv, env=env, stdout=subprocess.DEVNULL)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if code != 0:
         raise SystemExit(f"{' '.join(argv)} exited {code}")
