@@ -41,6 +41,13 @@ def _children(pid: int) -> set[int]:
         return {int(child) for child in listing.read().split()}
 
 
+def _left_serving(port: int) -> bytes:
+    """The pids of the ``gokku serve`` processes still running for ``port``, as pgrep
+    lists them (a stopped server's workers would be among them)."""
+    pattern = f"gokku serve --port {port}$"
+    return subprocess.run(["pgrep", "-f", pattern], capture_output=True).stdout
+
+
 def _servers(port: int, key: KeyPair, connections: int) -> set[int]:
     """The server processes that ran a session, over ``connections`` connections held open
     at the same time (so no worker can take them all one after another)."""
@@ -169,8 +176,7 @@ def test_a_stop_while_the_workers_start_ends_them_all(base_env, ssh_config) -> N
         with running_server(base_env) as (proc, port):
             proc.terminate()
             assert proc.wait(STOP_DEADLINE_SECONDS / 2) == 0
-        left = subprocess.run(["pgrep", "-f", f"gokku serve --port {port}$"], capture_output=True)
-        assert left.stdout == b"", left.stdout
+        assert _left_serving(port) == b""
 
 
 @pytest.mark.parametrize("ssh_settings", [{"workers": WORKERS}])
@@ -197,8 +203,7 @@ def test_a_stop_as_the_port_opens_ends_the_server_cleanly(base_env, ssh_config) 
     finally:
         proc.kill()
         proc.wait()
-    left = subprocess.run(["pgrep", "-f", f"gokku serve --port {port}$"], capture_output=True)
-    assert left.stdout == b"", left.stdout
+    assert _left_serving(port) == b""
 
 
 def test_the_server_raises_its_descriptor_limit_to_the_hard_one(base_env, ssh_config) -> None:
