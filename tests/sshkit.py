@@ -34,7 +34,7 @@ from sshlab import (  # noqa: F401 - re-exported for the test modules
 COMMANDS = {
     "args": "printf '[%s]\\n' \"$@\"\n",
     "exit": 'echo "exiting $1"\nexit "$1"\n',
-    "sink": "sha256sum | cut -d' ' -f1\n",
+    "sink": "openssl dgst -sha256 -r | cut -d' ' -f1\n",
     "source": 'cat "$1"\n',
     "bytes": "printf '\\000\\001\\n\\r\\n\\377'\n",
     "whoami": 'echo "$GOKKU_KEY_NAME $GOKKU_KEY_FINGERPRINT"\n',
