@@ -18,7 +18,6 @@ import json
 import os
 import re
 import time
-from dataclasses import asdict, dataclass, field
 
 from gokku.errors import AuditFailed, system_error
 from gokku.names import new_id
@@ -28,23 +27,43 @@ LOG_NAME = "audit.log"
 ATTEMPTS = 2  # a failed or short write is tried once more, then reported
 
 
-@dataclass
 class Entry:
-    """One command's line in the audit log: who ran what, from where, and how it ended."""
+    """One command's line in the audit log: who ran what, from where, and how it ended.
+    Its fields (``vars``), in this order, are the line's; a door fills in the end."""
 
-    key: str
-    fingerprint: str
-    remote: str
-    argv: list[str]
-    id: str = field(default_factory=new_id)
-    time: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    pty: bool = False
-    exit: int | None = None
-    duration: float | None = None
-    bytes_in: int | None = None
-    bytes_out: int | None = None
-    denied: str | None = None  # why access was refused, when it was
-    outcome: str | None = None  # what an automatic plugin update did (rolled back, why)
+    def __init__(
+        self,
+        key: str,
+        fingerprint: str,
+        remote: str,
+        argv: list[str] | None,
+        id: str | None = None,
+        time: str | None = None,
+        pty: bool = False,
+        exit: int | None = None,
+        duration: float | None = None,
+        bytes_in: int | None = None,
+        bytes_out: int | None = None,
+        denied: str | None = None,  # why access was refused, when it was
+        outcome: str | None = None,  # what an automatic plugin update did (rolled back, why)
+    ) -> None:
+        self.key = key
+        self.fingerprint = fingerprint
+        self.remote = remote
+        self.argv = argv
+        self.id = new_id() if id is None else id
+        self.time = _now() if time is None else time
+        self.pty = pty
+        self.exit = exit
+        self.duration = duration
+        self.bytes_in = bytes_in
+        self.bytes_out = bytes_out
+        self.denied = denied
+        self.outcome = outcome
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 # Verbs whose arguments carry values to keep out of the log: KEY=VALUE -> KEY=<redacted>.
@@ -96,7 +115,7 @@ def write(root: Root, entry: Entry) -> None:
 
     The command the line is about has already run: its caller reports the failure and
     keeps the command's own result."""
-    fields = {name: escaped(value) for name, value in asdict(entry).items()}
+    fields = {name: escaped(value) for name, value in vars(entry).items()}
     line = (json.dumps(fields, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
     for attempt in range(1, ATTEMPTS + 1):
         try:

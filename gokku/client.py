@@ -31,7 +31,7 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from gokku import shapes
@@ -46,8 +46,7 @@ GLOBAL_VALUES = ("-a", "--app", "--format")
 SCP_LIKE = re.compile(r"(?:([^@/]+)@)?(\[[^\]/]+\]|[^:/\[\]]+):(.*)", re.DOTALL)
 
 
-@dataclass(frozen=True)
-class Remote:
+class Remote(NamedTuple):
     """Where the commands run: an SSH destination, and the app the remote's path names."""
 
     name: str

@@ -7,18 +7,16 @@ ends them.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from gokku.errors import UsageError
 
 
-@dataclass
-class Parsed:
+class Parsed(NamedTuple):
     """A command line split into its positional words and its options (``parse``)."""
 
-    positional: list[str] = field(default_factory=list)
-    options: dict[str, str | bool | None] = field(default_factory=dict)
+    positional: list[str]
+    options: dict[str, str | bool | None]
 
     def get(self, name: str, default: str | None = None) -> str | None:
         value = self.options.get(name)
@@ -49,7 +47,7 @@ def parse(
     """
     values = values or {}
     flags = flags or {}
-    parsed = Parsed(options={key: None for key in (*values.values(), *flags.values())})
+    parsed = Parsed([], {key: None for key in (*values.values(), *flags.values())})
     items = iter(args)
     for arg in items:
         if arg == "--":

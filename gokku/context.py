@@ -2,14 +2,19 @@
 
 A door (the ``gokku`` CLI, the embedded SSH server, the OpenSSH forced command) turns
 what it received into a ``Request``; the dispatcher never learns which door it was.
+
+Every start of Gokku builds these (a helper's callback, an OpenSSH-door session, the CLI),
+so they are NamedTuples and plain classes, not dataclasses: importing ``dataclasses`` and
+generating the methods of a start path's records took about a third of such a start
+(tests/test_startup.py keeps ``dataclasses`` off those paths).
 """
 
 import json
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, TypeVar
 
 from gokku.paths import Root
 
@@ -17,8 +22,10 @@ if TYPE_CHECKING:
     from gokku.keys import Key
 
 
-@dataclass(frozen=True)
-class Identity:
+NO_GRANTS: Mapping[str, str] = MappingProxyType({})
+
+
+class Identity(NamedTuple):
     """Who is calling: a registered key (over SSH) or the local user (always admin: it
     owns the state anyway). ``grants`` maps ``app:NAME``/``service:NAME`` to read/write;
     ``bound``, for a member, the incarnation of each that its grant holds on (``keys.live``)
@@ -28,9 +35,9 @@ class Identity:
     fingerprint: str = ""
     role: str = "admin"
     remote: str = ""
-    grants: Mapping[str, str] = field(default_factory=dict)
+    grants: Mapping[str, str] = NO_GRANTS
     over_ssh: bool = False
-    bound: Mapping[str, str] = field(default_factory=dict)
+    bound: Mapping[str, str] = NO_GRANTS
 
     @classmethod
     def local(cls) -> "Identity":
@@ -46,30 +53,50 @@ class Identity:
         return cls(key.name, key.fingerprint, key.role, remote, dict(key.grants), True, bound)
 
 
-@dataclass
 class Request:
-    """argv, identity and the three byte streams; ``term`` is set when a pty was granted."""
+    """argv, identity and the three byte streams (the process's own unless given);
+    ``term`` is set when a pty was granted, ``denied`` when access was refused (for the
+    audit line)."""
 
-    argv: list[str]
-    identity: Identity
-    stdin: BinaryIO = field(default_factory=lambda: sys.stdin.buffer)
-    stdout: BinaryIO = field(default_factory=lambda: sys.stdout.buffer)
-    stderr: BinaryIO = field(default_factory=lambda: sys.stderr.buffer)
-    term: str | None = None
-    denied: str | None = None  # set when access was refused, for the audit line
+    def __init__(
+        self,
+        argv: list[str],
+        identity: Identity,
+        stdin: BinaryIO | None = None,
+        stdout: BinaryIO | None = None,
+        stderr: BinaryIO | None = None,
+        term: str | None = None,
+        denied: str | None = None,
+    ) -> None:
+        self.argv = argv
+        self.identity = identity
+        self.stdin = sys.stdin.buffer if stdin is None else stdin
+        self.stdout = sys.stdout.buffer if stdout is None else stdout
+        self.stderr = sys.stderr.buffer if stderr is None else stderr
+        self.term = term
+        self.denied = denied
 
 
-@dataclass
 class Context:
     """One command's view: the request, the state root and the global flags."""
 
-    request: Request
-    root: Root
-    quiet: bool = False
-    trace: bool = False
-    format: str = "text"
-    app: str | None = None
-    verb: str = ""
+    def __init__(
+        self,
+        request: Request,
+        root: Root,
+        quiet: bool = False,
+        trace: bool = False,
+        format: str = "text",
+        app: str | None = None,
+        verb: str = "",
+    ) -> None:
+        self.request = request
+        self.root = root
+        self.quiet = quiet
+        self.trace = trace
+        self.format = format
+        self.app = app
+        self.verb = verb
 
     def out(self, text: str = "") -> None:
         """Write a line of output (stdout)."""
@@ -121,3 +148,12 @@ class Context:
         lines = [] if self.quiet else [headers]
         for row in lines + rows:
             self.out("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+Record = TypeVar("Record", Request, Context)
+
+
+def replaced(record: Record, **changes: Any) -> Record:
+    """A copy of ``record`` with ``changes``: the caller's own stays as it was (streams
+    swapped for a masked or teed copy are the copy's only)."""
+    return type(record)(**{**vars(record), **changes})

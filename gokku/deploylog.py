@@ -14,7 +14,6 @@ in the order it was shown, and the caller's stdin is never theirs to read.
 """
 
 import contextlib
-import dataclasses
 import os
 import re
 import select
@@ -23,9 +22,9 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
-from gokku.context import Context
+from gokku.context import Context, replaced
 from gokku.errors import GokkuError, NotFound
 from gokku.paths import Root
 from gokku.ssh.relay import ASYNC_SIGNALS, LINGER_SECONDS
@@ -69,8 +68,7 @@ def log_path(root: Root, app: str, number: int | None = None) -> Path:
     return path
 
 
-@dataclasses.dataclass
-class Recorder:
+class Recorder(NamedTuple):
     """A deploy being recorded: ``ctx`` is the caller's context with the triggers' streams
     (stdin empty, stdout and stderr into the tee); ``say`` adds a progress line."""
 
@@ -136,10 +134,8 @@ def _triggers_context(ctx: Context, log: Path) -> Iterator[tuple[Context, "_Tee"
     tee = _Tee(ctx.request.stderr, log)
     try:
         with open(os.devnull, "rb") as nothing:
-            request = dataclasses.replace(
-                ctx.request, stdin=nothing, stdout=tee.writer, stderr=tee.writer
-            )
-            yield dataclasses.replace(ctx, request=request), tee
+            request = replaced(ctx.request, stdin=nothing, stdout=tee.writer, stderr=tee.writer)
+            yield replaced(ctx, request=request), tee
     finally:
         tee.close()
 

@@ -25,8 +25,8 @@ import contextlib
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from gokku import apps, deploylog, repos
 from gokku.context import Context
@@ -41,8 +41,7 @@ SETTINGS = "settings.json"
 SETTING_KEYS = ("branch", "wait")
 
 
-@dataclass(frozen=True)
-class Update:
+class Update(NamedTuple):
     """One line of what git feeds pre-receive and post-receive: OLD NEW REF."""
 
     old: str

@@ -11,7 +11,7 @@ place, keeping an ``export``), removed keys dropped and new keys appended.
 """
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gokku.errors import GokkuError
 
@@ -26,8 +26,7 @@ def quote(value: str) -> str:
     return "'" + value.replace("'", "'\\''") + "'"
 
 
-@dataclass
-class Line:
+class Line(NamedTuple):
     """One entry as written: ``key`` is None for comments and blank lines."""
 
     key: str | None
@@ -35,8 +34,7 @@ class Line:
     text: str  # exactly as in the file, continuation lines and newline included
 
 
-@dataclass
-class EnvFile:
+class EnvFile(NamedTuple):
     """An app's ``.env`` as lines, kept as written (comments too) so that a change
     rewrites only the lines it touches."""
 

@@ -28,8 +28,8 @@ import binascii
 import hashlib
 import shlex
 import time
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from gokku import apps, services
 from gokku.errors import GokkuError, NotFound, UsageError
@@ -53,9 +53,9 @@ ROLES = ("admin", "member")
 VERSION = 2
 
 
-@dataclass(frozen=True)
-class Key:
-    """A registered public key and the name it is known by."""
+class Key(NamedTuple):
+    """A registered public key and the name it is known by. Its grants are never changed
+    in place (a change is a ``_replace`` with new ones): the empty default is shared."""
 
     name: str
     type: str
@@ -65,9 +65,9 @@ class Key:
     added: str = ""
     role: str = "member"
     # "app:api" -> "write", "service:db" -> "read"
-    grants: dict[str, str] = field(default_factory=dict)
+    grants: dict[str, str] = {}  # noqa: RUF012 - see the docstring
     # "app:api" -> the id of the app it was granted on (none: before ids, apps.LEGACY)
-    bound: dict[str, str] = field(default_factory=dict)
+    bound: dict[str, str] = {}  # noqa: RUF012 - see the docstring
 
     @property
     def public_key(self) -> str:
@@ -136,7 +136,7 @@ def _read(root: Root) -> tuple[list[Key], bool]:
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise _foreign(path, "not an object with a list of keys")
     legacy = document.get("version") != VERSION
-    known = {f for f in Key.__dataclass_fields__}
+    known = set(Key._fields)
     keys = []
     for entry in entries:
         entry = {k: v for k, v in entry.items() if k in known}
@@ -194,7 +194,7 @@ def live(root: Root, key: Key) -> Key:
     kept = {
         t: a for t, a in key.grants.items() if incarnation(root, t) == key.bound.get(t, apps.LEGACY)
     }
-    return replace(key, grants=kept, bound={t: key.bound[t] for t in kept if t in key.bound})
+    return key._replace(grants=kept, bound={t: key.bound[t] for t in kept if t in key.bound})
 
 
 def incarnation(root: Root, target: str) -> str | None:
@@ -297,7 +297,7 @@ def set_grant(
                 ids[target] = bound
         elif target not in match.grants:
             raise NotFound(f"key {name!r} has no access to {target}")
-        updated = replace(match, grants=grants, bound=ids)
+        updated = match._replace(grants=grants, bound=ids)
         _save(root, config, [updated if k is match else k for k in keys])
     return updated
 
@@ -309,8 +309,7 @@ def drop_grants(root: Root, config: SSHConfig, target: str) -> bool:
         keys = load(root)
         if any(target in k.grants for k in keys):
             kept = [
-                replace(
-                    k,
+                k._replace(
                     grants={t: a for t, a in k.grants.items() if t != target},
                     bound={t: i for t, i in k.bound.items() if t != target},
                 )
@@ -325,7 +324,7 @@ def _save(root: Root, config: SSHConfig, keys: list[Key]) -> None:
     """Write the registry, then the OpenSSH door's file derived from it."""
     root.ssh.mkdir(parents=True, exist_ok=True)
     root.ssh.chmod(0o700)
-    document = {"version": VERSION, "keys": [asdict(key) for key in keys]}
+    document = {"version": VERSION, "keys": [key._asdict() for key in keys]}
     write_json(registry_path(root), document, mode=0o600)
     write_atomic(authorized_keys_path(root), authorized_keys_text(root, config, keys), 0o600)
 

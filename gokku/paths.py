@@ -1,8 +1,8 @@
 """Where Gokku keeps its state (GOKKU_ROOT) and the layout under it (ARCHITECTURE.md)."""
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from gokku.names import check_name
 
@@ -22,8 +22,7 @@ def default_root() -> Path:
     return Path(data_home) / "gokku"
 
 
-@dataclass(frozen=True)
-class Root:
+class Root(NamedTuple):
     """The state directory; every path Gokku touches is derived here from checked names."""
 
     path: Path

@@ -23,15 +23,14 @@ go on, and a declared field's value is dropped to the end of its line.
 """
 
 import contextlib
-import dataclasses
 import os
 import re
 import select
 import threading
 from collections.abc import Iterable, Iterator
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
-from gokku.context import Context
+from gokku.context import Context, replaced
 
 MASK = b"<redacted>"
 # Keys of a service's config and env whose values are secrets.
@@ -48,8 +47,7 @@ SHAPE_WINDOW = 4096  # how long a shape (``password: x``) may be and still be ma
 GRACE_SECONDS = 1.0  # after the script: how long what it left behind may still write
 
 
-@dataclasses.dataclass(frozen=True)
-class Masker:
+class Masker(NamedTuple):
     """Masks one line at a time: known values, declared fields, shapes."""
 
     values: tuple[bytes, ...] = ()
@@ -131,7 +129,7 @@ def masked(ctx: Context, mask: Masker, stdout: bool = True) -> Iterator[Context]
             read_end, write_end = os.pipe()
             ends[name] = open(write_end, "wb", buffering=0)  # noqa: SIM115 - closed below
             copiers.append(_Copier(read_end, target, mask))
-        yield dataclasses.replace(ctx, request=dataclasses.replace(request, **ends))
+        yield replaced(ctx, request=replaced(request, **ends))
     finally:
         for end in ends.values():
             end.close()

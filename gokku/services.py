@@ -14,9 +14,8 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from gokku import access, apps
 from gokku.errors import GokkuError, NotFound
@@ -35,8 +34,7 @@ MAX_PORT = 65535
 PORTS_SETTING = "service_ports"
 
 
-@dataclass
-class Service:
+class Service(NamedTuple):
     """A service as its directory and its record (``config.json``) say."""
 
     name: str
@@ -414,8 +412,7 @@ def _check_same_alias(service: Service, app: str, env: str, alias: str | None) -
     )
 
 
-@dataclass
-class Promotion:
+class Promotion(NamedTuple):
     """What ``promote`` did: the keys the promoted link writes now, and the alias each
     former primary service's variables are kept under."""
 

@@ -12,7 +12,7 @@ name. Kept free of imports beyond the standard library: the one-file client carr
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 APP_USAGES = {
     verb: f"{verb} {spec}"
@@ -49,8 +49,7 @@ BUILTIN_NAMESPACES = frozenset(
 VALUE_OPTIONS = ("-a", "--app", "-e", "--env", "--format", "--alias")
 
 
-@dataclass(frozen=True)
-class Shape:
+class Shape(NamedTuple):
     """``first``: the app may be the first word (Dokku's form); ``needs``: how many
     positional words the verb needs besides the app, unless the option ``unless`` is
     given (``config:set --stdin`` reads its KEY=VALUE from stdin); ``then``: the words

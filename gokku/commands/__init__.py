@@ -6,14 +6,13 @@ reachable from an SSH identity). The dispatcher enforces it before routing.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gokku.access import ADMIN, ANY, GRANTED, LOCAL
 from gokku.shapes import APP_USAGES
 
 
-@dataclass(frozen=True)
-class Builtin:
+class Builtin(NamedTuple):
     """A built-in verb: where its function lives, its usage, and who may run it."""
 
     module: str

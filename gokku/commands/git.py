@@ -6,14 +6,13 @@ A push deploys (``gokku.deploys``): the app's lock is taken before git advertise
 refs and held until receive-pack is done, and the repository's hooks call back into
 ``git-hook`` (a local verb) with the pusher's identity in their environment."""
 
-import dataclasses
 import os
 from pathlib import Path
 
 from gokku import access, apps, deploys, repos, runner
 from gokku.cmdline import parse
 from gokku.commands import usage_line
-from gokku.context import Context, Identity
+from gokku.context import Context, Identity, replaced
 from gokku.errors import UsageError
 from gokku.names import app_of, check_name
 
@@ -77,7 +76,7 @@ def _as_pusher(ctx: Context) -> Context:
         role=os.environ.get("GOKKU_ROLE") or ours.role,
         remote=os.environ.get("GOKKU_REMOTE_ADDR", ours.remote),
     )
-    return dataclasses.replace(ctx, request=dataclasses.replace(ctx.request, identity=pusher))
+    return replaced(ctx, request=replaced(ctx.request, identity=pusher))
 
 
 def _app(args: list[str], verb: str) -> str:

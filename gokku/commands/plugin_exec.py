@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from gokku import access, redact, services, suggest
+from gokku import access, redact, services
 from gokku.commands import plugin_commands
 from gokku.context import Context
 from gokku.errors import AccessDenied, GokkuError, UnknownCommand, UsageError
@@ -104,6 +104,8 @@ def script_of(plugin: Plugin, namespace: str, command: str) -> Path:
     """The script ``NAMESPACE:COMMAND`` runs, or UnknownCommand with a plausible hint."""
     script = None if command in LIFECYCLE else plugin.script(command)
     if script is None:
+        from gokku import suggest  # difflib: only a mistyped command pays for it
+
         hint = suggest.plugin_command(namespace, command, plugin_commands(plugin))
         raise UnknownCommand(
             f"plugin {plugin.name!r} has no command {command!r}{hint} (see: gokku {namespace}:help)"

@@ -33,13 +33,11 @@ def serve(ctx: Context, args: list[str]) -> int:
         if not is_number(port) or int(port) > 65535:
             raise UsageError(f"--port must be a number from 0 to 65535; usage: {usage}")
         overrides["port"] = int(port)
-    import dataclasses
-
     from gokku.commands.doctor import report_cheap
     from gokku.ssh import server
 
     report_cheap(ctx)
-    return server.serve(ctx, dataclasses.replace(config, **overrides))
+    return server.serve(ctx, config._replace(**overrides))
 
 
 class _HungUp(BaseException):

@@ -37,8 +37,7 @@ Plugins without a manifest keep the defaults: a pty when the client asked, no ch
 """
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from gokku.errors import GokkuError
 from gokku.names import is_name
@@ -61,8 +60,7 @@ CONFIG_FIELDS = ("default", "description", "secret")
 DEBIAN_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]{1,99}")
 
 
-@dataclass(frozen=True)
-class CommandIO:
+class CommandIO(NamedTuple):
     """How a plugin command uses the terminal and its streams (its manifest's ``io``)."""
 
     tty: str = "allow"

@@ -4,9 +4,8 @@ A plugin lives in ``plugins/<name>/`` with its install record in ``config.json``
 (Gokku's file: ``name`` and ``url``, plus where it came from and its namespace alias).
 """
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from gokku.errors import GokkuError, NotFound
 from gokku.names import is_name
@@ -28,14 +27,13 @@ RECORD = "config.json"
 LIFECYCLE = ("install", "uninstall")
 
 
-@dataclass(frozen=True)
-class Plugin:
+class Plugin(NamedTuple):
     """An installed plugin: its directory, its record and what an admin set for it."""
 
     name: str
     path: Path
     record: dict[str, Any]
-    settings: settings_.Settings = field(default_factory=settings_.Settings)
+    settings: settings_.Settings = settings_.Settings()
 
     @property
     def disabled(self) -> bool:

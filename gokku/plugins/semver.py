@@ -11,7 +11,7 @@ never upgrades anyone to ``2.0.0-rc.1``.
 import operator
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gokku.errors import GokkuError
 
@@ -27,8 +27,7 @@ _OPS: dict[str, Callable[[object, object], bool]] = {
 }
 
 
-@dataclass(frozen=True)
-class Version:
+class Version(NamedTuple):
     """A semantic version; pre-releases order before their release."""
 
     major: int
@@ -69,8 +68,7 @@ class Version:
 Comparator = tuple[str, Version]
 
 
-@dataclass(frozen=True)
-class Range:
+class Range(NamedTuple):
     """A version range as a plugin's requirements and pins write it (``^1.2``, ``~3.0``)."""
 
     text: str

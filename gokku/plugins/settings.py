@@ -8,10 +8,8 @@ plugin's lock (``plugin-NAME``), the one add, update and remove take.
 """
 
 import contextlib
-import difflib
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from gokku.errors import GokkuError, UsageError
 from gokku.paths import Root
@@ -22,11 +20,12 @@ CONFIG_PREFIX = "GOKKU_CONFIG_"
 REDACTED = "<redacted>"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """What an admin set for a plugin: its configuration, its pin, whether it is disabled."""
+class Settings(NamedTuple):
+    """What an admin set for a plugin: its configuration, its pin, whether it is disabled.
+    Never changed in place (the file is rewritten and read again): the empty default is
+    shared."""
 
-    config: dict[str, str] = field(default_factory=dict)
+    config: dict[str, str] = {}  # noqa: RUF012 - see the docstring
     pin: str | None = None
     disabled: bool = False
 
@@ -91,6 +90,8 @@ def check_key(plugin: str, record: dict[str, Any], key: str) -> str:
         return key
     if not keys:
         raise UsageError(f"plugin {plugin!r} declares no settings (config: in its plugin.yml)")
+    import difflib
+
     close = difflib.get_close_matches(key.upper(), keys, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else f" (it has {', '.join(keys)})"
     raise UsageError(f"plugin {plugin!r} has no setting {key[:64]!r}{hint}")

@@ -32,10 +32,8 @@ Every key is optional; unknown keys and wrong types are refused, so a typo does 
 silently leave a limit at its default.
 """
 
-import dataclasses
 import shlex
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from gokku.errors import GokkuError
 from gokku.paths import Root
@@ -45,8 +43,7 @@ KINDS = {int: "an integer", float: "a number", str: "a string"}
 SECTION = "ssh"
 
 
-@dataclass(frozen=True)
-class SSHConfig:
+class SSHConfig(NamedTuple):
     """The ``ssh:`` settings of gokku.yml, defaults for what is not set."""
 
     host: str = "127.0.0.1"
@@ -129,13 +126,13 @@ def read_settings(root: Root) -> dict[str, Any]:
 
 
 def _from_mapping(section: dict[str, Any], where: str) -> SSHConfig:
-    fields = {f.name: f for f in dataclasses.fields(SSHConfig)}
-    unknown = sorted(set(section) - set(fields))
+    defaults = SSHConfig._field_defaults
+    unknown = sorted(set(section) - set(defaults))
     if unknown:
         raise GokkuError(f"{where}: unknown setting(s) {', '.join(map(str, unknown))}")
     values = {}
     for key, value in section.items():
-        wanted = type(getattr(SSHConfig, key))
+        wanted = type(defaults[key])
         if wanted is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, wanted) or isinstance(value, bool):

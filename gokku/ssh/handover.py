@@ -29,7 +29,6 @@ import os
 import signal
 import socket
 from collections.abc import Iterator
-from dataclasses import asdict
 
 from gokku import audit
 from gokku.errors import GokkuError
@@ -125,7 +124,7 @@ def masked_pipes(message: dict, fds: list[int]) -> tuple[Masker, dict[int, int],
 def finish(entry: audit.Entry) -> bool:
     """The command ran here to its end: its line, for the worker to write. False when
     it cannot be passed on (the zygote died): the caller writes it."""
-    return _send({"audit": asdict(entry)}, [])
+    return _send({"audit": vars(entry)}, [])
 
 
 def exec_command(command: list[str], cwd: str, env: dict[str, str]) -> None:
@@ -141,7 +140,7 @@ def exec_command(command: list[str], cwd: str, env: dict[str, str]) -> None:
     # would end this process with no word to the worker, and the session with no line.
     mask_before = signal.pthread_sigmask(signal.SIG_BLOCK, DEFAULT_SIGNALS)
     saved = {signum: signal.signal(signum, signal.SIG_DFL) for signum in DEFAULT_SIGNALS}
-    message = {"audit": asdict(_entry), "started": _started, "exec": True}
+    message = {"audit": vars(_entry), "started": _started, "exec": True}
     pipes = {}
     if _mask is not None:
         mask, streams = _mask

@@ -22,8 +22,7 @@ import select
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 CHUNK = 1 << 20
 PIPE_SIZE = 1 << 20
@@ -43,13 +42,13 @@ ASYNC_SIGNALS = {
 }
 
 
-@dataclass
 class Counts:
     """Bytes relayed each way; None for a direction that went through a terminal."""
 
-    bytes_in: int | None = None
-    bytes_out: int | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    def __init__(self) -> None:
+        self.bytes_in: int | None = None
+        self.bytes_out: int | None = None
+        self._lock = threading.Lock()
 
     def add_in(self, n: int) -> None:
         self.bytes_in = (self.bytes_in or 0) + n
@@ -59,8 +58,7 @@ class Counts:
             self.bytes_out = (self.bytes_out or 0) + n
 
 
-@dataclass
-class Streams:
+class Streams(NamedTuple):
     """A session's three streams and the counts of the bytes relayed through them."""
 
     stdin: BinaryIO

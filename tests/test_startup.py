@@ -1,0 +1,94 @@
+"""What the starts every command pays import: the CLI, a plugin helper's callback and the
+OpenSSH door's forced command.
+
+Each is a new interpreter, thousands of them on a busy server. ``dataclasses`` (which
+brings ``inspect``, ``ast`` and ``dis``) and the methods it generates for a start's
+records took about a third of such a start, so the records on these paths are NamedTuples
+and plain classes. ``-X importtime`` (``PYTHONPROFILEIMPORTTIME``) lists every import on
+stderr; these tests keep the heavy ones off."""
+
+import shlex
+import subprocess
+from pathlib import Path
+
+from conftest import Gokku
+from sshkit import *  # noqa: F403 - fixtures
+from sshlab import KeyPair
+
+# Imported by no start that does not use them: the did-you-mean and the server.
+HEAVY = {"dataclasses", "inspect", "difflib", "asyncssh"}
+
+
+def _imported(stderr: str) -> set[str]:
+    return {
+        line.rsplit("|", 1)[-1].strip()
+        for line in stderr.splitlines()
+        if line.startswith("import time:")
+    }
+
+
+def _said(stderr: str) -> str:
+    """stderr without the import lines: what the command itself wrote there."""
+    return "".join(line for line in stderr.splitlines(True) if not line.startswith("import time:"))
+
+
+def test_cli_starts_import_nothing_heavy(gokku: Gokku) -> None:
+    gokku.ok("apps:create", "api")
+    gokku.ok("config:set", "api", "KEY=value")
+    profiled = {"PYTHONPROFILEIMPORTTIME": "1"}  # also gives the call an interpreter of its own
+    for argv, out in (
+        (["version"], "gokku "),
+        (["apps:list"], "api\n"),
+        (["config:get", "api", "KEY"], "value\n"),
+    ):
+        result = gokku(*argv, env=profiled)
+        assert (result.code, _said(result.stderr)) == (0, ""), argv
+        assert result.stdout.startswith(out), argv
+        assert "gokku.dispatcher" in _imported(result.stderr)
+        assert not HEAVY & _imported(result.stderr), argv
+
+
+def test_a_helpers_callback_imports_nothing_heavy(gokku: Gokku) -> None:
+    """As plugin-helpers.sh runs it: ``python -P -m gokku.callback`` in an emptied
+    environment."""
+    gokku.ok("apps:create", "api")
+    gokku.ok("config:set", "api", "KEY=value")
+    env = {key: gokku.env[key] for key in ("GOKKU_ROOT", "PATH", "PYTHONPATH")}
+    done = subprocess.run(
+        [gokku.python, "-X", "importtime", "-P", "-m", "gokku.callback"]
+        + ["config:get", "-a", "api", "KEY"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert (done.returncode, done.stdout, _said(done.stderr)) == (0, "value\n", "")
+    assert not HEAVY & _imported(done.stderr)
+
+
+def _forced_command(root: Path, key: KeyPair) -> str:
+    """The ``command="..."`` Gokku wrote for ``key`` into the OpenSSH door's file."""
+    public = key.public.split()[1]
+    lines = (root / "ssh" / "authorized_keys").read_text().splitlines()
+    line = next(line for line in lines if public in line)
+    return shlex.split(line.partition("command=")[2].partition(",restrict")[0])[0]
+
+
+def test_the_openssh_doors_forced_command_imports_nothing_heavy(
+    gokku: Gokku, alice: KeyPair, test_plugin: str
+) -> None:
+    """The forced command as sshd runs it (``sh -c``, the client's command in
+    SSH_ORIGINAL_COMMAND): a built-in verb and a plugin's command."""
+    command = _forced_command(gokku.root, alice)
+    for original, out in (("version", "gokku "), ("t:args 'x y' z", "[x y]\n[z]\n")):
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "SSH_ORIGINAL_COMMAND": original,
+            "SSH_CONNECTION": "127.0.0.1 50000 127.0.0.1 22",
+            "PYTHONPROFILEIMPORTTIME": "1",
+        }
+        done = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True)
+        assert (done.returncode, _said(done.stderr)) == (0, ""), original
+        assert done.stdout.startswith(out), original
+        imported = _imported(done.stderr)
+        assert "gokku.dispatcher" in imported
+        assert not HEAVY & imported, original
