@@ -1,7 +1,8 @@
-"""Start-up: ``gokku version`` and a plugin helper's callback run on the server, against
-``python3 -c pass`` and ``bash -c true`` (what any Python tool, and any shell script, costs
-to start). Wall time and CPU time (the command's user + system): a plugin calls back
-several times a command, and the test suite thousands of times a run.
+"""Start-up: ``gokku version``, a plugin helper's callback and the OpenSSH door's forced
+command run on the server, against ``python3 -c pass`` and ``bash -c true`` (what any
+Python tool, and any shell script, costs to start). Wall time and CPU time (the command's
+user + system): a plugin calls back several times a command, every session through sshd
+starts the forced command, and the test suite does both thousands of times a run.
 
     python bench/startup.py [--runs 200]
 """
@@ -21,6 +22,9 @@ COMMANDS = {
     "gokku version": [*PYTHON, "-m", "gokku", "version"],
     # What the helpers' _gokku runs for config_get (plugin-helpers.sh).
     "callback config:get": [*PYTHON, "-m", "gokku.callback", "config:get", "bench", "KEY"],
+    # What sshd runs for a key's session (its command= line), the client having asked for
+    # ``version``; the fingerprint is filled in once the key is registered.
+    "OpenSSH door version": [*PYTHON, "-m", "gokku", "ssh-command", "--fingerprint"],
     "python3 -c pass": [*PYTHON, "-c", "pass"],
     "bash -c true": ["bash", "-c", "true"],
 }
@@ -43,16 +47,27 @@ def main() -> None:
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="gokku-bench-")
     env = {**os.environ, "GOKKU_ROOT": root}
+    session = {"SSH_ORIGINAL_COMMAND": "version", "SSH_CONNECTION": "127.0.0.1 1 127.0.0.1 22"}
+    door_env = {**env, **session}
     wall: dict[str, list[float]] = {name: [] for name in COMMANDS}
     cpu: dict[str, list[float]] = {name: [] for name in COMMANDS}
     try:
-        for setup in (["apps:create", "bench"], ["config:set", "bench", "KEY=value"]):
+        key = os.path.join(root, "bench_key")
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
+        for setup in (
+            ["apps:create", "bench"],
+            ["config:set", "bench", "KEY=value"],
+            ["ssh-keys:add", "bench", f"{key}.pub", "--role", "admin"],
+        ):
             subprocess.run(
                 [*PYTHON, "-m", "gokku", *setup], env=env, check=True, capture_output=True
             )
+        listed = subprocess.run(["ssh-keygen", "-lf", f"{key}.pub"], capture_output=True, text=True)
+        door = [*COMMANDS["OpenSSH door version"], listed.stdout.split()[1], "--root", root]
+        commands = {**COMMANDS, "OpenSSH door version": door}
         for _ in range(args.runs):
-            for name, argv in COMMANDS.items():
-                seconds, used = measured(argv, env)
+            for name, argv in commands.items():
+                seconds, used = measured(argv, door_env if "door" in name else env)
                 wall[name].append(seconds)
                 cpu[name].append(used)
     finally:
