@@ -65,9 +65,9 @@ class Key(NamedTuple):
     added: str = ""
     role: str = "member"
     # "app:api" -> "write", "service:db" -> "read"
-    grants: dict[str, str] = {}  # noqa: RUF012 - see the docstring
+    grants: dict[str, str] = {}  # shared: see the docstring
     # "app:api" -> the id of the app it was granted on (none: before ids, apps.LEGACY)
-    bound: dict[str, str] = {}  # noqa: RUF012 - see the docstring
+    bound: dict[str, str] = {}  # shared: see the docstring
 
     @property
     def public_key(self) -> str:

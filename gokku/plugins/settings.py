@@ -25,7 +25,7 @@ class Settings(NamedTuple):
     Never changed in place (the file is rewritten and read again): the empty default is
     shared."""
 
-    config: dict[str, str] = {}  # noqa: RUF012 - see the docstring
+    config: dict[str, str] = {}  # shared: see the docstring
     pin: str | None = None
     disabled: bool = False
 
