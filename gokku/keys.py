@@ -31,22 +31,14 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from gokku import apps, services
+from gokku import apps, keyblob, services
 from gokku.errors import GokkuError, NotFound, UsageError
 from gokku.names import check_name
 from gokku.paths import Root
 from gokku.ssh.config import SSHConfig
 from gokku.storage import lock, read_json, write_atomic, write_json
 
-KEY_TYPES = (
-    "ssh-ed25519",
-    "ssh-rsa",
-    "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
-    "sk-ssh-ed25519@openssh.com",
-    "sk-ecdsa-sha2-nistp256@openssh.com",
-)
+KEY_TYPES = tuple(keyblob.TYPES)
 LOCK = "ssh-keys"
 KEY_OPTIONS = "restrict,pty"
 ROLES = ("admin", "member")
@@ -111,19 +103,11 @@ def parse(text: str) -> tuple[str, str, str]:
 
 
 def _check_blob(key_type: str, data: str) -> None:
-    import asyncssh
-
     try:
         blob = base64.b64decode(data, validate=True)
     except binascii.Error:
         raise UsageError("invalid public key: the key data is not base64") from None
-    length = int.from_bytes(blob[:4], "big")
-    if blob[4 : 4 + length] != key_type.encode():
-        raise UsageError(f"invalid public key: the key data is not a {key_type} key")
-    try:
-        asyncssh.import_public_key(f"{key_type} {data}")
-    except (asyncssh.KeyImportError, ValueError) as exc:
-        raise UsageError(f"invalid public key: {exc}") from None
+    keyblob.check(key_type, blob)
 
 
 def _read(root: Root) -> tuple[list[Key], bool]:
