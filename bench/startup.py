@@ -13,21 +13,45 @@ import resource
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 
 from sshbench import median, percentile, report, table, timed
 
-PYTHON = [sys.executable, "-P"]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMANDS = {
-    "gokku version": [*PYTHON, "-m", "gokku", "version"],
+    "gokku version": ["-m", "gokku", "version"],
     # What the helpers' _gokku runs for config_get (plugin-helpers.sh).
-    "callback config:get": [*PYTHON, "-m", "gokku.callback", "config:get", "bench", "KEY"],
+    "callback config:get": ["-m", "gokku.callback", "config:get", "bench", "KEY"],
     # What sshd runs for a key's session (its command= line), the client having asked for
     # ``version``; the fingerprint is filled in once the key is registered.
-    "OpenSSH door version": [*PYTHON, "-m", "gokku", "ssh-command", "--fingerprint"],
-    "python3 -c pass": [*PYTHON, "-c", "pass"],
-    "bash -c true": ["bash", "-c", "true"],
+    "OpenSSH door version": ["-m", "gokku", "ssh-command", "--fingerprint"],
+    "python3 -c pass": ["-c", "pass"],
 }
+
+
+def installed_python(folder: str) -> list[str]:
+    """An interpreter that finds Gokku as an installed server's does (``ops/install``: a
+    plain directory in its site-packages), started as the installed command starts it.
+
+    Not this checkout's ``.venv``: its editable install adds a finder that every start of
+    its interpreter imports, Gokku's or not (11 ms here, ``pathlib`` and ``urllib.parse``
+    among it). ``python3 -c pass`` would pay it too, and Gokku's starts would look that
+    much cheaper beside it than an installed server's are."""
+    venv = os.path.join(folder, "python")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+    python = os.path.join(venv, "bin", "python")
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    # The checkout first, then the dependencies already installed (asyncssh, PyYAML); a
+    # directory named in a .pth file is only added to the path, its own .pth files unread.
+    with open(os.path.join(site, "gokku.pth"), "w") as pth:
+        pth.write(f"{REPO}\n{sysconfig.get_path('purelib')}\n")
+    return [python, "-P"]
 
 
 def measured(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -45,14 +69,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200)
     args = parser.parse_args()
-    root = tempfile.mkdtemp(prefix="gokku-bench-")
+    folder = tempfile.mkdtemp(prefix="gokku-bench-")
+    root = os.path.join(folder, "root")
+    python = installed_python(folder)
     env = {**os.environ, "GOKKU_ROOT": root}
     session = {"SSH_ORIGINAL_COMMAND": "version", "SSH_CONNECTION": "127.0.0.1 1 127.0.0.1 22"}
     door_env = {**env, **session}
-    wall: dict[str, list[float]] = {name: [] for name in COMMANDS}
-    cpu: dict[str, list[float]] = {name: [] for name in COMMANDS}
+    names = [*COMMANDS, "bash -c true"]
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     try:
-        key = os.path.join(root, "bench_key")
+        key = os.path.join(folder, "bench_key")
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
         for setup in (
             ["apps:create", "bench"],
@@ -60,26 +87,30 @@ def main() -> None:
             ["ssh-keys:add", "bench", f"{key}.pub", "--role", "admin"],
         ):
             subprocess.run(
-                [*PYTHON, "-m", "gokku", *setup], env=env, check=True, capture_output=True
+                [*python, "-m", "gokku", *setup], env=env, check=True, capture_output=True
             )
         listed = subprocess.run(["ssh-keygen", "-lf", f"{key}.pub"], capture_output=True, text=True)
         door = [*COMMANDS["OpenSSH door version"], listed.stdout.split()[1], "--root", root]
-        commands = {**COMMANDS, "OpenSSH door version": door}
+        commands = {
+            **{name: [*python, *args] for name, args in COMMANDS.items()},
+            "OpenSSH door version": [*python, *door],
+            "bash -c true": ["bash", "-c", "true"],
+        }
         for _ in range(args.runs):
             for name, argv in commands.items():
                 seconds, used = measured(argv, door_env if "door" in name else env)
                 wall[name].append(seconds)
                 cpu[name].append(used)
     finally:
-        shutil.rmtree(root)
-    python = median(wall["python3 -c pass"])
+        shutil.rmtree(folder)
+    baseline = median(wall["python3 -c pass"])
     rows = [
         [
             name,
             median(v) * 1000,
             percentile(v, 0.99) * 1000,
             median(cpu[name]) * 1000,
-            median(v) / python,
+            median(v) / baseline,
         ]
         for name, v in wall.items()
     ]
