@@ -17,7 +17,6 @@ what a killed destroy leaves is finished by its rerun, the next create of the na
 
 import contextlib
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +25,7 @@ from gokku import access, envfile
 from gokku.errors import GokkuError, NotFound
 from gokku.names import check_name, new_id
 from gokku.paths import Root
-from gokku.storage import fsync_dir, lock, temp_dir, write_atomic
+from gokku.storage import fsync_dir, lock, remove_tree, temp_dir, write_atomic
 
 DEFAULT_ENV = "shared"
 ID_FILE = ".id"
@@ -99,7 +98,7 @@ def create(root: Root, app: str) -> None:
             write_atomic(staging / ID_FILE, new_id().encode() + b"\n", 0o644)
             os.rename(staging, root.app_dir(app))
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_tree(staging)
             raise
         fsync_dir(root.apps)
 
@@ -127,7 +126,7 @@ def clear_leftovers(root: Root, app: str) -> list[str]:
         done.append(f"repos/{root.repo(app).name}")
     for parent, pattern in _LEFTOVERS:
         for path in sorted(parent(root).glob(pattern % app)) if parent(root).is_dir() else []:
-            shutil.rmtree(path, ignore_errors=True)
+            remove_tree(path)
             done.append(f"{path.parent.name}/{path.name}")
     return done
 

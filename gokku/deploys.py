@@ -22,7 +22,6 @@ while another one is the last build. Only the app's deploy branch deploys (``mai
 """
 
 import contextlib
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +32,7 @@ from gokku.context import Context
 from gokku.errors import GokkuError, NotFound, ScriptFailed, UsageError
 from gokku.plugins import registry
 from gokku.runner import run_script
-from gokku.storage import read_json, temp_dir, write_json
+from gokku.storage import read_json, remove_tree, temp_dir, write_json
 
 ZERO = "0" * 40
 DEFAULT_WAIT = 600.0  # seconds a deploy waits for the one before it
@@ -257,7 +256,7 @@ def _checkout(ctx: Context, app: str, rev: str) -> Iterator[Path]:
     of a deploy killed outright are removed by the next one (same lock: none is in use)."""
     place = deploylog.folder(ctx.root, app)
     for stale in place.glob("checkout-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        remove_tree(stale)
     work = temp_dir(place, "checkout-")
     try:
         source = work / "source"
@@ -272,4 +271,4 @@ def _checkout(ctx: Context, app: str, rev: str) -> Iterator[Path]:
         (work / "index").unlink()
         yield source
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)

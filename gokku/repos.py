@@ -15,14 +15,13 @@ next push to an app of that name.
 """
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 from gokku import apps
 from gokku.errors import GokkuError, NotFound
 from gokku.paths import Root
-from gokku.storage import temp_dir, write_atomic
+from gokku.storage import remove_tree, temp_dir, write_atomic
 
 # Branches a clone should check out, in order of preference, once something is pushed.
 PREFERRED_HEADS = ("main", "master")
@@ -78,7 +77,7 @@ def _init_bare(repo: Path, incarnation: str) -> None:
             write_atomic(staging / apps.REPO_ID_FILE, incarnation.encode() + b"\n", 0o644)
         os.rename(staging, repo)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tree(staging)
         raise
 
 

@@ -11,7 +11,6 @@ has none). A record ``creating`` is a create still running or cut off: it is not
 
 import contextlib
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from gokku import access, apps
 from gokku.errors import GokkuError, NotFound
 from gokku.names import check_name, is_alias, is_name, new_id
 from gokku.paths import Root
-from gokku.storage import fsync_dir, lock, read_json, temp_dir, write_json
+from gokku.storage import fsync_dir, lock, read_json, remove_tree, temp_dir, write_json
 
 RECORD = "config.json"
 CREATING = "creating"
@@ -92,14 +91,14 @@ def place(root: Root, name: str, record: dict[str, Any]) -> Service:
     place): a create cut off at any point leaves no directory without a record."""
     root.services.mkdir(parents=True, exist_ok=True)
     for stale in root.services.glob(f".creating-{name}-*"):  # the caller holds the lock
-        shutil.rmtree(stale, ignore_errors=True)
+        remove_tree(stale)
     staging = temp_dir(root.services, f".creating-{name}-")
     try:
         staging.chmod(0o755)  # a server running as another user walks through it
         write_json(staging / RECORD, record, mode=0o600)
         os.rename(staging, root.service_dir(name))
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tree(staging)
         raise
     fsync_dir(root.services)
     return load(root, name)
@@ -210,7 +209,7 @@ def clear_leftovers(root: Root, name: str) -> list[str]:
     """Delete the tombstones of NAME; the caller holds its lock. Returns what it removed."""
     removed = []
     for path in tombstones(root, name):
-        shutil.rmtree(path, ignore_errors=True)
+        remove_tree(path)
         removed.append(f"services/{path.name}")
     return removed
 

@@ -75,6 +75,15 @@ def temp_dir(parent: Path, prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
 
 
+def remove_tree(path: Path) -> None:
+    """Remove a staging area or tombstone, whatever of it is there. ``shutil`` (with
+    ``bz2`` and ``lzma``) is imported here, not by every start that imports apps or
+    services: only a command that creates or destroys one removes a tree."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
