@@ -4,6 +4,7 @@ next, and a zygote that dies is replaced while sessions go on."""
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import resource
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import asyncssh
 import pytest
+from conftest import Gokku, write_plugin
 from sshkit import *  # noqa: F403 - fixtures
 from sshkit import (
     Door,
@@ -166,6 +168,64 @@ def test_a_script_does_not_outlive_the_server_worker_that_held_its_locks(
         os.kill(embedded.server, signal.SIGKILL)
         assert wait_until(lambda: not group_alive(pgid), 10), "the script ran on"
     finally:
+        client.kill()
+        client.wait()
+        client.stdout.close()
+
+
+# services:start runs this under the service's lock: it says where its group is, then waits.
+HOLD_START = """\
+echo $$ > "$GOKKU_ROOT/../held-start"
+echo ready
+sleep 300 & wait
+"""
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as listing:
+        return [int(child) for child in listing.read().split()]
+
+
+def _waits_on(pid: int, path: Path) -> bool:
+    """Whether ``pid`` has ``path`` open (a session waiting for the lock on it)."""
+    with contextlib.suppress(OSError):
+        return str(path) in _fds(pid).values()
+    return False
+
+
+def test_a_script_is_hung_up_when_its_worker_goes_before_the_zygote_saw_it_start(
+    gokku: Gokku, embedded: Embedded, tmp_path: Path
+) -> None:
+    """The zygote learns that a session became its script from the end of the session's
+    line; the worker's going can come in the same wake-up, before it or after it. Here the
+    zygote is stopped while the session waits for its lock, so it sees both only once the
+    script runs and the worker is dead: in either order, the script is hung up (it ran on
+    when the worker's end came first, and the zygote died passing the hand-over on to the
+    dead worker when the line came first)."""
+    tree = write_plugin(tmp_path / "src" / "d", commands={"commands/start": HOLD_START})
+    gokku.ok("plugins:add", str(tree), "--name", "d")
+    gokku.ok("services:create", "d", "--name", "s1")
+    lock = embedded.root / "locks" / "service-s1.lock"
+    zygote = _zygote(embedded.server)
+    assert zygote is not None
+    held = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    client = subprocess.Popen(embedded.ssh_argv() + ["services:start s1"], stdout=subprocess.PIPE)
+    try:
+        assert wait_until(lambda: any(_waits_on(p, lock) for p in _children(zygote)), 30)
+        os.kill(zygote, signal.SIGSTOP)
+        os.close(held)
+        assert client.stdout.readline() == b"ready\n"
+        pgid = int((embedded.root.parent / "held-start").read_text())
+        os.kill(embedded.server, signal.SIGKILL)
+        assert wait_until(lambda: not runs(embedded.server), 10)  # its end is closed
+        os.kill(zygote, signal.SIGCONT)
+        assert wait_until(lambda: not group_alive(pgid), 10), "the script ran on"
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(held)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(zygote, signal.SIGCONT)
         client.kill()
         client.wait()
         client.stdout.close()

@@ -99,12 +99,23 @@ def preload() -> None:
 
 
 def serve(sock: socket.socket, root: str, nofile: int) -> None:
-    """Fork a child per request, report its pid and its exit, until the socket closes."""
+    """Fork a child per request, report its pid and its exit, until the worker is gone
+    (its end of the socket closed, or a message to it failed); then hang up the sessions
+    that had become their scripts."""
+    lines: dict[int, socket.socket | None] = {}  # pid → our end of its line (ssh.handover)
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        _answer(sock, root, nofile, lines)
+    _hang_up_scripts([pid for pid, line in lines.items() if line is None or _ended(line)])
+
+
+def _answer(
+    sock: socket.socket, root: str, nofile: int, lines: dict[int, socket.socket | None]
+) -> None:
+    """``serve``'s requests and reports, until the end of the worker's socket."""
     base_env = dict(os.environ)
     selector = selectors.DefaultSelector()
     selector.register(sock, selectors.EVENT_READ)
     children: dict[int, int] = {}  # pidfd → pid
-    lines: dict[int, socket.socket | None] = {}  # pid → our end of its line (ssh.handover)
     send(sock, {READY: os.getpid()})
     while True:
         for key, _ in selector.select():
@@ -115,7 +126,6 @@ def serve(sock: socket.socket, root: str, nofile: int) -> None:
             if key.fileobj is sock:
                 message, fds = receive(sock, 3)
                 if message is None:
-                    _hang_up_scripts([pid for pid in children.values() if lines[pid] is None])
                     return
                 if PING in message:
                     send(sock, {PONG: True})
@@ -151,6 +161,22 @@ def serve(sock: socket.socket, root: str, nofile: int) -> None:
                 selector.unregister(key.fileobj)  # it exec'd (or exits): nothing more comes
                 key.fileobj.close()
                 lines[key.data] = None
+
+
+def _ended(line: socket.socket) -> bool:
+    """Whether a session's line is at its end (it exec'd its script, or exits), though
+    that was not read yet: the worker's going and a line's end can come in one wake-up
+    in either order, and a line whose end came second would leave its script running
+    with nobody to hang it up. What the line still held is dropped, the descriptors with
+    it: the worker it was for is gone."""
+    while True:
+        try:
+            if not line.recv(65536, socket.MSG_DONTWAIT):
+                return True
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
 
 
 def _hang_up_scripts(pids: list[int]) -> None:
@@ -276,8 +302,7 @@ def main() -> None:
     _name(ZYGOTE_NAME)
     sock = socket.socket(fileno=fd)
     preload()
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        serve(sock, root, nofile)  # they mean the server went away while we answered
+    serve(sock, root, nofile)
 
 
 if __name__ == "__main__":
