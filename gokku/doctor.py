@@ -10,7 +10,6 @@ when the server starts and at ``services:start --all``.
 
 import contextlib
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from gokku.names import is_name
 from gokku.paths import Root
 from gokku.plugins import install, registry, semver
 from gokku.ssh.config import load as load_config
-from gokku.storage import lock, read_json
+from gokku.storage import lock, read_json, remove_tree
 
 # An atomic write takes milliseconds and plugin staging is redone under the plugin's lock:
 # a temp file or staging directory this old belongs to no command still running.
@@ -77,7 +76,7 @@ def _unchanged_for(path: Path, seconds: float) -> bool:
 
 def _remove(path: Path) -> str:
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
+        remove_tree(path)
     else:
         path.unlink(missing_ok=True)
     return "removed"

@@ -19,7 +19,6 @@ trusts for that index is found to have signed it. A manifest::
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from functools import cached_property
@@ -31,7 +30,7 @@ from gokku.names import check_name, is_name
 from gokku.paths import Root
 from gokku.plugins import semver, signing
 from gokku.plugins.sources import _GIT_URL, _git, looks_like_path
-from gokku.storage import lock, read_json, write_atomic, write_json
+from gokku.storage import lock, read_json, remove_tree, write_atomic, write_json
 
 CATALOG = "index.json"
 MAX_FILE = 1 << 20
@@ -85,7 +84,7 @@ class Index:
                 _git(["-C", str(cache), "fetch", "--quiet", "--depth", "1", "origin", "HEAD"])
                 _git(["-C", str(cache), "reset", "--quiet", "--hard", "FETCH_HEAD"])
             else:
-                shutil.rmtree(cache, ignore_errors=True)
+                remove_tree(cache)
                 _git(["clone", "--quiet", "--depth", "1", "--", self.url, str(cache)])
         return cache
 
@@ -217,7 +216,7 @@ def remove(root: Root, name: str) -> None:
     index = get(root, name)
     with lock(root.locks, "plugin-indexes"):
         os.unlink(index.path / "index.json")  # gone at once; the rest is only a cache
-        shutil.rmtree(index.path, ignore_errors=True)
+        remove_tree(index.path)
 
 
 def find(

@@ -11,7 +11,6 @@ import contextlib
 import os
 import re
 import secrets
-import shutil
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +26,7 @@ from gokku.names import check_name, is_name
 from gokku.paths import Root
 from gokku.plugins import contract, plan, registry, semver, settings, sources, system_packages
 from gokku.plugins.manifest import requirements
-from gokku.storage import fsync_dir, lock, write_json
+from gokku.storage import fsync_dir, lock, remove_tree, write_json
 
 EXECUTABLE_DIRS = ("bin", "commands", "hooks")
 STAGING_TOKEN_BYTES = 4
@@ -59,7 +58,7 @@ def restore_interrupted(root: Root, name: str) -> Path | None:
         if previous.is_dir():
             os.rename(previous, root.plugin_dir(name))
             fsync_dir(root.plugins)
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_tree(staging)
             return previous
     return None
 
@@ -83,13 +82,13 @@ def _staging(ctx: Context, name: str) -> Iterator[Path]:
     """
     ctx.root.plugins.mkdir(parents=True, exist_ok=True)
     for _, stale in staging_dirs(ctx.root, name):
-        shutil.rmtree(stale, ignore_errors=True)
+        remove_tree(stale)
     path = ctx.root.plugins / f".staging-{name}-{secrets.token_hex(STAGING_TOKEN_BYTES)}"
     path.mkdir()
     try:
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        remove_tree(path)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any
 from gokku.errors import GokkuError, NotFound, UsageError
 from gokku.names import is_name
 from gokku.plugins.archives import check_links, check_tree, unpack
+from gokku.storage import remove_tree
 
 GITHUB_DEFAULT = "https://github.com"
 MAX_DOWNLOAD = 50 * 1024 * 1024
@@ -216,7 +217,7 @@ def _from_git(source: Source, staging: Path) -> Fetched:
         if not source.ref:
             raise
         # A commit id cannot be cloned with --branch; fetch it directly.
-        shutil.rmtree(tree, ignore_errors=True)
+        remove_tree(tree)
         tree.mkdir()
         _git(["init", "--quiet"], tree)
         _git(["fetch", "--quiet", "--depth", "1", "--", source.location, source.ref], tree)

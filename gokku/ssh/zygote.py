@@ -171,7 +171,7 @@ def _ended(line: socket.socket) -> bool:
     it: the worker it was for is gone."""
     while True:
         try:
-            if not line.recv(65536, socket.MSG_DONTWAIT):
+            if not line.recv(MAX_MESSAGE, socket.MSG_DONTWAIT):
                 return True
         except (BlockingIOError, InterruptedError):
             return False
