@@ -597,12 +597,24 @@ def migrate(root: Root, name: str) -> list[str]:
         return [x["app"] for x in links]
 
 
-def update(root: Root, name: str, section: str, values: dict[str, str]) -> None:
-    """Merge ``values`` into the record's ``config`` or ``env`` map under the lock."""
+def update(root: Root, name: str, section: str, values: dict[str, str]) -> list[str]:
+    """Merge ``values`` into the record's ``config`` or ``env`` map under the lock. New
+    variables (``env``) reach the apps linked already: each link is written again with
+    them (``finish_link``), so a plugin that changes a password changes it everywhere.
+    Cut off before every link is written, setting the same values again finishes it.
+    Returns the apps whose links were written."""
     with service_lock(root, name):
         service = load(root, name)
         service.data.setdefault(section, {}).update(values)
         service.save()
+    if section != "env":
+        return []
+    written = []
+    for record in list(service.links):
+        with contextlib.suppress(NotFound):  # an app gone: doctor forgets the link
+            finish_link(root, name, record["app"], record["env"])
+            written.append(record["app"])
+    return written
 
 
 def ports_in_use(root: Root) -> set[int]:

@@ -125,6 +125,12 @@ def read_env(gokku: Gokku, app: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
+def sql(gokku: Gokku, service: str, query: str, *how: str) -> str:
+    """A query's rows (or RETURNING's), unaligned, through `pg:connect` (psql -qtA); HOW:
+    pg:connect's own options (--superuser, which a WAL switch needs)."""
+    return gokku.ok("pg:connect", service, *how, "-qtA", "-c", query).stdout.strip()
+
+
 def run_in_pty(
     gokku: Gokku,
     *args: str,

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bundled_support import reachable_root
+from bundled_support import reachable_root, sql
 from conftest import Gokku
 from s3standin import REGION, S3, s3_standin
 from sshkit import wait_until
@@ -59,10 +59,6 @@ def add_args(s3: S3, url: str, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def sql(gk: Gokku, service: str, query: str) -> str:
-    return gk.ok("pg:connect", service, "-qtA", "-c", query).stdout.strip()
-
-
 def rows(gk: Gokku, service: str) -> list[int]:
     listed = sql(gk, service, "select coalesce(string_agg(id::text, ',' order by id), '') from t")
     return [int(i) for i in listed.split(",") if i]
@@ -94,7 +90,7 @@ def test_a_target_gets_every_backup_and_the_wal_and_restores_when_the_local_one_
 
     # The WAL goes there as it is written.
     switch = "select pg_walfile_name(pg_switch_wal()) from (select txid_current()) x"
-    segment = sql(gk, "db", switch)
+    segment = sql(gk, "db", switch, "--superuser")
     assert wait_until(
         lambda: any(segment in k for k in s3.keys(BUCKET, "hosts/one/archive/db/")), 60
     )
@@ -256,7 +252,7 @@ def test_a_target_that_is_down_stops_neither_archiving_nor_local_backups(gk: Gok
     archive = "hosts/five/archive/db/"
     with s3.down():
         sql(gk, "db", "insert into t default values")
-        lost = sql(gk, "db", switch)
+        lost = sql(gk, "db", switch, "--superuser")
         # The service goes on archiving into its own repository.
         assert wait_until(lambda: archived(gk, lost), 30)
         started = time.monotonic()
@@ -280,7 +276,7 @@ def test_a_target_that_is_down_stops_neither_archiving_nor_local_backups(gk: Gok
     gk.ok("pg:destroy", "lagging", "--force")
     # The next segment archived brings the target up to date.
     gk.ok("pg:start", "db")
-    newest = sql(gk, "db", switch)
+    newest = sql(gk, "db", switch, "--superuser")
     assert wait_until(lambda: any(newest in k for k in s3.keys(BUCKET, archive)), 60)
     assert any(lost in k for k in s3.keys(BUCKET, archive))
     assert gk("pg:backup-check", "db").code == 0

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bundled_support import reachable_root
+from bundled_support import reachable_root, sql
 from conftest import Gokku
 from diskfull import fill, tmpfs
-from test_backups_postgres import backups, sql
+from test_backups_postgres import backups
 from test_bundled_postgres import PG_BIN
 
 pytestmark = pytest.mark.skipif(not PG_BIN, reason="PostgreSQL server binaries are not installed")

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from bundled_support import reachable_root, run_in_pty
+from bundled_support import reachable_root, run_in_pty, sql
 from conftest import Gokku
 from sshkit import processes_under, wait_until
 from test_bundled_postgres import PG_BIN
@@ -46,11 +46,6 @@ def db(gk: Gokku) -> str:
         input=b"create table t (id serial primary key, at timestamptz default clock_timestamp());",
     )
     return "db"
-
-
-def sql(gk: Gokku, service: str, query: str) -> str:
-    """A query's rows (or RETURNING's), unaligned, through `pg:connect` (psql -qtA)."""
-    return gk.ok("pg:connect", service, "-qtA", "-c", query).stdout.strip()
 
 
 def backups(gk: Gokku, service: str) -> list[dict]:
@@ -91,7 +86,7 @@ def test_every_service_archives_its_wal_through_pgbackrest(gk: Gokku, db: str) -
     assert sql(gk, db, "show archive_mode") == "on"
     assert sql(gk, db, "show archive_timeout") == "1min"
     before = len(archived_segments(gk, db))
-    switched = sql(gk, db, "select pg_walfile_name(pg_switch_wal())")
+    switched = sql(gk, db, "select pg_walfile_name(pg_switch_wal())", "--superuser")
 
     def archived() -> bool:
         return any(p.name.startswith(switched) for p in archived_segments(gk, db))
@@ -400,7 +395,7 @@ def test_verify_restores_the_newest_backup_and_check_speaks_nagios(gk: Gokku, db
 
         def archiving_fails() -> bool:
             """A new segment to archive, each time: then the check has a failure to see."""
-            sql(gk, db, "select pg_switch_wal() from (select txid_current()) x")
+            sql(gk, db, "select pg_switch_wal() from (select txid_current()) x", "--superuser")
             return gk("pg:backup-check", db).code == 2
 
         assert wait_until(archiving_fails, 120)

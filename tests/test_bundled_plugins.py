@@ -14,9 +14,11 @@ from gokku.paths import Root
 BUNDLED = Path(__file__).resolve().parent.parent / "gokku" / "bundled"
 
 
-# The backup commands whose access is not the default (write), beyond the schedules'.
-BACKUP_ACCESS = {
+# The commands of one plugin whose access is not the default (write): the backup
+# commands beyond the schedules', and postgres's move of old services onto an apps' role.
+PLUGIN_ACCESS = {
     "postgres": {
+        "app-role": {"access": "admin"},
         "backups": {"access": "read"},
         "backup-check": {"access": "read"},
         "backup-export": {"stdout": "binary", "access": "read"},
@@ -54,7 +56,7 @@ def test_plugin_follows_the_contract_and_declares_its_streams(gokku, name: str) 
         "connect": {"tty": "prefer"},
         "destroy": {"access": "admin"},
         "backup-schedule-cat": {"access": "read"},
-        **BACKUP_ACCESS[name],
+        **PLUGIN_ACCESS[name],
     }
     # What a door asks before it grants a pty, by name and by alias.
     root = Root(gokku.root)

@@ -24,6 +24,7 @@ from bundled_support import (
     read_env,
     run_in_pty,
     server_pid,
+    sql,
     statuses,
     wait_gone,
 )
@@ -68,11 +69,6 @@ def db(gk: Gokku) -> str:
         b"insert into t select g, md5(g::text) from generate_series(1, 500) g;",
     )
     return "db"
-
-
-def sql(gk: Gokku, service: str, query: str) -> str:
-    """A query's rows, unaligned, through `pg:connect` (psql -tA)."""
-    return gk.ok("pg:connect", service, "-tA", "-c", query).stdout.strip()
 
 
 def port_of(gk: Gokku, service: str) -> int:
@@ -214,7 +210,8 @@ def test_import_with_a_terminal_on_stdin_is_refused(gk: Gokku, db: str) -> None:
 
 
 def test_connect_with_a_terminal_is_interactive_psql(gk: Gokku, db: str) -> None:
-    dialogue = ((rb"db=# ", b"select 6 * 7 as answer;\r"), (rb"\(1 row\).*db=# ", b"\\q\r"))
+    # "=>": psql's prompt for a role that is no superuser (the apps' role).
+    dialogue = ((rb"db=> ", b"select 6 * 7 as answer;\r"), (rb"\(1 row\).*db=> ", b"\\q\r"))
     result = run_in_pty(gk, "pg:connect", db, stdin_tty=True, stdout_tty=True, dialogue=dialogue)
     assert result.code == 0, result.err
     assert b" answer \r\n--------\r\n     42\r\n" in result.out

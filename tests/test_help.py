@@ -114,7 +114,7 @@ EXPORT_PAGE = (
     ("command", "first_line"),
     [
         ("export", "Usage: gokku {ns}:export SERVICE > FILE.dump\n"),
-        ("connect", "Usage: gokku {ns}:connect SERVICE [PSQL-ARGS...]\n"),
+        ("connect", "Usage: gokku {ns}:connect SERVICE [--superuser] [PSQL-ARGS...]\n"),
         ("info", "Usage: gokku {ns}:info SERVICE [--dsn|--FIELD]\n"),
     ],
 )

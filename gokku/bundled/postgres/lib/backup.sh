@@ -108,7 +108,7 @@ process-max=2
 [$SERVICE]
 pg1-path=$(data_dir)
 pg1-port=$PORT
-pg1-user=$DB_USER
+pg1-user=$(superuser_name)
 EOF
     as_server_user mv -f "$dir/$1.tmp" "$dir/$1"
   )
@@ -164,7 +164,7 @@ EOF
 backrest() {
   local pgbackrest
   pgbackrest=$(pgbackrest_bin)
-  use_client
+  use_superuser
   as_server_user "$pgbackrest" --config="$(backrest_conf)" --stanza="$SERVICE" "$@"
 }
 
@@ -295,7 +295,7 @@ replace_repository() {
   local what="$1" dir
   dir=$(backup_dir)
   require_running
-  use_client
+  use_superuser
   require_archiving
   as_server_user rm -rf -- "$dir/repo.new"
   write_backrest_conf repo.new

@@ -3,7 +3,9 @@
 # only, with its cluster in the service's data/ directory.
 #
 # Settings saved by install (settings.env): SERVER_USER, PG_VERSION, PG_BIN, PORT,
-# DB_NAME, DB_USER, PASSWORD.
+# DB_NAME, DB_USER and PASSWORD (the apps' role, the one linked apps get), SUPERUSER and
+# SUPERUSER_PASSWORD (Gokku's own, never given to an app). A service made before apps got
+# a role of their own has no SUPERUSER: its DB_USER is the superuser (see app-role).
 
 PG_SERVER_USER=postgres
 # Next to the usual port, which the distribution's own cluster may take at boot.
@@ -25,11 +27,98 @@ dsn() {
   printf 'postgres://%s:%s@127.0.0.1:%s/%s\n' "$DB_USER" "$PASSWORD" "$PORT" "$DB_NAME"
 }
 
-# use_client: point libpq's variables at this service, for psql, pg_dump and pg_restore.
-# The password travels in the environment, never on a command line that `ps` shows.
-use_client() {
-  export PGHOST=127.0.0.1 PGPORT="$PORT" PGUSER="$DB_USER" PGPASSWORD="$PASSWORD"
+# ---- Roles ------------------------------------------------------------------------------
+# The server runs as Gokku's account (or the postgres user's, under root), so a superuser's
+# SQL reaches that account: COPY ... TO PROGRAM runs a shell command there. Apps, and the
+# members who connect, import and export, get a role that owns the service's database and
+# everything in it, and is no superuser; only Gokku's own plumbing (backups, restores)
+# connects as the superuser.
+APP_ROLE=app
+
+# superuser_name: the cluster's superuser, whose password SUPERUSER_PASSWORD holds (for a
+# service made before app roles: DB_USER, with PASSWORD).
+superuser_name() {
+  printf '%s\n' "${SUPERUSER:-$DB_USER}"
+}
+
+# use_role USER PASSWORD: point libpq's variables at this service as USER, for psql,
+# pg_dump, pg_restore and pgBackRest. The password travels in the environment, never on
+# a command line that `ps` shows.
+use_role() {
+  export PGHOST=127.0.0.1 PGPORT="$PORT" PGUSER="$1" PGPASSWORD="$2"
   export PGDATABASE="$DB_NAME" PGCONNECT_TIMEOUT=10 PGAPPNAME="gokku-$GOKKU_PLUGIN_NAME"
+}
+
+# use_app_role: as the role linked apps get; use_superuser: as Gokku's superuser.
+use_app_role() {
+  use_role "$DB_USER" "$PASSWORD"
+}
+use_superuser() {
+  use_role "$(superuser_name)" "${SUPERUSER_PASSWORD:-$PASSWORD}"
+}
+
+# app_role_sql: SQL, run by the superuser connected to the service's database, that makes
+# the apps' role what it must be whatever the cluster held before (a fresh one, one from a
+# backup taken before app roles, a role of that name made by hand): able to log in with
+# PASSWORD and make databases, no superuser and no other role's rights (memberships
+# revoked: pg_execute_server_program would give COPY ... TO PROGRAM back), owner of the
+# database and of what the superuser owns in it outside the system's schemas, save the
+# objects of extensions (the app could not change those anyway).
+app_role_sql() {
+  cat <<SQL
+do \$\$ begin
+  if not exists (select from pg_roles where rolname = '$DB_USER') then
+    create role "$DB_USER";
+  end if;
+end \$\$;
+alter role "$DB_USER" with login nosuperuser nocreaterole createdb noreplication nobypassrls
+  inherit connection limit -1 password '$PASSWORD';
+do \$\$
+declare
+  r record;
+  su oid := (select oid from pg_roles where rolname = '$(superuser_name)');
+  app name := '$DB_USER';
+  mine text := 'n.nspname not in (''pg_catalog'', ''information_schema'') and n.nspname not like ''pg\_%''';
+begin
+  for r in select g.rolname from pg_auth_members m join pg_roles g on g.oid = m.roleid
+           where m.member = (select oid from pg_roles where rolname = app) loop
+    execute format('revoke %I from %I', r.rolname, app);
+  end loop;
+  execute format('alter database %I owner to %I', current_database(), app);
+  for r in execute 'select n.nspname from pg_namespace n where n.nspowner = \$1 and ' || mine
+           using su loop
+    execute format('alter schema %I owner to %I', r.nspname, app);
+  end loop;
+  -- Tables before sequences: a table's new owner takes the sequences it owns along.
+  for r in execute 'select c.oid from pg_class c join pg_namespace n on n.oid = c.relnamespace
+           where c.relowner = \$1 and c.relkind in (''r'', ''p'', ''v'', ''m'', ''f'', ''S'') and '
+           || mine || ' and not exists (select from pg_depend d where d.classid = ''pg_class''::regclass
+           and d.objid = c.oid and d.deptype = ''e'') order by c.relkind = ''S''' using su loop
+    if (select relowner from pg_class where oid = r.oid) = su then
+      execute format('alter table %s owner to %I', r.oid::regclass, app);
+    end if;
+  end loop;
+  for r in execute 'select p.oid from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+           where p.proowner = \$1 and ' || mine || ' and not exists (select from pg_depend d
+           where d.classid = ''pg_proc''::regclass and d.objid = p.oid and d.deptype = ''e'')'
+           using su loop
+    execute format('alter routine %s owner to %I', r.oid::regprocedure, app);
+  end loop;
+  for r in execute 'select t.oid from pg_type t join pg_namespace n on n.oid = t.typnamespace
+           left join pg_class c on c.oid = t.typrelid
+           where t.typowner = \$1 and t.typtype in (''c'', ''d'', ''e'', ''r'', ''m'')
+           and (t.typrelid = 0 or c.relkind = ''c'') and ' || mine || ' and not exists
+           (select from pg_depend d where d.classid = ''pg_type''::regclass and d.objid = t.oid
+           and d.deptype = ''e'')' using su loop
+    if (select typowner from pg_type where oid = r.oid) = su then
+      execute format('alter type %s owner to %I', r.oid::regtype, app);
+    end if;
+  end loop;
+  for r in select oid from pg_largeobject_metadata where lomowner = su loop
+    execute format('alter large object %s owner to %I', r.oid, app);
+  end loop;
+end \$\$;
+SQL
 }
 
 # postmaster_pid: the server's pid when it runs.

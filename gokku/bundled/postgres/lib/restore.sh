@@ -55,7 +55,7 @@ restore_target_options() {
 # restore from a target (RESTORE_FROM), the target gets it now, as far as it answers.
 archive_newest_wal() {
   is_running || return 0
-  use_client
+  use_superuser
   "$PG_BIN/psql" -X -q -d postgres -c "select txid_current()" >/dev/null ||
     fail "cannot reach PostgreSQL for $SERVICE"
   (
@@ -90,8 +90,9 @@ restore_data_dir() {
 # start_recovered [SOURCE_DB]: start the restored cluster, wait until recovery reached
 # its target and the server was promoted, then give it this service's credentials: its
 # superuser gets this service's password (the restored data has the source's, which a
-# backup file from another host does not tell), and database SOURCE_DB, when given, is
-# renamed after this service's. Until then the server takes no TCP client at all: only
+# backup file from another host does not tell), database SOURCE_DB, when given, is
+# renamed after this service's, and the apps' role is made this service's (app_role_sql;
+# not for a service made before app roles, whose apps hold the superuser). Until then the server takes no TCP client at all: only
 # its own user, over a socket in a directory private to that user. Then it restarts as
 # usual. Replaying much WAL takes as long as it takes, while the server says it is
 # starting up; any other refusal for ten seconds ends the wait.
@@ -111,7 +112,7 @@ EOF
   offset=$(log_size "$(log_file)")
   start_server >/dev/null || fail "the restored cluster of $SERVICE did not start"
   while :; do
-    state=$(as_server_user "$PG_BIN/psql" -X -A -t -h "$socket" -p "$PORT" -U "$DB_USER" \
+    state=$(as_server_user "$PG_BIN/psql" -X -A -t -h "$socket" -p "$PORT" -U "$(superuser_name)" \
       -d postgres -c "select pg_is_in_recovery()" 2>&1) || true
     case "$state" in
       f) break ;;
@@ -126,11 +127,17 @@ EOF
     sleep 0.2
   done
   {
-    printf 'alter role "%s" password '"'%s'"';\n' "$DB_USER" "$PASSWORD"
+    printf 'alter role "%s" password '"'%s'"';\n' "$(superuser_name)" "${SUPERUSER_PASSWORD:-$PASSWORD}"
     [ -z "$source_db" ] || [ "$source_db" = "$DB_NAME" ] ||
       printf 'alter database "%s" rename to "%s";\n' "$source_db" "$DB_NAME"
+    # The apps' role, as this service's settings have it: the backup may predate app
+    # roles (its superuser owning everything) or come from another service.
+    if [ -n "${SUPERUSER:-}" ]; then
+      printf '\\connect "%s"\n' "$DB_NAME"
+      app_role_sql
+    fi
   } | as_server_user "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$socket" -p "$PORT" \
-    -U "$DB_USER" -d postgres >/dev/null ||
+    -U "$(superuser_name)" -d postgres >/dev/null ||
     fail "could not give the restored cluster the credentials of $SERVICE"
   stop_server >/dev/null
   write_server_conf
