@@ -1,7 +1,9 @@
-"""Running an app's own code (a build step, the app's command) where it cannot reach Gokku.
+"""Running an app's own code (a build step, the app's command) where it cannot reach Gokku,
+and the clients a member drives (psql: its ``\\!`` runs shell commands) likewise.
 
 Pushed code is its app owner's code, and a member who may push is not the server: a
-plugin runs that code with the ``run_in_sandbox APP -- COMMAND`` helper, which ends here.
+plugin runs that code with the ``run_in_sandbox APP -- COMMAND`` helper, which ends here,
+and a client with ``run_client_in_sandbox VAR... -- COMMAND`` (``run_client``).
 The command runs in bubblewrap (``bwrap``) with a user namespace of its own, so it works
 without privileges and is refused where user namespaces are not available:
 
@@ -33,6 +35,7 @@ and ``gokku serve`` and ``gokku doctor`` say so.
 
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 from typing import NoReturn
@@ -51,17 +54,19 @@ AS_ROOT_REMEDY = (
 )
 # Namespaces: all of them but the network's, a user namespace even for root (it is what
 # makes the sandbox unprivileged, and where none can be made the sandbox is refused), none
-# inside; the process can gain nothing and takes its terminal nowhere.
+# inside; the process can gain nothing.
 ISOLATION = (
     "--unshare-all",
     "--share-net",
     "--unshare-user",
     "--disable-userns",
     "--die-with-parent",
-    "--new-session",
     "--cap-drop",
     "ALL",
 )
+# A session of its own: it takes its terminal nowhere (no TIOCSTI into the caller's). Only
+# a client that a person drives on a terminal keeps it, to get their Ctrl-C.
+NEW_SESSION = "--new-session"
 SYSTEM_DIRS = ("/usr", "/etc")
 # Top-level directories that merged-/usr systems make symlinks into /usr.
 SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -112,14 +117,46 @@ def run(root: Root, app: str, command: list[str]) -> NoReturn:
     if env_file.is_file():
         mounts += ["--ro-bind", str(env_file), str(env_file)]
     mounts += ["--remount-ro", state]
-    # The variables go through a file descriptor (--args), not the command line, where
-    # every local user could read them in ps; bwrap itself starts with none of them (an
-    # LD_PRELOAD of the app's would load into bwrap, outside the sandbox).
+    _enter(bwrap, [NEW_SESSION, *mounts], command, env)
+
+
+def run_client(root: Root, command: list[str], env: dict[str, str], trusted: bool) -> NoReturn:
+    """Replace this process with a client program that the caller drives, such as psql,
+    whose ``\\!`` runs shell commands: sandboxed as apps' code is, without any of
+    GOKKU_ROOT, with ``env`` (the connection's variables) over a default PATH and a HOME in
+    the sandbox's own /tmp. Where no sandbox can be made (Gokku runs as root, no user
+    namespaces) a ``trusted`` caller (an admin, who may have the account anyway) runs it
+    as it is, anyone else is refused; with ``sandbox: off`` it runs as it is for all."""
+    env = {"PATH": DEFAULT_PATH, "HOME": "/tmp", **env}
+    if not enabled(root):
+        _exec(command, env, [])
+    try:
+        if os.geteuid() == 0:
+            raise GokkuError(f"no sandbox for clients: {AS_ROOT}; {AS_ROOT_REMEDY}")
+        bwrap = _bwrap()
+    except GokkuError:
+        if trusted:
+            _exec(command, env, [])
+        raise
+    terminal = os.isatty(0)
+    if terminal:
+        # The terminal's Ctrl-C goes to its whole process group: to the client, which
+        # cancels a query, and to bwrap, which would die of it and take the client along.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    session = [] if terminal else [NEW_SESSION]
+    _enter(bwrap, [*session, *_system_mounts(), "--chdir", "/tmp"], command, env)
+
+
+def _enter(bwrap: str, options: list[str], command: list[str], env: dict[str, str]) -> NoReturn:
+    """Become bwrap running ``command`` with ``env`` (and its ``options``: mounts...).
+    The variables go through a file descriptor (--args), not the command line, where every
+    local user could read them in ps; bwrap itself starts with none of them (an
+    LD_PRELOAD of the app's would load into bwrap, outside the sandbox)."""
     args = [word for item in env.items() for word in ("--setenv", *item)]
     fd = os.memfd_create("gokku-sandbox-env", 0)
     os.write(fd, b"".join(word.encode() + b"\0" for word in args))
     os.lseek(fd, 0, os.SEEK_SET)
-    _exec([bwrap, *ISOLATION, *mounts, "--args", str(fd), "--", *command], {}, [fd])
+    _exec([bwrap, *ISOLATION, *options, "--args", str(fd), "--", *command], {}, [fd])
 
 
 def _workdir(root: Root, app: str) -> Path:

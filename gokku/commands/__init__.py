@@ -500,6 +500,14 @@ BUILTINS: dict[str, Builtin] = {
                 LOCAL,
                 True,
             ),
+            (
+                "sandbox-client",
+                "client",
+                "sandbox-client [--trusted] VAR... -- COMMAND [ARGS...]",
+                "Run a client a person drives in a sandbox (the run_client_in_sandbox helper)",
+                LOCAL,
+                True,
+            ),
         ],
     ),
     **_table(

@@ -29,7 +29,7 @@ _gokku() {
   if [ -n "${GOKKU_PYTHON:-}" ]; then
     local -a keep=()
     local name
-    for name in @CALLBACK_VARIABLES@; do
+    for name in @CALLBACK_VARIABLES@ ${_GOKKU_PASS:-}; do
       [ -z "${!name+set}" ] || keep+=("$name=${!name}")
     done
     (exec -c env "${keep[@]}" PYTHONPATH="${GOKKU_PYTHONPATH:-}" "$GOKKU_PYTHON" -P -m gokku.callback "$@")
@@ -147,6 +147,23 @@ get_app_base_port() {
 # with one line where no sandbox can be made, unless the admin set "sandbox: off".
 run_in_sandbox() {
   _gokku sandbox-run "$@"
+}
+
+# run_client_in_sandbox VAR... -- COMMAND [ARGS...]: a client program the caller drives
+# (psql, whose \! runs shell commands) in the same sandbox, with none of GOKKU_ROOT: only
+# the variables named (the connection's: PGHOST, PGPASSWORD...) over a default PATH, and a
+# HOME of its own that is gone afterwards; the caller's terminal and Ctrl-C reach it. Where
+# no sandbox can be made an admin's session runs it as it is, anyone else's is refused
+# with one line.
+run_client_in_sandbox() {
+  local -a names=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do
+    names+=("$1")
+    shift
+  done
+  local trusted=()
+  [ "${GOKKU_ROLE:-}" != admin ] || trusted=(--trusted)
+  _GOKKU_PASS="${names[*]}" _gokku sandbox-client "${trusted[@]}" "${names[@]}" "$@"
 }
 
 # ---- Service management ----------------------------------------------------------------

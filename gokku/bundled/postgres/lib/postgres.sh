@@ -49,6 +49,14 @@ use_role() {
   export PGDATABASE="$DB_NAME" PGCONNECT_TIMEOUT=10 PGAPPNAME="gokku-$GOKKU_PLUGIN_NAME"
 }
 
+# caller_psql ARGS...: psql as the person calling drives it (pg:connect, a SQL file's import):
+# its \! runs shell commands and \copy, \o and \i reach files, so it runs in the sandbox
+# (run_client_in_sandbox), with the connection use_role set and its terminal's settings.
+caller_psql() {
+  run_client_in_sandbox PGHOST PGPORT PGUSER PGPASSWORD PGDATABASE PGCONNECT_TIMEOUT \
+    PGAPPNAME TERM LANG LC_ALL COLUMNS LINES -- "$PG_BIN/psql" "$@"
+}
+
 # use_app_role: as the role linked apps get; use_superuser: as Gokku's superuser.
 use_app_role() {
   use_role "$DB_USER" "$PASSWORD"
