@@ -41,7 +41,7 @@ BUILTIN_NAMESPACES = frozenset(
     {
         "help", "version", "completion", "plugins", "services", "apps", "config",
         "git-receive-pack", "git-hook", "git-upload-pack", "ssh-keys", "access",
-        "doctor", "whoami", "serve", "ssh-command", "sandbox-run",
+        "doctor", "whoami", "serve", "ssh-command", "sandbox-run", "sandbox-client",
     }
 )  # fmt: skip
 # Options of these verbs that take a value (``-e`` is ``--env``'s short form): the word

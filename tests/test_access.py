@@ -61,6 +61,7 @@ ATTEMPTS = {
     "ssh-command": "ssh-command --fingerprint SHA256:x",
     "git-hook": "git-hook pre-receive api",
     "sandbox-run": "sandbox-run api -- id",
+    "sandbox-client": "sandbox-client --trusted PGHOST -- id",
 }
 
 # Dokku's forms of admin verbs, through the test plugin (it has no scripts of those names).
