@@ -112,6 +112,24 @@ def test_a_linked_app_owns_its_database_and_cannot_run_programs(gk: Gokku, tmp_p
     info = gk.ok("pg:info", "db").stdout
     assert "Apps' role:   app (owns the database; no superuser)\n" in info
 
+    # A dump that needs the superuser (an extension only it may create) fails as a whole
+    # as the apps' role; an admin imports it with --superuser, and the app owns the rest.
+    needs = b"create extension pg_stat_statements; create table after_ext (id int);"
+    refused = gk("pg:import", "db", input=needs)
+    assert refused.code == 1 and "permission denied to create extension" in refused.stderr
+    assert "rolled back: the database is unchanged" in refused.stderr
+    assert (
+        psql(url, "select count(*) from pg_extension where extname = 'pg_stat_statements'").stdout
+        == "0\n"
+    )
+    gk.ok("pg:import", "db", "--superuser", input=needs)
+    assert psql(url, "insert into after_ext values (1)").returncode == 0
+    wrong = gk("pg:import", "db", "--superuserx", input=needs)
+    assert (wrong.code, wrong.stderr) == (
+        2,
+        " !     usage: gokku postgres:import SERVICE [--superuser] < FILE\n",
+    )
+
 
 def make_it_old(gk: Gokku, service: str) -> str:
     """Turn a fresh service into one as Gokku made them before app roles (its superuser

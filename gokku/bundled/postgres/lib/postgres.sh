@@ -65,6 +65,20 @@ use_superuser() {
   use_role "$(superuser_name)" "${SUPERUSER_PASSWORD:-$PASSWORD}"
 }
 
+# choose_role [--superuser]: connect (use_role) as the apps' role, or with --superuser
+# (admins only) as the superuser; AS_SUPERUSER says which (1 or empty).
+choose_role() {
+  AS_SUPERUSER=""
+  if [ "${1:-}" != --superuser ]; then
+    use_app_role
+    return
+  fi
+  [ "${GOKKU_ROLE:-}" = admin ] ||
+    fail "--superuser runs SQL that reaches the server's account: admins only"
+  AS_SUPERUSER=1
+  use_superuser
+}
+
 # app_role_sql: SQL, run by the superuser connected to the service's database, that makes
 # the apps' role what it must be whatever the cluster held before (a fresh one, one from a
 # backup taken before app roles, a role of that name made by hand): able to log in with
