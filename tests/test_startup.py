@@ -10,6 +10,7 @@ stderr; these tests keep the heavy ones off."""
 import json
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 from conftest import Gokku
@@ -112,3 +113,28 @@ def test_the_openssh_doors_forced_command_imports_nothing_heavy(
         assert not HEAVY & imported, original
         # A plugin's command finds bwrap with shutil.which.
         assert original != "version" or not WRITING & imported
+
+
+def test_the_servers_import_of_asyncssh_runs_no_compiler(tmp_path: Path) -> None:
+    """asyncssh's probe for optional libraries (``gokku.ssh.sshlib``): with a ``gcc``
+    and an ``ld`` on PATH (stand-ins that note each call), importing the server runs
+    neither, and leaves ``ctypes.util.find_library`` as it was for everyone else."""
+    calls = tmp_path / "calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("gcc", "cc", "ld"):
+        (bin_dir / tool).write_text(f"#!/bin/sh\necho {tool} >> {shlex.quote(str(calls))}\n")
+        (bin_dir / tool).chmod(0o755)
+    probe = (
+        "import ctypes.util; before = ctypes.util.find_library; import gokku.ssh.server; "
+        "print(ctypes.util.find_library is before, ctypes.util.find_library('c'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-P", "-c", probe],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin:/usr/sbin:/sbin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout) == (0, "True libc.so.6\n"), result.stderr
+    assert not calls.exists(), calls.read_text()

@@ -23,8 +23,6 @@ import socket
 import sys
 import time
 
-import asyncssh
-
 from gokku import keys
 from gokku.access import ADMIN
 from gokku.context import Context
@@ -34,6 +32,7 @@ from gokku.ssh import fdlimit, rawcommand, sendpath
 from gokku.ssh.config import SSHConfig
 from gokku.ssh.session import Session
 from gokku.ssh.spawn import Spawner
+from gokku.ssh.sshlib import asyncssh
 from gokku.ssh.workers import (
     KEY_CONNECTIONS,
     KEY_SESSIONS,

@@ -32,8 +32,6 @@ import termios
 import time
 from collections.abc import Callable
 
-import asyncssh
-
 from gokku import audit, keys
 from gokku.errors import AuditFailed, GokkuError
 from gokku.paths import Root
@@ -42,6 +40,7 @@ from gokku.redact import Masker, Stream
 from gokku.ssh import split_command
 from gokku.ssh.relay import pipe
 from gokku.ssh.spawn import Spawner, Worker, ZygoteLost
+from gokku.ssh.sshlib import asyncssh
 
 log = logging.getLogger("gokku.serve")
 
