@@ -49,7 +49,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def _cpu_seconds() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)
     reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
-    forked = sum(forks.cpu for forks in _FORKS)  # CLI calls: not this process's children
+    forked = sum(server.cpu for server in _FORKS.values())  # not this process's children
     return own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime + forked
 
 
@@ -150,27 +150,28 @@ class Result:
         return self.err.decode()
 
 
-_FORKS: list[Forks] = []
+_FORKS: dict[bool, Forks] = {}
 
 
-def _forks() -> Forks | None:
-    """This process's fork server for CLI calls (``cliforks``); none when
-    GOKKU_TEST_FORKS=0, which runs every call as ``python -m gokku`` (to compare)."""
+def forks(ssh: bool = False) -> Forks | None:
+    """This process's fork server for CLI calls (``cliforks``), or with ``ssh`` for
+    ``gokku serve``; none when GOKKU_TEST_FORKS=0, which runs every call as ``python -m
+    gokku`` (to compare)."""
     if os.environ.get("GOKKU_TEST_FORKS") == "0":
         return None
-    if not _FORKS:
+    if ssh not in _FORKS:
         folder = Path(tempfile.mkdtemp(prefix="gokku-forks-"))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GOKKU_", "PYTEST_"))}
-        _FORKS.append(Forks(folder, {**env, "PYTHONPATH": str(REPO)}, REPO))
-    return _FORKS[0]
+        _FORKS[ssh] = Forks(folder, {**env, "PYTHONPATH": str(REPO)}, REPO, ssh)
+    return _FORKS[ssh]
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _stop_forks() -> Iterator[None]:
     yield
-    for forks in _FORKS:
-        forks.close()
-        shutil.rmtree(forks.path.parent, ignore_errors=True)
+    for server in _FORKS.values():
+        server.close()
+        shutil.rmtree(server.path.parent, ignore_errors=True)
 
 
 class Gokku:
@@ -198,14 +199,14 @@ class Gokku:
         cwd: Path = REPO,
     ) -> Result:
         env = {**self.env, **(env or {})}
-        forks = _forks()
+        server = forks()
         if (
             not self.prefix
             and self.python == sys.executable
-            and forks is not None
-            and forks.suits(env)
+            and server is not None
+            and server.suits(env)
         ):
-            return Result(*forks.run(list(args), input, env, timeout, cwd))
+            return Result(*server.run(list(args), input, env, timeout, cwd))
         proc = subprocess.run(
             [*self.prefix, self.python, "-m", "gokku", *args],
             input=input,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import Gokku, Result, write_plugin, write_settings
+from conftest import Gokku, Result, forks, write_plugin, write_settings
 from sshlab import (  # noqa: F401 - re-exported for the test modules
     REPO,
     SSHD,
@@ -188,7 +188,7 @@ class Door:
 
 @pytest.fixture
 def server(base_env: dict[str, str], gokku: Gokku, ssh_config: None) -> Iterator[int]:
-    with running_server(base_env, python=gokku.python) as (_, port):
+    with running_server(base_env, python=gokku.python, forks=forks(ssh=True)) as (_, port):
         yield port
 
 

@@ -81,20 +81,26 @@ def stopping(proc: subprocess.Popen, timeout: float = 15) -> Iterator[subprocess
 
 @contextlib.contextmanager
 def running_server(
-    env: dict[str, str], cwd: Path = REPO, python: str = sys.executable
+    env: dict[str, str], cwd: Path = REPO, python: str = sys.executable, forks=None
 ) -> Iterator[tuple[subprocess.Popen, int]]:
     """A real ``gokku serve`` on a free loopback port, stopped with SIGTERM at the end.
-    Started as the installed command starts it: the working directory not on sys.path.
-    Its log (stderr) goes to ``serve.log`` beside the root (``server_log``)."""
+    Started as the installed command starts it: the working directory not on sys.path;
+    or forked by ``forks`` (``cliforks.Forks``, with the server's modules imported), when
+    given one whose interpreter starts as this one would. Its log (stderr) goes to
+    ``serve.log`` beside the root (``server_log``)."""
     port = free_port()
+    argv = ["serve", "--port", str(port)]
     with open(server_log(env["GOKKU_ROOT"]), "ab") as log:
-        proc = subprocess.Popen(
-            [python, "-P", "-m", "gokku", "serve", "--port", str(port)],
-            env=env,
-            cwd=cwd,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
+        if forks is not None and python == sys.executable and forks.suits(env):
+            proc = forks.start(argv, env, cwd, log.fileno())
+        else:
+            proc = subprocess.Popen(
+                [python, "-P", "-m", "gokku", *argv],
+                env=env,
+                cwd=cwd,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
     with stopping(proc):
         wait_for_port(port, proc)
         yield proc, port
