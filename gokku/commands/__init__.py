@@ -264,6 +264,11 @@ BUILTINS: dict[str, Builtin] = {
                 "Stop a service's server, or every service's (at shutdown)",
                 GRANTED,
             ),
+        ],
+    ),
+    **_table(
+        "service_config",
+        [
             (
                 "services:config-get",
                 "config_get",

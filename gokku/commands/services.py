@@ -1,6 +1,5 @@
-"""``services:*`` verbs: create, list, info, logs, link, unlink, destroy, start, stop, and
-the hidden verbs the plugin helpers call back into (config-get, config-set, env-set,
-next-port).
+"""``services:*`` verbs: create, list, info, logs, link, unlink, destroy, start, stop. The
+hidden verbs the plugin helpers call back into are ``gokku.commands.service_config``'s.
 
 Dokku's forms of the same verbs (``PLUGIN:create SVC``, ``PLUGIN:link SVC APP``...; the
 ``*_form`` functions, routed by ``PLUGIN_FORMS``) only parse their own arguments and call
@@ -8,7 +7,6 @@ the same implementation, which refuses a service of another plugin.
 """
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -16,14 +14,14 @@ import time
 from pathlib import Path
 
 from gokku import access, apps, confirm, keys, schedules, services
-from gokku.cmdline import Parsed, is_number, parse
-from gokku.commands import APP_VALUES, form_usage, read_assignments, usage_line
+from gokku.cmdline import Parsed, parse
+from gokku.commands import APP_VALUES, form_usage, usage_line
 from gokku.commands.apps import finish_destroy
 from gokku.commands.doctor import report_cheap
 from gokku.commands.plugin_exec import authorize, run_for
 from gokku.context import Context
 from gokku.errors import GokkuError, NotFound, ScriptFailed, UsageError
-from gokku.names import check_alias, check_env_key, check_name
+from gokku.names import check_alias, check_name
 from gokku.plugins import registry, settings
 from gokku.runner import forward_to_group, run_script, spawn_captured
 from gokku.ssh.config import load as load_config
@@ -534,53 +532,3 @@ def _control_one(ctx: Context, name: str, command: str, skip_missing: bool) -> i
             ctx.info(f"{name}: plugin {plugin.name} has no {command} command; skipped")
             return 0
         return _run(ctx, plugin, command, [name], last=not skip_missing)
-
-
-def config_get(ctx: Context, args: list[str]) -> int:
-    opts = parse(args, usage_line("services:config-get"), min_args=1, max_args=2)
-    name = check_name("service", opts.positional[0])
-    if len(opts.positional) == 1:
-        # One compact line, as the original's cat of the file Go wrote: official plugins
-        # grep it ('"password":"[^"]*"'); {} for a service that does not exist.
-        data = services.load(ctx.root, name).data if services.exists(ctx.root, name) else {}
-        ctx.out(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
-        return 0
-    service = services.load(ctx.root, name)
-    key = opts.positional[1]
-    if key not in service.config:
-        raise NotFound(f"service {service.name!r} has no config key {key!r}")
-    value = service.config[key]
-    ctx.out(value if isinstance(value, str) else json.dumps(value))
-    return 0
-
-
-def _set_section(ctx: Context, args: list[str], verb: str, section: str, check) -> int:
-    usage = usage_line(verb)
-    opts = parse(args, usage, flags={"--stdin": "stdin"}, min_args=1)
-    name = check_name("service", opts.positional[0])
-    values = read_assignments(ctx, opts, opts.positional[1:], usage, check)
-    services.update(ctx.root, name, section, values)
-    return 0
-
-
-def config_set(ctx: Context, args: list[str]) -> int:
-    return _set_section(ctx, args, "services:config-set", "config", str)
-
-
-def env_set(ctx: Context, args: list[str]) -> int:
-    return _set_section(ctx, args, "services:env-set", "env", check_env_key)
-
-
-def next_port(ctx: Context, args: list[str]) -> int:
-    """Hands out a port and holds it for a while; ``--check`` only asks whether START
-    itself is free (``port_available``), holding nothing."""
-    usage = usage_line("services:next-port")
-    opts = parse(args, usage, flags={"--check": "check"}, max_args=1)
-    start_text = opts.positional[0] if opts.positional else "9000"
-    if not is_number(start_text) or not 1 <= int(start_text) <= services.MAX_PORT:
-        raise UsageError(f"invalid port {start_text!r}: use a number from 1 to {services.MAX_PORT}")
-    start = int(start_text)
-    if opts.options["check"]:
-        return 0 if services.port_available(ctx.root, start) else 1
-    ctx.out(str(services.hold_port(ctx.root, start)))
-    return 0
