@@ -7,6 +7,7 @@ import base64
 import os
 import shlex
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -127,3 +128,34 @@ def test_install_ends_with_how_to_connect_from_another_machine(tmp_path: Path) -
     assert load(Root(tmp_path)).host == "0.0.0.0"
     # Each way install ends (user install, systemd, foreground server) says it.
     assert INSTALL.read_text().count("\n  connect_help ") == 3
+
+
+def test_ops_test_keeps_a_group_on_one_worker(tmp_path: Path) -> None:
+    """``ops/test`` runs the suite with ``--dist loadgroup`` so that the tests of a group
+    (a module's shared servers) run on one worker, one after another. A pytest that
+    ignores the ids pytest-xdist gives grouped tests (9.2) spread them over every worker,
+    each making the module's fixtures again, and nothing failed."""
+    (tmp_path / "test_grouped.py").write_text(
+        textwrap.dedent(
+            """
+            import os
+            import pytest
+
+            @pytest.mark.parametrize("n", range(6))
+            @pytest.mark.xdist_group("one")
+            def test_member(n):
+                print("WORKER", os.environ["PYTEST_XDIST_WORKER"])
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "3"]
+        + ["--dist", "loadgroup", "-rA", "-q", "test_grouped.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    workers = {line.split()[1] for line in done.stdout.splitlines() if line.startswith("WORKER")}
+    assert len(workers) == 1, done.stdout
