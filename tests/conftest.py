@@ -81,10 +81,12 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
 
 
 # The modules that hold the run's longest tests (PostgreSQL taking and restoring backups,
-# gigabytes through ssh: 25-110 s each on a busy two-core machine), longest first. A
-# parallel run hands their tests out first (``ops/test`` turns xdist's own order off, which
-# starts the groups with the most tests first and the rest in file order): started late,
-# one of them ended the run alone on one worker for half a minute, the other workers idle.
+# gigabytes through ssh, servers held to their timeouts: 20-110 s each on a busy two-core
+# machine), longest first. A parallel run hands their tests out first, then the other
+# groups (a group cannot be split over workers), then the rest in file order; ``ops/test``
+# turns xdist's own order off, which starts the groups with the most tests first and the
+# rest in file order: started late, one long test ended the run alone on one worker for
+# half a minute, the other workers idle.
 STARTED_FIRST = (
     "test_backup_targets_postgres",
     "test_ssh_bulk",
@@ -96,12 +98,15 @@ STARTED_FIRST = (
     "test_destroy",
     "test_lifecycle_postgres",
     "test_access_members",
+    "test_ssh_workers",
+    "test_ssh_zygote",
 )
 
 
-def _started_first(item: pytest.Item) -> int:
+def _started_first(item: pytest.Item) -> tuple[int, bool]:
     name = item.module.__name__
-    return STARTED_FIRST.index(name) if name in STARTED_FIRST else len(STARTED_FIRST)
+    listed = STARTED_FIRST.index(name) if name in STARTED_FIRST else len(STARTED_FIRST)
+    return listed, item.get_closest_marker("xdist_group") is None
 
 
 @pytest.hookimpl(tryfirst=True)
