@@ -128,16 +128,9 @@ def run_client(root: Root, command: list[str], env: dict[str, str], trusted: boo
     namespaces) a ``trusted`` caller (an admin, who may have the account anyway) runs it
     as it is, anyone else is refused; with ``sandbox: off`` it runs as it is for all."""
     env = {"PATH": DEFAULT_PATH, "HOME": "/tmp", **env}
-    if not enabled(root):
+    bwrap = client_sandbox(root, trusted)
+    if bwrap is None:
         _exec(command, env, [])
-    try:
-        if os.geteuid() == 0:
-            raise GokkuError(f"no sandbox for clients: {AS_ROOT}; {AS_ROOT_REMEDY}")
-        bwrap = _bwrap()
-    except GokkuError:
-        if trusted:
-            _exec(command, env, [])
-        raise
     terminal = os.isatty(0)
     if terminal:
         # The terminal's Ctrl-C goes to its whole process group: to the client, which
@@ -145,6 +138,23 @@ def run_client(root: Root, command: list[str], env: dict[str, str], trusted: boo
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     session = [] if terminal else [NEW_SESSION]
     _enter(bwrap, [*session, *_system_mounts(), "--chdir", "/tmp"], command, env)
+
+
+def client_sandbox(root: Root, trusted: bool) -> str | None:
+    """The bwrap a client the caller drives runs in (``run_client``), or None to run it as
+    it is (``sandbox: off``, or a ``trusted`` caller where no sandbox can be made); raises,
+    with the reason, for anyone else where none can be made. A command that reads its
+    input before it runs a client asks this first, so that a refusal is its only line."""
+    if not enabled(root):
+        return None
+    try:
+        if os.geteuid() == 0:
+            raise GokkuError(f"no sandbox for clients: {AS_ROOT}; {AS_ROOT_REMEDY}")
+        return _bwrap()
+    except GokkuError:
+        if trusted:
+            return None
+        raise
 
 
 def _enter(bwrap: str, options: list[str], command: list[str], env: dict[str, str]) -> NoReturn:

@@ -508,7 +508,7 @@ BUILTINS: dict[str, Builtin] = {
             (
                 "sandbox-client",
                 "client",
-                "sandbox-client [--trusted] VAR... -- COMMAND [ARGS...]",
+                "sandbox-client [--trusted] VAR... -- COMMAND [ARGS...] | [--trusted] --check",
                 "Run a client a person drives in a sandbox (the run_client_in_sandbox helper)",
                 LOCAL,
                 True,

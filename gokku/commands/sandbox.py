@@ -1,6 +1,6 @@
 """``sandbox-run APP [--] COMMAND [ARGS...]`` and ``sandbox-client [--trusted] VAR... --
-COMMAND [ARGS...]``: what the ``run_in_sandbox`` and ``run_client_in_sandbox`` helpers
-call (``gokku.sandbox``)."""
+COMMAND [ARGS...]`` (``--check``: whether it would run one): what the ``run_in_sandbox``,
+``run_client_in_sandbox`` and ``client_sandbox_ready`` helpers call (``gokku.sandbox``)."""
 
 import os
 import re
@@ -10,7 +10,7 @@ from gokku.context import Context
 from gokku.errors import UsageError
 from gokku.names import check_name
 
-CLIENT_USAGE = "usage: run_client_in_sandbox VAR... -- COMMAND [ARGS...]"
+CLIENT_USAGE = "usage: run_client_in_sandbox VAR... -- COMMAND [ARGS...] (or --check)"
 VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -29,6 +29,9 @@ def client(ctx: Context, args: list[str]) -> int:
     is emptied down to Gokku's own otherwise), and ``--trusted`` for an admin's session."""
     trusted = args[:1] == ["--trusted"]
     words = args[1:] if trusted else args
+    if words == ["--check"]:
+        sandbox.client_sandbox(ctx.root, trusted)
+        return 0
     if "--" not in words:
         raise UsageError(CLIENT_USAGE)
     split = words.index("--")

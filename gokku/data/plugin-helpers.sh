@@ -161,9 +161,19 @@ run_client_in_sandbox() {
     names+=("$1")
     shift
   done
-  local trusted=()
-  [ "${GOKKU_ROLE:-}" != admin ] || trusted=(--trusted)
-  _GOKKU_PASS="${names[*]}" _gokku sandbox-client "${trusted[@]}" "${names[@]}" "$@"
+  _GOKKU_PASS="${names[*]}" _gokku sandbox-client $(_gokku_trust) "${names[@]}" "$@"
+}
+
+# client_sandbox_ready: whether run_client_in_sandbox can run a client for this caller;
+# if not, the reason in one line on stderr. A command that reads its input before it runs
+# the client asks first, so that a refusal is all it says.
+client_sandbox_ready() {
+  _gokku sandbox-client $(_gokku_trust) --check
+}
+
+# An admin's session is trusted with a client as it is where no sandbox can be made.
+_gokku_trust() {
+  [ "${GOKKU_ROLE:-}" != admin ] || printf '%s\n' --trusted
 }
 
 # ---- Service management ----------------------------------------------------------------
