@@ -50,14 +50,14 @@ class Forks:
         self.lock = threading.Lock()
         self.cpu = 0.0  # the CPU seconds of the commands run so far, their children's too
 
-    def suits(self, env: dict[str, str]) -> bool:
-        """Whether a call with ``env`` may be forked: its start-up variables are the
-        server's."""
+    def suits(self, env: dict[str, str], python: str) -> bool:
+        """Whether a call with ``env`` meant for the interpreter ``python`` may be forked:
+        the interpreter is the server's, and so are its start-up variables."""
 
         def startup(variables: dict[str, str]) -> dict[str, str]:
             return {k: v for k, v in variables.items() if k.startswith(STARTUP_VARIABLES)}
 
-        return startup(env) == startup(self.env)
+        return python == sys.executable and startup(env) == startup(self.env)
 
     def run(
         self, args: list[str], input: bytes, env: dict[str, str], timeout: float, cwd: Path

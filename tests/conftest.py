@@ -205,12 +205,7 @@ class Gokku:
     ) -> Result:
         env = {**self.env, **(env or {})}
         server = forks()
-        if (
-            not self.prefix
-            and self.python == sys.executable
-            and server is not None
-            and server.suits(env)
-        ):
+        if not self.prefix and server is not None and server.suits(env, self.python):
             return Result(*server.run(list(args), input, env, timeout, cwd))
         proc = subprocess.run(
             [*self.prefix, self.python, "-m", "gokku", *args],

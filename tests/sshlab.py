@@ -91,7 +91,7 @@ def running_server(
     port = free_port()
     argv = ["serve", "--port", str(port)]
     with open(server_log(env["GOKKU_ROOT"]), "ab") as log:
-        if forks is not None and python == sys.executable and forks.suits(env):
+        if forks is not None and forks.suits(env, python):
             proc = forks.start(argv, env, cwd, log.fileno())
         else:
             proc = subprocess.Popen(
