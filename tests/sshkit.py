@@ -36,6 +36,7 @@ COMMANDS = {
     "exit": 'echo "exiting $1"\nexit "$1"\n',
     "sink": "openssl dgst -sha256 -r | cut -d' ' -f1\n",
     "source": 'cat "$1"\n',
+    "errsource": 'cat "$1" >&2\n',
     "bytes": "printf '\\000\\001\\n\\r\\n\\377'\n",
     "whoami": 'echo "$GOKKU_KEY_NAME $GOKKU_KEY_FINGERPRINT"\n',
     "where": "pwd\n",

@@ -261,5 +261,8 @@ def test_bad_ssh_settings_are_refused(gokku) -> None:
     assert result.code == 1 and "unknown setting(s) max_sesions" in result.stderr
     (gokku.root / "gokku.yml").write_text("ssh:\n  port: '22'\n")
     assert "must be an integer" in gokku("serve").stderr
+    (gokku.root / "gokku.yml").write_text("ssh:\n  rekey_limit: 0\n")
+    result = gokku("serve")
+    assert result.code == 1 and "ssh.rekey_limit must be at least 1" in result.stderr
     (gokku.root / "gokku.yml").unlink()
     assert gokku("serve", "--port", "99999").code == 2

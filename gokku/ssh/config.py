@@ -21,6 +21,7 @@ ssh:
   workers: 0             # server processes sharing the port; 0: one per CPU core
   gokku_command: /usr/local/bin/gokku   # what the OpenSSH door's forced command runs
   ciphers: aes128-gcm@openssh.com,aes256-gcm@openssh.com  # offered, comma-separated
+  rekey_limit: 1073741824  # bytes sent on a connection before its keys are renewed
 ```
 
 The cipher offer decides throughput: a client takes the first of *its* preferences the
@@ -41,6 +42,7 @@ from gokku.paths import Root
 CONFIG_FILE = "gokku.yml"
 KINDS = {int: "an integer", float: "a number", str: "a string"}
 SECTION = "ssh"
+POSITIVE = ("rekey_limit",)
 
 
 class SSHConfig(NamedTuple):
@@ -64,6 +66,7 @@ class SSHConfig(NamedTuple):
     workers: int = 0
     gokku_command: str = ""
     ciphers: str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com"
+    rekey_limit: int = 1 << 30
 
     def startups(self) -> tuple[int, float, int]:
         """``max_startups`` as (start, drop rate 0-1, full), or a GokkuError saying why not."""
@@ -139,5 +142,7 @@ def _from_mapping(section: dict[str, Any], where: str) -> SSHConfig:
             raise GokkuError(f"{where}.{key} must be {KINDS[wanted]}, got {value!r}")
         if wanted in (int, float) and value < 0:
             raise GokkuError(f"{where}.{key} must not be negative")
+        if key in POSITIVE and value < 1:
+            raise GokkuError(f"{where}.{key} must be at least 1")
         values[key] = value
     return SSHConfig(**values)

@@ -35,6 +35,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from gokku.ssh import channeldata
+
 log = logging.getLogger("gokku.serve")
 
 AEAD_ENCRYPTIONS = ("GCMEncryption", "ChachaEncryption")
@@ -117,6 +119,7 @@ def install() -> bool:
         return False
     ignore = constants.MSG_IGNORE
     aead = tuple(getattr(encryption, name) for name in AEAD_ENCRYPTIONS)
+    gcm = encryption.GCMEncryption
     empty = packet.String(b"")
     send_packet: Callable[..., None] = conn_class.send_packet
     send: Callable[[Any, bytes], None] = conn_class._send
@@ -136,27 +139,30 @@ def install() -> bool:
 
     def gathered_flush(self: Any) -> None:
         conn = self._conn
-        if conn is None or conn.__dict__.get("_gokku_gathered") is not None:
+        if conn is None:
             flush(self)
             return
-        gathered: list[bytes] = []
+        outer = conn.__dict__.get("_gokku_gathered")
+        gathered: list[bytes] = [] if outer is None else outer
         conn._gokku_gathered = gathered
         try:
+            channeldata.seal_queued(self, conn, gcm, gathered)
             flush(self)
         finally:
-            conn._gokku_gathered = None
-            if gathered:
-                send(conn, gathered[0] if len(gathered) == 1 else b"".join(gathered))
+            if outer is None:
+                conn._gokku_gathered = None
+                if gathered:
+                    send(conn, gathered[0] if len(gathered) == 1 else b"".join(gathered))
 
     conn_class.send_packet = lean_send_packet
     conn_class._send = gathering_send
     channel.SSHChannel._flush_send_buf = gathered_flush
-    _meter_receive(conn_class)
+    _meter_receive(conn_class, gcm)
     conn_class._gokku_send_path = True
     return True
 
 
-def _meter_receive(conn_class: Any) -> None:
+def _meter_receive(conn_class: Any, gcm: type) -> None:
     """Feed asyncssh's receive buffer (``_inpbuf``) one step at a time: a packet's header,
     then its body, from a queue of what the socket delivered.
 
@@ -172,10 +178,24 @@ def _meter_receive(conn_class: Any) -> None:
         """Bytes the current step needs in ``_inpbuf``; None: all there are."""
         step = getattr(self._recv_handler, "__func__", None)
         if step is metered_header:
-            return self._recv_blocksize
+            return whole_packet(self) or self._recv_blocksize
         if step is metered_body:
             return 4 + self._pktlen + self._recv_macsize - self._recv_blocksize
         return None
+
+    def whole_packet(self: Any) -> int | None:
+        """The next packet's size with its tag, for AES-GCM (whose length field is not
+        encrypted) when its length is at hand: all of it is fed at once, so that
+        ``channeldata`` can open it in one step."""
+        if type(self._recv_encryption) is not gcm:
+            return None
+        head = self._inpbuf
+        if not head and (queue := self.__dict__.get("_gokku_queue")):
+            head = queue[0][self._gokku_start : self._gokku_start + 4]
+        if len(head) < 4:
+            return None
+        pktlen = int.from_bytes(head[:4], "big")
+        return 4 + pktlen + channeldata.TAG_SIZE if pktlen <= self._max_recv_pktlen else None
 
     def feed(self: Any, everything: bool = False) -> None:
         queue: collections.deque[bytes] | None = self.__dict__.get("_gokku_queue")
@@ -217,7 +237,16 @@ def _meter_receive(conn_class: Any) -> None:
         return done
 
     def metered_header(self: Any) -> bool:
-        return step(self, header)
+        # Each feed adds at least a byte while the packet is short of what ``wanted``
+        # says (the same length rule as ``open_packet``'s), so this ends.
+        while (taken := channeldata.open_packet(self, gcm)) is None and self.__dict__.get(
+            "_gokku_queue"
+        ):
+            feed(self)
+        if taken:
+            feed(self)
+            return True
+        return False if taken is None else step(self, header)
 
     def metered_body(self: Any) -> bool:
         return step(self, body)

@@ -357,6 +357,7 @@ async def _serve(
         keepalive_count_max=config.keepalive_count_max,
         window=WINDOW,
         encryption_algs=offer,
+        rekey_bytes=config.rekey_limit,
     )
     # Everything so far (asyncssh, cryptography, the dispatch path: some 38,000 objects)
     # lives as long as the worker. Frozen, the collector no longer walks it: a full
