@@ -23,6 +23,11 @@ eight times the read. The socket's bytes now wait in a queue of their own and as
 buffer is given just what the step it is at needs (a header, then that packet's body), so
 its slices copy one packet at a time, and only once.
 
+Under AES-GCM the channel data packets, nearly all of a transfer, go a shorter way still
+(``gokku.ssh.channeldata``): the channel's flush seals them itself, and a packet whose
+length field (not encrypted under GCM) shows it whole is fed to the header step at once
+and opened there; any other packet goes on through asyncssh's steps.
+
 All are patches on asyncssh's classes, so ``install`` is called by the serving process
 only, never on import; tests/test_ssh_sendpath.py checks them against the installed
 asyncssh (no IGNOREs under AES-GCM, IGNOREs kept under AES-CTR, every byte intact both
@@ -50,16 +55,26 @@ PATCHED_METHODS = (
     ("connection", "SSHConnection", "data_received", ("self", "data", "datatype=")),
     ("connection", "SSHConnection", "_recv_pkthdr", ("self",)),
     ("connection", "SSHConnection", "_recv_packet", ("self",)),
+    ("channel", "SSHChannel", "_accept_data", ("self", "data", "datatype=")),
 )
-# Attributes the replacements read on instances: set by the class's __init__.
+# Attributes the replacements (and ``channeldata``) read on instances: set by the class's
+# __init__.
 INSTANCE_ATTRIBUTES = (
-    ("connection", "SSHConnection", "_send_encryption"),
-    ("connection", "SSHConnection", "_inpbuf"),
-    ("connection", "SSHConnection", "_recv_handler"),
-    ("connection", "SSHConnection", "_recv_blocksize"),
-    ("connection", "SSHConnection", "_recv_macsize"),
-    ("connection", "SSHConnection", "_pktlen"),
+    *(
+        ("connection", "SSHConnection", name)
+        for name in (
+            "_inpbuf",
+            "_recv_handler",
+            "_recv_blocksize",
+            "_recv_macsize",
+            "_pktlen",
+            *channeldata.CONNECTION_ATTRIBUTES,
+        )
+    ),
     ("channel", "SSHChannel", "_conn"),
+    *(("channel", "SSHChannel", name) for name in channeldata.CHANNEL_ATTRIBUTES),
+    ("encryption", "GCMEncryption", "_cipher"),
+    *(("cipher", "GCMCipher", name) for name in channeldata.CIPHER_ATTRIBUTES),
 )
 
 
@@ -77,8 +92,14 @@ def problems() -> list[str]:
     asyncssh other than the one they were checked against); none means safe to patch."""
     import asyncssh
     from asyncssh import channel, connection, constants, encryption, packet
+    from asyncssh.crypto import cipher
 
-    modules = {"channel": channel, "connection": connection}
+    modules = {
+        "channel": channel,
+        "connection": connection,
+        "cipher": cipher,
+        "encryption": encryption,
+    }
     found = [
         f"{module.__name__}.{name} is missing"
         for module, names in ((encryption, AEAD_ENCRYPTIONS), (constants, ("MSG_IGNORE",)))
@@ -98,6 +119,8 @@ def problems() -> list[str]:
         init = getattr(getattr(modules[module], class_name, None), "__init__", None)
         if attribute not in getattr(getattr(init, "__code__", None), "co_names", ()):
             found.append(f"{class_name} instances no longer get {attribute}")
+    if not callable(getattr(getattr(cipher, "GCMCipher", None), "_update_iv", None)):
+        found.append("GCMCipher._update_iv is missing")
     if found:
         found.insert(0, f"asyncssh {asyncssh.__version__} (checked: {CHECKED_VERSION}.x)")
     return found
