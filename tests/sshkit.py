@@ -187,6 +187,22 @@ class Door:
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def asyncssh_connect(port: int, key: KeyPair, **options: object):
+    """An asyncssh client's connection to the server on ``port`` with ``key`` (an async
+    context manager, as ``asyncssh.connect``); ``options``: asyncssh's own."""
+    import asyncssh
+
+    return asyncssh.connect(
+        "127.0.0.1",
+        port,
+        username="gokku",
+        client_keys=[str(key.path)],
+        known_hosts=None,
+        agent_path=None,
+        **options,
+    )
+
+
 @pytest.fixture
 def server(base_env: dict[str, str], gokku: Gokku, ssh_config: None) -> Iterator[int]:
     with running_server(base_env, python=gokku.python, forks=forks(ssh=True)) as (_, port):

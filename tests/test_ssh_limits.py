@@ -15,7 +15,7 @@ import asyncssh
 import pytest
 from conftest import Gokku, write_plugin
 from sshkit import *  # noqa: F403 - fixtures
-from sshkit import Door, KeyPair, free_port, make_key
+from sshkit import Door, KeyPair, asyncssh_connect, free_port, make_key
 
 from gokku.ssh.config import SSHConfig
 
@@ -41,24 +41,13 @@ def mallory(gokku: Gokku, keydir: Path, ssh_config: None) -> KeyPair:
     return key
 
 
-def _connect(port: int, key: KeyPair) -> asyncssh.SSHClientConnection:
-    return asyncssh.connect(
-        "127.0.0.1",
-        port,
-        username="gokku",
-        client_keys=[str(key.path)],
-        known_hosts=None,
-        agent_path=None,
-    )
-
-
 async def _hold(stack: contextlib.AsyncExitStack, port: int, key: KeyPair, tries: int) -> list:
     """Open ``tries`` connections one after another and keep those that work (a
     connection over a cap is dropped once logged in, before it runs anything)."""
     kept = []
     for _ in range(tries):
         try:
-            conn = await _connect(port, key)
+            conn = await asyncssh_connect(port, key)
             await conn.run("version", check=True)
         except (asyncssh.Error, OSError):
             continue
@@ -70,7 +59,7 @@ async def _hold(stack: contextlib.AsyncExitStack, port: int, key: KeyPair, tries
 async def _admin_runs_version(port: int, key: KeyPair) -> float:
     """Seconds an admin takes to connect and run ``version``."""
     started = time.monotonic()
-    async with _connect(port, key) as conn:
+    async with asyncssh_connect(port, key) as conn:
         result = await conn.run("version")
     assert result.exit_status == 0, result.stderr
     return time.monotonic() - started
@@ -146,10 +135,10 @@ def test_removing_a_key_closes_its_connections_at_once(
     async def scenario() -> float:
         async with contextlib.AsyncExitStack() as stack:
             idle = await _hold(stack, server, mallory, 3)
-            streaming = await stack.enter_async_context(await _connect(server, mallory))
+            streaming = await stack.enter_async_context(await asyncssh_connect(server, mallory))
             stream = await streaming.create_process("f:follow")
             assert await stream.stdout.readline() == "ready\n"
-            admin = await stack.enter_async_context(await _connect(server, alice))
+            admin = await stack.enter_async_context(await asyncssh_connect(server, alice))
             await asyncio.to_thread(gokku.ok, "ssh-keys:remove", "mallory")
             started = time.monotonic()
             closing = [conn.wait_closed() for conn in (*idle, streaming)]

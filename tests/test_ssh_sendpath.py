@@ -15,7 +15,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 from sshkit import *  # noqa: F403 - fixtures
-from sshkit import KeyPair, ssh_argv
+from sshkit import KeyPair, asyncssh_connect, ssh_argv
 
 SIZE = 4 << 20
 PIECES = (1, 7, 32768 + 5, 100_003, 16, 262_147)  # bytes per write of an upload
@@ -36,6 +36,11 @@ class PacketLog(logging.Handler):
             self.names.append(found[1])
 
 
+def _connect(port: int, key: KeyPair, cipher: str, **options: object):
+    """An asyncssh client of the test server, held to ``cipher``."""
+    return asyncssh_connect(port, key, encryption_algs=[cipher], **options)
+
+
 def _download(
     port: int, key: KeyPair, command: str, cipher: str, window: int = 2 << 20
 ) -> tuple[bytes, bytes, list[str]]:
@@ -49,16 +54,7 @@ def _download(
     asyncssh.set_debug_level(3)
 
     async def scenario() -> tuple[bytes, bytes]:
-        async with asyncssh.connect(
-            "127.0.0.1",
-            port,
-            username="gokku",
-            client_keys=[str(key.path)],
-            known_hosts=None,
-            agent_path=None,
-            encryption_algs=[cipher],
-            window=window,
-        ) as conn:
+        async with _connect(port, key, cipher, window=window) as conn:
             result = await conn.run(command, encoding=None, check=True)
             return result.stdout, result.stderr
 
@@ -99,15 +95,7 @@ def _upload(port: int, key: KeyPair, data: bytes, cipher: str) -> str:
     the server's socket reads end anywhere in a packet; the command's sha256 of stdin."""
 
     async def scenario() -> str:
-        async with asyncssh.connect(
-            "127.0.0.1",
-            port,
-            username="gokku",
-            client_keys=[str(key.path)],
-            known_hosts=None,
-            agent_path=None,
-            encryption_algs=[cipher],
-        ) as conn:
+        async with _connect(port, key, cipher) as conn:
             process = await conn.create_process("t:sink", encoding=None)
             offset = 0
             for index, size in enumerate(itertools.cycle(PIECES)):
@@ -209,16 +197,7 @@ def test_a_client_that_stops_reading_gets_its_window_and_no_more(
     command run after it, on the same connection, would fail."""
 
     async def scenario() -> bytes:
-        async with asyncssh.connect(
-            "127.0.0.1",
-            server,
-            username="gokku",
-            client_keys=[str(alice.path)],
-            known_hosts=None,
-            agent_path=None,
-            encryption_algs=[GCM],
-            window=100_000,
-        ) as conn:
+        async with _connect(server, alice, GCM, window=100_000) as conn:
             chan, held = await conn.create_session(Held, f"t:source {payload}", encoding=None)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 30
