@@ -54,6 +54,7 @@ CONNECTION_ATTRIBUTES = (
     "_rekey_time",
 )
 CHANNEL_ATTRIBUTES = (
+    "_send_state",
     "_recv_state",
     "_recv_window",
     "_send_chan",
@@ -63,12 +64,22 @@ CHANNEL_ATTRIBUTES = (
     "_send_pktsize",
 )
 CIPHER_ATTRIBUTES = ("_key", "_iv")
+# asyncssh's AES-GCM packet encryption, once ``gokku.ssh.sendpath`` has checked the
+# asyncssh it runs on and patched it; until then (or if it found it changed) nothing
+# here takes a packet.
+_gcm: type | None = None
 
 
-def _sealer(encryption: Any, gcm: type) -> tuple[Any, AESGCM] | None:
+def enable(gcm: type) -> None:
+    """Let packets encrypted by ``gcm`` (asyncssh's GCMEncryption) take the path here."""
+    global _gcm
+    _gcm = gcm
+
+
+def _sealer(encryption: Any) -> tuple[Any, AESGCM] | None:
     """The GCM cipher behind ``encryption`` and its key schedule, made once per key;
     None for any other kind of encryption."""
-    if type(encryption) is not gcm:
+    if _gcm is None or type(encryption) is not _gcm:
         return None
     cipher = encryption._cipher
     aead = cipher.__dict__.get("_gokku_aead")
@@ -77,12 +88,12 @@ def _sealer(encryption: Any, gcm: type) -> tuple[Any, AESGCM] | None:
     return cipher, aead
 
 
-def open_packet(conn: Any, gcm: type) -> bool | None:
+def open_packet(conn: Any) -> bool | None:
     """Take the channel data packet at the head of ``conn._inpbuf``: True when taken and
     delivered; None when more bytes are needed first; False when asyncssh's own path must
     take it (not channel data, not this cipher, or anything asyncssh would refuse: it
     then decrypts it again and says what is wrong, as it always did)."""
-    sealed = _sealer(conn._recv_encryption, gcm)
+    sealed = _sealer(conn._recv_encryption)
     if sealed is None or conn._decompressor or not conn._auth_complete or not conn._transport:
         return False
     buf = conn._inpbuf
@@ -117,12 +128,47 @@ def open_packet(conn: Any, gcm: type) -> bool | None:
     return True
 
 
-def seal_queued(chan: Any, conn: Any, gcm: type, out: list[bytes | bytearray]) -> None:
+def seal_queued(chan: Any, conn: Any, out: list[bytes | bytearray]) -> None:
     """Encrypt as much of ``chan``'s queued output as its window allows onto ``out``, in
     one buffer: packets of at most the channel's packet size, as asyncssh's channel
     flush would cut them. Stops where asyncssh has to act itself (a key exchange due or
     under way): its own flush then sends the rest."""
-    sealed = _sealer(conn._send_encryption, gcm)
+    queue = chan._send_buf
+    taken, cut, sent = _seal(chan, conn, queue, out)
+    del queue[:taken]
+    if cut:
+        del queue[0][0][:cut]
+    chan._send_buf_len -= sent
+
+
+def write(writer: Any, data: bytes) -> None:
+    """``writer.write(data)``, less a copy: when nothing of the channel's waits before
+    it, what the window allows is sealed and sent from ``data`` itself, and only the rest
+    is queued (asyncssh copies what it queues)."""
+    chan = writer.channel
+    conn = chan.get_connection()
+    datatype = writer._datatype
+    if data and chan._send_state == "open" and not chan._send_buf and conn is not None:
+        out: list[bytes | bytearray] = []
+        taken, cut, _ = _seal(chan, conn, [(data, datatype)], out)
+        for sealed in out:
+            conn._send(sealed)
+        if taken:
+            return
+        if cut:
+            data = memoryview(data)[cut:]
+    writer.write(data)
+
+
+def _seal(
+    chan: Any, conn: Any, queue: list[tuple[Any, int | None]], out: list[bytes | bytearray]
+) -> tuple[int, int, int]:
+    """Seal from the front of ``queue`` (buffers and their data types, as a channel's
+    send queue holds them) what ``chan``'s window allows, appended to ``out`` as one
+    buffer; moves the window, the sequence number, the nonce and the rekey count as
+    asyncssh's send would. Returns the buffers taken whole, the bytes taken off the next
+    and the bytes taken in all: cutting the queue is the caller's."""
+    sealed = _sealer(conn._send_encryption)
     if (
         sealed is None
         or conn._compressor
@@ -130,14 +176,13 @@ def seal_queued(chan: Any, conn: Any, gcm: type, out: list[bytes | bytearray]) -
         or chan._send_chan is None
         or (conn._rekey_seconds and time.monotonic() >= conn._rekey_time)
     ):
-        return
+        return 0, 0, 0
     cipher, aead = sealed
     recipient = chan._send_chan.to_bytes(4, "big")
     blocksize, enchdrlen = conn._send_blocksize, conn._send_enchdrlen
     # First what goes out (so the buffer is made once, at its size), then the sealing.
     packets: list[tuple[memoryview, bytes, int]] = []
     window, room, rekey_sent = chan._send_window, conn._rekey_bytes - conn._rekey_bytes_sent, 0
-    queue = chan._send_buf
     taken = 0  # whole buffers taken off the queue
     cut = 0  # bytes taken off the front of the next one
     while taken < len(queue) and window and rekey_sent < room:
@@ -162,7 +207,7 @@ def seal_queued(chan: Any, conn: Any, gcm: type, out: list[bytes | bytearray]) -
         if cut == len(buf):
             taken, cut = taken + 1, 0
     if not packets:
-        return
+        return 0, 0, 0
     sealed_size = sum(
         4 + 1 + len(head) + len(data) + padding + TAG_SIZE for data, head, padding in packets
     )
@@ -179,11 +224,8 @@ def seal_queued(chan: Any, conn: Any, gcm: type, out: list[bytes | bytearray]) -
             cipher._update_iv()
             at += 4 + pktlen + TAG_SIZE
     sent = chan._send_window - window
-    del queue[:taken]
-    if cut:
-        del queue[0][0][:cut]
-    chan._send_buf_len -= sent
     chan._send_window = window
     conn._send_seq = (conn._send_seq + len(packets)) & 0xFFFFFFFF
     conn._rekey_bytes_sent += rekey_sent
     out.append(buffer)
+    return taken, cut, sent

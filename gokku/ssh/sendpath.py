@@ -74,6 +74,7 @@ INSTANCE_ATTRIBUTES = (
     ("channel", "SSHChannel", "_conn"),
     *(("channel", "SSHChannel", name) for name in channeldata.CHANNEL_ATTRIBUTES),
     ("encryption", "GCMEncryption", "_cipher"),
+    ("stream", "SSHWriter", "_datatype"),
     *(("cipher", "GCMCipher", name) for name in channeldata.CIPHER_ATTRIBUTES),
 )
 
@@ -91,7 +92,7 @@ def problems() -> list[str]:
     """What the patches need from asyncssh that is missing or shaped otherwise (an
     asyncssh other than the one they were checked against); none means safe to patch."""
     import asyncssh
-    from asyncssh import channel, connection, constants, encryption, packet
+    from asyncssh import channel, connection, constants, encryption, packet, stream
     from asyncssh.crypto import cipher
 
     modules = {
@@ -99,6 +100,7 @@ def problems() -> list[str]:
         "connection": connection,
         "cipher": cipher,
         "encryption": encryption,
+        "stream": stream,
     }
     found = [
         f"{module.__name__}.{name} is missing"
@@ -169,7 +171,7 @@ def install() -> bool:
         gathered: list[bytes] = [] if outer is None else outer
         conn._gokku_gathered = gathered
         try:
-            channeldata.seal_queued(self, conn, gcm, gathered)
+            channeldata.seal_queued(self, conn, gathered)
             flush(self)
         finally:
             if outer is None:
@@ -181,6 +183,7 @@ def install() -> bool:
     conn_class._send = gathering_send
     channel.SSHChannel._flush_send_buf = gathered_flush
     _meter_receive(conn_class, gcm)
+    channeldata.enable(gcm)
     conn_class._gokku_send_path = True
     return True
 
@@ -262,7 +265,7 @@ def _meter_receive(conn_class: Any, gcm: type) -> None:
     def metered_header(self: Any) -> bool:
         # Each feed adds at least a byte while the packet is short of what ``wanted``
         # says (the same length rule as ``open_packet``'s), so this ends.
-        while (taken := channeldata.open_packet(self, gcm)) is None and self.__dict__.get(
+        while (taken := channeldata.open_packet(self)) is None and self.__dict__.get(
             "_gokku_queue"
         ):
             feed(self)

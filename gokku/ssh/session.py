@@ -37,7 +37,7 @@ from gokku.errors import AuditFailed, GokkuError
 from gokku.paths import Root
 from gokku.plugins.manifest import CommandIO
 from gokku.redact import Masker, Stream
-from gokku.ssh import split_command
+from gokku.ssh import channeldata, split_command
 from gokku.ssh.relay import pipe
 from gokku.ssh.spawn import Spawner, Worker, ZygoteLost
 from gokku.ssh.sshlib import asyncssh
@@ -333,7 +333,7 @@ async def _pump_out(
             if mask is not None:
                 data = mask.end() if end else mask.feed(data)
             if data:
-                writer.write(data)
+                channeldata.write(writer, data)
                 count(len(data))
                 await writer.drain()
             if end:
