@@ -9,16 +9,20 @@ machine measured, as much as the decryption itself). On the Intel VM of the READ
 made the server's CPU per GB 1.13-1.25x sshd's.
 
 Here a data packet going out is one join of the plaintext (padding length, header, data,
-padding) and one encryption; one coming in is decrypted straight from the receive
-buffer, and its data is the only slice taken. The key schedule is made once per key.
+padding) and one encryption, into the buffer that goes to the socket; what a session's
+pump reads from its command is sealed from there as far as the window goes, and only the
+rest is queued (and copied) by asyncssh. A packet coming in is decrypted straight from
+the receive buffer, and its data is the only slice taken. The key schedule is made once
+per key.
 Everything else (other packet types, other ciphers, compression, a key exchange due or
 in progress, anything asyncssh would refuse) is left to asyncssh's own path, so what
 the client sees is what asyncssh would have sent, byte for byte apart from the random
 padding, and every error is asyncssh's own.
 
 The sequence numbers, the nonce and the rekey byte count move exactly as asyncssh moves
-them; ``gokku.ssh.sendpath`` calls these two functions and checks, before it patches,
-that everything read here is there.
+them. Nothing here acts until ``gokku.ssh.sendpath`` has checked that everything read
+here is there and ``enable``d it; it calls ``seal_queued`` and ``open_packet`` from its
+patches, the session's pump calls ``write``.
 """
 
 import os
