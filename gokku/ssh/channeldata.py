@@ -92,6 +92,16 @@ def _sealer(encryption: Any) -> tuple[Any, AESGCM] | None:
     return cipher, aead
 
 
+def packet_size(conn: Any, head: bytes) -> int | None:
+    """The size of the GCM packet that starts with ``head``, its tag included (the length
+    field is not encrypted under GCM); None when ``head`` is too short to tell, or the
+    length is over what ``conn`` takes (asyncssh's own step refuses it)."""
+    if len(head) < 4:
+        return None
+    pktlen = int.from_bytes(head[:4], "big")
+    return 4 + pktlen + TAG_SIZE if pktlen <= conn._max_recv_pktlen else None
+
+
 def open_packet(conn: Any) -> bool | None:
     """Take the channel data packet at the head of ``conn._inpbuf``: True when taken and
     delivered; None when more bytes are needed first; False when asyncssh's own path must
@@ -103,10 +113,9 @@ def open_packet(conn: Any) -> bool | None:
     buf = conn._inpbuf
     if len(buf) < 4:
         return None
-    pktlen = int.from_bytes(buf[:4], "big")
-    if pktlen > conn._max_recv_pktlen:
+    total = packet_size(conn, buf)
+    if total is None:
         return False
-    total = 4 + pktlen + TAG_SIZE
     if len(buf) < total:
         return None
     cipher, aead = sealed

@@ -218,10 +218,7 @@ def _meter_receive(conn_class: Any, gcm: type) -> None:
         head = self._inpbuf
         if not head and (queue := self.__dict__.get("_gokku_queue")):
             head = queue[0][self._gokku_start : self._gokku_start + 4]
-        if len(head) < 4:
-            return None
-        pktlen = int.from_bytes(head[:4], "big")
-        return 4 + pktlen + channeldata.TAG_SIZE if pktlen <= self._max_recv_pktlen else None
+        return channeldata.packet_size(self, head)
 
     def feed(self: Any, everything: bool = False) -> None:
         queue: collections.deque[bytes] | None = self.__dict__.get("_gokku_queue")
@@ -264,7 +261,7 @@ def _meter_receive(conn_class: Any, gcm: type) -> None:
 
     def metered_header(self: Any) -> bool:
         # Each feed adds at least a byte while the packet is short of what ``wanted``
-        # says (the same length rule as ``open_packet``'s), so this ends.
+        # says (``open_packet`` and ``wanted`` share ``packet_size``), so this ends.
         while (taken := channeldata.open_packet(self)) is None and self.__dict__.get(
             "_gokku_queue"
         ):
