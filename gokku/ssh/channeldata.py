@@ -147,7 +147,10 @@ def seal_queued(chan: Any, conn: Any, out: list[bytes | bytearray]) -> None:
     flush would cut them. Stops where asyncssh has to act itself (a key exchange due or
     under way): its own flush then sends the rest."""
     queue = chan._send_buf
-    taken, cut, sent = _seal(chan, conn, queue, out)
+    sealed, taken, cut, sent = _seal(chan, conn, queue)
+    if sealed is None:
+        return
+    out.append(sealed)
     del queue[:taken]
     if cut:
         del queue[0][0][:cut]
@@ -160,11 +163,9 @@ def write(writer: Any, data: bytes) -> None:
     is queued (asyncssh copies what it queues)."""
     chan = writer.channel
     conn = chan.get_connection()
-    datatype = writer._datatype
     if data and chan._send_state == "open" and not chan._send_buf and conn is not None:
-        out: list[bytes | bytearray] = []
-        taken, cut, _ = _seal(chan, conn, [(data, datatype)], out)
-        for sealed in out:
+        sealed, taken, cut, _ = _seal(chan, conn, [(data, writer._datatype)])
+        if sealed is not None:
             conn._send(sealed)
         if taken:
             return
@@ -174,27 +175,27 @@ def write(writer: Any, data: bytes) -> None:
 
 
 def _seal(
-    chan: Any, conn: Any, queue: list[tuple[Any, int | None]], out: list[bytes | bytearray]
-) -> tuple[int, int, int]:
+    chan: Any, conn: Any, queue: list[tuple[Any, int | None]]
+) -> tuple[bytearray | None, int, int, int]:
     """Seal from the front of ``queue`` (buffers and their data types, as a channel's
-    send queue holds them) what ``chan``'s window allows, appended to ``out`` as one
-    buffer; moves the window, the sequence number, the nonce and the rekey count as
-    asyncssh's send would. Returns the buffers taken whole, the bytes taken off the next
-    and the bytes taken in all: cutting the queue is the caller's."""
-    sealed = _sealer(conn._send_encryption)
+    send queue holds them) what ``chan``'s window allows, into one buffer; moves the
+    window, the sequence number, the nonce and the rekey count as asyncssh's send would.
+    Returns the buffer (None: nothing sealed), the buffers taken whole, the bytes taken
+    off the next and the bytes taken in all: cutting the queue is the caller's."""
+    sealer = _sealer(conn._send_encryption)
     if (
-        sealed is None
+        sealer is None
         or conn._compressor
         or not (conn._kex_complete and conn._auth_complete)
         or chan._send_chan is None
         or (conn._rekey_seconds and time.monotonic() >= conn._rekey_time)
     ):
-        return 0, 0, 0
-    cipher, aead = sealed
+        return None, 0, 0, 0
+    cipher, aead = sealer
     recipient = chan._send_chan.to_bytes(4, "big")
     blocksize, enchdrlen = conn._send_blocksize, conn._send_enchdrlen
     # First what goes out (so the buffer is made once, at its size), then the sealing.
-    packets: list[tuple[memoryview, bytes, int]] = []
+    packets: list[tuple[memoryview, bytes, int, int]] = []  # data, head, padding, length
     window, room, rekey_sent = chan._send_window, conn._rekey_bytes - conn._rekey_bytes_sent, 0
     taken = 0  # whole buffers taken off the queue
     cut = 0  # bytes taken off the front of the next one
@@ -213,22 +214,19 @@ def _seal(
         padding = -(enchdrlen + len(head) + size) % blocksize
         if padding < 4:
             padding += blocksize
-        packets.append((memoryview(buf)[cut : cut + size], head, padding))
-        rekey_sent += 1 + len(head) + size + padding
+        pktlen = 1 + len(head) + size + padding
+        packets.append((memoryview(buf)[cut : cut + size], head, padding, pktlen))
+        rekey_sent += pktlen
         window -= size
         cut += size
         if cut == len(buf):
             taken, cut = taken + 1, 0
     if not packets:
-        return 0, 0, 0
-    sealed_size = sum(
-        4 + 1 + len(head) + len(data) + padding + TAG_SIZE for data, head, padding in packets
-    )
-    buffer = bytearray(sealed_size)
+        return None, 0, 0, 0
+    buffer = bytearray(sum(4 + pktlen + TAG_SIZE for *_, pktlen in packets))
     at = 0
     with memoryview(buffer) as view:
-        for data, head, padding in packets:
-            pktlen = 1 + len(head) + len(data) + padding
+        for data, head, padding, pktlen in packets:
             header = pktlen.to_bytes(4, "big")
             view[at : at + 4] = header
             plain = b"".join((bytes((padding,)), head, data, os.urandom(padding)))
@@ -240,5 +238,4 @@ def _seal(
     chan._send_window = window
     conn._send_seq = (conn._send_seq + len(packets)) & 0xFFFFFFFF
     conn._rekey_bytes_sent += rekey_sent
-    out.append(buffer)
-    return taken, cut, sent
+    return buffer, taken, cut, sent
