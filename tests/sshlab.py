@@ -4,6 +4,7 @@ argv. No pytest here, so that a benchmark script can import it.
 """
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -37,16 +38,59 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 15) -> None:
+def wait_for_port(proc: subprocess.Popen, port: int = 0, timeout: float = 15) -> int:
+    """Wait until ``proc`` (or a process it started) listens on ``port``, or on a port of
+    its choosing when ``port`` is 0 (``gokku serve --port 0``), and return that port.
+    That a connection succeeds is not enough: a port ``free_port`` gave out can be another
+    test's server's by then, and a test that stops ``proc`` "once it listens" would stop
+    it before it has even bound."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
+        held = _sockets(_family(proc.pid))
+        ports = {found for inode, found in _listeners().items() if inode in held}
+        if port in ports or (not port and ports):
+            return port or min(ports)
         time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port}")
+    raise RuntimeError(f"{proc.pid} does not listen on port {port or 'any'}")
+
+
+def _listeners() -> dict[str, int]:
+    """The TCP sockets listening (state 0A in /proc/net/tcp*): inode to port."""
+    found = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as rows:
+            next(rows)
+            for row in rows:
+                fields = row.split()
+                if fields[3] == "0A":
+                    found[fields[9]] = int(fields[1].rsplit(":", 1)[1], 16)
+    return found
+
+
+def _family(pid: int) -> list[int]:
+    """``pid`` and its descendants (those alive now)."""
+    family, i = [pid], 0
+    while i < len(family):
+        listing = f"/proc/{family[i]}/task/{family[i]}/children"
+        with contextlib.suppress(FileNotFoundError), open(listing) as children:
+            family.extend(int(child) for child in children.read().split())
+        i += 1
+    return family
+
+
+def _sockets(pids: list[int]) -> set[str]:
+    """The inodes of the sockets the processes ``pids`` hold open."""
+    inodes = set()
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(FileNotFoundError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
+    return inodes
 
 
 def ssh_argv(port: int, user: str, key: Path, *options: str) -> list[str]:
@@ -83,13 +127,13 @@ def stopping(proc: subprocess.Popen, timeout: float = 15) -> Iterator[subprocess
 def running_server(
     env: dict[str, str], cwd: Path = REPO, python: str = sys.executable, forks=None
 ) -> Iterator[tuple[subprocess.Popen, int]]:
-    """A real ``gokku serve`` on a free loopback port, stopped with SIGTERM at the end.
+    """A real ``gokku serve`` on a loopback port of its choosing, stopped with SIGTERM at
+    the end.
     Started as the installed command starts it: the working directory not on sys.path;
     or forked by ``forks`` (``cliforks.Forks``, with the server's modules imported), when
     given one whose interpreter starts as this one would. Its log (stderr) goes to
     ``serve.log`` beside the root (``server_log``)."""
-    port = free_port()
-    argv = ["serve", "--port", str(port)]
+    argv = ["serve", "--port", "0"]
     with open(server_log(env["GOKKU_ROOT"]), "ab") as log:
         if forks is not None and forks.suits(env, python):
             proc = forks.start(argv, env, cwd, log.fileno())
@@ -102,8 +146,7 @@ def running_server(
                 stderr=log,
             )
     with stopping(proc):
-        wait_for_port(port, proc)
-        yield proc, port
+        yield proc, wait_for_port(proc)
 
 
 def server_log(root: str | Path) -> Path:
@@ -171,5 +214,5 @@ def running_sshd(
     with open(sshd_log(folder), "ab") as log:
         proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=log)
     with stopping(proc, timeout=10):
-        wait_for_port(port, proc)
+        wait_for_port(proc, port)
         yield proc, port

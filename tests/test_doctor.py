@@ -21,7 +21,7 @@ from bundled_support import reachable_root
 from conftest import REPO, Gokku, write_plugin
 from sshkit import *  # noqa: F403 - fixtures
 from sshkit import Door
-from sshlab import free_port, make_key, stopping, wait_for_port
+from sshlab import make_key, stopping, wait_for_port
 
 from gokku import sandbox
 
@@ -186,18 +186,17 @@ def test_serve_reports_the_cheap_checks_when_it_starts(
     gokku: Gokku, estate: Path, tmp_path: Path
 ) -> None:
     _kill_update(gokku)
-    port = free_port()
     errors = tmp_path / "serve.err"
     with open(errors, "wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-P", "-m", "gokku", "serve", "--port", str(port)],
+            [sys.executable, "-P", "-m", "gokku", "serve", "--port", "0"],
             env=gokku.env,
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=err,
         )
         with stopping(proc):
-            wait_for_port(port, proc)
+            wait_for_port(proc)
     assert (
         " !     doctor: plugin u is missing: an update was cut off between its two renames; "
         f"its previous copy is in plugins/{KILLED_UPDATE}/previous (repair: gokku doctor --fix)"

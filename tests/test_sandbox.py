@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import Gokku, write_plugin
 from sshkit import *  # noqa: F403 - fixtures
-from sshkit import REPO, Door, KeyPair, free_port, make_key, wait_until
+from sshkit import REPO, Door, KeyPair, make_key, wait_until
 from test_git import IDENTITY, commit
 from test_trust_env import preload_library
 
@@ -243,7 +243,7 @@ def test_sandbox_off_is_said_by_doctor_and_serve(gokku: Gokku, tmp_path: Path) -
     log = tmp_path / "serve.err"
     with open(log, "wb") as err:
         serve = subprocess.Popen(
-            [sys.executable, "-P", "-m", "gokku", "serve", "--port", str(free_port())],
+            [sys.executable, "-P", "-m", "gokku", "serve", "--port", "0"],
             env=gokku.env,
             cwd=REPO,
             stdout=subprocess.DEVNULL,

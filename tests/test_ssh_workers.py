@@ -17,7 +17,6 @@ import pytest
 from sshkit import *  # noqa: F403 - fixtures
 from sshkit import (
     KeyPair,
-    free_port,
     open_files_limit,
     running_server,
     soft_open_files,
@@ -41,11 +40,19 @@ def _children(pid: int) -> set[int]:
         return {int(child) for child in listing.read().split()}
 
 
-def _left_serving(port: int) -> bytes:
-    """The pids of the ``gokku serve`` processes still running for ``port``, as pgrep
-    lists them (a stopped server's workers would be among them)."""
-    pattern = f"gokku serve --port {port}$"
-    return subprocess.run(["pgrep", "-f", pattern], capture_output=True).stdout
+def _left_serving(root: str) -> list[int]:
+    """The ``gokku serve`` processes of ``root`` still running: a stopped server's workers
+    would be among them, whichever port it had."""
+    left = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if b"\0gokku\0serve\0" not in cmdline.read():
+                    continue
+            with open(f"/proc/{pid}/environ", "rb") as environ:
+                if f"GOKKU_ROOT={root}".encode() in environ.read().split(b"\0"):
+                    left.append(int(pid))
+    return left
 
 
 def _servers(port: int, key: KeyPair, connections: int) -> set[int]:
@@ -176,7 +183,7 @@ def test_a_stop_while_the_workers_start_ends_them_all(base_env, ssh_config) -> N
         with running_server(base_env) as (proc, port):
             proc.terminate()
             assert proc.wait(STOP_DEADLINE_SECONDS / 2) == 0
-        assert _left_serving(port) == b""
+        assert _left_serving(base_env["GOKKU_ROOT"]) == []
 
 
 @pytest.mark.parametrize("ssh_settings", [{"workers": WORKERS}])
@@ -184,8 +191,7 @@ def test_a_stop_as_the_port_opens_ends_the_server_cleanly(base_env, ssh_config) 
     """The moment the port opens, before any handler is in place: strace holds the server
     there for a few seconds (its listen() returns late), the stop comes meanwhile, and
     the server must still stop as asked (exit 0, no worker left) rather than die of it."""
-    port = free_port()
-    argv = [sys.executable, "-P", "-m", "gokku", "serve", "--port", str(port)]
+    argv = [sys.executable, "-P", "-m", "gokku", "serve", "--port", "0"]
     held = ["strace", "-qq", "-o", "/dev/null", "-e", "trace=listen"]
     proc = subprocess.Popen(
         [*held, "-e", "inject=listen:delay_exit=3000000", *argv],
@@ -195,7 +201,7 @@ def test_a_stop_as_the_port_opens_ends_the_server_cleanly(base_env, ssh_config) 
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for_port(port, proc)
+        wait_for_port(proc)
         (server,) = _children(proc.pid)
         os.kill(server, signal.SIGTERM)
         # strace ends as its command did: 0, or killed by the same signal.
@@ -203,7 +209,7 @@ def test_a_stop_as_the_port_opens_ends_the_server_cleanly(base_env, ssh_config) 
     finally:
         proc.kill()
         proc.wait()
-    assert _left_serving(port) == b""
+    assert _left_serving(base_env["GOKKU_ROOT"]) == []
 
 
 def test_the_server_raises_its_descriptor_limit_to_the_hard_one(base_env, ssh_config) -> None:
