@@ -187,7 +187,31 @@ def running_sshd(
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / "host_key")], check=True
     )
-    port = free_port()
+    Path("/run/sshd").mkdir(exist_ok=True)
+    for attempt in range(3):
+        # sshd takes no port 0, and a port free_port gave out can be another test's
+        # server's by the time sshd binds it: sshd then ends, and gets another.
+        port = free_port()
+        config = _sshd_config(folder, port, authorized_keys, root_login, login_rc)
+        with open(sshd_log(folder), "ab") as log:
+            start = log.tell()
+            proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=log)
+        try:
+            wait_for_port(proc, port)
+            break
+        except RuntimeError:
+            proc.kill()
+            proc.wait()
+            taken = b"Cannot bind any address" in sshd_log(folder).read_bytes()[start:]
+            if not taken or attempt == 2:
+                raise
+    with stopping(proc, timeout=10):
+        yield proc, port
+
+
+def _sshd_config(
+    folder: Path, port: int, authorized_keys: tuple[Path, ...], root_login: str, login_rc: bool
+) -> Path:
     config = folder / "sshd_config"
     config.write_text(
         textwrap.dedent(
@@ -210,9 +234,4 @@ def running_sshd(
         )
         + ("" if login_rc else "SetEnv SHLVL=1\n")
     )
-    Path("/run/sshd").mkdir(exist_ok=True)
-    with open(sshd_log(folder), "ab") as log:
-        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=log)
-    with stopping(proc, timeout=10):
-        wait_for_port(proc, port)
-        yield proc, port
+    return config
