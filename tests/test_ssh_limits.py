@@ -20,7 +20,10 @@ from sshkit import Door, KeyPair, asyncssh_connect, free_port, make_key
 from gokku.ssh.config import SSHConfig
 
 DEFAULTS = SSHConfig()
-ADMIN_WAIT = 2.0  # an admin gets in within this, whatever a member holds
+# An admin gets in, and a removed key's sessions end, within this whatever a member holds:
+# half the login grace (20 s) that an admin kept waiting behind a member would wait out,
+# and room enough for a login on a 2-core host busy with other tests (20 ms when quiet).
+ADMIN_WAIT = 10.0
 # Streams until hung up, as `redis:logs -f` does.
 FOLLOW = 'echo ready\nwhile :; do echo "tick $SECONDS"; sleep 1; done\n'
 
@@ -177,7 +180,7 @@ def test_through_sshd_a_key_has_its_session_cap_and_is_hung_up_when_removed(
 ) -> None:
     """sshd's forced command counts a key's sessions as the embedded server does: a member
     gets three long streams and a one-line refusal for the fourth, an admin is not
-    capped; removing the member's key hangs up its streams within 2 seconds."""
+    capped; removing the member's key hangs up its streams at once (within ADMIN_WAIT)."""
     door = Door("openssh", sshd, pwd.getpwuid(os.geteuid()).pw_name, alice, gokku.root)
     streams: list[subprocess.Popen] = []
     try:
