@@ -186,11 +186,12 @@ def test_a_stop_while_the_workers_start_ends_them_all(base_env, ssh_config) -> N
         assert _left_serving(base_env["GOKKU_ROOT"]) == []
 
 
-@pytest.mark.parametrize("ssh_settings", [{"workers": WORKERS}])
+@pytest.mark.parametrize("ssh_settings", [{"workers": WORKERS}, {"workers": 1}])
 def test_a_stop_as_the_port_opens_ends_the_server_cleanly(base_env, ssh_config) -> None:
     """The moment the port opens, before any handler is in place: strace holds the server
     there for a few seconds (its listen() returns late), the stop comes meanwhile, and
-    the server must still stop as asked (exit 0, no worker left) rather than die of it."""
+    the server must still stop as asked (exit 0, no worker left) rather than die of it;
+    with one worker too, which is the server itself."""
     argv = [sys.executable, "-P", "-m", "gokku", "serve", "--port", "0"]
     held = ["strace", "-qq", "-o", "/dev/null", "-e", "trace=listen"]
     proc = subprocess.Popen(

@@ -267,12 +267,11 @@ def serve(ctx: Context, config: SSHConfig) -> int:
     key = host_key(ctx.root)
     offer = ciphers(config)
     count = config.workers or os.cpu_count() or 1
-    if count > 1:
-        # A stop that comes once the port is open waits for the supervisor's handlers
-        # (``supervise`` unblocks it once they are in place and the workers forked): a
-        # service manager's stop right after the start would otherwise end this process
-        # by the signal's default, with an error status and no worker told.
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    # A stop that comes once the port is open waits for the handlers (the supervisor's,
+    # once the workers are forked, or the single worker's, before its zygote starts): a
+    # service manager's stop right after the start would otherwise end this process by
+    # the signal's default, with an error status and no worker told.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     sock = _listen(config)
     host, port = sock.getsockname()[:2]
     ctx.out(f"Host key {key.get_fingerprint('sha256')} ({ctx.root.ssh / HOST_KEY})")
@@ -337,6 +336,13 @@ async def _serve(
     tally: Tally,
     session_nofile: int,
 ) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in STOP_SIGNALS:
+        # Handlers (not SIG_IGN) so that every process started here starts with default
+        # dispositions; the mask too is cleared before any is started.
+        loop.add_signal_handler(signum, stop.set)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a stop held since listen()
     _reap_with_pidfds()
     sendpath.install()
     rawcommand.install()
@@ -367,11 +373,6 @@ async def _serve(
     acceptor = Acceptor(sock, options, tally)
     acceptor.start()
     watching = asyncio.ensure_future(watch_registry(root, limits))
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
-        # Handlers (not SIG_IGN) so that every worker starts with default dispositions.
-        loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("shutting down: hanging up %d session(s)", len(limits.running))
     acceptor.stop()
