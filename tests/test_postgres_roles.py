@@ -230,6 +230,54 @@ def test_app_role_moves_an_old_service_and_a_kill_halfway_leaves_it_working(
     refuses_programs(copy_url, tmp_path)
 
 
+@pytest.mark.parametrize("held", ["service-db", "app-api"])
+def test_app_role_killed_after_its_sql_committed_is_finished_by_a_second_run(
+    gk: Gokku, held: str
+) -> None:
+    """Killed between the SQL's commit (the superuser's password is new) and the apps'
+    new variables: held on the service's lock (before its record changes) or on the app's
+    (after it, before the app's .env is written). The app's old variables no longer work
+    until the command runs again, which connects with the new password and finishes."""
+    gk.ok("services:create", "postgres", "--name", "db")
+    old_url = make_it_old(gk, "db")
+    gk.ok("services:link", "db", "-a", "api")
+    # flock(1) takes the same lock as Gokku's commands (flock(2) on the lock's file).
+    holder = subprocess.Popen(
+        ["flock", str(gk.root / "locks" / f"{held}.lock"), "-c", "echo held; exec cat"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        mover = subprocess.Popen(
+            [sys.executable, "-m", "gokku", "pg:app-role", "db"],
+            env=gk.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+        def committed() -> bool:
+            return "password authentication failed" in psql(old_url, "select 1").stderr
+
+        assert wait_until(committed, 60)
+        assert mover.poll() is None  # it waits for the lock
+        os.killpg(mover.pid, signal.SIGKILL)
+        mover.wait()
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert read_env(gk, "api")["DATABASE_URL"] == old_url  # cut off: the app's are dead
+
+    moved = gk.ok("pg:app-role", "db")
+    assert "connect as role app now" in moved.stderr
+    env = read_env(gk, "api")
+    assert env["POSTGRES_USER"] == "app" and env["DATABASE_URL"] != old_url
+    assert psql(env["DATABASE_URL"], "select current_user").stdout == "app\n"
+    assert sql(gk, "db", "show is_superuser", "--superuser") == "on"
+    assert settings(gk, "db")["LEGACY_PASSWORD"] == "''"
+
+
 def test_app_role_bad_input_changes_nothing(gk: Gokku) -> None:
     before = gk.snapshot()
     for args, error in (
