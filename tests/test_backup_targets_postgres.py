@@ -140,13 +140,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def state(gk: Gokku) -> tuple[str, bytes, list[str], list[dict]]:
+def state(gk: Gokku) -> tuple[str, bytes, list[str], list[str], list[dict]]:
     service = gk.root / "services" / "db"
     targets = service / "backup-targets"
     return (
         gk.ok("pg:backup-target", "db", "list").stdout,
         (service / "backup" / "pgbackrest.conf").read_bytes(),
         sorted(p.name for p in targets.iterdir()) if targets.exists() else [],
+        sorted(p.name for p in (service / "backup").glob("target-*.pem")),
         backups(gk),
     )
 
@@ -170,6 +171,12 @@ def test_bad_targets_are_one_line_and_change_nothing(gk: Gokku, s3: S3) -> None:
     assert "give the access key ID and the secret key" in one_line_refusal(
         gk, add_args(s3, good), 2, b""
     )
+    # --ca-file -: the PEM follows the keys on stdin; none, or bytes that are not one.
+    from_stdin = add_args(s3, good)[:-1] + ["-"]
+    for tail in (b"", b"\0not a certificate\n" * 6000, s3.ca_file.read_bytes()[:200]):
+        assert "--ca-file -: no PEM certificate on stdin after the two keys" in (
+            one_line_refusal(gk, from_stdin, 2, keys_of(s3) + tail)
+        )
     closed = f"https://localhost:{free_port()}"
     faults = {
         "adding target three failed: unable to connect": [

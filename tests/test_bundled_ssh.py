@@ -111,7 +111,8 @@ def test_a_read_key_exports_a_backup_over_ssh_that_restores_on_the_other_side(
 def test_backup_target_keys_come_on_stdin_unaudited_and_a_read_key_may_only_list(
     door: Door, gokku: Gokku, keydir: Path, tmp_path: Path
 ) -> None:
-    """The bucket is served by moto, a local stand-in for S3 (no real cloud is reachable)."""
+    """The bucket is served by moto, a local stand-in for S3 (no real cloud is reachable).
+    Its certificate authority comes from the client's side, on stdin after the keys."""
     gokku.ok("plugins:add", "postgres")
     gokku.ok("services:create", "postgres", "--name", "db")
     reader = make_key(keydir, "reader")
@@ -121,9 +122,9 @@ def test_backup_target_keys_come_on_stdin_unaudited_and_a_read_key_may_only_list
         s3.client().create_bucket(Bucket="offsite")
         add = (
             f"pg:backup-target db add s3://offsite/db --endpoint {s3.endpoint}"
-            f" --region {REGION} --ca-file {s3.ca_file}"
+            f" --region {REGION} --ca-file -"
         )
-        keys = f"{s3.key_id}\n{s3.secret}\n".encode()
+        keys = f"{s3.key_id}\n{s3.secret}\n".encode() + s3.ca_file.read_bytes()
         refused = door.ssh(add, key=reader.path, input=keys)
         assert refused.code == 1 and refused.stderr == (
             " !     adding a backup target of db needs write access to it\n"
