@@ -48,7 +48,7 @@ def wait_for_port(proc: subprocess.Popen, port: int = 0, timeout: float = 15) ->
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
-        held = _sockets(_family(proc.pid))
+        held = _sockets(family(proc.pid))
         ports = {found for inode, found in _listeners().items() if inode in held}
         if port in ports or (not port and ports):
             return port or min(ports)
@@ -69,7 +69,7 @@ def _listeners() -> dict[str, int]:
     return found
 
 
-def _family(pid: int) -> list[int]:
+def family(pid: int) -> list[int]:
     """``pid`` and its descendants (those alive now)."""
     family, i = [pid], 0
     while i < len(family):

@@ -3,6 +3,7 @@ Gokku's account, where a superuser's ``COPY ... TO PROGRAM`` runs any program. W
 servers (see bundled_support); services made before app roles are moved onto one by
 ``pg:app-role``, which a kill -9 halfway through leaves working and finishable."""
 
+import contextlib
 import json
 import os
 import re
@@ -15,7 +16,8 @@ from pathlib import Path
 import pytest
 from bundled_support import reachable_root, read_env, sql
 from conftest import Gokku
-from sshkit import wait_until
+from sshkit import group_alive, wait_until
+from sshlab import family
 from test_bundled_postgres import PG_BIN
 
 pytestmark = pytest.mark.skipif(not PG_BIN, reason="PostgreSQL server binaries are not installed")
@@ -59,6 +61,22 @@ def psql(url: str, query: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=60,
     )
+
+
+def kill_with_its_script(mover: subprocess.Popen) -> None:
+    """SIGKILL a command and everything it started, and wait until all of it is gone: the
+    plugin script runs in a process group of its own, which the command's watcher kills
+    only after the command, so the command's end alone does not mean the script's (a
+    lock released meanwhile would let the script go on)."""
+    groups = {mover.pid}
+    for pid in family(mover.pid):
+        with contextlib.suppress(ProcessLookupError):
+            groups.add(os.getpgid(pid))
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+    mover.wait()
+    assert wait_until(lambda: not any(map(group_alive, groups)), 30)
 
 
 def settings(gk: Gokku, service: str) -> dict[str, str]:
@@ -187,8 +205,7 @@ def test_app_role_moves_an_old_service_and_a_kill_halfway_leaves_it_working(
         start_new_session=True,
     )
     assert wait_until(lambda: psql(old_url, waiting).stdout == "1\n", 60)
-    os.killpg(mover.pid, signal.SIGKILL)
-    mover.wait()
+    kill_with_its_script(mover)
     holder.stdin.write("commit;\n")
     holder.stdin.close()
     assert holder.wait(timeout=60) == 0
@@ -247,6 +264,7 @@ def test_app_role_killed_after_its_sql_committed_is_finished_by_a_second_run(
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
+    mover = None
     try:
         assert holder.stdout.readline() == b"held\n"
         mover = subprocess.Popen(
@@ -262,9 +280,9 @@ def test_app_role_killed_after_its_sql_committed_is_finished_by_a_second_run(
 
         assert wait_until(committed, 60)
         assert mover.poll() is None  # it waits for the lock
-        os.killpg(mover.pid, signal.SIGKILL)
-        mover.wait()
     finally:
+        if mover is not None:
+            kill_with_its_script(mover)
         holder.stdin.close()
         holder.wait(timeout=30)
     assert read_env(gk, "api")["DATABASE_URL"] == old_url  # cut off: the app's are dead
