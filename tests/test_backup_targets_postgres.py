@@ -177,6 +177,10 @@ def test_bad_targets_are_one_line_and_change_nothing(gk: Gokku, s3: S3) -> None:
         assert "--ca-file -: no PEM certificate on stdin after the two keys" in (
             one_line_refusal(gk, from_stdin, 2, keys_of(s3) + tail)
         )
+    bundle = s3.ca_file.read_bytes() * (2**20 // len(s3.ca_file.read_bytes()) + 1)
+    assert "--ca-file -: more than 1 MiB on stdin after the two keys" in (
+        one_line_refusal(gk, from_stdin, 2, keys_of(s3) + bundle)
+    )
     closed = f"https://localhost:{free_port()}"
     faults = {
         "adding target three failed: unable to connect": [

@@ -45,7 +45,7 @@ def _left_serving(root: str) -> list[int]:
     would be among them, whichever port it had."""
     left = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, PermissionError):
             with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
                 if b"\0gokku\0serve\0" not in cmdline.read():
                     continue
