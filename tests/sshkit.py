@@ -8,6 +8,7 @@ Import the fixtures into a test module with ``from sshkit import *``.
 import contextlib
 import os
 import resource
+import signal
 import subprocess
 import textwrap
 import time
@@ -21,6 +22,7 @@ from sshlab import (  # noqa: F401 - re-exported for the test modules
     REPO,
     SSHD,
     KeyPair,
+    family,
     free_port,
     make_key,
     running_server,
@@ -277,6 +279,22 @@ def group_alive(pgid: int) -> bool:
     """Whether a process of the group still runs. A zombie runs nothing: an orphan's waits
     for the host's init to reap it, which in a container can take seconds."""
     return any(group == pgid for _, group, _ in _processes())
+
+
+def kill_with_its_script(cli: subprocess.Popen) -> None:
+    """SIGKILL a command and everything it started, and wait until all of it is gone: the
+    plugin script runs in a process group of its own, which the command's watcher kills
+    only after the command, so the command's end alone does not mean the script's (a
+    lock released meanwhile would let the script go on)."""
+    groups = {cli.pid}
+    for pid in family(cli.pid):
+        with contextlib.suppress(ProcessLookupError):
+            groups.add(os.getpgid(pid))
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+    cli.wait()
+    assert wait_until(lambda: not any(map(group_alive, groups)), 30)
 
 
 def runs(pid: int) -> bool:

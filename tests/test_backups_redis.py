@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from bundled_support import reachable_root, server_pid, wait_gone
 from conftest import Gokku
+from sshkit import kill_with_its_script
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("redis-server"), reason="redis-server is not installed"
@@ -94,7 +95,7 @@ def test_a_killed_backup_leaves_nothing_listed_and_the_next_one_succeeds(
             assert time.monotonic() < deadline, "the backup never started copying"
             time.sleep(0.001)
         if backup.poll() is None:
-            os.killpg(backup.pid, signal.SIGKILL)  # the backup and everything it started
+            kill_with_its_script(backup)  # the backup and everything it started, at once
     finally:
         backup.wait()
     assert backup.returncode == -signal.SIGKILL, "the backup finished before it was killed"

@@ -3,11 +3,8 @@ Gokku's account, where a superuser's ``COPY ... TO PROGRAM`` runs any program. W
 servers (see bundled_support); services made before app roles are moved onto one by
 ``pg:app-role``, which a kill -9 halfway through leaves working and finishable."""
 
-import contextlib
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,8 +13,7 @@ from pathlib import Path
 import pytest
 from bundled_support import reachable_root, read_env, sql
 from conftest import Gokku
-from sshkit import group_alive, wait_until
-from sshlab import family
+from sshkit import kill_with_its_script, wait_until
 from test_bundled_postgres import PG_BIN
 
 pytestmark = pytest.mark.skipif(not PG_BIN, reason="PostgreSQL server binaries are not installed")
@@ -61,22 +57,6 @@ def psql(url: str, query: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=60,
     )
-
-
-def kill_with_its_script(mover: subprocess.Popen) -> None:
-    """SIGKILL a command and everything it started, and wait until all of it is gone: the
-    plugin script runs in a process group of its own, which the command's watcher kills
-    only after the command, so the command's end alone does not mean the script's (a
-    lock released meanwhile would let the script go on)."""
-    groups = {mover.pid}
-    for pid in family(mover.pid):
-        with contextlib.suppress(ProcessLookupError):
-            groups.add(os.getpgid(pid))
-    for group in groups:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGKILL)
-    mover.wait()
-    assert wait_until(lambda: not any(map(group_alive, groups)), 30)
 
 
 def settings(gk: Gokku, service: str) -> dict[str, str]:
