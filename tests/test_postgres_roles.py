@@ -59,6 +59,17 @@ def psql(url: str, query: str) -> subprocess.CompletedProcess:
     )
 
 
+def start_app_role(gk: Gokku) -> subprocess.Popen:
+    """``pg:app-role db`` in a session of its own, to be killed halfway."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "gokku", "pg:app-role", "db"],
+        env=gk.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 def settings(gk: Gokku, service: str) -> dict[str, str]:
     path = gk.root / "services" / service / "settings.env"
     return dict(line.split("=", 1) for line in path.read_text().splitlines())
@@ -177,13 +188,7 @@ def test_app_role_moves_an_old_service_and_a_kill_halfway_leaves_it_working(
     held = "select count(*) from pg_locks where relation = 'notes'::regclass and granted"
     waiting = "select count(*) from pg_locks where not granted"
     assert wait_until(lambda: psql(old_url, held).stdout == "1\n", 30)
-    mover = subprocess.Popen(
-        [sys.executable, "-m", "gokku", "pg:app-role", "db"],
-        env=gk.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    mover = start_app_role(gk)
     assert wait_until(lambda: psql(old_url, waiting).stdout == "1\n", 60)
     kill_with_its_script(mover)
     holder.stdin.write("commit;\n")
@@ -247,13 +252,7 @@ def test_app_role_killed_after_its_sql_committed_is_finished_by_a_second_run(
     mover = None
     try:
         assert holder.stdout.readline() == b"held\n"
-        mover = subprocess.Popen(
-            [sys.executable, "-m", "gokku", "pg:app-role", "db"],
-            env=gk.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        mover = start_app_role(gk)
 
         def committed() -> bool:
             return "password authentication failed" in psql(old_url, "select 1").stderr
