@@ -12,6 +12,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,9 +53,9 @@ def keys_of(s3: S3, secret: str = "") -> bytes:
     return f"{s3.key_id}\n{secret or s3.secret}\n".encode()
 
 
-def add_args(s3: S3, url: str, *extra: str) -> list[str]:
+def add_args(s3: S3, url: str, *extra: str, service: str = "db") -> list[str]:
     return [
-        "pg:backup-target", "db", "add", url,
+        "pg:backup-target", service, "add", url,
         "--endpoint", s3.endpoint, "--region", REGION, "--ca-file", str(s3.ca_file), *extra,
     ]  # fmt: skip
 
@@ -62,6 +63,12 @@ def add_args(s3: S3, url: str, *extra: str) -> list[str]:
 def rows(gk: Gokku, service: str) -> list[int]:
     listed = sql(gk, service, "select coalesce(string_agg(id::text, ',' order by id), '') from t")
     return [int(i) for i in listed.split(",") if i]
+
+
+def repos(gk: Gokku, service: str) -> Counter:
+    """How many backups of ``service`` each repository holds."""
+    listed = json.loads(gk.ok("pg:backups", service, "--format", "json").stdout)
+    return Counter(b["repo"] for b in listed)
 
 
 def backups(gk: Gokku) -> list[dict]:
@@ -254,6 +261,46 @@ def archived(gk: Gokku, segment: str) -> bool:
     """The service's archiver has archived SEGMENT (or a later one)."""
     last = sql(gk, "db", "select coalesce(last_archived_wal, '') from pg_stat_archiver")
     return last >= segment
+
+
+@REFUSALS
+def test_a_change_of_the_local_encryption_names_the_targets_that_keep_theirs(
+    gk: Gokku, s3: S3
+) -> None:
+    """pgBackRest cannot change a repository's cipher: a target goes on as it was added,
+    and setting or unsetting the local encryption says so of each such target, in one
+    line with what to do; the targets still take the next backup."""
+
+    def keeps(name: str, how: str) -> str:
+        return (
+            f"Target {name} (s3://{BUCKET}/hosts/enc-{name}) keeps its copies {how}: "
+            "to change that, remove it and add a target at another path"
+        )
+
+    def add(name: str) -> None:
+        url = f"s3://{BUCKET}/hosts/enc-{name}"
+        gk.ok(*add_args(s3, url, "--name", name, service="enc"), input=keys_of(s3))
+
+    gk.ok("services:create", "postgres", "--name", "enc")
+    try:
+        add("plain")
+        first = gk.ok("pg:backup-set-encryption", "enc", input=b"the first passphrase\n")
+        assert keeps("plain", "unencrypted") in first.stderr
+        add("sealed")
+        second = gk.ok("pg:backup-set-encryption", "enc", input=b"the second passphrase\n")
+        assert keeps("plain", "unencrypted") in second.stderr
+        other = "encrypted with the passphrase it was added with, not this one"
+        assert keeps("sealed", other) in second.stderr
+        unset = gk.ok("pg:backup-unset-encryption", "enc")
+        assert "Target plain" not in unset.stderr  # unencrypted, as the local one now
+        kept = "encrypted, with the passphrase it was added with (kept for it)"
+        assert keeps("sealed", kept) in unset.stderr
+
+        before = repos(gk, "enc")
+        gk.ok("pg:backup", "enc")
+        assert repos(gk, "enc") - before == Counter(local=1, plain=1, sealed=1)
+    finally:
+        gk.ok("pg:destroy", "enc", "--force")
 
 
 def test_a_target_that_is_down_stops_neither_archiving_nor_local_backups(gk: Gokku, s3: S3) -> None:

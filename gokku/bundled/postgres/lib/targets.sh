@@ -38,6 +38,26 @@ load_target() {
   source "$(targets_dir)/$1.env"
 }
 
+# say_kept_ciphers: after the local repository's encryption changed (to CIPHER_PASS), name
+# each target whose copies go on as they were: a target keeps the cipher it was added
+# with (pgBackRest cannot change a repository's), and only a new one at another path
+# takes the new one.
+say_kept_ciphers() {
+  local name was
+  for name in $(target_names); do
+    load_target "$name"
+    [ "$TARGET_CIPHER" != "$CIPHER_PASS" ] || continue
+    if [ -z "$TARGET_CIPHER" ]; then
+      was="unencrypted"
+    elif [ -z "$CIPHER_PASS" ]; then
+      was="encrypted, with the passphrase it was added with (kept for it)"
+    else
+      was="encrypted with the passphrase it was added with, not this one"
+    fi
+    say "Target $name ($TARGET_URL) keeps its copies $was: to change that, remove it and add a target at another path"
+  done
+}
+
 # save_target NAME: TARGET_* as NAME.env, mode 0600, atomically.
 save_target() {
   local dir file tmp name
