@@ -8,6 +8,7 @@ import contextlib
 import fcntl
 import os
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -112,12 +113,13 @@ def test_the_locks_are_held_while_the_script_runs_and_not_by_its_daemon(
 
 
 def test_a_hang_up_before_the_worker_learns_of_the_exec_still_clears_the_group() -> None:
-    """What a session hands over reaches the worker through the zygote, which may lag
-    behind the script: the client can be gone before the worker learns that the session
-    became its script. The hang-up then reached only the script's leader; once the
-    worker learns it, the whole group goes (the background ``sleep`` here). The zygote's
-    order is reproduced exactly: the script, leading its own session as a forked session
-    does, dies unreaped; the hand-over message comes; only then would its exit."""
+    """What a session hands over waits on its line until the worker reads it, which a
+    busy worker may do after the script runs: the client can be gone before the worker
+    learns that the session became its script. The hang-up then reached only the
+    script's leader; once the worker learns it, the whole group goes (the background
+    ``sleep`` here). The order is reproduced exactly: the script, leading its own session
+    as a forked session does, dies unreaped; the hand-over message is read; only then
+    would its exit."""
     from gokku.ssh.spawn import Forked
 
     script = subprocess.Popen(
@@ -126,7 +128,8 @@ def test_a_hang_up_before_the_worker_learns_of_the_exec_still_clears_the_group()
     sleeper = int(script.stdout.readline())
 
     async def scenario() -> None:
-        forked = Forked(script.pid, os.pidfd_open(script.pid))
+        line, _said = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        forked = Forked(script.pid, os.pidfd_open(script.pid), line.detach())
         forked.send_signal(signal.SIGHUP)  # the client went away; the exec is not known yet
         assert wait_until(lambda: not runs(script.pid), 10)
         assert runs(sleeper)

@@ -9,6 +9,7 @@ import os
 import resource
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,6 +142,63 @@ def test_a_session_outlives_its_zygote(embedded: Embedded) -> None:
     assert result.exit_status == LOST_STATUS
     lines = [e for e in embedded.audit() if e["argv"] == ["t:trap", "TERM"]]
     assert [e["exit"] for e in lines] == [LOST_STATUS]  # its one line, as the client saw it
+
+
+# Stops ZYGOTE (argv[1]) as soon as it has a child not in argv[2:], at rest in its wait
+# for events (x86-64's epoll_wait or epoll_pwait: its answer with the pid went out). A
+# process of its own, polling without pause: a thread of the test would wait for the
+# interpreter lock while the session (some milliseconds of Python) hands its command over.
+STOP_AT_REST = """
+import os, signal, sys, time
+zygote, before = int(sys.argv[1]), set(sys.argv[2:])
+listing = f"/proc/{zygote}/task/{zygote}/children"
+deadline = time.monotonic() + 30
+print("polling", flush=True)
+while not set(open(listing).read().split()) - before:
+    assert time.monotonic() < deadline, "the zygote forked no session"
+while True:
+    os.kill(zygote, signal.SIGSTOP)
+    while open(f"/proc/{zygote}/stat").read().rsplit(")", 1)[1].split()[0] != "T":
+        assert time.monotonic() < deadline, "the zygote did not stop"
+    if open(f"/proc/{zygote}/syscall").read().split()[0] in ("232", "281"):
+        break
+    os.kill(zygote, signal.SIGCONT)
+    assert time.monotonic() < deadline, "the zygote never came to rest"
+"""
+
+
+def test_a_hand_over_the_zygote_never_saw_still_reaches_the_worker(embedded: Embedded) -> None:
+    """The session's line is the worker's to read: stopped before the session hands its
+    command over, then killed while the script runs, the zygote takes nothing of it with
+    it. The audit line is written (it was lost when the zygote passed hand-overs on)."""
+    if os.uname().machine != "x86_64":
+        pytest.skip("the stopper knows x86-64's numbers of the zygote's wait")
+    zygote = _zygote(embedded.server)
+    assert zygote is not None
+    before = Path(f"/proc/{zygote}/task/{zygote}/children").read_text().split()
+
+    async def scenario() -> asyncssh.SSHCompletedProcess:
+        async with _connect(embedded) as conn:
+            stopper = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", STOP_AT_REST, str(zygote), *before, stdout=subprocess.PIPE
+            )
+            assert await stopper.stdout.readline() == b"polling\n"
+            process = await conn.create_process("t:trap TERM")
+            assert await asyncio.wait_for(stopper.wait(), 60) == 0
+            assert await process.stdout.readline() == "ready\n"
+            os.kill(zygote, signal.SIGKILL)
+            process.send_signal("TERM")
+            return await asyncio.wait_for(process.wait(), 15)
+
+    try:
+        result = asyncio.run(scenario())
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(zygote, signal.SIGKILL)
+    assert "got TERM" in result.stdout
+    assert result.exit_status == LOST_STATUS
+    lines = [e for e in embedded.audit() if e["argv"] == ["t:trap", "TERM"]]
+    assert [e["exit"] for e in lines] == [LOST_STATUS]
 
 
 def test_a_hung_up_session_outlives_its_zygote(embedded: Embedded) -> None:
@@ -383,9 +441,10 @@ def test_sessions_get_the_descriptor_limit_the_server_started_with(
 
 
 def test_sessions_ending_together_never_take_the_zygote_down(embedded: Embedded) -> None:
-    """Fifty sessions at once, four times over: exits and hand-overs land in the zygote's
-    same wake-ups, and one that was handled first must not make it trip on the other (it
-    died on a closed line about one round in ten, failing the sessions it was starting)."""
+    """Fifty sessions at once, four times over: their exits land in the zygote's same
+    wake-ups, their hand-overs in the worker's, and none may take the zygote down (when it
+    passed the hand-overs on, it died on a closed line about one round in ten, failing the
+    sessions it was starting)."""
     import concurrent.futures
 
     from sshlab import server_log

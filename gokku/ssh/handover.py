@@ -17,10 +17,11 @@ what the script writes, so nothing reaches the client unmasked whatever the zygo
 Not on a terminal: there the output must go through the session's pty.
 
 The line to the worker is a socket the zygote made for this session (fd 3 until it is
-taken, close-on-exec); the zygote passes each message on at once, before the session's
-exit, so a session that ends right after (killed -9, or a script that exits at once)
-still gets its one audit line. A session without it (OpenSSH's door, the local CLI, a
-session started as a new interpreter) runs everything itself as before.
+taken, close-on-exec), whose other end it passed to the worker with the session's pid:
+what is said on it waits there for the worker, so a session that ends right after
+(killed -9, or a script that exits at once) still gets its one audit line, even if the
+zygote dies meanwhile. A session without it (OpenSSH's door, the local CLI, a session
+started as a new interpreter) runs everything itself as before.
 """
 
 import contextlib
@@ -132,9 +133,10 @@ def exec_command(command: list[str], cwd: str, env: dict[str, str]) -> None:
 
     Signals the script should start at default are set so before the worker learns it
     may signal the group: one arriving before the exec ends this process as it would
-    have ended the script. Returns when the worker cannot be told (the zygote died):
-    the caller waits for the command itself. OSError when the exec fails: the caller
-    reports it, and the session ends as any other, its ``finish`` the last word."""
+    have ended the script. Returns when the worker cannot be told (it is gone, and the
+    zygote with it): the caller waits for the command itself. OSError when the exec
+    fails: the caller reports it, and the session ends as any other, its ``finish`` the
+    last word."""
     assert _entry is not None
     # Held back until the worker is told: one that came in between (Ctrl-C from the pty)
     # would end this process with no word to the worker, and the session with no line.
@@ -172,7 +174,7 @@ def exec_command(command: list[str], cwd: str, env: dict[str, str]) -> None:
 
 
 def _send(message: dict, fds: list[int]) -> bool:
-    """To the worker, through the zygote (one datagram, as the zygote's own messages)."""
+    """To the worker, on the line (one datagram, as the zygote's own messages)."""
     if _channel is None:
         return False
     try:

@@ -12,9 +12,10 @@ A forked process is signalled through a pidfd the zygote passes along, so a sign
 never reaches a recycled pid. Its exit code comes from the zygote, its parent; if the
 zygote dies first the code is lost: the session ends, once the process has, with
 LOST_STATUS (its audit line too, when it had become its script). What the process says
-before it execs its script or exits (``gokku.ssh.handover``) the zygote passes on at once,
-with the locks it hands over: the worker holds those, not the zygote, so that a zygote
-that dies takes no lock from a script still running.
+before it execs its script or exits (``gokku.ssh.handover``), with the locks it hands
+over, comes on a line of its own whose end the zygote passes along with the pid: the
+worker reads it, not the zygote, so that a zygote that dies takes neither a lock from a
+script still running nor a session's audit line.
 
 A zygote that stops answering (stopped, wedged) holds both the sessions waiting to start
 and the exit codes of those it forked, so it is asked for a sign of life every
@@ -88,7 +89,7 @@ class Forked:
     then KILL, GRACE_SECONDS apart, and KILL for what is left of the group once the
     script has exited."""
 
-    def __init__(self, pid: int, pidfd: int) -> None:
+    def __init__(self, pid: int, pidfd: int, line: int) -> None:
         self.pid = pid
         self.returncode: int | None = None
         self.handover: dict | None = None
@@ -101,6 +102,9 @@ class Forked:
         self._on_masked: Callable[[Masker, dict[int, int]], None] | None = None
         self._escalation: asyncio.TimerHandle | None = None
         self._exited = asyncio.get_running_loop().create_future()
+        self._line: socket.socket | None = socket.socket(fileno=line)
+        self._line.setblocking(False)
+        asyncio.get_running_loop().add_reader(self._line, self._read_line)
 
     def send_signal(self, signum: int) -> None:
         if self.returncode is None:
@@ -113,13 +117,34 @@ class Forked:
                 else:
                     self._to_group(signum)
 
+    def _read_line(self) -> None:
+        """What the process said on its line so far, each message in turn; the line is
+        closed at its end (the process exec'd its script, or exited)."""
+        while self._line is not None:
+            try:
+                message, fds = zygote.receive(self._line, zygote.MAX_LOCKS)
+            except (BlockingIOError, InterruptedError):
+                return
+            except (OSError, ValueError):
+                message, fds = None, []
+            if message is None:
+                self._close_line()
+                return
+            self.handed_over(message, fds)
+
+    def _close_line(self) -> None:
+        if self._line is not None:
+            asyncio.get_running_loop().remove_reader(self._line)
+            self._line.close()
+            self._line = None
+
     def handed_over(self, message: dict, fds: list[int]) -> None:
         """What the process said before it exec'd (or at its end); the last word counts.
 
-        The message comes through the zygote, so the script may run (and its client go
-        away) before it arrives: a hang-up asked meanwhile reached only the process, as
-        it was then, and is made the group's now. Output pipes that come with it are the
-        script's, to be masked (``when_masked``)."""
+        The script may run (and its client go away) before this worker reads it: a
+        hang-up asked meanwhile reached only the process, as it was then, and is made the
+        group's now. Output pipes that come with it are the script's, to be masked
+        (``when_masked``)."""
         mask, pipes, locks = handover.masked_pipes(message, fds)
         self.handover = message
         self._locks += locks
@@ -176,6 +201,8 @@ class Forked:
 
     def exited(self, code: int) -> None:
         if self.returncode is None:
+            self._read_line()  # all it said before its exit: it is in the line already
+            self._close_line()
             if self._hung_up:  # what the script left running in its group goes with it
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(self.pid, signal.SIGKILL)
@@ -307,13 +334,6 @@ class Spawner:
             self._ready = True
             self._settle()
             self._ping()
-        elif "handover" in message:
-            worker = self._running.get(message["pid"])
-            if worker is not None:
-                worker.handed_over(message["handover"], fds)
-            else:
-                for fd in fds:
-                    os.close(fd)
         elif "status" in message:
             worker = self._running.pop(message["pid"], None)
             if worker is not None:
@@ -321,7 +341,7 @@ class Spawner:
         else:
             answer = self._requests.pop(message["id"])
             if "pid" in message:
-                worker = Forked(message["pid"], fds[0])
+                worker = Forked(message["pid"], *fds)
                 self._running[worker.pid] = worker
                 answer.set_result(worker)
             else:

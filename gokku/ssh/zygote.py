@@ -21,10 +21,11 @@ The zygote answers each request with the child's pid and a pidfd (the server sig
 through it: never a recycled pid), and once the child has exited, with its exit code
 (negative for a signal, as ``subprocess``); it answers a ping at once (the server kills
 a zygote that stops answering). Each child gets a line of its own (fd 3, a socket) for
-what it hands over to the server (``gokku.ssh.handover``); the zygote passes each message
-on as it comes, and all of them before that child's exit. It exits when the server's end
-closes, once it has hung up the sessions that became their scripts (the server held their
-locks).
+what it hands over to the server (``gokku.ssh.handover``): the other end goes to the
+server with the pid, so what the child says reaches the server straight, whatever becomes
+of the zygote (one killed between a hand-over and its passing on lost that session's
+audit line). It exits when the server's end closes, once it has hung up the sessions that
+became their scripts (the server held their locks).
 """
 
 import contextlib
@@ -102,15 +103,13 @@ def serve(sock: socket.socket, root: str, nofile: int) -> None:
     """Fork a child per request, report its pid and its exit, until the worker is gone
     (its end of the socket closed, or a message to it failed); then hang up the sessions
     that had become their scripts."""
-    lines: dict[int, socket.socket | None] = {}  # pid → our end of its line (ssh.handover)
+    lines: dict[int, socket.socket] = {}  # pid → the server's end of its line (ssh.handover)
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         _answer(sock, root, nofile, lines)
-    _hang_up_scripts([pid for pid, line in lines.items() if line is None or _ended(line)])
+    _hang_up_scripts([pid for pid, line in lines.items() if _ended(line)])
 
 
-def _answer(
-    sock: socket.socket, root: str, nofile: int, lines: dict[int, socket.socket | None]
-) -> None:
+def _answer(sock: socket.socket, root: str, nofile: int, lines: dict[int, socket.socket]) -> None:
     """``serve``'s requests and reports, until the end of the worker's socket."""
     base_env = dict(os.environ)
     selector = selectors.DefaultSelector()
@@ -119,10 +118,6 @@ def _answer(
     send(sock, {READY: os.getpid()})
     while True:
         for key, _ in selector.select():
-            if selector.get_map().get(key.fd) is not key:
-                # Gone since this batch was read: a session's line closed with its exit
-                # (handled first), or its descriptor's number already taken again.
-                continue
             if key.fileobj is sock:
                 message, fds = receive(sock, 3)
                 if message is None:
@@ -131,7 +126,7 @@ def _answer(
                     send(sock, {PONG: True})
                     continue
                 try:
-                    owned = (selector, sock, *filter(None, lines.values()))
+                    owned = (selector, sock, *lines.values())
                     pid, ours = _fork(message, fds, root, base_env, nofile, owned)
                 except OSError as exc:  # no fork (memory, process limit): the server says so
                     send(sock, {"id": message["id"], "error": str(exc)})
@@ -142,33 +137,21 @@ def _answer(
                 pidfd = os.pidfd_open(pid)
                 children[pidfd] = pid
                 selector.register(pidfd, selectors.EVENT_READ)
-                ours.setblocking(False)
-                lines[pid] = ours
-                selector.register(ours, selectors.EVENT_READ, pid)
-                send(sock, {"id": message["id"], "pid": pid}, [pidfd])
+                lines[pid] = ours  # kept, unread: whether it ended, if the server goes
+                send(sock, {"id": message["id"], "pid": pid}, [pidfd, ours.fileno()])
             elif key.fd in children:
                 pid = children.pop(key.fd)
                 selector.unregister(key.fd)
                 os.close(key.fd)
                 _, status = os.waitpid(pid, 0)
-                line = lines.pop(pid)
-                if line is not None:  # all it said before the exit, then the exit
-                    _pass_on(sock, pid, line)
-                    selector.unregister(line)
-                    line.close()
+                lines.pop(pid).close()
                 send(sock, {"pid": pid, "status": os.waitstatus_to_exitcode(status)})
-            elif not _pass_on(sock, key.data, key.fileobj):
-                selector.unregister(key.fileobj)  # it exec'd (or exits): nothing more comes
-                key.fileobj.close()
-                lines[key.data] = None
 
 
 def _ended(line: socket.socket) -> bool:
-    """Whether a session's line is at its end (it exec'd its script, or exits), though
-    that was not read yet: the worker's going and a line's end can come in one wake-up
-    in either order, and a line whose end came second would leave its script running
-    with nobody to hang it up. What the line still held is dropped, the descriptors with
-    it: the worker it was for is gone."""
+    """Whether a session's line is at its end (it exec'd its script, or exits). The
+    zygote never reads a line (the worker does); with the worker gone, what the line
+    still holds is dropped, the descriptors with it."""
     while True:
         try:
             if not line.recv(MAX_MESSAGE, socket.MSG_DONTWAIT):
@@ -223,26 +206,6 @@ def _fork(
     finally:
         theirs.close()
     return pid, ours
-
-
-def _pass_on(sock: socket.socket, pid: int, line: socket.socket) -> bool:
-    """What a session said on its line (gokku.ssh.handover), to the server at once, with
-    the descriptors it passed (its locks); False at the end of the line (the session
-    closed it at exec or exit: its exit comes from its pidfd)."""
-    while True:
-        try:
-            message, fds = receive(line, MAX_LOCKS)
-        except (BlockingIOError, InterruptedError):
-            return True
-        except (OSError, ValueError):
-            message, fds = None, []
-        if message is None:
-            return False
-        try:
-            send(sock, {"pid": pid, "handover": message}, fds)
-        finally:
-            for fd in fds:
-                os.close(fd)
 
 
 def _session(
