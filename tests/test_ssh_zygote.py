@@ -148,22 +148,26 @@ def test_a_session_outlives_its_zygote(embedded: Embedded) -> None:
 # for events (x86-64's epoll_wait or epoll_pwait: its answer with the pid went out). A
 # process of its own, polling without pause: a thread of the test would wait for the
 # interpreter lock while the session (some milliseconds of Python) hands its command over.
+# A zygote gone meanwhile (the worker kills one silent for 1.5 s) is stopped enough.
 STOP_AT_REST = """
 import os, signal, sys, time
 zygote, before = int(sys.argv[1]), set(sys.argv[2:])
 listing = f"/proc/{zygote}/task/{zygote}/children"
 deadline = time.monotonic() + 30
 print("polling", flush=True)
-while not set(open(listing).read().split()) - before:
-    assert time.monotonic() < deadline, "the zygote forked no session"
-while True:
-    os.kill(zygote, signal.SIGSTOP)
-    while open(f"/proc/{zygote}/stat").read().rsplit(")", 1)[1].split()[0] != "T":
-        assert time.monotonic() < deadline, "the zygote did not stop"
-    if open(f"/proc/{zygote}/syscall").read().split()[0] in ("232", "281"):
-        break
-    os.kill(zygote, signal.SIGCONT)
-    assert time.monotonic() < deadline, "the zygote never came to rest"
+try:
+    while not set(open(listing).read().split()) - before:
+        assert time.monotonic() < deadline, "the zygote forked no session"
+    while True:
+        os.kill(zygote, signal.SIGSTOP)
+        while open(f"/proc/{zygote}/stat").read().rsplit(")", 1)[1].split()[0] != "T":
+            assert time.monotonic() < deadline, "the zygote did not stop"
+        if open(f"/proc/{zygote}/syscall").read().split()[0] in ("232", "281"):
+            break
+        os.kill(zygote, signal.SIGCONT)
+        assert time.monotonic() < deadline, "the zygote never came to rest"
+except (FileNotFoundError, ProcessLookupError):
+    pass
 """
 
 
@@ -186,7 +190,8 @@ def test_a_hand_over_the_zygote_never_saw_still_reaches_the_worker(embedded: Emb
             process = await conn.create_process("t:trap TERM")
             assert await asyncio.wait_for(stopper.wait(), 60) == 0
             assert await process.stdout.readline() == "ready\n"
-            os.kill(zygote, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # or the worker did, silent 1.5 s
+                os.kill(zygote, signal.SIGKILL)
             process.send_signal("TERM")
             return await asyncio.wait_for(process.wait(), 15)
 

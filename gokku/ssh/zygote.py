@@ -34,6 +34,7 @@ import gc
 import importlib
 import json
 import os
+import select
 import selectors
 import socket
 import sys
@@ -149,17 +150,12 @@ def _answer(sock: socket.socket, root: str, nofile: int, lines: dict[int, socket
 
 
 def _ended(line: socket.socket) -> bool:
-    """Whether a session's line is at its end (it exec'd its script, or exits). The
-    zygote never reads a line (the worker does); with the worker gone, what the line
-    still holds is dropped, the descriptors with it."""
-    while True:
-        try:
-            if not line.recv(MAX_MESSAGE, socket.MSG_DONTWAIT):
-                return True
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError:
-            return True
+    """Whether a session's line is at its end (it exec'd its script, or exits), seen
+    without reading it: what it still holds is the worker's, which may yet read it (the
+    zygote is stopped first when the worker stops)."""
+    poller = select.poll()
+    poller.register(line, select.POLLIN)  # the peer's close shows as POLLHUP, data or not
+    return any(events & select.POLLHUP for _, events in poller.poll(0))
 
 
 def _hang_up_scripts(pids: list[int]) -> None:
