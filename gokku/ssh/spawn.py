@@ -79,6 +79,21 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("SSH_", "TERM"))}
 
 
+def _waiting(sock: socket.socket) -> Iterator[tuple[dict | None, list[int]]]:
+    """The messages waiting on a non-blocking ``sock`` (the zygote's, or a session's
+    line), each with its descriptors; then (None, []) if it has ended."""
+    while True:
+        try:
+            message, fds = zygote.receive(sock, zygote.MAX_LOCKS)
+        except (BlockingIOError, InterruptedError):
+            return
+        except (OSError, ValueError):
+            message, fds = None, []
+        yield message, fds
+        if message is None:
+            return
+
+
 class Forked:
     """A session's process forked by the zygote.
 
@@ -120,17 +135,13 @@ class Forked:
     def _read_line(self) -> None:
         """What the process said on its line so far, each message in turn; the line is
         closed at its end (the process exec'd its script, or exited)."""
-        while self._line is not None:
-            try:
-                message, fds = zygote.receive(self._line, zygote.MAX_LOCKS)
-            except (BlockingIOError, InterruptedError):
-                return
-            except (OSError, ValueError):
-                message, fds = None, []
+        if self._line is None:
+            return
+        for message, fds in _waiting(self._line):
             if message is None:
                 self._close_line()
-                return
-            self.handed_over(message, fds)
+            else:
+                self.handed_over(message, fds)
 
     def _close_line(self) -> None:
         if self._line is not None:
@@ -314,13 +325,7 @@ class Spawner:
 
     def _readable(self) -> None:
         assert self._sock is not None
-        while True:
-            try:
-                message, fds = zygote.receive(self._sock, zygote.MAX_LOCKS)
-            except (BlockingIOError, InterruptedError):
-                return
-            except (OSError, ValueError):
-                message, fds = None, []
+        for message, fds in _waiting(self._sock):
             if message is None:
                 self._lost()
                 return
