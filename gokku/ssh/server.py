@@ -247,8 +247,9 @@ class Connection(asyncssh.SSHServer):
         return session
 
     def _session_done(self, session: Session, key: keys.Key) -> None:
-        """Counted from the request until the exit status is sent (or the channel closed
-        before any command started), so a client reusing the slot never races it."""
+        """Counted from the request until just before the exit status is sent (or the
+        channel closed before any command started), so a client reusing the slot never
+        races it."""
         self.sessions -= 1
         self.limits.session_closed(session, key)
 

@@ -119,9 +119,12 @@ class Session(asyncssh.SSHServerProcess):
         except Exception:
             log.exception("session of %s from %s failed", self._key.name, self._address)
         finally:
+            # Its slot is free before its status goes: a worker paused between the two
+            # (a busy host) let the client's next session, on another worker, find it
+            # still taken.
+            self._finished()
             with contextlib.suppress(Exception):
                 self.exit(code)
-            self._finished()
 
     async def _run(self) -> int:
         if self.subsystem is not None:
