@@ -13,8 +13,9 @@ escalated HUP, TERM, KILL as the runner does (``gokku.ssh.spawn``).
 A caller who may only read a service gets the script's output masked (``gokku.redact``):
 then the script writes into pipes of its own, whose read ends go to the worker with the
 hand-over, and the worker masks what it relays. Until the worker has them, nobody reads
-what the script writes, so nothing reaches the client unmasked whatever the zygote's lag.
-Not on a terminal: there the output must go through the session's pty.
+what the script writes, so nothing reaches the client unmasked, however late the worker
+reads the hand-over. Not on a terminal: there the output must go through the session's
+pty.
 
 The line to the worker is a socket the zygote made for this session (fd 3 until it is
 taken, close-on-exec), whose other end it passed to the worker with the session's pid:
