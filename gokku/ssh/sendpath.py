@@ -63,7 +63,6 @@ INSTANCE_ATTRIBUTES = (
     *(
         ("connection", "SSHConnection", name)
         for name in (
-            "_inpbuf",
             "_recv_handler",
             "_recv_blocksize",
             "_recv_macsize",
