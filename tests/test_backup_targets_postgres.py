@@ -65,14 +65,13 @@ def rows(gk: Gokku, service: str) -> list[int]:
     return [int(i) for i in listed.split(",") if i]
 
 
+def backups(gk: Gokku, service: str = "db") -> list[dict]:
+    return json.loads(gk.ok("pg:backups", service, "--format", "json").stdout)
+
+
 def repos(gk: Gokku, service: str) -> Counter:
     """How many backups of ``service`` each repository holds."""
-    listed = json.loads(gk.ok("pg:backups", service, "--format", "json").stdout)
-    return Counter(b["repo"] for b in listed)
-
-
-def backups(gk: Gokku) -> list[dict]:
-    return json.loads(gk.ok("pg:backups", "db", "--format", "json").stdout)
+    return Counter(b["repo"] for b in backups(gk, service))
 
 
 @RESTORES
@@ -180,11 +179,12 @@ def test_bad_targets_are_one_line_and_change_nothing(gk: Gokku, s3: S3) -> None:
     )
     # --ca-file -: the PEM follows the keys on stdin; none, or bytes that are not one.
     from_stdin = add_args(s3, good)[:-1] + ["-"]
-    for tail in (b"", b"\0not a certificate\n" * 6000, s3.ca_file.read_bytes()[:200]):
+    pem = s3.ca_file.read_bytes()
+    for tail in (b"", b"\0not a certificate\n" * 6000, pem[:200]):
         assert "--ca-file -: no PEM certificate on stdin after the two keys" in (
             one_line_refusal(gk, from_stdin, 2, keys_of(s3) + tail)
         )
-    bundle = s3.ca_file.read_bytes() * (2**20 // len(s3.ca_file.read_bytes()) + 1)
+    bundle = pem * (2**20 // len(pem) + 1)
     assert "--ca-file -: more than 1 MiB on stdin after the two keys" in (
         one_line_refusal(gk, from_stdin, 2, keys_of(s3) + bundle)
     )
