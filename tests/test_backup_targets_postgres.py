@@ -178,7 +178,9 @@ def test_bad_targets_are_one_line_and_change_nothing(gk: Gokku, s3: S3) -> None:
         gk, add_args(s3, good), 2, b""
     )
     # --ca-file -: the PEM follows the keys on stdin; none, or bytes that are not one.
-    from_stdin = add_args(s3, good)[:-1] + ["-"]
+    # A name of its own: the module's first test may have left a target named offsite.
+    from_stdin = add_args(s3, good, "--name", "from-stdin")
+    from_stdin[from_stdin.index(str(s3.ca_file))] = "-"
     pem = s3.ca_file.read_bytes()
     for tail in (b"", b"\0not a certificate\n" * 6000, pem[:200]):
         assert "--ca-file -: no PEM certificate on stdin after the two keys" in (
